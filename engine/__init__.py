@@ -1,0 +1,1 @@
+"""The engine: networks from layers.yaml, compiled contractions, forward, backprop, training."""
