@@ -1,1 +1,12 @@
-"""Index notation: parse the report's equations and lower them to einsum over views."""
+"""Index notation made executable: the report's equations parsed, checked, lowered to einsum.
+
+    from notation import Equation
+    run = Equation("z[b,j] = x[b,i] * w[i,j]").compile(shapes={"x": (4, 3), "w": (3, 2)})
+    z = run(x=x, w=w)
+"""
+from .equation import Equation, Run
+from .errors import NotationError
+from .functions import FUNCTIONS
+from .parser import TERM_FORMS
+
+__all__ = ["Equation", "Run", "NotationError", "FUNCTIONS", "TERM_FORMS"]

@@ -1,0 +1,348 @@
+"""The parsed equation: immutable nodes that print back in our notation and in LaTeX.
+
+Index terms are affine: a sum of monomials, each an integer times symbols (strides such as
+`s1`, upper-case extents such as `P` or `J`) times at most one index.  Upper-case letters
+follow one rule (equations.md): as an additive constant (`P - p`, `P + s1*i - t`) a letter
+is the *last value* of its lower-case index's range; as a multiplier of an index
+(`i*J*K + j*K + k`) it is the *count* of that range.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Union
+
+Span = tuple  # (start, end) character offsets in the source
+
+
+def is_index_name(name: str) -> bool:
+    """An index is one lower-case letter, optionally primed: `i`, `p'`."""
+    return len(name.rstrip("'")) == 1 and name[0].islower()
+
+
+def is_extent_name(name: str) -> bool:
+    """An extent is one upper-case letter: `P` (last value of p) or `J` (count of j)."""
+    return len(name) == 1 and name.isupper()
+
+
+@dataclass(frozen=True)
+class Mono:
+    """coef * symbols * index, one monomial of an index term."""
+
+    coef: int
+    symbols: tuple = ()
+    index: str | None = None
+    span: Span = field(default=(0, 0), compare=False)
+
+    def value(self, symvals) -> int:
+        out = self.coef
+        for s in self.symbols:
+            out *= symvals[s]
+        return out
+
+
+@dataclass(frozen=True)
+class Affine:
+    """An index term: a sum of monomials, e.g. `s1*i + p` or `P - p`."""
+
+    monos: tuple
+    span: Span = field(default=(0, 0), compare=False)
+
+    @property
+    def indices(self) -> tuple:
+        seen = []
+        for m in self.monos:
+            if m.index is not None and m.index not in seen:
+                seen.append(m.index)
+        return tuple(seen)
+
+    @property
+    def symbols(self) -> tuple:
+        seen = []
+        for m in self.monos:
+            for s in m.symbols:
+                if s not in seen:
+                    seen.append(s)
+        return tuple(seen)
+
+    def plain(self) -> str | None:
+        """The index if this term is just one index with coefficient 1."""
+        if len(self.monos) == 1:
+            m = self.monos[0]
+            if m.index is not None and m.coef == 1 and not m.symbols:
+                return m.index
+        return None
+
+    def flip(self) -> str | None:
+        """The index if this term is a flip `U - u` of its own range (eq. 15's `P - p`)."""
+        if len(self.monos) != 2:
+            return None
+        a, b = self.monos
+        if b.index is None:
+            a, b = b, a
+        if (a.index is None and a.coef == 1 and len(a.symbols) == 1 and is_extent_name(a.symbols[0])
+                and b.index is not None and b.coef == -1 and not b.symbols
+                and a.symbols[0].lower() == b.index.rstrip("'")):
+            return b.index
+        return None
+
+    def linear(self, symvals) -> tuple:
+        """({index: integer coefficient}, integer constant) under the given symbol values."""
+        coefs, const = {}, 0
+        for m in self.monos:
+            v = m.value(symvals)
+            if m.index is None:
+                const += v
+            else:
+                coefs[m.index] = coefs.get(m.index, 0) + v
+        return {k: v for k, v in coefs.items() if v != 0}, const
+
+    def substitute(self, index: str, replacement: "Affine") -> "Affine":
+        """This term with `index` replaced by another term (coefficients distribute)."""
+        out = []
+        for m in self.monos:
+            if m.index != index:
+                out.append(m)
+                continue
+            for r in replacement.monos:
+                out.append(Mono(m.coef * r.coef, m.symbols + r.symbols, r.index, r.span))
+        return Affine(tuple(out), self.span)
+
+    def __str__(self) -> str:
+        parts = []
+        for n, m in enumerate(self.monos):
+            body = [str(abs(m.coef))] if abs(m.coef) != 1 or (not m.symbols and m.index is None) else []
+            body += list(m.symbols) + ([m.index] if m.index else [])
+            text = "*".join(body)
+            if n == 0:
+                parts.append(("-" if m.coef < 0 else "") + text)
+            else:
+                parts.append((" - " if m.coef < 0 else " + ") + text)
+        return "".join(parts) if parts else "0"
+
+    def latex(self) -> str:
+        parts = []
+        for n, m in enumerate(self.monos):
+            body = str(abs(m.coef)) if abs(m.coef) != 1 or (not m.symbols and m.index is None) else ""
+            body += "".join(_latex_symbol(s) for s in m.symbols) + (_latex_index(m.index) if m.index else "")
+            sign = "-" if m.coef < 0 else ("+" if n else "")
+            parts.append(sign + body)
+        return "".join(parts) if parts else "0"
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A tensor with its index terms: `x[b, s1*i+p, s2*j+q, r]`."""
+
+    name: str
+    axes: tuple
+    span: Span = field(default=(0, 0), compare=False)
+
+    def __str__(self) -> str:
+        if not self.axes:
+            return self.name
+        return f"{self.name}[{', '.join(str(a) for a in self.axes)}]" if any(
+            a.plain() is None for a in self.axes) else f"{self.name}[{','.join(str(a) for a in self.axes)}]"
+
+    def latex(self) -> str:
+        if not self.axes:
+            return _latex_symbol(self.name)
+        subs = "".join(a.latex() if a.plain() else f"({a.latex()})" for a in self.axes)
+        return f"{_latex_symbol(self.name)}_{{{subs}}}"
+
+
+@dataclass(frozen=True)
+class Delta:
+    """Kronecker delta[i,j] (eq. 13, 23): 1 where the two indices agree."""
+
+    i: str
+    j: str
+    span: Span = field(default=(0, 0), compare=False)
+
+    def __str__(self) -> str:
+        return f"delta[{self.i},{self.j}]"
+
+    def latex(self) -> str:
+        return rf"\delta_{{{_latex_index(self.i)}{_latex_index(self.j)}}}"
+
+
+@dataclass(frozen=True)
+class Call:
+    """An elementwise function from the registry applied to an expression: `relu(z[b,i])`."""
+
+    func: str
+    arg: "Node"
+    span: Span = field(default=(0, 0), compare=False)
+
+    def __str__(self) -> str:
+        return f"{self.func}({self.arg})"
+
+    def latex(self) -> str:
+        from .functions import FUNCTIONS
+        return rf"{FUNCTIONS[self.func].latex}\left({self.arg.latex()}\right)"
+
+
+@dataclass(frozen=True)
+class Max:
+    """`max[p,q] x[...]` (eq. 18): the maximum over the listed indices, positions kept."""
+
+    indices: tuple
+    arg: "Node"
+    span: Span = field(default=(0, 0), compare=False)
+
+    def __str__(self) -> str:
+        return f"max[{','.join(self.indices)}] {self.arg}"
+
+    def latex(self) -> str:
+        return rf"\max_{{{','.join(_latex_index(i) for i in self.indices)}}} {self.arg.latex()}"
+
+
+@dataclass(frozen=True)
+class Num:
+    value: Fraction
+    span: Span = field(default=(0, 0), compare=False)
+
+    def __str__(self) -> str:
+        v = self.value
+        return str(v.numerator) if v.denominator == 1 else str(float(v))
+
+    def latex(self) -> str:
+        v = self.value
+        return str(v.numerator) if v.denominator == 1 else rf"\tfrac{{{v.numerator}}}{{{v.denominator}}}"
+
+
+@dataclass(frozen=True)
+class Sym:
+    """A scalar symbol (`eta`) or an upper-case count (`B` in `1/B`)."""
+
+    name: str
+    span: Span = field(default=(0, 0), compare=False)
+
+    def __str__(self) -> str:
+        return self.name
+
+    def latex(self) -> str:
+        return _latex_symbol(self.name)
+
+
+@dataclass(frozen=True)
+class Sum:
+    """Signed terms: [(+1 | -1, node), ...]."""
+
+    terms: tuple
+    span: Span = field(default=(0, 0), compare=False)
+
+    def __str__(self) -> str:
+        out = ""
+        for n, (sign, node) in enumerate(self.terms):
+            text = str(node)
+            out += ("-" if sign < 0 else "") + text if n == 0 else (" - " if sign < 0 else " + ") + text
+        return out
+
+    def latex(self) -> str:
+        out = ""
+        for n, (sign, node) in enumerate(self.terms):
+            op = ("-" if sign < 0 else "") if n == 0 else (" - " if sign < 0 else " + ")
+            out += op + node.latex()
+        return out
+
+
+@dataclass(frozen=True)
+class Mul:
+    """Factors joined by `*` or `/`: [(op, node), ...], the first op being '*'."""
+
+    factors: tuple
+    span: Span = field(default=(0, 0), compare=False)
+
+    def __str__(self) -> str:
+        out = ""
+        for n, (op, node) in enumerate(self.factors):
+            text = f"({node})" if isinstance(node, Sum) else str(node)
+            out += text if n == 0 else f" {op} {text}"
+        return out
+
+    def latex(self) -> str:
+        out = ""
+        for n, (op, node) in enumerate(self.factors):
+            text = rf"\left({node.latex()}\right)" if isinstance(node, Sum) else node.latex()
+            if op == "/":
+                out = rf"\frac{{{out or '1'}}}{{{text}}}"
+            else:
+                out += ("" if n == 0 else " ") + text
+        return out
+
+
+Node = Union[Ref, Delta, Call, Max, Num, Sym, Sum, Mul]
+
+
+@dataclass(frozen=True)
+class Product:
+    """One term of the expanded right side: coefficient, scalar symbols with powers, factors."""
+
+    coef: Fraction
+    scalars: tuple = ()  # ((name, power), ...)
+    factors: tuple = ()  # Ref | Delta | Call | Max
+
+
+def expand(node) -> list:
+    """The right side multiplied out into a sum of products (summation is per product)."""
+    if isinstance(node, Num):
+        return [Product(node.value)]
+    if isinstance(node, Sym):
+        return [Product(Fraction(1), ((node.name, 1),))]
+    if isinstance(node, (Ref, Delta, Call, Max)):
+        return [Product(Fraction(1), (), (node,))]
+    if isinstance(node, Sum):
+        out = []
+        for sign, sub in node.terms:
+            out += [Product(sign * p.coef, p.scalars, p.factors) for p in expand(sub)]
+        return out
+    if isinstance(node, Mul):
+        acc = [Product(Fraction(1))]
+        for op, sub in node.factors:
+            parts = expand(sub)
+            if op == "/":
+                from .errors import NotationError
+                if len(parts) != 1 or parts[0].factors or parts[0].coef == 0:
+                    raise NotationError("only division by a non-zero scalar (a number or a symbol) "
+                                        "is supported", span=sub.span,
+                                        hint="multiply by a tensor instead, or move the division into a function")
+                p = parts[0]
+                parts = [Product(1 / p.coef, tuple((s, -k) for s, k in p.scalars))]
+            acc = [Product(a.coef * b.coef, _merge_powers(a.scalars + b.scalars), a.factors + b.factors)
+                   for a in acc for b in parts]
+        return acc
+    raise TypeError(f"unexpected node {node!r}")
+
+
+def _merge_powers(scalars) -> tuple:
+    powers = {}
+    for s, k in scalars:
+        powers[s] = powers.get(s, 0) + k
+    return tuple((s, k) for s, k in powers.items() if k)
+
+
+def walk(node):
+    """Every node below and including this one, depth first."""
+    yield node
+    if isinstance(node, (Sum, Mul)):
+        for _, sub in (node.terms if isinstance(node, Sum) else node.factors):
+            yield from walk(sub)
+    elif isinstance(node, (Call, Max)):
+        yield from walk(node.arg)
+
+
+_GREEK = {"eta", "delta", "sigma", "alpha", "beta", "gamma", "epsilon", "lambda", "mu", "theta"}
+
+
+def _latex_symbol(name: str) -> str:
+    base = name.rstrip("0123456789")
+    digits = name[len(base):]
+    if base.startswith("d") and len(base) > 1 and base not in _GREEK:  # dz -> \partial z
+        return rf"\partial {_latex_symbol(base[1:] + digits)}"
+    text = rf"\{base}" if base in _GREEK else base
+    return f"{text}_{{{digits}}}" if digits else text
+
+
+def _latex_index(name: str) -> str:
+    return name.replace("'", "^{\\prime}")

@@ -1,0 +1,168 @@
+"""Equation and Run: parse once, bind sizes once, plan once; then call as often as needed.
+
+    eq = Equation("z[b,i,j,k] = x[b, s1*i+p, s2*j+q, r] * w[P-p, Q-q, r, k]")
+    run = eq.compile(shapes={"x": (2, 9, 9, 3), "w": (3, 3, 3, 4)}, symbols={"s1": 2, "s2": 2})
+    z = run(x=x, w=w)
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .ast import Delta, Max, Ref, _latex_index, expand, walk
+from .errors import NotationError
+from .lowering import Program
+from .parser import parse, parse_einsum
+from .sizes import bind
+
+
+class Equation:
+    """One equation of our notation (or a numpy-style einsum string with named operands)."""
+
+    def __init__(self, source: str, operands=None, result: str = "z"):
+        if operands is not None:
+            source = parse_einsum(source, operands, result)
+        self.source = source
+        self.lhs, self.rhs = parse(source)
+        try:
+            self.products = expand(self.rhs)
+        except NotationError as e:
+            raise e.located(source) from None
+
+    # -- what it reads ----------------------------------------------------
+    @property
+    def operands(self) -> tuple:
+        """The names of the tensors on the right side, in order of first appearance."""
+        seen = []
+        for n in walk(self.rhs):
+            if isinstance(n, Ref) and n.name not in seen:
+                seen.append(n.name)
+        return tuple(seen)
+
+    @property
+    def result(self) -> str:
+        return self.lhs.name
+
+    def summed(self, product) -> tuple:
+        """Indices of one product that the left side does not name (Einstein summation)."""
+        left = {i for axis in self.lhs.axes for i in axis.indices}
+        out = []
+        for f in product.factors:
+            for n in walk(f):
+                names = []
+                if isinstance(n, Ref):
+                    names = [i for axis in n.axes for i in axis.indices]
+                elif isinstance(n, Delta):
+                    names = [n.i, n.j]
+                for i in names:
+                    if i not in left and i not in out and not _inside_max(f, i):
+                        out.append(i)
+        return tuple(out)
+
+    def __str__(self) -> str:
+        return f"{self.lhs} = {self.rhs}"
+
+    def __repr__(self) -> str:
+        return f"Equation({str(self)!r})"
+
+    def latex(self) -> str:
+        """The equation in the report's style: explicit sums over the summed indices."""
+        from .ast import Sum
+        terms = self.rhs.terms if isinstance(self.rhs, Sum) else ((1, self.rhs),)
+        body = ""
+        for n, (sign, node) in enumerate(terms):
+            summed = self.summed(expand(node)[0]) if expand(node) else ()
+            text = node.latex()
+            if summed:
+                under = ",".join(_latex_index(i) for i in summed)
+                text = rf"\sum_{{{under}}} {text}"
+            op = ("-" if sign < 0 else "") if n == 0 else (" - " if sign < 0 else " + ")
+            body += op + text
+        return f"{self.lhs.latex()} = {body}"
+
+    # -- compile ------------------------------------------------------------
+    def compile(self, shapes, symbols=None, optimize="auto") -> "Run":
+        """Bind every size, lower to views and einsum strings, plan each contraction once."""
+        shapes = dict(shapes or {})
+        symbols = dict(symbols or {})
+        for name, shape in shapes.items():
+            try:
+                shapes[name] = tuple(int(n) for n in shape)
+            except (TypeError, ValueError):
+                raise NotationError(f"the shape of {name!r} must be a tuple of whole numbers, "
+                                    f"not {shape!r}", self.source) from None
+        binding = bind(self.source, self.lhs, self.products, shapes, symbols)
+        operand_shapes = {k: v for k, v in shapes.items() if k != self.lhs.name}
+        program = Program(binding.products, binding.result_shape, binding.extents, binding.symbols,
+                          operand_shapes, optimize)
+        return Run(self, binding, program, operand_shapes)
+
+
+def _inside_max(node, idx) -> bool:
+    return any(isinstance(n, Max) and idx in n.indices for n in walk(node))
+
+
+class Run:
+    """A compiled equation: fixed shapes, views, einsum strings and planned paths."""
+
+    def __init__(self, equation, binding, program, shapes):
+        self.equation = equation
+        self.extents = dict(binding.extents)
+        self.symbols = dict(binding.symbols)
+        self.result_shape = tuple(binding.result_shape)
+        self.shapes = {k: v for k, v in shapes.items() if k in equation.operands}
+        self._program = program
+        self.has_max = any(isinstance(n, Max) for n in walk(equation.rhs))
+
+    @property
+    def einsum(self) -> str:
+        """The lowered einsum subscripts; products of a sum are joined by ' + '."""
+        return " + ".join(p.einsum for p in self._program.products)
+
+    @property
+    def path_info(self):
+        """opt_einsum's PathInfo of the contraction (a list when the right side is a sum)."""
+        infos = [p.path_info for p in self._program.products if p.path_info is not None]
+        return infos[0] if len(infos) == 1 else infos
+
+    def plan(self) -> str:
+        """A readable account of the lowering: views, einsum, path and how the result is written."""
+        lines = [f"{self.equation}"]
+        for p in self._program.products:
+            for op in p.operands:
+                if op.kind == "view" and not op.view.identity:
+                    lines.append(f"  {op.view.describe()}")
+            lines.append(f"  einsum {p.einsum}")
+            if p.path_info is not None:
+                lines.append("  path " + " ".join(str(c) for c in p.path_info.path)
+                             + f"; {p.path_info.opt_cost:,} flops, largest intermediate "
+                             f"{p.path_info.largest_intermediate:,}")
+            lines.append(f"  result {p.fold.describe()}")
+        return "\n".join(lines)
+
+    def __call__(self, out=None, positions=False, **arrays):
+        """Evaluate on arrays of the compiled shapes; with positions=True also the max masks."""
+        for name, shape in self.shapes.items():
+            if name not in arrays:
+                raise NotationError(f"missing operand {name!r}", self.equation.source,
+                                    hint=f"call with {', '.join(f'{n}=...' for n in self.shapes)}")
+            a = arrays[name]
+            if not isinstance(a, np.ndarray):
+                arrays[name] = a = np.asarray(a)
+            if a.shape != shape:
+                raise NotationError(f"{name!r} has shape {a.shape} but this run was compiled for "
+                                    f"{shape}", self.equation.source,
+                                    hint="compile again for the new shape")
+        extra = set(arrays) - set(self.shapes)
+        if extra:
+            raise NotationError(f"unexpected operand(s) {sorted(extra)}", self.equation.source,
+                                hint=f"this equation reads {sorted(self.shapes)}")
+        if out is not None and out.shape != self.result_shape:
+            raise NotationError(f"out has shape {out.shape}, the result has {self.result_shape}",
+                                self.equation.source)
+        masks = [] if positions else None
+        z = self._program.evaluate(arrays, out=out, positions=masks)
+        if not positions:
+            return z
+        if not masks:
+            raise NotationError("positions=True needs a max[...] in the equation", self.equation.source)
+        return z, (masks[0] if len(masks) == 1 else tuple(masks))

@@ -1,0 +1,35 @@
+"""NotationError: one message that names the equation, points at the fault and says what to do."""
+
+
+class NotationError(ValueError):
+    """A bad equation, size or operand; the message carries the equation and a caret line."""
+
+    def __init__(self, message, source=None, span=None, hint=None):
+        self.reason = message
+        self.source = source
+        self.span = span
+        self.hint = hint
+        super().__init__(self._render())
+
+    def _render(self):
+        text = self.reason
+        if self.hint:
+            text += f"; {self.hint}"
+        if self.source is None:
+            return text
+        lines = [text, f"  in: {self.source}"]
+        if self.span is not None:
+            start, end = self.span
+            start = max(0, min(start, len(self.source)))
+            width = max(1, min(end, len(self.source) + 1) - start)
+            lines.append("      " + " " * start + "^" * width)
+        return "\n".join(lines)
+
+    def one_line(self):
+        """The reason, the hint and the equation on one line, for logs and CLI messages."""
+        text = self.reason + (f"; {self.hint}" if self.hint else "")
+        return text if self.source is None else f"{text} (in: {self.source})"
+
+    def located(self, source, span=None):
+        """The same error attached to an equation, for errors raised below the parser."""
+        return NotationError(self.reason, source, span if span is not None else self.span, self.hint)

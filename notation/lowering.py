@@ -1,0 +1,343 @@
+"""Lowering: index terms become zero-copy views, each product one planned opt_einsum expression.
+
+An operand `x[b, s1*i+p, s2*j+q, r]` becomes a strided view with one axis per index
+(`as_strided`: stride s1 for i, 1 for p, ...); a flip `P - p` a negative stride.  What is
+left is a plain einsum such as `bipjqr,pqrk->bijk`, planned once by opt_einsum.  A result
+with index terms (a scatter, eq. 16, 17, 19) is folded back through a strided view of the
+result: one in-place add where positions never collide, else one slice-add per kernel offset.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+import opt_einsum as oe
+from numpy.lib.stride_tricks import as_strided
+
+from .ast import Affine, Call, Delta, Max, Mono, Ref, expand, walk
+from .functions import FUNCTIONS
+from .sizes import ProductPlan, scale
+
+
+@dataclass(frozen=True)
+class View:
+    """How one operand is viewed: per index, a coefficient on each axis; per axis, an offset."""
+
+    name: str
+    indices: tuple  # the view's axes, one per distinct index
+    coefs: tuple  # per index: tuple of integer coefficients, one per array axis
+    offsets: tuple  # per array axis: the term's constant
+    shape: tuple  # the view's shape
+    identity: bool  # the view is the array itself
+
+    @classmethod
+    def of(cls, ref: Ref, extents, symbols, ndim) -> "View":
+        linear = [axis.linear(symbols) for axis in ref.axes]
+        indices = []
+        for coefs, _ in linear:
+            for idx in coefs:
+                if idx not in indices:
+                    indices.append(idx)
+        table = tuple(tuple(coefs.get(idx, 0) for coefs, _ in linear) for idx in indices)
+        offsets = tuple(const for _, const in linear)
+        identity = (len(indices) == ndim and not any(offsets)
+                    and all(table[k][a] == (1 if k == a else 0) for k in range(ndim) for a in range(ndim)))
+        return cls(ref.name, tuple(indices), table, offsets, tuple(extents[i] for i in indices), identity)
+
+    def __call__(self, array: np.ndarray, writeable=False) -> np.ndarray:
+        if self.identity:
+            return array
+        st = array.strides
+        strides = tuple(sum(c * s for c, s in zip(row, st)) for row in self.coefs)
+        base = array[tuple(slice(o, None) if o else slice(None) for o in self.offsets)] if any(
+            self.offsets) else array
+        return as_strided(base, self.shape, strides, writeable=writeable)
+
+    def describe(self) -> str:
+        return f"{self.name} viewed as ({','.join(self.indices)}) {self.shape}"
+
+
+def _injective(strides, shape) -> bool:
+    """A sufficient test that distinct index tuples never land on the same element."""
+    pairs = sorted((abs(s), n) for s, n in zip(strides, shape) if n > 1)
+    reach = 0
+    for s, n in pairs:
+        if s <= reach:
+            return False
+        reach += s * (n - 1)
+    return True
+
+
+class Fold:
+    """Adds a product's result into the result buffer at the positions its index terms name."""
+
+    def __init__(self, lhs_axes, result_indices, extents, symbols, result_shape, itemsize_probe=8):
+        self.view = View.of(Ref("result", tuple(lhs_axes)), extents, symbols, len(result_shape))
+        self.result_indices = tuple(result_indices)  # axes of the product's einsum result
+        self.broadcast = tuple(i for i in self.view.indices if i not in result_indices)
+        # probe with unit element strides: which indices can be sliced at once, which looped
+        elem = _c_strides(result_shape)
+        strides = [sum(c * s for c, s in zip(row, elem)) for row in self.view.coefs]
+        order = sorted(range(len(self.view.indices)), key=lambda k: -self.view.shape[k])
+        keep = []
+        for k in order:
+            trial = keep + [k]
+            if _injective([strides[t] for t in trial], [self.view.shape[t] for t in trial]):
+                keep = trial
+        self.loop = tuple(self.view.indices[k] for k in range(len(self.view.indices)) if k not in keep)
+        self.plain = self.view.identity
+
+    def __call__(self, out: np.ndarray, result: np.ndarray):
+        target = self.view(out, writeable=True)
+        # arrange the product's result on the target view's axes (broadcast where absent)
+        src = result
+        perm = [self.result_indices.index(i) for i in self.view.indices if i in self.result_indices]
+        src = src.transpose(perm)
+        if self.broadcast:
+            present = [i for i in self.view.indices if i in self.result_indices]
+            shape = [self.view.shape[self.view.indices.index(i)] if i in present else 1
+                     for i in self.view.indices]
+            src = src.reshape(shape)
+        if not self.loop:
+            target += src
+            return
+        pos = [self.view.indices.index(i) for i in self.loop]
+        for values in itertools.product(*(range(self.view.shape[p]) for p in pos)):
+            key = [slice(None)] * len(self.view.indices)
+            for p, v in zip(pos, values):
+                key[p] = v
+            skey = tuple(0 if (k != slice(None) and src.shape[n] == 1) else k for n, k in enumerate(key))
+            target[tuple(key)] += src[skey]
+
+    def describe(self) -> str:
+        if self.plain:
+            return "written in place"
+        how = f"slice-add looped over ({','.join(self.loop)})" if self.loop else "one strided add"
+        return f"scatter to ({','.join(self.view.indices)}) {self.view.shape}: {how}"
+
+
+def _c_strides(shape):
+    out, acc = [], 1
+    for n in reversed(shape):
+        out.append(acc)
+        acc *= n
+    return tuple(reversed(out))
+
+
+class Operand:
+    """A leaf of a product: an input viewed, a Kronecker identity, or a sub-result."""
+
+    def __init__(self, kind, indices, shape, view=None, value=None, program=None, func=None, max_=None):
+        self.kind, self.indices, self.shape = kind, tuple(indices), tuple(shape)
+        self.view, self.value, self.program, self.func, self.max = view, value, program, func, max_
+
+    def evaluate(self, arrays, dtype, positions):
+        if self.kind == "view":
+            return self.view(arrays[self.view.name])
+        if self.kind == "eye":
+            return self.value.astype(dtype, copy=False)
+        inner = self.program.evaluate(arrays, positions=positions)
+        if self.kind == "call":
+            return self.func.array(inner)
+        # max over the trailing window axes, with the first maximum's position when asked
+        k = len(self.max)
+        axes = tuple(range(inner.ndim - k, inner.ndim))
+        values = inner.max(axis=axes)
+        if positions is not None:
+            flat = inner.reshape(values.shape + (-1,))
+            first = flat.argmax(axis=-1)
+            mask = np.zeros(flat.shape, dtype=inner.dtype)
+            np.put_along_axis(mask, first[..., None], 1, axis=-1)
+            positions.append(mask.reshape(inner.shape))
+        return values
+
+
+class ProductProgram:
+    """One product: its operands, its planned contraction and its fold."""
+
+    def __init__(self, plan: ProductPlan, extents, symbols, shapes, result_shape, optimize, letters):
+        factors, lhs = self._rename_deltas(plan.factors, plan.lhs, extents)
+        self.scale = plan.scale
+        self.operands = [self._operand(f, extents, symbols, shapes, optimize, letters) for f in factors]
+        present = []
+        for op in self.operands:
+            for i in op.indices:
+                if i not in present:
+                    present.append(i)
+        lhs_order = []
+        for axis in lhs:
+            for i in axis.indices:
+                if i not in lhs_order:
+                    lhs_order.append(i)
+        self.out_indices = tuple(i for i in lhs_order if i in present)
+        self.summed = tuple(i for i in present if i not in lhs_order)
+        for i in present + lhs_order:
+            _assign_letter(letters, i)
+        self.einsum = ",".join("".join(letters[i] for i in op.indices) for op in self.operands) + "->" + \
+            "".join(letters[i] for i in self.out_indices)
+        if self.operands:
+            self.expression = oe.contract_expression(self.einsum, *[op.shape for op in self.operands],
+                                                     optimize=optimize)
+            self.path_info = oe.contract_path(self.einsum, *[op.shape for op in self.operands],
+                                              shapes=True, optimize=optimize)[1]
+        else:
+            self.expression = self.path_info = None
+        self.fold = Fold(lhs, self.out_indices, extents, symbols, result_shape)
+        self.direct = self.fold.plain and tuple(lhs_order) == self.out_indices and len(result_shape) > 0
+
+    @staticmethod
+    def _rename_deltas(factors, lhs, extents):
+        """delta[i,j] over equal ranges: write i for j (a diagonal); else keep it as an identity."""
+        factors, lhs = list(factors), list(lhs)
+        for f in list(factors):
+            if isinstance(f, Delta) and extents[f.i] == extents[f.j] and f.i != f.j:
+                factors.remove(f)
+                rep = Affine((Mono(1, (), f.i),))
+                factors = [_substitute_node(g, f.j, rep, f.i) for g in factors]
+                lhs = [ax.substitute(f.j, rep) for ax in lhs]
+            elif isinstance(f, Delta) and f.i == f.j:
+                factors.remove(f)
+        return factors, lhs
+
+    def _operand(self, f, extents, symbols, shapes, optimize, letters):
+        if isinstance(f, Ref):
+            view = View.of(f, extents, symbols, len(shapes[f.name]))
+            return Operand("view", view.indices, view.shape, view=view)
+        if isinstance(f, Delta):
+            return Operand("eye", (f.i, f.j), (extents[f.i], extents[f.j]),
+                           value=np.eye(extents[f.i], extents[f.j]))
+        if isinstance(f, Call):
+            idx = _indices_of(f.arg)
+            prog = Program.sub(f.arg, idx, extents, symbols, shapes, optimize, letters)
+            return Operand("call", idx, prog.result_shape, program=prog, func=FUNCTIONS[f.func])
+        if isinstance(f, Max):
+            free = [i for i in _indices_of(f.arg) if i not in f.indices]
+            prog = Program.sub(f.arg, tuple(free) + tuple(f.indices), extents, symbols, shapes,
+                               optimize, letters)
+            return Operand("max", free, [extents[i] for i in free], program=prog, max_=f.indices)
+        raise TypeError(f)
+
+    def run(self, arrays, out, positions, first):
+        dtype = out.dtype
+        values = [op.evaluate(arrays, dtype, positions) for op in self.operands]
+        if first and self.direct and self.operands:
+            self.expression(*values, out=self.fold.view(out, writeable=True))
+            if self.scale != 1.0:
+                out *= self.scale
+            return
+        result = self.expression(*values) if self.operands else np.ones((), dtype)
+        if self.scale != 1.0:
+            result = result * np.asarray(self.scale, dtype=dtype)
+        self.fold(out, np.asarray(result, dtype=dtype))
+
+
+def _assign_letter(letters, index):
+    """An index keeps its own letter in the einsum string when free (`t'` gets a fresh one)."""
+    if index in letters:
+        return
+    used = set(letters.values())
+    if len(index) == 1 and index not in used:
+        letters[index] = index
+        return
+    n = 0
+    while oe.get_symbol(n) in used or oe.get_symbol(n) in letters:
+        n += 1
+    letters[index] = oe.get_symbol(n)
+
+
+def _indices_of(node):
+    out = []
+    for n in walk(node):
+        names = []
+        if isinstance(n, Ref):
+            for axis in n.axes:
+                names += list(axis.indices)
+        elif isinstance(n, Delta):
+            names = [n.i, n.j]
+        elif isinstance(n, Max):
+            continue
+        for i in names:
+            if i not in out:
+                out.append(i)
+    # indices reduced by a max inside the node are not free
+    for n in walk(node):
+        if isinstance(n, Max):
+            inner = [i for i in _indices_of(n.arg) if i not in n.indices]
+            for i in n.indices:
+                if i in out and not _used_outside(node, n, i):
+                    out.remove(i)
+            for i in inner:
+                if i not in out:
+                    out.append(i)
+    return tuple(out)
+
+
+def _used_outside(root, max_node, idx):
+    for n in walk(root):
+        if n is max_node:
+            continue
+        if isinstance(n, Ref) and n not in list(walk(max_node)):
+            if any(idx in a.indices for a in n.axes):
+                return True
+    return False
+
+
+def _substitute_node(node, idx, rep, new_name):
+    if isinstance(node, Ref):
+        return Ref(node.name, tuple(a.substitute(idx, rep) for a in node.axes), node.span)
+    if isinstance(node, Delta):
+        return Delta(new_name if node.i == idx else node.i, new_name if node.j == idx else node.j, node.span)
+    if isinstance(node, Call):
+        return Call(node.func, _substitute_node(node.arg, idx, rep, new_name), node.span)
+    if isinstance(node, Max):
+        return Max(node.indices, _substitute_node(node.arg, idx, rep, new_name), node.span)
+    from .ast import Mul, Sum
+    if isinstance(node, Sum):
+        return Sum(tuple((s, _substitute_node(n, idx, rep, new_name)) for s, n in node.terms), node.span)
+    if isinstance(node, Mul):
+        return Mul(tuple((o, _substitute_node(n, idx, rep, new_name)) for o, n in node.factors), node.span)
+    return node
+
+
+class Program:
+    """The right side's products, each planned once, writing one result."""
+
+    def __init__(self, plans, result_shape, extents, symbols, shapes, optimize, letters=None):
+        self.letters = {} if letters is None else letters
+        self.result_shape = tuple(result_shape)
+        self.products = [ProductProgram(p, extents, symbols, shapes, result_shape, optimize, self.letters)
+                         for p in plans]
+        self.needs_zero = not (self.products and self.products[0].direct)
+
+    @classmethod
+    def sub(cls, node, out_indices, extents, symbols, shapes, optimize, letters):
+        """A program for a function's or a max's argument, over the given indices."""
+        lhs = tuple(Affine((Mono(1, (), i),)) for i in out_indices)
+        plans = [ProductPlan(p.coef, p.scalars, p.factors, lhs, {}, scale(p.coef, p.scalars, symbols))
+                 for p in expand(node)]
+        return cls(plans, [extents[i] for i in out_indices], extents, symbols, shapes, optimize, letters)
+
+    def dtype(self, arrays):
+        names = {op.view.name for p in self.products for op in _leaves(p)}
+        kinds = [arrays[n].dtype for n in names] or [np.float64]
+        return np.result_type(*kinds)
+
+    def evaluate(self, arrays, out=None, positions=None):
+        if out is None:
+            dtype = self.dtype(arrays)
+            out = (np.zeros if self.needs_zero else np.empty)(self.result_shape, dtype=dtype)
+        elif self.needs_zero:
+            out[...] = 0
+        for n, p in enumerate(self.products):
+            p.run(arrays, out, positions, first=(n == 0))
+        return out
+
+
+def _leaves(product):
+    for op in product.operands:
+        if op.kind == "view":
+            yield op
+        elif op.program is not None:
+            for p in op.program.products:
+                yield from _leaves(p)

@@ -1,0 +1,279 @@
+"""A single-pass scanner and recursive-descent parser for one equation; never `eval`.
+
+Grammar (whitespace is free):
+
+    equation := ref '=' expr
+    expr     := ['+'|'-'] mul (('+'|'-') mul)*
+    mul      := unary (('*'|'/') unary)*
+    unary    := '-' unary | atom
+    atom     := NUMBER | '(' expr ')' | 'max' '[' index (',' index)* ']' unary
+              | 'delta' '[' index ',' index ']' | FUNC '(' expr ')' | NAME '[' terms ']' | NAME
+    term     := ['+'|'-'] mono (('+'|'-') mono)*        (an affine index term)
+    mono     := (INT | NAME) ('*' (INT | NAME))*        (at most one index per monomial)
+"""
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+
+from .ast import (Affine, Call, Delta, Max, Mono, Mul, Num, Ref, Sum, Sym, is_extent_name,
+                  is_index_name)
+from .errors import NotationError
+from .functions import FUNCTIONS
+
+_TOKEN = re.compile(r"\s*(?:(?P<num>\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+)|(?P<name>[A-Za-z_][A-Za-z0-9_]*'*)"
+                    r"|(?P<op>->|[\[\](),=+\-*/]))")
+
+TERM_FORMS = ("accepted index terms: i, c*i + p + d, s1*i + p, P - p, P + s1*i - t, "
+              "i*J*K + j*K + k (c, d integers; s1 a stride symbol; P, J upper-case extents)")
+
+
+def tokenize(source: str) -> list:
+    """(kind, text, start, end) tokens, ending with ('end', '', n, n)."""
+    tokens, pos = [], 0
+    while True:
+        while pos < len(source) and source[pos].isspace():
+            pos += 1
+        if pos >= len(source):
+            tokens.append(("end", "", pos, pos))
+            return tokens
+        m = _TOKEN.match(source, pos)
+        if not m or m.end() == pos:
+            raise NotationError(f"unexpected character {source[pos]!r}", source, (pos, pos + 1),
+                                "equations use names, numbers, [ ] ( ) , = + - * /")
+        kind = m.lastgroup
+        tokens.append((kind, m.group(kind), m.start(kind), m.end(kind)))
+        pos = m.end()
+
+
+class Parser:
+    def __init__(self, source: str):
+        self.source = source
+        self.tokens = tokenize(source)
+        self.pos = 0
+
+    # -- token helpers -------------------------------------------------
+    @property
+    def tok(self):
+        return self.tokens[self.pos]
+
+    def error(self, message, span=None, hint=None):
+        t = self.tok
+        return NotationError(message, self.source, span or (t[2], max(t[3], t[2] + 1)), hint)
+
+    def take(self, text=None, kind=None):
+        k, t, s, e = self.tok
+        if (text is not None and t != text) or (kind is not None and k != kind):
+            want = repr(text) if text else {"name": "a name", "num": "a number"}.get(kind, kind)
+            got = "the end of the equation" if k == "end" else repr(t)
+            raise self.error(f"expected {want}, found {got}")
+        self.pos += 1
+        return self.tokens[self.pos - 1]
+
+    def at(self, text):
+        return self.tok[1] == text and self.tok[0] == "op"
+
+    # -- grammar -------------------------------------------------------
+    def equation(self):
+        lhs = self.ref_or_name(allow_scalar=True)
+        self.take("=")
+        rhs = self.expr()
+        if self.tok[0] != "end":
+            raise self.error(f"unexpected {self.tok[1]!r} after the end of the right side",
+                             hint="join factors with '*' and terms with '+' or '-'")
+        return lhs, rhs
+
+    def expr(self):
+        start = self.tok[2]
+        terms = []
+        sign = 1
+        if self.at("+") or self.at("-"):
+            sign = -1 if self.take()[1] == "-" else 1
+        terms.append((sign, self.mul()))
+        while self.at("+") or self.at("-"):
+            sign = -1 if self.take()[1] == "-" else 1
+            terms.append((sign, self.mul()))
+        if len(terms) == 1 and terms[0][0] == 1:
+            return terms[0][1]
+        return Sum(tuple(terms), (start, self.tokens[self.pos - 1][3]))
+
+    def mul(self):
+        start = self.tok[2]
+        factors = [("*", self.unary())]
+        while self.at("*") or self.at("/"):
+            op = self.take()[1]
+            factors.append((op, self.unary()))
+        if len(factors) == 1:
+            return factors[0][1]
+        return Mul(tuple(factors), (start, self.tokens[self.pos - 1][3]))
+
+    def unary(self):
+        if self.at("-"):
+            start = self.take()[2]
+            node = self.unary()
+            return Sum(((-1, node),), (start, node.span[1]))
+        return self.atom()
+
+    def atom(self):
+        kind, text, start, end = self.tok
+        if kind == "num":
+            self.pos += 1
+            return Num(Fraction(text), (start, end))
+        if self.at("("):
+            self.take("(")
+            node = self.expr()
+            self.take(")")
+            return node
+        if kind != "name":
+            got = "the end of the equation" if kind == "end" else repr(text)
+            raise self.error(f"expected a tensor, number or function, found {got}")
+        if text == "max":
+            return self.max_()
+        if text == "delta":
+            return self.delta()
+        nxt = self.tokens[self.pos + 1]
+        if nxt[1] == "(":
+            if text not in FUNCTIONS:
+                raise self.error(f"unknown function {text!r}",
+                                 hint=f"known functions are {sorted(FUNCTIONS)}")
+            self.pos += 2
+            arg = self.expr()
+            close = self.take(")")
+            return Call(text, arg, (start, close[3]))
+        if nxt[1] == "[":
+            return self.ref_or_name()
+        self.pos += 1
+        if is_index_name(text):
+            raise NotationError(f"index {text!r} stands outside brackets", self.source, (start, end),
+                                "indices go inside a tensor's brackets; scalar symbols have two or "
+                                "more letters (eta, s1) or are upper-case counts (B)")
+        return Sym(text, (start, end))
+
+    def max_(self):
+        start = self.take("max")[2]
+        self.take("[")
+        names = [self.index_name()]
+        while self.at(","):
+            self.take(",")
+            names.append(self.index_name())
+        self.take("]")
+        arg = self.unary()
+        return Max(tuple(names), arg, (start, arg.span[1]))
+
+    def delta(self):
+        start = self.take("delta")[2]
+        self.take("[")
+        i = self.index_name()
+        self.take(",")
+        j = self.index_name()
+        close = self.take("]")
+        return Delta(i, j, (start, close[3]))
+
+    def index_name(self):
+        kind, text, start, end = self.tok
+        if kind != "name" or not is_index_name(text):
+            raise self.error(f"expected an index (one lower-case letter), found {text!r}")
+        self.pos += 1
+        return text
+
+    def ref_or_name(self, allow_scalar=False):
+        kind, name, start, end = self.take(kind="name")
+        if name in FUNCTIONS or name in ("max", "delta"):
+            raise NotationError(f"{name!r} is a reserved name and cannot name a tensor",
+                                self.source, (start, end), "rename the tensor")
+        if not self.at("["):
+            if allow_scalar:
+                return Ref(name, (), (start, end))
+            raise self.error(f"expected '[' after tensor {name!r}")
+        self.take("[")
+        axes = []
+        if not self.at("]"):
+            axes.append(self.term())
+            while self.at(","):
+                self.take(",")
+                axes.append(self.term())
+        close = self.take("]")
+        return Ref(name, tuple(axes), (start, close[3]))
+
+    def term(self):
+        start = self.tok[2]
+        monos = []
+        sign = 1
+        if self.at("+") or self.at("-"):
+            sign = -1 if self.take()[1] == "-" else 1
+        monos.append(self.mono(sign))
+        while self.at("+") or self.at("-"):
+            sign = -1 if self.take()[1] == "-" else 1
+            monos.append(self.mono(sign))
+        return Affine(tuple(monos), (start, self.tokens[self.pos - 1][3]))
+
+    def mono(self, sign):
+        start = self.tok[2]
+        coef, symbols, index = sign, [], None
+        while True:
+            kind, text, s, e = self.tok
+            if kind == "num":
+                if "." in text or "e" in text.lower():
+                    raise self.error(f"index terms take whole numbers, not {text}", hint=TERM_FORMS)
+                coef *= int(text)
+            elif kind == "name":
+                if is_index_name(text):
+                    if index is not None:
+                        raise NotationError(f"the product {index}*{text} of two indices is not affine",
+                                            self.source, (start, e), TERM_FORMS)
+                    index = text
+                else:
+                    symbols.append(text)
+            elif self.at("("):
+                raise self.error("parentheses are not accepted inside an index term", hint=TERM_FORMS)
+            else:
+                got = "the end of the equation" if kind == "end" else repr(text)
+                raise self.error(f"expected an index, a number or a symbol, found {got}", hint=TERM_FORMS)
+            self.pos += 1
+            if self.at("/"):
+                raise self.error("division is not accepted inside an index term", hint=TERM_FORMS)
+            if not self.at("*"):
+                break
+            self.take("*")
+        return Mono(coef, tuple(symbols), index, (start, self.tokens[self.pos - 1][3]))
+
+
+def parse(source: str):
+    """(lhs Ref, rhs node) of one equation, or a NotationError pointing at the fault."""
+    if not isinstance(source, str) or not source.strip():
+        raise NotationError("an equation must be a non-empty string such as 'z[b,j] = x[b,i] * w[i,j]'")
+    if "=" not in source:
+        raise NotationError("an equation needs '=' between its result and its right side", source,
+                            (0, len(source)), "write it as 'z[b,j] = x[b,i] * w[i,j]', or give "
+                            "operands= and result= with an einsum string 'bi,ij->bj'")
+    lhs, rhs = Parser(source).equation()
+    _check_symbols(lhs, source)
+    return lhs, rhs
+
+
+def _check_symbols(lhs, source):
+    for axis in lhs.axes:
+        for m in axis.monos:
+            for s in m.symbols:
+                if not (is_extent_name(s) or s.isidentifier()):
+                    raise NotationError(f"bad symbol {s!r}", source, m.span, TERM_FORMS)
+
+
+def parse_einsum(subscripts: str, operands, result: str):
+    """An equation string from a numpy-style subscript string and the operands' names."""
+    src = subscripts.replace(" ", "")
+    if "->" not in src:
+        raise NotationError("an einsum string needs an explicit output ('bi,ij->bj')", subscripts)
+    ins, out = src.split("->")
+    ins = ins.split(",")
+    operands = list(operands)
+    if len(ins) != len(operands):
+        raise NotationError(f"the einsum string has {len(ins)} operand(s) but {len(operands)} name(s) "
+                            f"were given: {operands}", subscripts)
+    for part in ins + [out]:
+        for ch in part:
+            if not ch.isalpha() or not ch.islower():
+                raise NotationError(f"einsum subscripts are lower-case letters; found {ch!r}", subscripts,
+                                    (src.find(ch), src.find(ch) + 1))
+    refs = " * ".join(f"{name}[{','.join(sub)}]" for name, sub in zip(operands, ins))
+    return f"{result}[{','.join(out)}] = {refs}"
