@@ -1,0 +1,29 @@
+"""Parameter initialisers by name, seeded: He for ReLU layers, Glorot for the rest."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _fans(shape):
+    receptive = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+    fan_in = receptive * shape[-2] if len(shape) >= 2 else shape[0]
+    fan_out = receptive * shape[-1]
+    return fan_in, fan_out
+
+
+def he(rng, shape):
+    fan_in, _ = _fans(shape)
+    return rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)
+
+
+def glorot(rng, shape):
+    fan_in, fan_out = _fans(shape)
+    limit = np.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-limit, limit, shape)
+
+
+def zeros(rng, shape):
+    return np.zeros(shape)
+
+
+INITIALISERS = {"he": he, "glorot": glorot, "zeros": zeros}

@@ -1,0 +1,236 @@
+"""A layer, activation or loss compiled for one input shape: forward and Jacobian runs, buffers.
+
+Compiling binds the kind's sizes (input axes, hyperparameters, padding, symbols), compiles
+each forward equation and each Jacobian once with opt_einsum, orders the Jacobians so each
+runs after the gradients it reads, and allocates every result buffer once.  Running then only
+fills buffers.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from notation import NotationError
+from notation.derive import derive
+
+from . import arith
+from .padding import pads
+from .spec import Kind
+
+
+class Block:
+    """One kind compiled for an input shape; `forward(env)` and `backward(env)` fill env."""
+
+    def __init__(self, spec, kind: Kind, hyper: dict, in_shapes: dict, where: str, optimize="auto",
+                 needs=None, dtype=np.float32):
+        self.kind, self.where, self.spec, self.dtype = kind, where, spec, np.dtype(dtype)
+        self.hyper = dict(hyper)
+        self.sizes = self._sizes(in_shapes)
+        self.symbols = self._symbols()
+        self.param_shapes = {p: self._shape(shape, f"param {p!r}") for p, (shape, _) in kind.params.items()}
+        self.shapes = dict(in_shapes)
+        self.shapes.update(self.param_shapes)
+        self.forward_runs = self._compile_forward(optimize)
+        self.out_shape = self.shapes.get(kind.out_name)
+        wanted = set(needs) if needs is not None else set(self.param_shapes) | {kind.in_name}
+        self.backward_runs = self._compile_backward(optimize, wanted)
+        self.buffers = {}
+
+    # -- sizes -------------------------------------------------------------------
+    def error(self, field, message):
+        return self.spec.error(f"{self.where}, {field}" if field else self.where, message)
+
+    def _sizes(self, in_shapes):
+        sizes = {}
+        shape = in_shapes.get(self.kind.in_name)
+        if shape is not None:
+            if len(shape) != len(self.kind.inputs):
+                raise self.error("input", f"expects an input [{', '.join(self.kind.inputs)}] but gets shape "
+                                          f"{tuple(shape)}")
+            sizes.update(zip(self.kind.inputs, shape))
+        for k, v in self.hyper.items():
+            if isinstance(v, int) and not isinstance(v, bool):
+                if v <= 0:
+                    raise self.error(f"field {k!r}", f"{k} = {v} must be a positive whole number")
+                sizes[k] = v
+        if "padding" in self.hyper:
+            try:
+                k, s = self.hyper["kernel"], self.hyper["stride"]
+                sizes["pt"], sizes["pb"] = pads(self.hyper["padding"], sizes["height"], k, s)
+                sizes["pl"], sizes["pr"] = pads(self.hyper["padding"], sizes["width"], k, s)
+            except ValueError as e:
+                raise self.error("field 'padding'", str(e)) from None
+            except KeyError as e:
+                raise self.error("field 'padding'", f"padding needs {e.args[0]!r} (kernel, stride, height, "
+                                                    "width)") from None
+        return sizes
+
+    def _symbols(self):
+        out = {k: v for k, v in self.sizes.items() if k in ("pt", "pb", "pl", "pr")}
+        for name, expr in self.kind.symbols.items():
+            try:
+                out[name] = arith.size(expr, self.sizes)
+            except ValueError as e:
+                raise self.error(f"symbol {name!r}", str(e)) from None
+        return out
+
+    def _shape(self, exprs, field):
+        try:
+            shape = tuple(arith.size(e, self.sizes) for e in exprs)
+        except ValueError as e:
+            raise self.error(field, str(e)) from None
+        if any(n < 1 for n in shape):
+            raise self.error(field, f"has shape {shape}; every size must be at least 1")
+        return shape
+
+    # -- compile -----------------------------------------------------------------
+    def _compile(self, equation, field, optimize, result_shape=None):
+        names = set(equation.operands)
+        unknown = names - set(self.shapes)
+        if unknown:
+            raise self.error(field, f"reads {sorted(unknown)[0]!r}, which is not the input "
+                                    f"{self.kind.in_name!r}, a parameter or an earlier result; "
+                                    "declare it under params: or compute it first")
+        shapes = {n: self.shapes[n] for n in names}
+        if result_shape is not None:
+            shapes[equation.result] = result_shape
+        try:
+            return equation.compile(shapes=shapes, symbols=self.symbols, optimize=optimize)
+        except NotationError as e:
+            if result_shape is not None:
+                shapes.pop(equation.result)
+                try:
+                    free = equation.compile(shapes=shapes, symbols=self.symbols, optimize=optimize)
+                    if free.result_shape != tuple(result_shape):
+                        raise self.error(field, f"gives {equation.result} the shape {free.result_shape} but "
+                                                f"it must have the shape {tuple(result_shape)} of what it "
+                                                "differentiates") from None
+                except NotationError:
+                    pass
+            raise self.error(field, e.one_line()) from None
+
+    def _compile_forward(self, optimize):
+        runs = []
+        for n, eq in enumerate(self.kind.forward):
+            field = f"forward[{n}]"
+            given = None
+            if eq.result in self.kind.shapes:
+                given = self._shape(self.kind.shapes[eq.result], f"shapes {eq.result!r}")
+            run = self._compile(eq, field, optimize, given)
+            self.shapes[eq.result] = run.result_shape
+            mask = self.kind.positions.get(eq.result)
+            if mask is not None:
+                if not run.has_max:
+                    raise self.error(f"positions {eq.result!r}", "this equation has no max[...] to take "
+                                                                  "positions from")
+                self.shapes[mask] = run.positions_shape
+            runs.append((eq.result, mask, run, tuple(run.shapes)))
+        unused = set(self.param_shapes) - {n for eq in self.kind.forward for n in eq.operands}
+        if unused:
+            raise self.error(f"param {sorted(unused)[0]!r}", "is declared but no forward equation uses it; "
+                                                              "remove it or use it")
+        return runs
+
+    def jacobians(self, wanted):
+        """{target: Equation}: the declared Jacobians, or derived ones for `backward: derive`."""
+        if self.kind.backward == "derive":
+            return self.derived(wanted)
+        declared = dict(self.kind.backward)
+        extra = set(declared) - (set(self.param_shapes) | {self.kind.in_name} | set(self.shapes))
+        if extra:
+            raise self.error(f"backward {sorted(extra)[0]!r}", "differentiates something that is not the input, "
+                                                                "a parameter or an intermediate; remove it")
+        for t in sorted(set(self.param_shapes) | ({self.kind.in_name} & set(wanted))):
+            if t not in declared and self.kind.forward:
+                raise self.error("backward", f"has no Jacobian for {t!r}; add '{t}: d{t}[...] = ...' or use "
+                                             "'backward: derive'")
+        return declared
+
+    def derived(self, wanted):
+        """Reverse-mode over the forward equations: each tensor's Jacobian from its one use."""
+        from notation import Equation
+        out, uses = {}, {}
+        for eq in self.kind.forward:
+            for name in eq.operands:
+                uses.setdefault(name, []).append(eq)
+        for name, eqs in uses.items():
+            if name in self.param_shapes or name == self.kind.in_name or any(
+                    name == e.result for e in self.kind.forward):
+                if len(eqs) > 1:
+                    raise NotationError(f"cannot derive the Jacobian for {name!r}: it is read by "
+                                        f"{len(eqs)} equations", hint="declare it in backward:")
+                eq = eqs[0]
+                out[name] = Equation(derive(eq, name, self.kind.positions.get(eq.result)))
+        return out
+
+    def _compile_backward(self, optimize, wanted):
+        if not self.kind.forward:
+            return []
+        try:
+            jac = self.jacobians(wanted)
+        except NotationError as e:
+            raise self.error("backward", e.one_line()) from None
+        for t in list(jac):
+            self.shapes["d" + t] = self.shapes[t]
+        self.shapes["d" + self.kind.out_name] = self.out_shape
+        # a gradient is needed if wanted, or if a needed Jacobian reads it
+        need = set(wanted)
+        changed = True
+        while changed:
+            changed = False
+            for t, eq in jac.items():
+                if t in need:
+                    for n in eq.operands:
+                        if n.startswith("d") and n[1:] in jac and n[1:] not in need:
+                            need.add(n[1:])
+                            changed = True
+        ready = {"d" + self.kind.out_name}
+        order, pending = [], [t for t in jac if t in need]
+        while pending:
+            progress = False
+            for t in list(pending):
+                eq = jac[t]
+                grads = {n for n in eq.operands if n.startswith("d") and n[1:] in jac}
+                if grads <= ready:
+                    run = self._compile(eq, f"backward {t!r}", optimize, self.shapes[t])
+                    order.append((t, run, tuple(run.shapes)))
+                    ready.add("d" + t)
+                    pending.remove(t)
+                    progress = True
+            if not progress:
+                raise self.error("backward", f"the Jacobians for {sorted(pending)} read each other's results; "
+                                             "break the cycle")
+        return order
+
+    # -- run ---------------------------------------------------------------------
+    def _buffer(self, name, shape):
+        buf = self.buffers.get(name)
+        if buf is None or buf.dtype != self.dtype:
+            buf = self.buffers[name] = np.empty(shape, dtype=self.dtype)
+        return buf
+
+    def forward(self, env, keep_positions=True):
+        """Run the forward equations, writing each result (and max positions) into env."""
+        for result, mask, run, reads in self.forward_runs:
+            out = self._buffer(result, run.result_shape)
+            if mask is not None and keep_positions:
+                z, m = run(out=out, positions=True, **{n: env[n] for n in reads})
+                env[mask] = m
+            else:
+                run(out=out, **{n: env[n] for n in reads})
+            env[result] = out
+        return env
+
+    def backward(self, env):
+        """Run the Jacobian contractions in order; env must hold d<out> and the forward tensors."""
+        for t, run, reads in self.backward_runs:
+            out = self._buffer("d" + t, run.result_shape)
+            env["d" + t] = run(out=out, **{n: env[n] for n in reads})
+        return env
+
+    def plans(self) -> str:
+        lines = []
+        for _, _, run, _ in self.forward_runs:
+            lines.append(run.plan())
+        for t, run, _ in self.backward_runs:
+            lines.append(run.plan())
+        return "\n".join(lines)

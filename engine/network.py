@@ -1,0 +1,255 @@
+"""The network of a spec: layers, activations and the loss, compiled once per batch size.
+
+Forward is eq. (1)-(2) layer by layer; backward runs each block's Jacobian contractions from
+the loss down (eq. 3-5, 26), giving batch-mean parameter gradients (eq. 6-9).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from . import gradcheck
+from .init import INITIALISERS
+from .layer import Block
+from .spec import Spec, read
+
+
+@dataclasses.dataclass
+class Stage:
+    """One layer compiled for a batch size: its block, its activation's block, their tensors."""
+
+    name: str
+    layer: Block
+    activation: Block | None  # None for identity
+    env: dict
+    act_env: dict
+
+
+class Network:
+    """A network built from a spec; see engine.load."""
+
+    def __init__(self, spec: Spec, network: str | None = None, dtype=None, optimize=None, check=True,
+                 seed=None):
+        self.spec = spec
+        self.name = network or spec.network
+        if self.name not in spec.networks:
+            raise spec.error("network", f"{self.name!r} not found, valid options are {sorted(spec.networks)}")
+        self.net = spec.networks[self.name]
+        self.dtype = np.dtype(dtype or spec.training["dtype"])
+        if self.dtype not in (np.float32, np.float64):
+            raise spec.error("training, field 'dtype'", f"{self.dtype} is not float32 or float64")
+        self.optimize = optimize or spec.training["optimize"]
+        self.loss_kind = spec.losses[self.net.loss]
+        self.input_shape = tuple(self.net.input)
+        self._compiled = {}
+        stages = self._build(2, np.float64)  # shapes, names and parameters; also the load-time checks
+        self.classes = stages[-2].layer.out_shape[-1]
+        self.param_shapes = {s.name: dict(s.layer.param_shapes) for s in stages[:-1]}
+        self.params = self.init(spec.training["seed"] if seed is None else seed)
+        if check:
+            self.check(stages)
+
+    # -- building ----------------------------------------------------------------------
+    def _where(self, layer):
+        return f"network {self.name!r}, layer {layer.name!r} ({layer.kind})"
+
+    def _build(self, batch, dtype):
+        shape = (batch,) + self.input_shape
+        stages = []
+        for n, layer in enumerate(self.net.layers):
+            kind = self.spec.kinds[layer.kind]
+            if len(shape) != len(kind.inputs):
+                before = f"layer {self.net.layers[n - 1].name!r} gives" if n else "the network's input is"
+                raise self.spec.error(self._where(layer), f"expects an input [{', '.join(kind.inputs)}] but "
+                                      f"{before} shape {shape}; make them chain (e.g. a flatten layer "
+                                      "between an image layer and a dense one)")
+            needs = None if n else set(kind.params)
+            block = Block(self.spec, kind, layer.hyper, {kind.in_name: shape}, self._where(layer),
+                          self.optimize, needs=needs, dtype=dtype)
+            out = block.out_shape
+            act_kind = self.spec.activations[layer.activation]
+            act = None
+            if act_kind.forward:
+                flat = (out[0], int(np.prod(out[1:])))
+                act = Block(self.spec, act_kind, {}, {"z": flat},
+                            f"{self._where(layer)}, activation {act_kind.name!r}", self.optimize, needs={"z"},
+                            dtype=dtype)
+            stages.append(Stage(layer.name, block, act, {}, {}))
+            shape = out
+        last = stages[-1]
+        loss_shapes = dict(last.activation.shapes if last.activation else {"z": last.layer.out_shape})
+        loss_shapes["y"] = loss_shapes["z"]
+        loss_shapes["dJ"] = ()
+        self._loss_block_args = loss_shapes
+        loss = Block(self.spec, self.loss_kind, {}, loss_shapes, f"network {self.name!r}, loss "
+                     f"{self.loss_kind.name!r}", self.optimize, needs={"z"}, dtype=dtype)
+        return stages + [Stage("loss", loss, None, {}, {})]
+
+    def compiled(self, batch: int):
+        """The stages for a batch size, compiled on first use and kept: nothing is re-planned."""
+        key = (batch, self.dtype)
+        if key not in self._compiled:
+            self._compiled[key] = self._build(batch, self.dtype)
+        return self._compiled[key]
+
+    def init(self, seed):
+        """Fresh parameters by each kind's named initialiser, from one seeded generator."""
+        rng = np.random.default_rng(seed)
+        params = {}
+        for layer in self.net.layers:
+            kind = self.spec.kinds[layer.kind]
+            params[layer.name] = {}
+            for p, shape in self.param_shapes[layer.name].items():
+                init = kind.params[p][1]
+                init = layer.hyper.get(init, init)
+                if init not in INITIALISERS:
+                    raise self.spec.error(f"{self._where(layer)}, param {p!r}",
+                                          f"init {init!r} not found, valid options are {sorted(INITIALISERS)}")
+                params[layer.name][p] = INITIALISERS[init](rng, shape).astype(self.dtype)
+        return params
+
+    def set_params(self, params):
+        """Load weights: every layer and parameter present, each of the right shape."""
+        for layer, shapes in self.param_shapes.items():
+            for p, shape in shapes.items():
+                try:
+                    value = np.asarray(params[layer][p])
+                except KeyError:
+                    raise ValueError(f"set_params: missing {layer}.{p} (shape {shape})") from None
+                if value.shape != shape:
+                    raise ValueError(f"set_params: {layer}.{p} has shape {value.shape}, expected {shape}")
+        for layer, shapes in self.param_shapes.items():
+            for p in shapes:
+                self.params[layer][p] = np.array(params[layer][p], dtype=self.dtype)
+
+    # -- running -----------------------------------------------------------------------
+    def _input(self, x):
+        x = np.asarray(x)
+        if x.ndim == len(self.input_shape):
+            x = x[None]
+        if x.shape[1:] != self.input_shape:
+            raise ValueError(f"network {self.name!r} takes inputs of shape (B, "
+                             f"{', '.join(map(str, self.input_shape))}), got {x.shape}")
+        return np.ascontiguousarray(x, dtype=self.dtype)
+
+    def _forward(self, x, keep_positions=False):
+        stages = self.compiled(x.shape[0])
+        a = x
+        for s in stages[:-1]:
+            s.env[s.layer.kind.in_name] = a
+            s.env.update(self.params[s.name])
+            s.layer.forward(s.env, keep_positions=keep_positions)
+            z = s.env[s.layer.kind.out_name]
+            if s.activation is None:
+                a = z
+                continue
+            s.act_env["z"] = z.reshape(z.shape[0], -1)
+            s.activation.forward(s.act_env)
+            a = s.act_env["a"].reshape(z.shape)
+        return stages, a
+
+    def forward(self, x):
+        """Class probabilities for a batch x of shape (B, *input)."""
+        _, a = self._forward(self._input(x))
+        return a.copy()
+
+    def _labels(self, labels, batch):
+        labels = np.asarray(labels)
+        if labels.shape == (batch, self.classes):
+            return labels.astype(self.dtype)
+        if labels.shape != (batch,) or not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"labels must be {batch} class numbers or a ({batch}, {self.classes}) one-hot "
+                             f"array, got shape {labels.shape}")
+        if labels.min() < 0 or labels.max() >= self.classes:
+            raise ValueError(f"labels must lie in 0..{self.classes - 1}, got {labels.min()}..{labels.max()}")
+        y = np.zeros((batch, self.classes), dtype=self.dtype)
+        y[np.arange(batch), labels] = 1
+        return y
+
+    def loss_and_grads(self, x, labels, copy=True):
+        """(J, {layer: {param: dJ/dparam}}) for a batch, gradients averaged over it (eq. 24, 8-9).
+
+        With copy=False the gradients are the engine's own buffers, valid until the next call.
+        """
+        x = self._input(x)
+        y = self._labels(labels, x.shape[0])
+        stages, _ = self._forward(x, keep_positions=True)
+        loss = stages[-1].layer
+        last = stages[-2]
+        loss.env = stages[-1].env
+        loss.env.update(last.act_env if last.activation else {"z": last.env[last.layer.kind.out_name]})
+        loss.env["y"] = y
+        loss.env["dJ"] = np.ones((), dtype=self.dtype)
+        loss.forward(loss.env)
+        J = float(loss.env["J"])
+        loss.backward(loss.env)
+        dz = loss.env["dz"]
+        grads = {}
+        for n in range(len(stages) - 2, -1, -1):
+            s = stages[n]
+            out = s.layer.out_shape
+            s.env["d" + s.layer.kind.out_name] = dz.reshape(out)
+            s.layer.backward(s.env)
+            grads[s.name] = {p: (s.env["d" + p].copy() if copy else s.env["d" + p]) for p in s.layer.param_shapes}
+            if n == 0:
+                break
+            dx = s.env["d" + s.layer.kind.in_name]
+            prev = stages[n - 1]
+            if prev.activation is None:
+                dz = dx
+            else:
+                prev.act_env["da"] = dx.reshape(dx.shape[0], -1)
+                prev.activation.backward(prev.act_env)
+                dz = prev.act_env["dz"]
+        return J, {s.name: grads[s.name] for s in stages[:-1]}
+
+    def plans(self, batch: int = 64) -> str:
+        """Every compiled contraction of the network at a batch size: views, einsum, path, cost."""
+        parts = []
+        for s in self.compiled(batch):
+            blocks = [s.layer] + ([s.activation] if s.activation else [])
+            for b in blocks:
+                parts.append(f"## {b.where}\n{b.plans()}")
+        return "\n\n".join(parts)
+
+    # -- load-time checks ----------------------------------------------------------------
+    def check(self, stages, tolerance=1e-6):
+        """Each block's declared Jacobians against the derived ones, else central differences."""
+        rng = np.random.default_rng(0)
+        for n, s in enumerate(stages[:-1]):
+            self._check_one([s.layer], rng, tolerance)
+            if s.activation is not None:
+                self._check_one([s.activation], rng, tolerance)
+        last = stages[-2]
+        chain = ([last.activation] if last.activation else []) + [stages[-1].layer]
+        self._check_one(chain, rng, tolerance)
+
+    def _check_one(self, blocks, rng, tolerance):
+        block = blocks[-1]
+        if block.kind.backward == "derive" or not block.backward_runs:
+            return
+        targets = [t for t, _, _ in block.backward_runs]
+        derived = None
+        if len(blocks) == 1:
+            kind = dataclasses.replace(block.kind, backward="derive")
+            try:
+                derived = Block(self.spec, kind, block.hyper, {block.kind.in_name: block.shapes[block.kind.in_name]},
+                                block.where, self.optimize, needs=targets, dtype=np.float64)
+            except Exception:
+                derived = None
+        # a derived set that does not cover the targets falls back to finite differences
+        if derived is not None and {t for t, _, _ in derived.backward_runs} < set(targets):
+            derived = None
+        results = gradcheck.check_block(blocks, targets, rng, derived)
+        for t, (how, err) in results.items():
+            if not err <= tolerance:
+                raise self.spec.error(f"{block.where}, backward {t!r}",
+                                      f"the declared Jacobian disagrees with {'the derived one' if how == 'derived' else 'central finite differences'} "
+                                      f"by {err:.2e} (relative); fix the equation")
+
+
+def load(source="layers.yaml", network=None, dtype=None, optimize=None, check=True, seed=None) -> Network:
+    """A Network from a spec file, YAML string or dict (see README: the spec format)."""
+    spec = source if isinstance(source, Spec) else read(source)
+    return Network(spec, network, dtype=dtype, optimize=optimize, check=check, seed=seed)

@@ -1,0 +1,78 @@
+"""Jacobian contractions derived from a forward equation by the einsum gradient rule.
+
+For `z[L] = c * x[T] * w[U]` the gradient with respect to x is the upstream gradient
+contracted with the other operands, written at x's own index terms:
+`dx[T] = c * dz[L] * w[U]`.  What was a gather on the right (a strided window) becomes a
+scatter on the left, a scatter on the left a gather; a function contributes its
+derivative from the registry (relu -> drelu), a max its positions mask (eq. 19).
+"""
+from __future__ import annotations
+
+from fractions import Fraction
+
+from .ast import Affine, Call, Max, Mono, Ref, walk
+from .errors import NotationError
+from .functions import FUNCTIONS
+
+
+def derive(equation, wrt: str, positions=None) -> str:
+    """The equation for d<wrt> given d<result>; positions names the mask of a max, if any."""
+    lhs = equation.lhs
+    upstream = Ref("d" + lhs.name, lhs.axes)
+    terms, target = [], None
+    for product in equation.products:
+        found = [f for f in product.factors if wrt in _names(f)]
+        if not found:
+            continue
+        if len(found) > 1 or sum(1 for n in walk(found[0]) if isinstance(n, Ref) and n.name == wrt) > 1:
+            raise _cannot(equation, wrt, f"{wrt!r} appears more than once in one product")
+        f = found[0]
+        rest = [g for g in product.factors if g is not f]
+        if isinstance(f, Ref):
+            ref, local = f, []
+        elif isinstance(f, Call) and isinstance(f.arg, Ref):
+            d = FUNCTIONS[f.func].derivative
+            if d is None:
+                raise _cannot(equation, wrt, f"{f.func} has no derivative in the registry")
+            ref, local = f.arg, [Call(d, f.arg)]
+        elif isinstance(f, Max) and isinstance(f.arg, Ref):
+            if not positions:
+                raise _cannot(equation, wrt, "a max needs its positions named (positions: {z: m})")
+            ref = f.arg
+            free = [i for a in ref.axes for i in a.indices if i not in f.indices]
+            free = list(dict.fromkeys(free))
+            local = [Ref(positions, tuple(Affine((Mono(1, (), i),)) for i in free + list(f.indices)))]
+        else:
+            raise _cannot(equation, wrt, f"{wrt!r} sits inside {f}, which the gradient rule does not open")
+        key = tuple(str(a) for a in ref.axes)
+        if target is None:
+            target = (key, ref)
+        elif target[0] != key:
+            raise _cannot(equation, wrt, f"{wrt!r} is indexed two ways ({target[1]} and {ref})")
+        terms.append((product.coef, product.scalars, [upstream] + local + rest))
+    if target is None:
+        raise _cannot(equation, wrt, f"{wrt!r} does not appear on the right side")
+    ref = target[1]
+    body = " + ".join(_product_text(c, s, fs) for c, s, fs in terms).replace("+ -", "- ")
+    return f"{Ref('d' + wrt, ref.axes)} = {body}"
+
+
+def _names(node) -> set:
+    return {n.name for n in walk(node) if isinstance(n, Ref)}
+
+
+def _product_text(coef: Fraction, scalars, factors) -> str:
+    parts = [str(f) for f in factors]
+    head = ""
+    if coef != 1:
+        head = f"{coef.numerator}" if coef.denominator == 1 else f"{coef.numerator}/{coef.denominator}"
+        head += " * "
+    text = head + " * ".join(parts)
+    for name, power in scalars:
+        text += (f" * {name}" if power > 0 else f" / {name}") * abs(power)
+    return text
+
+
+def _cannot(equation, wrt, why) -> NotationError:
+    return NotationError(f"cannot derive the Jacobian for {wrt!r}: {why}", equation.source,
+                         hint="declare that Jacobian in the layer's backward: instead")

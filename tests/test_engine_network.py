@@ -1,0 +1,105 @@
+"""The seven-layer network of eq. (27)-(28): shapes, gradients, planning once, learning."""
+import numpy as np
+import opt_einsum
+import pytest
+
+import engine
+import notation.equation
+
+from conftest import SPEC
+
+
+@pytest.fixture(scope="module")
+def net64():
+    return engine.load(SPEC, dtype="float64")
+
+
+def test_the_default_network_is_the_report_s_seven_layers_with_tensorflow_sizes(net64):
+    shapes = {layer: {p: v.shape for p, v in ps.items()} for layer, ps in net64.params.items()}
+    assert shapes == {
+        "conv1": {"w": (5, 5, 1, 32), "bias": (32,)}, "pool1": {},
+        "conv2": {"w": (5, 5, 32, 64), "bias": (64,)}, "pool2": {}, "flatten": {},
+        "dense1": {"w": (3136, 1024), "bias": (1024,)}, "dense2": {"w": (1024, 10), "bias": (10,)}}
+
+
+def test_forward_gives_a_probability_distribution_per_example(net64):
+    x = np.random.default_rng(0).random((3, 28, 28, 1))
+    probs = net64.forward(x)
+    assert probs.shape == (3, 10)
+    assert np.allclose(probs.sum(axis=1), 1.0) and (probs > 0).all()
+
+
+def test_float32_is_the_default():
+    net = engine.load(SPEC, check=False)
+    assert all(v.dtype == np.float32 for ps in net.params.values() for v in ps.values())
+    assert net.forward(np.zeros((1, 28, 28, 1))).dtype == np.float32
+
+
+def test_whole_network_gradient_matches_finite_differences(net64):
+    rng = np.random.default_rng(3)
+    x, labels = rng.random((2, 28, 28, 1)), np.array([3, 7])
+    _, grads = net64.loss_and_grads(x, labels)
+    base = {l: {p: v.copy() for p, v in ps.items()} for l, ps in net64.params.items()}
+    h = 1e-6
+    for layer, ps in base.items():
+        for p, value in ps.items():
+            v = rng.standard_normal(value.shape)
+            v /= np.linalg.norm(v)  # a short step in total, so no ReLU or max switches inside it
+            shifted = []
+            for sign in (1, -1):
+                trial = {l: dict(q) for l, q in base.items()}
+                trial[layer][p] = value + sign * h * v
+                net64.set_params(trial)
+                shifted.append(net64.loss_and_grads(x, labels)[0])
+            net64.set_params(base)
+            numeric = (shifted[0] - shifted[1]) / (2 * h)
+            analytic = float(np.sum(grads[layer][p] * v))
+            assert abs(numeric - analytic) <= 1e-6 * max(abs(analytic), 1e-4), (layer, p, numeric, analytic)
+
+
+def test_nothing_is_planned_or_parsed_again_after_the_first_step(monkeypatch):
+    net = engine.load(SPEC, check=False)
+    rng = np.random.default_rng(0)
+    x, labels = rng.random((4, 28, 28, 1)), rng.integers(0, 10, 4)
+    net.loss_and_grads(x, labels)
+    calls = []
+    for module, name in [(opt_einsum, "contract_path"), (opt_einsum, "contract_expression"),
+                         (notation.equation, "parse")]:
+        original = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, _o=original, _n=name, **k: calls.append(_n) or _o(*a, **k))
+    for _ in range(3):
+        net.loss_and_grads(x, labels)
+        net.forward(x)
+    assert calls == []
+    net.loss_and_grads(x[:2], labels[:2])  # a new batch size is planned once, on first use
+    assert "contract_expression" in calls
+
+
+def test_set_params_refuses_a_wrong_shape(net64):
+    params = {l: dict(ps) for l, ps in net64.params.items()}
+    params["dense2"]["w"] = np.zeros((10, 1024))
+    with pytest.raises(ValueError, match=r"dense2.w has shape \(10, 1024\), expected \(1024, 10\)"):
+        net64.set_params(params)
+
+
+def test_loss_falls_training_on_real_digits(mnist_test):
+    images, labels = mnist_test
+    net = engine.load(SPEC, seed=0)
+    from engine.optim import make
+    opt = make("adam", net.params, 1e-3)
+    losses = []
+    for step in range(150):
+        sl = slice(16 * step, 16 * step + 16)
+        loss, grads = net.loss_and_grads(images[sl], labels[sl], copy=False)
+        opt.step(net.params, grads)
+        losses.append(loss)
+    assert np.mean(losses[-30:]) < 0.5 * np.mean(losses[:10])
+    probs = net.forward(images[-500:])
+    assert (probs.argmax(1) == labels[-500:]).mean() > 0.7
+
+
+def test_plans_show_gemm_for_the_heavy_contractions():
+    net = engine.load(SPEC, check=False)
+    text = net.plans(batch=8)
+    assert "bipjqr,pqrk->bijk" in text
+    assert "GEMM" in text or "TDOT" in text
