@@ -1,0 +1,75 @@
+"""A layer kind defined in YAML alone (no Python) builds, differentiates itself and trains."""
+import copy
+
+import numpy as np
+import yaml
+
+import engine
+from engine.optim import make
+
+from conftest import SPEC
+
+AVERAGE_POOL = yaml.safe_load("""
+cites: "extension: (18) with the mean for the max"
+input: [b, height, width, channels]
+hyper: {size: 2, stride: 2}
+symbols: {s1: stride, s2: stride, P: size - 1, Q: size - 1, area: size * size}
+forward:
+  - z[b,i,j,k] = x[b, s1*i+p, s2*j+q, k] / area
+backward: derive
+""")
+
+POINTWISE_CONV = yaml.safe_load("""
+cites: "(15) with a 1x1 kernel"
+input: [b, height, width, channels]
+hyper: {filters: required}
+params:
+  w: {shape: [channels, filters], init: he}
+forward:
+  - z[b,i,j,k] = x[b,i,j,r] * w[r,k]
+backward: derive
+""")
+
+
+def spec_with_custom_layers():
+    data = copy.deepcopy(yaml.safe_load(SPEC.read_text()))
+    data["kinds"]["avgpool"] = AVERAGE_POOL
+    data["kinds"]["conv1x1"] = POINTWISE_CONV
+    data["networks"]["custom"] = {
+        "cites": "test", "input": [28, 28, 1], "loss": "softmax_cross_entropy",
+        "layers": [{"name": "mix", "kind": "conv1x1", "filters": 4, "activation": "relu"},
+                   {"name": "pool", "kind": "avgpool", "size": 2, "stride": 2},
+                   {"name": "flatten", "kind": "flatten"},
+                   {"name": "out", "kind": "dense", "units": 10, "activation": "softmax", "init": "glorot"}]}
+    data["network"] = "custom"
+    return data
+
+
+def test_derived_jacobians_of_a_yaml_only_layer_match_finite_differences():
+    net = engine.load(spec_with_custom_layers(), dtype="float64")
+    rng = np.random.default_rng(0)
+    x, labels = rng.random((2, 28, 28, 1)), np.array([1, 2])
+    _, grads = net.loss_and_grads(x, labels)
+    w = net.params["mix"]["w"].copy()
+    v = rng.standard_normal(w.shape)
+    v /= np.linalg.norm(v)
+    values = []
+    for sign in (1, -1):
+        net.set_params({**net.params, "mix": {"w": w + sign * 1e-6 * v}})
+        values.append(net.loss_and_grads(x, labels)[0])
+    numeric = (values[0] - values[1]) / 2e-6
+    assert abs(numeric - np.sum(grads["mix"]["w"] * v)) < 1e-6 * abs(numeric)
+
+
+def test_a_yaml_only_network_trains_on_real_digits(mnist_test):
+    images, labels = mnist_test
+    net = engine.load(spec_with_custom_layers(), seed=1)
+    opt = make("adam", net.params, 3e-3)
+    losses = []
+    for step in range(200):
+        sl = slice(32 * step, 32 * step + 32)
+        loss, grads = net.loss_and_grads(images[sl], labels[sl], copy=False)
+        opt.step(net.params, grads)
+        losses.append(loss)
+    assert np.mean(losses[-20:]) < 0.4 * np.mean(losses[:5])
+    assert (net.forward(images[-1000:]).argmax(1) == labels[-1000:]).mean() > 0.8

@@ -1,0 +1,97 @@
+"""Bad specs get one line naming the file, the layer or kind, the field and what to fix."""
+import copy
+
+import pytest
+import yaml
+
+import engine
+
+from conftest import SPEC
+
+BASE = yaml.safe_load(SPEC.read_text())
+
+
+def load_changed(tmp_path, change, network=None):
+    data = copy.deepcopy(BASE)
+    change(data)
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(engine.SpecError) as info:
+        engine.load(path, network=network)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(str(path))
+    return message
+
+
+def layer(data, name, net="seven-layer"):
+    return next(l for l in data["networks"][net]["layers"] if l["name"] == name)
+
+
+def test_unknown_layer_kind(tmp_path):
+    msg = load_changed(tmp_path, lambda d: layer(d, "conv1").update(kind="convolution"))
+    assert "layer 'conv1'" in msg and "field 'kind'" in msg and "'convolution' not found" in msg
+    assert "conv2d" in msg  # the valid options
+
+
+def test_unknown_activation(tmp_path):
+    msg = load_changed(tmp_path, lambda d: layer(d, "dense1").update(activation="rectify"))
+    assert "layer 'dense1'" in msg and "field 'activation'" in msg and "'rectify' not found" in msg
+
+
+def test_missing_parameter(tmp_path):
+    msg = load_changed(tmp_path, lambda d: d["kinds"]["dense"]["params"].pop("bias"))
+    assert "'bias'" in msg and "declare it under params" in msg and "forward[0]" in msg
+
+
+def test_extra_parameter(tmp_path):
+    msg = load_changed(tmp_path, lambda d: d["kinds"]["dense"]["params"].update(
+        gain={"shape": ["units"], "init": "zeros"}))
+    assert "param 'gain'" in msg and "no forward equation uses it" in msg
+
+
+def test_jacobian_of_the_wrong_shape(tmp_path):
+    msg = load_changed(tmp_path, lambda d: d["kinds"]["dense"]["backward"].update(
+        w="dw[m,k] = dz[b,m] * x[b,k]"))
+    assert "backward 'w'" in msg and "(1024, 3136)" in msg and "(3136, 1024)" in msg
+
+
+def test_declared_jacobian_that_disagrees_with_the_derived_one_says_by_how_much(tmp_path):
+    msg = load_changed(tmp_path, lambda d: d["kinds"]["conv2d"]["backward"].update(
+        w="dw[m,n,u,v] = dz[b,i,j,v] * xp[b, s1*i+m, s2*j+n, u]"))  # the flip of (17) forgotten
+    assert "layer 'conv1'" in msg and "backward 'w'" in msg and "disagrees with the derived one by" in msg
+
+
+def test_wrong_jacobian_that_cannot_be_derived_is_caught_by_finite_differences(tmp_path):
+    msg = load_changed(tmp_path, lambda d: d["activations"]["softmax"]["backward"].update(
+        z="dz[c,j] = da[b,i] * delta[b,c] * a[b,i] * delta[i,j]"))  # (23) without its - S_bj
+    assert "activation 'softmax'" in msg and "central finite differences by" in msg
+
+
+def test_shapes_that_do_not_chain_name_both_layers_and_shapes(tmp_path):
+    msg = load_changed(tmp_path, lambda d: d["networks"]["seven-layer"]["layers"].pop(4))  # no flatten
+    assert "layer 'dense1'" in msg and "layer 'pool2' gives shape (2, 7, 7, 64)" in msg
+    assert "[b, features]" in msg
+
+
+def test_yaml_syntax_error_gives_the_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("kinds:\n  dense:\n    cites: [12\n    input: x\n")
+    with pytest.raises(engine.SpecError) as info:
+        engine.load(path)
+    assert str(info.value).startswith(f"{path}: line ") and "YAML syntax error" in str(info.value)
+
+
+def test_a_typo_in_an_equation_points_at_the_kind_and_the_equation(tmp_path):
+    msg = load_changed(tmp_path, lambda d: d["kinds"]["dense"].update(
+        forward=["z[b,j] = x[b,i] * w[i,j] + bias[j"]))
+    assert "kind 'dense', forward[0]" in msg and "expected" in msg
+
+
+def test_missing_spec_file_says_so(tmp_path):
+    with pytest.raises(engine.SpecError, match="no such file"):
+        engine.load(tmp_path / "nowhere.yaml")
+
+
+def test_a_required_hyperparameter_left_out(tmp_path):
+    msg = load_changed(tmp_path, lambda d: layer(d, "dense1").pop("units"))
+    assert "layer 'dense1'" in msg and "field 'units'" in msg and "required" in msg
