@@ -71,6 +71,11 @@ class Spec:
     networks: dict
     network: str
     training: dict = field(default_factory=dict)
+    comments: dict = field(default_factory=dict)  # equation text -> its citation comment
+
+    def cite(self, equation) -> str:
+        """The comment beside an equation in the spec file (its report equation number)."""
+        return self.comments.get(equation.source, "")
 
     def error(self, where, message) -> SpecError:
         return SpecError(self.file, where, message)
@@ -99,7 +104,32 @@ def read(source) -> Spec:
         raise SpecError(file, where, f"YAML syntax error: {problem}; fix the YAML there") from None
     if not isinstance(data, dict):
         raise SpecError(file, None, "the spec must be a mapping with kinds:, activations:, losses: and networks:")
-    return _build(file, data)
+    spec = _build(file, data)
+    spec.comments = trailing_comments(text)
+    return spec
+
+
+def trailing_comments(text: str) -> dict:
+    """{scalar text: the comment after it on its line}: where an equation cites the report."""
+    out = {}
+    lines = text.splitlines()
+
+    def walk(node):
+        if isinstance(node, yaml.ScalarNode):
+            line = lines[node.end_mark.line] if node.end_mark.line < len(lines) else ""
+            rest = line[node.end_mark.column:].strip()
+            if rest.startswith("#"):
+                out.setdefault(node.value, rest.lstrip("#").strip())
+        elif isinstance(node, yaml.SequenceNode):
+            for item in node.value:
+                walk(item)
+        elif isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                walk(key)
+                walk(value)
+
+    walk(yaml.compose(text, Loader=yaml.SafeLoader))
+    return out
 
 
 def _build(file, data) -> Spec:

@@ -95,3 +95,14 @@ def test_missing_spec_file_says_so(tmp_path):
 def test_a_required_hyperparameter_left_out(tmp_path):
     msg = load_changed(tmp_path, lambda d: layer(d, "dense1").pop("units"))
     assert "layer 'dense1'" in msg and "field 'units'" in msg and "required" in msg
+
+
+def test_every_equation_in_layers_yaml_cites_the_report():
+    import re
+    spec = engine.read(SPEC)
+    kinds = list(spec.kinds.values()) + list(spec.activations.values()) + list(spec.losses.values())
+    equations = [e for k in kinds for e in k.forward + (list(k.backward.values())
+                                                        if isinstance(k.backward, dict) else [])]
+    assert len(equations) > 20
+    for e in equations:
+        assert re.search(r"\(\d+\)|extension", spec.cite(e)), e.source
