@@ -191,10 +191,14 @@ class Max:
     span: Span = field(default=(0, 0), compare=False)
 
     def __str__(self) -> str:
-        return f"max[{','.join(self.indices)}] {self.arg}"
+        arg = f"({self.arg})" if isinstance(self.arg, (Sum, Mul)) else str(self.arg)
+        return f"max[{','.join(self.indices)}] {arg}"
 
     def latex(self) -> str:
-        return rf"\max_{{{','.join(_latex_index(i) for i in self.indices)}}} {self.arg.latex()}"
+        arg = self.arg.latex()
+        if isinstance(self.arg, (Sum, Mul)):
+            arg = rf"\left({arg}\right)"
+        return rf"\max_{{{','.join(_latex_index(i) for i in self.indices)}}} {arg}"
 
 
 @dataclass(frozen=True)
@@ -235,7 +239,7 @@ class Sum:
     def __str__(self) -> str:
         out = ""
         for n, (sign, node) in enumerate(self.terms):
-            text = str(node)
+            text = f"({node})" if isinstance(node, Sum) and sign < 0 else str(node)
             out += ("-" if sign < 0 else "") + text if n == 0 else (" - " if sign < 0 else " + ") + text
         return out
 
@@ -243,7 +247,8 @@ class Sum:
         out = ""
         for n, (sign, node) in enumerate(self.terms):
             op = ("-" if sign < 0 else "") if n == 0 else (" - " if sign < 0 else " + ")
-            out += op + node.latex()
+            text = rf"\left({node.latex()}\right)" if isinstance(node, Sum) and sign < 0 else node.latex()
+            out += op + text
         return out
 
 
@@ -257,14 +262,17 @@ class Mul:
     def __str__(self) -> str:
         out = ""
         for n, (op, node) in enumerate(self.factors):
-            text = f"({node})" if isinstance(node, Sum) else str(node)
+            grouped = isinstance(node, Sum) or (op == "/" and isinstance(node, Mul))
+            text = f"({node})" if grouped else str(node)
             out += text if n == 0 else f" {op} {text}"
         return out
 
     def latex(self) -> str:
         out = ""
         for n, (op, node) in enumerate(self.factors):
-            text = rf"\left({node.latex()}\right)" if isinstance(node, Sum) else node.latex()
+            last = n == len(self.factors) - 1
+            grouped = isinstance(node, Sum) or (isinstance(node, Max) and not last)
+            text = rf"\left({node.latex()}\right)" if grouped else node.latex()
             if op == "/":
                 out = rf"\frac{{{out or '1'}}}{{{text}}}"
             else:

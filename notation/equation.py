@@ -71,7 +71,7 @@ class Equation:
         body = ""
         for n, (sign, node) in enumerate(terms):
             summed = self.summed(expand(node)[0]) if expand(node) else ()
-            text = node.latex()
+            text = rf"\left({node.latex()}\right)" if isinstance(node, Sum) and sign < 0 else node.latex()
             if summed:
                 under = ",".join(_latex_index(i) for i in summed)
                 text = rf"\sum_{{{under}}} {text}"
@@ -143,14 +143,14 @@ class Run:
         """Evaluate on arrays of the compiled shapes; with positions=True also the max masks."""
         for name, shape in self.shapes.items():
             if name not in arrays:
-                raise NotationError(f"missing operand {name!r}", self.equation.source,
+                raise NotationError(f"missing operand {name!r}", self.equation.source, self._span(name),
                                     hint=f"call with {', '.join(f'{n}=...' for n in self.shapes)}")
             a = arrays[name]
             if not isinstance(a, np.ndarray):
                 arrays[name] = a = np.asarray(a)
             if a.shape != shape:
                 raise NotationError(f"{name!r} has shape {a.shape} but this run was compiled for "
-                                    f"{shape}", self.equation.source,
+                                    f"{shape}", self.equation.source, self._span(name),
                                     hint="compile again for the new shape")
         extra = set(arrays) - set(self.shapes)
         if extra:
@@ -159,10 +159,15 @@ class Run:
         if out is not None and out.shape != self.result_shape:
             raise NotationError(f"out has shape {out.shape}, the result has {self.result_shape}",
                                 self.equation.source)
-        masks = [] if positions else None
+        masks = {} if positions else None  # one per max, keyed by its place in the source
         z = self._program.evaluate(arrays, out=out, positions=masks)
         if not positions:
             return z
         if not masks:
             raise NotationError("positions=True needs a max[...] in the equation", self.equation.source)
-        return z, (masks[0] if len(masks) == 1 else tuple(masks))
+        found = [masks[key] for key in sorted(masks)]
+        return z, (found[0] if len(found) == 1 else tuple(found))
+
+    def _span(self, name):
+        """Where the equation first reads the tensor `name`."""
+        return next(n.span for n in walk(self.equation.rhs) if isinstance(n, Ref) and n.name == name)

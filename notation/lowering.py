@@ -128,9 +128,11 @@ def _c_strides(shape):
 class Operand:
     """A leaf of a product: an input viewed, a Kronecker identity, or a sub-result."""
 
-    def __init__(self, kind, indices, shape, view=None, value=None, program=None, func=None, max_=None):
+    def __init__(self, kind, indices, shape, view=None, value=None, program=None, func=None, max_=None,
+                 key=None):
         self.kind, self.indices, self.shape = kind, tuple(indices), tuple(shape)
         self.view, self.value, self.program, self.func, self.max = view, value, program, func, max_
+        self.key = key  # a max's place in the source, naming its positions mask
 
     def evaluate(self, arrays, dtype, positions):
         if self.kind == "view":
@@ -144,12 +146,12 @@ class Operand:
         k = len(self.max)
         axes = tuple(range(inner.ndim - k, inner.ndim))
         values = inner.max(axis=axes)
-        if positions is not None:
+        if positions is not None and self.key not in positions:  # one mask per max, however often used
             flat = inner.reshape(values.shape + (-1,))
             first = flat.argmax(axis=-1)
             mask = np.zeros(flat.shape, dtype=inner.dtype)
             np.put_along_axis(mask, first[..., None], 1, axis=-1)
-            positions.append(mask.reshape(inner.shape))
+            positions[self.key] = mask.reshape(inner.shape)
         return values
 
 
@@ -190,15 +192,15 @@ class ProductProgram:
     def _rename_deltas(factors, lhs, extents):
         """delta[i,j] over equal ranges: write i for j (a diagonal); else keep it as an identity."""
         factors, lhs = list(factors), list(lhs)
-        for f in list(factors):
-            if isinstance(f, Delta) and extents[f.i] == extents[f.j] and f.i != f.j:
-                factors.remove(f)
+        while True:  # each renaming rewrites the deltas still to come (delta[i,j] * delta[j,k])
+            f = next((g for g in factors if isinstance(g, Delta) and extents[g.i] == extents[g.j]), None)
+            if f is None:
+                return factors, lhs
+            factors.remove(f)
+            if f.i != f.j:
                 rep = Affine((Mono(1, (), f.i),))
                 factors = [_substitute_node(g, f.j, rep, f.i) for g in factors]
                 lhs = [ax.substitute(f.j, rep) for ax in lhs]
-            elif isinstance(f, Delta) and f.i == f.j:
-                factors.remove(f)
-        return factors, lhs
 
     def _operand(self, f, extents, symbols, shapes, optimize, letters):
         if isinstance(f, Ref):
@@ -215,7 +217,8 @@ class ProductProgram:
             free = [i for i in _indices_of(f.arg) if i not in f.indices]
             prog = Program.sub(f.arg, tuple(free) + tuple(f.indices), extents, symbols, shapes,
                                optimize, letters)
-            return Operand("max", free, [extents[i] for i in free], program=prog, max_=f.indices)
+            return Operand("max", free, [extents[i] for i in free], program=prog, max_=f.indices,
+                           key=f.span)
         raise TypeError(f)
 
     def run(self, arrays, out, positions, first):

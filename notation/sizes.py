@@ -6,11 +6,12 @@ from the result's shape when given, from upper-case symbols (`P` = last value of
 fixes takes the largest range for which its window fits the axis (`s1*i + p` gives the
 valid convolution's output size).
 
-An output index `t` that appears once on the right, with coefficient ±1 inside a term
-with other indices (eq. 16's `w[P + s1*i - t, ...]`), is *substituted*: a fresh index `t'`
-spans that axis and the result is scattered to `t = P + s1*i - t'`.  That is the report's
-restricted sum (only terms with `0 <= P + s1*i - t <= P`) and costs the kernel, not the
-image.  It is taken when `t`'s range is not given or is longer than the axis.
+An output index `t` that is a whole axis of the result and appears once on the right, with
+coefficient ±1 inside a term with another index of the opposite sign (eq. 16's
+`w[P + s1*i - t, ...]`; a window such as `x[i + p]` stays a gather), is *substituted*: a
+fresh index `t'` spans that axis and the result is scattered to `t = P + s1*i - t'`.  That
+is the report's restricted sum (only terms with `0 <= P + s1*i - t <= P`) and costs the
+kernel, not the image.  It is taken when `t`'s range is not given or is longer than the axis.
 
 An upper-case constant without its lower-case index in the equation (eq. 16, 17) is bound
 so that its term starts at 0, i.e. spans its axis from the first entry.
@@ -169,13 +170,14 @@ class _Binder:
             elif U not in self.sym and u in self.E:
                 self.sym[U] = self.E[u] - 1 if last else self.E[u]
                 changed = True
+            elif U in self.sym and U in self.usage:  # given and used: it must agree with the shapes
+                n = int(self.sym[U]) + (1 if last else 0)
+                self.constrain(u, n, f"{U} = {self.sym[U]}", _scalar_span(self.source, U))
         return changed
 
     # -- substitution (eq. 16) -----------------------------------------
     def substitute(self):
-        lhs_idx = set()
-        for axis in self.lhs.axes:
-            lhs_idx.update(axis.indices)
+        lhs_idx = {axis.plain() for axis in self.lhs.axes} - {None}  # t must be a whole axis of the result
         taken = set(self.indices)
         plans = []
         for prod in self.products:
@@ -209,7 +211,7 @@ class _Binder:
                         if (len(monos) != 1 or abs(monos[0].coef) != 1 or monos[0].symbols
                                 or t not in lhs_idx or occurrences.get(t) != 1 or t in subs):
                             continue
-                        if t in self.E and self.E[t] <= n:
+                        if t in self.E and self.E[t] <= n or not _opposed(axis, t):
                             continue
                         fresh = t + "'"
                         while fresh in taken:
@@ -345,6 +347,12 @@ class _Binder:
                                     f"give a shape for {self.lhs.name!r} that holds every position")
         for plan in self.plans:
             plan.scale = scale(plan.coef, plan.scalars, self.sym)
+
+
+def _opposed(axis, t) -> bool:
+    """Whether another index of the term runs against `t` (`s1*i - t`), so `t` spans more than the axis."""
+    c = next(m.coef for m in axis.monos if m.index == t)
+    return any(m.index not in (None, t) and m.coef * c < 0 for m in axis.monos)
 
 
 def scale(coef, scalars, symbols) -> float:
