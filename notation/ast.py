@@ -140,7 +140,7 @@ class Ref:
 
     def __str__(self) -> str:
         if not self.axes:
-            return self.name
+            return f"{self.name}[]"
         return f"{self.name}[{', '.join(str(a) for a in self.axes)}]" if any(
             a.plain() is None for a in self.axes) else f"{self.name}[{','.join(str(a) for a in self.axes)}]"
 

@@ -59,7 +59,8 @@ class Equation:
         return tuple(out)
 
     def __str__(self) -> str:
-        return f"{self.lhs} = {self.rhs}"
+        lhs = self.lhs.name if not self.lhs.axes else str(self.lhs)
+        return f"{lhs} = {self.rhs}"
 
     def __repr__(self) -> str:
         return f"Equation({str(self)!r})"
@@ -124,6 +125,15 @@ class Run:
         infos = [p.path_info for p in self._program.products if p.path_info is not None]
         return infos[0] if len(infos) == 1 else infos
 
+    @property
+    def positions_shape(self):
+        """The shape of the max's positions mask: its free indices, then its window indices."""
+        for p in self._program.products:
+            for op in p.operands:
+                if op.kind == "max":
+                    return op.program.result_shape
+        return None
+
     def plan(self) -> str:
         """A readable account of the lowering: views, einsum, path and how the result is written."""
         lines = [f"{self.equation}"]
@@ -133,8 +143,8 @@ class Run:
                     lines.append(f"  {op.view.describe()}")
             lines.append(f"  einsum {p.einsum}")
             if p.path_info is not None:
-                lines.append("  path " + " ".join(str(c) for c in p.path_info.path)
-                             + f"; {p.path_info.opt_cost:,} flops, largest intermediate "
+                steps = "; ".join(f"{c[2]} [{c[4] or 'einsum'}]" for c in p.path_info.contraction_list)
+                lines.append(f"  path {steps}; {p.path_info.opt_cost:,} flops, largest intermediate "
                              f"{p.path_info.largest_intermediate:,}")
             lines.append(f"  result {p.fold.describe()}")
         return "\n".join(lines)

@@ -32,7 +32,8 @@ class View:
     identity: bool  # the view is the array itself
 
     @classmethod
-    def of(cls, ref: Ref, extents, symbols, ndim) -> "View":
+    def of(cls, ref: Ref, extents, symbols, array_shape) -> "View":
+        ndim = len(array_shape)
         linear = [axis.linear(symbols) for axis in ref.axes]
         indices = []
         for coefs, _ in linear:
@@ -43,7 +44,9 @@ class View:
         offsets = tuple(const for _, const in linear)
         identity = (len(indices) == ndim and not any(offsets)
                     and all(table[k][a] == (1 if k == a else 0) for k in range(ndim) for a in range(ndim)))
-        return cls(ref.name, tuple(indices), table, offsets, tuple(extents[i] for i in indices), identity)
+        shape = tuple(extents[i] for i in indices)
+        identity = identity and shape == tuple(array_shape)  # a window of the first entries is not the array
+        return cls(ref.name, tuple(indices), table, offsets, shape, identity)
 
     def __call__(self, array: np.ndarray, writeable=False) -> np.ndarray:
         if self.identity:
@@ -73,7 +76,7 @@ class Fold:
     """Adds a product's result into the result buffer at the positions its index terms name."""
 
     def __init__(self, lhs_axes, result_indices, extents, symbols, result_shape, itemsize_probe=8):
-        self.view = View.of(Ref("result", tuple(lhs_axes)), extents, symbols, len(result_shape))
+        self.view = View.of(Ref("result", tuple(lhs_axes)), extents, symbols, tuple(result_shape))
         self.result_indices = tuple(result_indices)  # axes of the product's einsum result
         self.broadcast = tuple(i for i in self.view.indices if i not in result_indices)
         # probe with unit element strides: which indices can be sliced at once, which looped
@@ -134,25 +137,42 @@ class Operand:
         self.view, self.value, self.program, self.func, self.max = view, value, program, func, max_
         self.key = key  # a max's place in the source, naming its positions mask
 
-    def evaluate(self, arrays, dtype, positions):
+    def evaluate(self, arrays, dtype, positions, out=None):
         if self.kind == "view":
             return self.view(arrays[self.view.name])
         if self.kind == "eye":
             return self.value.astype(dtype, copy=False)
-        inner = self.program.evaluate(arrays, positions=positions)
+        inner = self.program.as_view(arrays)
+        if inner is None:
+            inner = self.program.evaluate(arrays, positions=positions)
         if self.kind == "call":
-            return self.func.array(inner)
-        # max over the trailing window axes, with the first maximum's position when asked
-        k = len(self.max)
-        axes = tuple(range(inner.ndim - k, inner.ndim))
-        values = inner.max(axis=axes)
-        if positions is not None and self.key not in positions:  # one mask per max, however often used
-            flat = inner.reshape(values.shape + (-1,))
-            first = flat.argmax(axis=-1)
-            mask = np.zeros(flat.shape, dtype=inner.dtype)
-            np.put_along_axis(mask, first[..., None], 1, axis=-1)
-            positions[self.key] = mask.reshape(inner.shape)
+            return self.func.array(inner, out=out)
+        want = positions is not None and self.key not in positions  # one mask per max, however often used
+        values, mask = window_max(inner, len(self.max), want, out)
+        if want:
+            positions[self.key] = mask
         return values
+
+
+def window_max(inner, k, positions=False, out=None):
+    """The maximum over the k trailing (window) axes, one strided slice per window offset, and
+    with positions=True a one-hot mask of the first maximum in C order (eq. 18, 19)."""
+    offsets = list(np.ndindex(*inner.shape[inner.ndim - k:]))
+    values = np.copyto(out, inner[(Ellipsis,) + offsets[0]]) if out is not None else None
+    values = out if out is not None else inner[(Ellipsis,) + offsets[0]].copy()
+    for o in offsets[1:]:
+        np.maximum(values, inner[(Ellipsis,) + o], out=values)
+    if not positions:
+        return values, None
+    mask = np.empty(inner.shape, dtype=inner.dtype)
+    found = np.zeros(values.shape, dtype=bool)
+    hit = np.empty(values.shape, dtype=bool)
+    for o in offsets:
+        np.equal(inner[(Ellipsis,) + o], values, out=hit)
+        hit &= ~found
+        found |= hit
+        mask[(Ellipsis,) + o] = hit
+    return values, mask
 
 
 class ProductProgram:
@@ -174,18 +194,32 @@ class ProductProgram:
                     lhs_order.append(i)
         self.out_indices = tuple(i for i in lhs_order if i in present)
         self.summed = tuple(i for i in present if i not in lhs_order)
+        # opt_einsum hands a pair to tensordot last-first: the operand that leads the output
+        # goes last, so the GEMM writes the result in output order, not transposed
+        self.order = list(range(len(self.operands)))
+        if (len(self.operands) == 2 and self.out_indices and self.out_indices[0] in self.operands[0].indices
+                and self.out_indices[0] not in self.operands[1].indices):
+            self.order.reverse()
         for i in present + lhs_order:
             _assign_letter(letters, i)
-        self.einsum = ",".join("".join(letters[i] for i in op.indices) for op in self.operands) + "->" + \
-            "".join(letters[i] for i in self.out_indices)
+        out = "->" + "".join(letters[i] for i in self.out_indices)
+        self.einsum = ",".join("".join(letters[i] for i in op.indices) for op in self.operands) + out
+        ordered = [self.operands[k] for k in self.order]
+        executed = ",".join("".join(letters[i] for i in op.indices) for op in ordered) + out
         if self.operands:
-            self.expression = oe.contract_expression(self.einsum, *[op.shape for op in self.operands],
-                                                     optimize=optimize)
-            self.path_info = oe.contract_path(self.einsum, *[op.shape for op in self.operands],
-                                              shapes=True, optimize=optimize)[1]
+            self.expression = oe.contract_expression(executed, *[op.shape for op in ordered], optimize=optimize)
+            self.path_info = oe.contract_path(executed, *[op.shape for op in ordered], shapes=True,
+                                              optimize=optimize)[1]
         else:
             self.expression = self.path_info = None
         self.fold = Fold(lhs, self.out_indices, extents, symbols, result_shape)
+        self.elementwise = len(self.operands) >= 2 and all(op.indices == self.out_indices for op in self.operands)
+        # one viewed operand, nothing summed, unit scale, plain result: the result is a transposed view
+        self.perm = None
+        if (len(self.operands) == 1 and self.operands[0].kind == "view" and not self.summed
+                and self.scale == 1.0 and self.fold.plain and len(set(self.operands[0].indices)) ==
+                len(self.operands[0].indices) and tuple(lhs_order) == self.out_indices):
+            self.perm = tuple(self.operands[0].indices.index(i) for i in self.out_indices)
         self.direct = self.fold.plain and tuple(lhs_order) == self.out_indices and len(result_shape) > 0
 
     @staticmethod
@@ -204,7 +238,7 @@ class ProductProgram:
 
     def _operand(self, f, extents, symbols, shapes, optimize, letters):
         if isinstance(f, Ref):
-            view = View.of(f, extents, symbols, len(shapes[f.name]))
+            view = View.of(f, extents, symbols, shapes[f.name])
             return Operand("view", view.indices, view.shape, view=view)
         if isinstance(f, Delta):
             return Operand("eye", (f.i, f.j), (extents[f.i], extents[f.j]),
@@ -223,7 +257,19 @@ class ProductProgram:
 
     def run(self, arrays, out, positions, first):
         dtype = out.dtype
-        values = [op.evaluate(arrays, dtype, positions) for op in self.operands]
+        if (first and self.direct and len(self.operands) == 1 and self.operands[0].kind in ("call", "max")
+                and self.scale == 1.0 and self.operands[0].indices == self.out_indices):
+            self.operands[0].evaluate(arrays, dtype, positions, out=out)  # straight into the result
+            return
+        values = [self.operands[k].evaluate(arrays, dtype, positions) for k in self.order]
+        if first and self.direct and self.elementwise:
+            # nothing to contract: a plain product (np.multiply is 4x faster than einsum for this)
+            np.multiply(values[0], values[1], out=out)
+            for v in values[2:]:
+                np.multiply(out, v, out=out)
+            if self.scale != 1.0:
+                out *= self.scale
+            return
         if first and self.direct and self.operands:
             self.expression(*values, out=self.fold.view(out, writeable=True))
             if self.scale != 1.0:
@@ -325,6 +371,15 @@ class Program:
         names = {op.view.name for p in self.products for op in _leaves(p)}
         kinds = [arrays[n].dtype for n in names] or [np.float64]
         return np.result_type(*kinds)
+
+    def as_view(self, arrays):
+        """The result as a view of an input, when it is one (a window, a flip): no copy, no einsum."""
+        if len(self.products) != 1:
+            return None
+        p = self.products[0]
+        if p.perm is None:
+            return None
+        return p.operands[0].view(arrays[p.operands[0].view.name]).transpose(p.perm)
 
     def evaluate(self, arrays, out=None, positions=None):
         if out is None:
