@@ -98,8 +98,11 @@ def test_loss_falls_training_on_real_digits(mnist_test):
     assert (probs.argmax(1) == labels[-500:]).mean() > 0.7
 
 
-def test_plans_show_gemm_for_the_heavy_contractions():
-    net = engine.load(SPEC, check=False)
-    text = net.plans(batch=8)
-    assert "bipjqr,pqrk->bijk" in text
-    assert "GEMM" in text or "TDOT" in text
+def test_every_heavy_contraction_lands_on_blas():
+    import re
+    text = engine.load(SPEC, check=False).plans(batch=64)
+    steps = re.findall(r"path (.*?) \[(\w+)\]; ([\d,]+) flops", text)
+    heavy = [(einsum, kind) for einsum, kind, flops in steps if int(flops.replace(",", "")) > 5e7]
+    assert len(heavy) == 8  # (15)-(17) of both convolutions but conv1's dx, (12)-(14) of dense1
+    assert all(kind in ("GEMM", "TDOT") for _, kind in heavy), heavy
+    assert ("bijpqr,pqrk->bijk", "GEMM") in heavy  # (15) on its im2col windows
