@@ -1,0 +1,268 @@
+#!/usr/bin/env python3
+"""Training and inference throughput of the engine, side by side with PyTorch when installed.
+
+    python3 scripts/bench.py                      # batch 32, 64, 128; 3 interleaved rounds
+    python3 scripts/bench.py --batch 64 --breakdown
+    python3 scripts/bench.py --json > bench.json
+
+Every figure is a median over rounds that alternate engine and PyTorch; speed is measured
+here, never asserted in a test.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import engine  # noqa: E402
+from engine.optim import make  # noqa: E402
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def gemm_gflops(n=2048, repeats=3) -> float:
+    """numpy's own float32 GEMM rate on n x n: the machine's practical ceiling."""
+    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
+    b = a.copy()
+    a @ b
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t)
+    return 2 * n ** 3 / min(times) / 1e9
+
+
+def step_flops(net, batch) -> tuple:
+    """(forward, backward) FLOPs of one training step, from opt_einsum's own PathInfo."""
+    fwd = bwd = 0
+    for stage in net.compiled(batch):
+        for block in [stage.layer] + ([stage.activation] if stage.activation else []):
+            for _, _, run, _ in block.forward_runs:
+                fwd += _cost(run)
+            for _, run, _ in block.backward_runs:
+                bwd += _cost(run)
+    return fwd, bwd
+
+
+def _cost(run) -> int:
+    info = run.path_info
+    infos = info if isinstance(info, list) else [info]
+    return sum(int(i.opt_cost) for i in infos if i is not None)
+
+
+class Engine:
+    name = "engine"
+
+    def __init__(self, spec, batch, rng):
+        t = time.perf_counter()
+        self.net = engine.load(spec)
+        self.opt = make("adam", self.net.params, 1e-3)
+        self.x = rng.random((batch, 28, 28, 1), dtype=np.float32)
+        self.y = rng.integers(0, 10, batch)
+        self.train_step()
+        self.cold_start = time.perf_counter() - t
+
+    def train_step(self):
+        _, grads = self.net.loss_and_grads(self.x, self.y, copy=False)
+        self.opt.step(self.net.params, grads)
+
+    def infer(self):
+        self.net.forward(self.x)
+
+
+class Torch:
+    name = "pytorch"
+
+    def __init__(self, batch, rng):
+        import torch
+        from torch import nn
+        torch.set_num_threads(2)
+        self.torch = torch
+        self.model = nn.Sequential(
+            nn.Conv2d(1, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(7 * 7 * 64, 1024), nn.ReLU(), nn.Linear(1024, 10),
+        ).to(memory_format=torch.channels_last)
+        self.opt = torch.optim.Adam(self.model.parameters(), 1e-3)
+        self.loss = nn.CrossEntropyLoss()
+        x = rng.random((batch, 28, 28, 1), dtype=np.float32)
+        self.x = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+        self.y = torch.from_numpy(rng.integers(0, 10, batch))
+        self.train_step()
+
+    def train_step(self):
+        self.opt.zero_grad()
+        self.loss(self.model(self.x), self.y).backward()
+        self.opt.step()
+
+    def infer(self):
+        with self.torch.no_grad():
+            self.model(self.x)
+
+
+def timed(fn, repeats) -> float:
+    """Median seconds of fn over repeats."""
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def breakdown(net, batch, rng, repeats=5) -> list:
+    """Seconds per layer and per step kind (contraction, view/fold, elementwise) of one training step."""
+    import notation.lowering as low
+    spent = defaultdict(float)
+    current = ["?"]
+    originals = {}
+
+    def wrap(cls, name, label):
+        original = getattr(cls, name)
+        originals[(cls, name)] = original
+
+        def timed_call(self, *a, **k):
+            t = time.perf_counter()
+            try:
+                return original(self, *a, **k)
+            finally:
+                kind = label(self) if callable(label) else label
+                spent[(current[0], kind)] += time.perf_counter() - t
+        setattr(cls, name, timed_call)
+
+    from notation.equation import Run
+    run_call = Run.__call__
+
+    def run_timed(self, *a, **k):
+        previous = current[0]
+        current[0] = self._bench_label
+        t = time.perf_counter()
+        try:
+            return run_call(self, *a, **k)
+        finally:
+            spent[(self._bench_label, "total")] += time.perf_counter() - t
+            current[0] = previous
+
+    for stage in net.compiled(batch):
+        for block in [stage.layer] + ([stage.activation] if stage.activation else []):
+            for result, _, run, _ in block.forward_runs:
+                run._bench_label = f"{block.where.split(', ', 1)[-1]}: {result} (forward)"
+            for t, run, _ in block.backward_runs:
+                run._bench_label = f"{block.where.split(', ', 1)[-1]}: d{t}"
+    x = rng.random((batch, 28, 28, 1), dtype=np.float32)
+    y = rng.integers(0, 10, batch)
+    wrap(low.Fold, "__call__", "fold (scatter-add)")
+    wrap(low.Operand, "evaluate", lambda op: {"view": "view", "eye": "view", "call": "elementwise",
+                                             "max": "max"}[op.kind])
+    Run.__call__ = run_timed
+    try:
+        net.loss_and_grads(x, y, copy=False)
+        spent.clear()
+        total = time.perf_counter()
+        for _ in range(repeats):
+            net.loss_and_grads(x, y, copy=False)
+        total = (time.perf_counter() - total) / repeats
+    finally:
+        Run.__call__ = run_call
+        for (cls, name), original in originals.items():
+            setattr(cls, name, original)
+    whole = {label: s / repeats for (label, kind), s in spent.items() if kind == "total"}
+    rows = []
+    for label, s in sorted(whole.items(), key=lambda kv: -kv[1]):
+        parts = {kind: spent[(label, kind)] / repeats for (l, kind) in spent if l == label and kind != "total"}
+        # nested operands are counted inside their equation: the rest of it is the contraction
+        inner = sum(parts.values())
+        rows.append({"contraction": label, "ms": 1e3 * s, **{k: 1e3 * v for k, v in parts.items()},
+                     "einsum + BLAS": 1e3 * max(s - inner, 0.0)})
+    rows.append({"contraction": "(whole step, excluding the update)", "ms": 1e3 * total})
+    return rows
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--spec", default=str(ROOT / "layers.yaml"), help="the spec to benchmark (default layers.yaml)")
+    p.add_argument("--batch", type=int, nargs="+", default=[32, 64, 128], help="batch sizes (default 32 64 128)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is reported (default 3)")
+    p.add_argument("--repeats", type=int, default=5, help="steps timed per round (median; default 5)")
+    p.add_argument("--no-torch", action="store_true", help="skip PyTorch even when installed")
+    p.add_argument("--breakdown", action="store_true", help="also time every contraction, view, fold")
+    p.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
+    args = p.parse_args(argv)
+
+    rng = np.random.default_rng(0)
+    have_torch = False
+    if not args.no_torch:
+        try:
+            import torch  # noqa: F401
+            have_torch = True
+        except ImportError:
+            print("PyTorch is not installed: engine figures only. For the side-by-side run: "
+                  "pip install torch==2.13.0", file=sys.stderr)
+    report = {"gemm_gflops": gemm_gflops(), "numpy": np.__version__, "batches": []}
+    for batch in args.batch:
+        eng = Engine(args.spec, batch, rng)
+        fwd, bwd = step_flops(eng.net, batch)
+        contenders = [eng] + ([Torch(batch, rng)] if have_torch else [])
+        train = defaultdict(list)
+        infer = defaultdict(list)
+        for _ in range(args.rounds):
+            for c in contenders:
+                train[c.name].append(timed(c.train_step, args.repeats))
+                infer[c.name].append(timed(c.infer, args.repeats))
+        row = {"batch": batch, "flops_forward": fwd, "flops_backward": bwd,
+               "cold_start_s": eng.cold_start, "peak_rss_mib": peak_rss_mib()}
+        for name in train:
+            t, i = statistics.median(train[name]), statistics.median(infer[name])
+            row[name] = {"train_step_ms": 1e3 * t, "train_images_per_s": batch / t,
+                         "infer_images_per_s": batch / i}
+        row["engine"]["gflops"] = (fwd + bwd) / (row["engine"]["train_step_ms"] / 1e3) / 1e9
+        if have_torch:
+            row["ratio_train"] = row["engine"]["train_images_per_s"] / row["pytorch"]["train_images_per_s"]
+            row["ratio_infer"] = row["engine"]["infer_images_per_s"] / row["pytorch"]["infer_images_per_s"]
+        if args.breakdown:
+            row["breakdown"] = breakdown(eng.net, batch, rng)
+        report["batches"].append(row)
+        if not args.json:
+            print_row(row, report["gemm_gflops"])
+        del eng, contenders
+    if args.json:
+        print(json.dumps(report, indent=2))
+
+
+def print_row(row, gemm):
+    b = row["batch"]
+    e = row["engine"]
+    print(f"batch {b}: engine {e['train_images_per_s']:,.0f} train img/s ({e['train_step_ms']:.1f} ms/step), "
+          f"{e['infer_images_per_s']:,.0f} infer img/s; {e['gflops']:.1f} GFLOP/s of the plan's "
+          f"{(row['flops_forward'] + row['flops_backward']) / b / 1e6:.0f} MFLOP/image "
+          f"(numpy GEMM {gemm:.0f} GFLOP/s)")
+    if "pytorch" in row:
+        t = row["pytorch"]
+        print(f"          pytorch {t['train_images_per_s']:,.0f} train img/s ({t['train_step_ms']:.1f} ms/step), "
+              f"{t['infer_images_per_s']:,.0f} infer img/s; ratio engine/pytorch: train "
+              f"{row['ratio_train']:.2f}, infer {row['ratio_infer']:.2f}")
+    print(f"          cold start {row['cold_start_s']:.2f} s, peak RSS {row['peak_rss_mib']:.0f} MiB")
+    if "breakdown" in row:
+        print(f"          {'contraction':<46} {'ms':>7} {'BLAS':>7} {'view':>7} {'fold':>7} {'elem':>7} {'max':>7}")
+        for r in row["breakdown"]:
+            print(f"          {r['contraction'][:46]:<46} {r['ms']:7.2f} {r.get('einsum + BLAS', 0):7.2f} "
+                  f"{r.get('view', 0):7.2f} {r.get('fold (scatter-add)', 0):7.2f} "
+                  f"{r.get('elementwise', 0):7.2f} {r.get('max', 0):7.2f}")
+
+
+if __name__ == "__main__":
+    main()
