@@ -17,9 +17,9 @@ def net64():
 def test_the_default_network_is_the_report_s_seven_layers_with_tensorflow_sizes(net64):
     shapes = {layer: {p: v.shape for p, v in ps.items()} for layer, ps in net64.params.items()}
     assert shapes == {
-        "conv1": {"w": (5, 5, 1, 32), "bias": (32,)}, "pool1": {},
-        "conv2": {"w": (5, 5, 32, 64), "bias": (64,)}, "pool2": {}, "flatten": {},
-        "dense1": {"w": (3136, 1024), "bias": (1024,)}, "dense2": {"w": (1024, 10), "bias": (10,)}}
+        "conv1": {"w": (5, 5, 1, 32), "b": (32,)}, "pool1": {},
+        "conv2": {"w": (5, 5, 32, 64), "b": (64,)}, "pool2": {}, "flatten": {},
+        "dense1": {"w": (3136, 1024), "b": (1024,)}, "dense2": {"w": (1024, 10), "b": (10,)}}
 
 
 def test_forward_gives_a_probability_distribution_per_example(net64):

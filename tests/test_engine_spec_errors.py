@@ -39,8 +39,8 @@ def test_unknown_activation(tmp_path):
 
 
 def test_missing_parameter(tmp_path):
-    msg = load_changed(tmp_path, lambda d: d["kinds"]["dense"]["params"].pop("bias"))
-    assert "'bias'" in msg and "declare it under params" in msg and "forward[0]" in msg
+    msg = load_changed(tmp_path, lambda d: d["kinds"]["dense"]["params"].pop("b"))
+    assert "reads 'b'" in msg and "declare it under params" in msg and "forward[0]" in msg
 
 
 def test_extra_parameter(tmp_path):
@@ -83,7 +83,7 @@ def test_yaml_syntax_error_gives_the_line(tmp_path):
 
 def test_a_typo_in_an_equation_points_at_the_kind_and_the_equation(tmp_path):
     msg = load_changed(tmp_path, lambda d: d["kinds"]["dense"].update(
-        forward=["z[b,j] = x[b,i] * w[i,j] + bias[j"]))
+        forward=["z[b,j] = x[b,i] * w[i,j] + b[j"]))
     assert "kind 'dense', forward[0]" in msg and "expected" in msg
 
 
