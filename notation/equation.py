@@ -134,6 +134,31 @@ class Run:
                     return op.program.result_shape
         return None
 
+    def describe(self) -> dict:
+        """The lowering as data: per product its views, einsum, opt_einsum's steps and costs, its fold.
+
+        Every figure is opt_einsum's own (PathInfo), never recomputed here.
+        """
+        products = []
+        for p in self._program.products:
+            views = [op.view.summary() for op in p.operands if op.kind == "view"]
+            nested = [{"kind": op.kind, "function": op.func.name if op.func else None,
+                       "indices": list(op.indices), "shape": list(op.shape)}
+                      for op in p.operands if op.kind in ("call", "max", "eye")]
+            entry = {"einsum": p.einsum, "scale": p.scale, "views": views, "nested": nested,
+                     "fold": p.fold.summary(), "steps": [], "naive_flops": 0, "optimized_flops": 0,
+                     "speedup": 1.0, "largest_intermediate": 0}
+            info = p.path_info
+            if info is not None:
+                entry.update(naive_flops=int(info.naive_cost), optimized_flops=int(info.opt_cost),
+                             speedup=float(info.speedup), largest_intermediate=int(info.largest_intermediate),
+                             steps=[{"einsum": c[2], "blas": c[4] or None, "contracted": sorted(c[1])}
+                                    for c in info.contraction_list])
+            products.append(entry)
+        return {"equation": str(self.equation), "source": self.equation.source,
+                "result_shape": list(self.result_shape), "extents": dict(self.extents),
+                "symbols": {k: v for k, v in self.symbols.items()}, "products": products}
+
     def plan(self) -> str:
         """A readable account of the lowering: views, einsum, path and how the result is written."""
         lines = [f"{self.equation}"]

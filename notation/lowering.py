@@ -60,6 +60,32 @@ class View:
     def describe(self) -> str:
         return f"{self.name} viewed as ({','.join(self.indices)}) {self.shape}"
 
+    def summary(self) -> dict:
+        """What kind of view this is (whole array, window, flip, reshape) and its shape."""
+        kinds = []
+        if any(c < 0 for row in self.coefs for c in row):
+            kinds.append("flip")
+        mixed = any(sum(1 for row in self.coefs if row[a]) > 1 for a in range(len(self.offsets)))
+        if mixed:
+            kinds.append("window" if not _injective_table(self.coefs, self.shape) else "reshape")
+        if any(self.offsets):
+            kinds.append("offset")
+        if not kinds and not self.identity:
+            kinds.append("transpose" if len(self.indices) == len(self.offsets) else "diagonal")
+        return {"tensor": self.name, "indices": list(self.indices), "shape": list(self.shape),
+                "kind": "+".join(kinds) or "whole array"}
+
+
+def _injective_table(coefs, shape) -> bool:
+    """Whether a view's index tuples name distinct entries, judged on unit-spaced axes of its own size."""
+    ndim = len(coefs[0]) if coefs else 0
+    extent = [1] * ndim
+    for row, n in zip(coefs, shape):
+        for a, c in enumerate(row):
+            extent[a] += abs(c) * (n - 1)
+    elem = _c_strides(extent)
+    return _injective([sum(c * s for c, s in zip(row, elem)) for row in coefs], shape)
+
 
 def _injective(strides, shape) -> bool:
     """A sufficient test that distinct index tuples never land on the same element."""
@@ -112,6 +138,13 @@ class Fold:
                 key[p] = v
             skey = tuple(0 if (k != slice(None) and src.shape[n] == 1) else k for n, k in enumerate(key))
             target[tuple(key)] += src[skey]
+
+    def summary(self) -> dict:
+        """How the product's result reaches the result array."""
+        kind = "in place" if self.plain else ("slice-add" if self.loop else "strided add")
+        return {"kind": kind, "indices": list(self.view.indices), "shape": list(self.view.shape),
+                "loop": list(self.loop), "adds": int(np.prod([self.view.shape[self.view.indices.index(i)]
+                                                               for i in self.loop])) if self.loop else 1}
 
     def describe(self) -> str:
         if self.plain:
