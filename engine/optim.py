@@ -68,6 +68,7 @@ class Adam(SGD):
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
         self.m = {f"{l}.{p}": np.zeros_like(w) for l, ps in params.items() for p, w in ps.items()}
         self.v = {k: np.zeros_like(m) for k, m in self.m.items()}
+        self.scratch = {k: np.empty_like(m) for k, m in self.m.items()}  # reused: no allocation per step
 
     def step(self, params, grads):
         self.t += 1
@@ -76,12 +77,23 @@ class Adam(SGD):
         for layer, ps in params.items():
             for p, w in ps.items():
                 g = grads[layer][p]
-                m, v = self.m[f"{layer}.{p}"], self.v[f"{layer}.{p}"]
-                m *= np.asarray(b1, w.dtype)
-                m += np.asarray(1 - b1, w.dtype) * g
-                v *= np.asarray(b2, w.dtype)
-                v += np.asarray(1 - b2, w.dtype) * (g * g)
-                w -= np.asarray(step, w.dtype) * m / (np.sqrt(v) + np.asarray(self.eps, w.dtype))
+                key = f"{layer}.{p}"
+                m, v, s = self.m[key], self.v[key], self.scratch[key]
+                one = lambda x: np.asarray(x, w.dtype)  # noqa: E731 - keep float32 float32
+                # m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
+                m -= g
+                m *= one(b1)
+                m += g
+                np.multiply(g, g, out=s)
+                v -= s
+                v *= one(b2)
+                v += s
+                # w -= step * m / (sqrt(v) + eps)
+                np.sqrt(v, out=s)
+                s += one(self.eps)
+                np.divide(m, s, out=s)
+                s *= one(step)
+                w -= s
 
     def state(self) -> dict:
         return {"t": np.asarray(self.t), **{f"m/{k}": a for k, a in self.m.items()},

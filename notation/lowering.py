@@ -98,6 +98,9 @@ def _injective(strides, shape) -> bool:
     return True
 
 
+CHUNK_ELEMENTS = 1 << 20  # a looped scatter's result is made in slices of about this many entries
+
+
 class Fold:
     """Adds a product's result into the result buffer at the positions its index terms name."""
 
@@ -197,15 +200,18 @@ def window_max(inner, k, positions=False, out=None):
         np.maximum(values, inner[(Ellipsis,) + o], out=values)
     if not positions:
         return values, None
-    mask = np.empty(inner.shape, dtype=inner.dtype)
-    found = np.zeros(values.shape, dtype=bool)
+    # window axes outermost in memory, so each offset's plane is written contiguously
+    window = inner.shape[inner.ndim - k:]
+    planes = np.empty(window + values.shape, dtype=inner.dtype)
+    open_ = np.ones(values.shape, dtype=bool)  # no maximum found yet in this window
     hit = np.empty(values.shape, dtype=bool)
     for o in offsets:
         np.equal(inner[(Ellipsis,) + o], values, out=hit)
-        hit &= ~found
-        found |= hit
-        mask[(Ellipsis,) + o] = hit
-    return values, mask
+        hit &= open_
+        open_ ^= hit
+        np.copyto(planes[o], hit)
+    n = values.ndim
+    return values, planes.transpose(tuple(range(k, k + n)) + tuple(range(k)))
 
 
 class ProductProgram:
@@ -246,7 +252,15 @@ class ProductProgram:
         else:
             self.expression = self.path_info = None
         self.fold = Fold(lhs, self.out_indices, extents, symbols, result_shape)
-        self.elementwise = len(self.operands) >= 2 and all(op.indices == self.out_indices for op in self.operands)
+        # nothing summed: a broadcast product, which np.multiply does 4x faster than einsum
+        self.elementwise = None
+        if (len(self.operands) >= 2 and not self.summed
+                and all(len(set(op.indices)) == len(op.indices) for op in self.operands)):
+            self.elementwise = [_broadcast_to(op.indices, self.out_indices, extents) for op in self.operands]
+            self.out_shape = tuple(extents[i] for i in self.out_indices)
+            self.overwrite = (not self.fold.loop and not self.fold.broadcast
+                              and set(self.fold.view.indices) == set(self.out_indices))
+        self.chunks = self._chunking(lhs, extents, symbols, result_shape, executed, ordered, optimize)
         # one viewed operand, nothing summed, unit scale, plain result: the result is a transposed view
         self.perm = None
         if (len(self.operands) == 1 and self.operands[0].kind == "view" and not self.summed
@@ -254,6 +268,58 @@ class ProductProgram:
                 len(self.operands[0].indices) and tuple(lhs_order) == self.out_indices):
             self.perm = tuple(self.operands[0].indices.index(i) for i in self.out_indices)
         self.direct = self.fold.plain and tuple(lhs_order) == self.out_indices and len(result_shape) > 0
+
+    def _chunking(self, lhs, extents, symbols, result_shape, executed, ordered, optimize):
+        """A looped scatter over a large result runs in slices of its leading index (the batch),
+        so each slice-add reads a result that is still in cache: [(start, stop, expression, fold)]."""
+        if not self.fold.loop or not self.out_indices or any(op.kind != "view" for op in self.operands):
+            return None
+        c = self.out_indices[0]
+        axes = [a for a, ax in enumerate(lhs) if c in ax.indices]
+        if len(axes) != 1 or lhs[axes[0]].plain() != c or c in self.fold.loop:
+            return None
+        for op in self.operands:
+            if c in op.indices:
+                row = op.view.coefs[op.indices.index(c)]
+                if sum(1 for x in row if x) != 1 or 1 not in row or any(
+                        r[row.index(1)] for k, r in enumerate(op.view.coefs) if op.indices[k] != c):
+                    return None
+        per = int(np.prod([extents[i] for i in self.out_indices])) // extents[c]
+        size = max(1, CHUNK_ELEMENTS // max(per, 1))
+        if size >= extents[c]:
+            return None
+        chunks, plans = [], {}
+        for start in range(0, extents[c], size):
+            stop = min(start + size, extents[c])
+            m = stop - start
+            if m not in plans:
+                sub = dict(extents, **{c: m})
+                shapes = [tuple(m if i == c else n for i, n in zip(op.indices, op.shape)) for op in ordered]
+                shape = tuple(m if a == axes[0] else n for a, n in enumerate(result_shape))
+                plans[m] = (oe.contract_expression(executed, *shapes, optimize=optimize),
+                            Fold(lhs, self.out_indices, sub, symbols, shape))
+            chunks.append((start, stop) + plans[m])
+        self.chunk_index, self.chunk_axis = c, axes[0]
+        return chunks
+
+    def _run_chunked(self, arrays, out, dtype):
+        views = [(self.operands[k].view(arrays[self.operands[k].view.name]), self.operands[k].indices)
+                 for k in self.order]
+        c, axis = self.chunk_index, self.chunk_axis
+        for start, stop, expression, fold in self.chunks:
+            parts = []
+            for v, indices in views:
+                if c in indices:
+                    key = [slice(None)] * v.ndim
+                    key[indices.index(c)] = slice(start, stop)
+                    v = v[tuple(key)]
+                parts.append(v)
+            result = expression(*parts)
+            if self.scale != 1.0:
+                result *= np.asarray(self.scale, dtype=dtype)
+            key = [slice(None)] * out.ndim
+            key[axis] = slice(start, stop)
+            fold(out[tuple(key)], result)
 
     @staticmethod
     def _rename_deltas(factors, lhs, extents):
@@ -294,14 +360,31 @@ class ProductProgram:
                 and self.scale == 1.0 and self.operands[0].indices == self.out_indices):
             self.operands[0].evaluate(arrays, dtype, positions, out=out)  # straight into the result
             return
+        if self.chunks:
+            self._run_chunked(arrays, out, dtype)
+            return
+        if first and self.direct and self.perm is not None:
+            # a gathered copy (im2col windows, flatten): copyto is 2x faster than einsum for this
+            op = self.operands[0]
+            np.copyto(out, op.view(arrays[op.view.name]).transpose(self.perm))
+            return
         values = [self.operands[k].evaluate(arrays, dtype, positions) for k in self.order]
-        if first and self.direct and self.elementwise:
-            # nothing to contract: a plain product (np.multiply is 4x faster than einsum for this)
-            np.multiply(values[0], values[1], out=out)
+        if self.elementwise is not None:
+            values = [self.operands[k].evaluate(arrays, dtype, positions) for k in range(len(self.operands))]
+            values = [v.transpose(perm).reshape(shape) for v, (perm, shape) in zip(values, self.elementwise)]
+            if first and (self.direct or self.overwrite):
+                # the result is zero where this product does not reach, so write instead of add
+                dest = out if self.direct else self.fold.view(out, writeable=True).transpose(
+                    [self.fold.view.indices.index(i) for i in self.out_indices])
+            else:
+                dest = np.empty(self.out_shape, dtype=dtype)
+            np.multiply(values[0], values[1], out=dest)
             for v in values[2:]:
-                np.multiply(out, v, out=out)
+                np.multiply(dest, v, out=dest)
             if self.scale != 1.0:
-                out *= self.scale
+                dest *= np.asarray(self.scale, dtype=dtype)
+            if not (first and (self.direct or self.overwrite)):
+                self.fold(out, dest)
             return
         if first and self.direct and self.operands:
             self.expression(*values, out=self.fold.view(out, writeable=True))
@@ -312,6 +395,12 @@ class ProductProgram:
         if self.scale != 1.0:
             result = result * np.asarray(self.scale, dtype=dtype)
         self.fold(out, np.asarray(result, dtype=dtype))
+
+
+def _broadcast_to(indices, out_indices, extents):
+    """(transpose, reshape) that lines an operand up with the output, size 1 where it is absent."""
+    perm = tuple(sorted(range(len(indices)), key=lambda k: out_indices.index(indices[k])))
+    return perm, tuple(extents[i] if i in indices else 1 for i in out_indices)
 
 
 def _assign_letter(letters, index):

@@ -1,0 +1,34 @@
+"""Lowering choices that must not change results: chunked scatters, operand order, fast paths."""
+import numpy as np
+import pytest
+
+import notation.lowering as lowering
+from notation import Equation
+from notation.reference import evaluate_run
+
+EQ16 = "dx[c,t,u,v] = dz[c,i,j,k] * w[P+s1*i-t, Q+s2*j-u, v, k]"
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("chunk_elements", [1, 40, 100])
+def test_a_scatter_made_in_batch_slices_equals_the_reference(monkeypatch, stride, chunk_elements):
+    monkeypatch.setattr(lowering, "CHUNK_ELEMENTS", chunk_elements)
+    rng = np.random.default_rng(stride)
+    n = (4 - 1) * stride + 3
+    run = Equation(EQ16).compile(shapes={"dz": (5, 4, 4, 2), "w": (3, 3, 2, 2), "dx": (5, n, n, 2)},
+                                 symbols={"s1": stride, "s2": stride})
+    assert run._program.products[0].chunks, "the scatter should run in slices"
+    arrays = {"dz": rng.standard_normal((5, 4, 4, 2)), "w": rng.standard_normal((3, 3, 2, 2))}
+    np.testing.assert_allclose(run(**arrays), evaluate_run(run, **arrays), rtol=1e-10, atol=1e-10)
+
+
+def test_the_operand_leading_the_output_goes_last_to_the_gemm():
+    run = Equation("z[b,j] = x[b,i] * w[i,j]").compile(shapes={"x": (64, 300), "w": (300, 10)})
+    assert run.einsum == "bi,ij->bj"  # as written
+    assert run.path_info.contraction_list[0][2] == "bi,ij->bj"  # tensordot(x, w): no transposed result
+
+
+def test_window_max_marks_only_the_first_of_tied_maxima():
+    inner = np.array([[[3.0, 1.0], [3.0, 2.0]]])  # one window of 2x2 with a tie
+    values, mask = lowering.window_max(inner, 2, positions=True)
+    assert values.tolist() == [3.0] and mask.tolist() == [[[1.0, 0.0], [0.0, 0.0]]]

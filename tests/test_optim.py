@@ -1,0 +1,45 @@
+"""Optimizers follow their textbook updates; SGD is the report's eq. (6)-(9)."""
+import numpy as np
+import pytest
+
+from engine.optim import make
+
+
+def run(name, lr, steps=4, seed=0):
+    rng = np.random.default_rng(seed)
+    w0 = rng.standard_normal(6)
+    params = {"l": {"w": w0.copy()}}
+    opt = make(name, params, lr)
+    grads = [rng.standard_normal(6) for _ in range(steps)]
+    for g in grads:
+        opt.step(params, {"l": {"w": g}})
+    return w0, grads, params["l"]["w"]
+
+
+def test_sgd_adds_delta_minus_eta_times_the_batch_mean_gradient():
+    w0, grads, w = run("sgd", 0.1)
+    np.testing.assert_allclose(w, w0 - 0.1 * sum(grads), rtol=1e-12)
+
+
+def test_momentum_accumulates_a_velocity():
+    w0, grads, w = run("momentum", 0.1)
+    v, ref = np.zeros(6), w0.copy()
+    for g in grads:
+        v = 0.9 * v - 0.1 * g
+        ref += v
+    np.testing.assert_allclose(w, ref, rtol=1e-12)
+
+
+def test_adam_matches_kingma_and_ba():
+    w0, grads, w = run("adam", 0.01)
+    m, v, ref = np.zeros(6), np.zeros(6), w0.copy()
+    for t, g in enumerate(grads, 1):
+        m = 0.9 * m + 0.1 * g
+        v = 0.999 * v + 0.001 * g * g
+        ref -= 0.01 * (m / (1 - 0.9 ** t)) / (np.sqrt(v / (1 - 0.999 ** t)) + 1e-8)
+    np.testing.assert_allclose(w, ref, rtol=1e-6)
+
+
+def test_unknown_optimizer_lists_the_valid_ones():
+    with pytest.raises(ValueError, match=r"optimizer 'adagrad' not found, valid options are \['adam', 'momentum', 'sgd'\]"):
+        make("adagrad", {}, 0.1)
