@@ -128,7 +128,7 @@ def trailing_comments(text: str) -> dict:
                 walk(key)
                 walk(value)
 
-    walk(yaml.compose(text, Loader=yaml.SafeLoader))
+    walk(yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))  # parse only, libyaml when present
     return out
 
 
