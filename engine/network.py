@@ -205,13 +205,10 @@ class Network:
         return J, {s.name: grads[s.name] for s in stages[:-1]}
 
     def plans(self, batch: int = 64) -> str:
-        """Every compiled contraction of the network at a batch size: views, einsum, path, cost."""
-        parts = []
-        for s in self.compiled(batch):
-            blocks = [s.layer] + ([s.activation] if s.activation else [])
-            for b in blocks:
-                parts.append(f"## {b.where}\n{b.plans()}")
-        return "\n\n".join(parts)
+        """Every compiled contraction of the network at a batch size: views, einsum, path, cost, totals
+        (the text form of scripts/plan.py)."""
+        from .plans import collect, render_text
+        return render_text(collect(self, batch))
 
     # -- load-time checks ----------------------------------------------------------------
     def check(self, stages, tolerance=1e-6):

@@ -1,0 +1,232 @@
+"""Contraction plans (engine/plans.py, scripts/plan.py): opt_einsum's figures, per layer, readable.
+
+opt_einsum's FLOP convention, which every figure here follows: a step costs the product of the
+extents of all the indices it touches, times (operands - 1, at least 1), plus 1 when it sums
+an index away.  So a GEMM z[b,j] = x[b,i] * w[i,j] counts 2*B*I*J (a multiply and an add per
+(b,i,j)), and a bias term z[b,j] += b[j] counts J.
+"""
+import copy
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+import engine
+from engine import plans
+
+from conftest import ROOT, SPEC
+
+SCRIPT = ROOT / "scripts" / "plan.py"
+B = 8
+
+LOW_RANK = yaml.safe_load("""
+cites: "extension: (12) with w = u v"
+input: [b, features]
+hyper: {units: required, rank: 64}
+params:
+  u: {shape: [features, rank], init: he}
+  v: {shape: [rank, units], init: he}
+forward:
+  - z[b,j] = x[b,i] * u[i,r] * v[r,j]
+backward: derive
+""")
+
+
+@pytest.fixture(scope="module")
+def seven():
+    return plans.collect(engine.load(SPEC, check=False), B)
+
+
+@pytest.fixture(scope="module")
+def custom_spec(tmp_path_factory):
+    """A spec with a new kind, a low-rank dense layer of three operands, where optimisers differ."""
+    data = copy.deepcopy(yaml.safe_load(SPEC.read_text()))
+    data["kinds"]["lowrank"] = LOW_RANK
+    data["networks"]["factored"] = {
+        "cites": "test", "input": [28, 28, 1], "loss": "softmax_cross_entropy",
+        "layers": [{"name": "flatten", "kind": "flatten"},
+                   {"name": "out", "kind": "lowrank", "units": 10, "activation": "softmax"}]}
+    data["network"] = "factored"
+    path = tmp_path_factory.mktemp("spec") / "custom.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def contraction(doc, cid):
+    return next(c for b in doc["blocks"] for c in b["contractions"] if c["id"] == cid)
+
+
+def run_script(*args):
+    out = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, cwd=ROOT,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+# -- figures -----------------------------------------------------------------------------------
+def test_dense_flops_match_a_hand_count():
+    doc = plans.collect(engine.load(SPEC, network="softmax-regression", check=False), B)
+    I, J = 28 * 28, 10
+    z = contraction(doc, "dense/forward/z")
+    gemm, bias = z["products"]
+    assert gemm["steps"][0]["kind"] == "GEMM"
+    assert gemm["optimized_flops"] == gemm["naive_flops"] == 2 * B * I * J
+    assert bias["optimized_flops"] == J
+    assert z["optimized_flops"] == 2 * B * I * J + J
+    assert gemm["largest_intermediate"] == {"elements": B * J, "bytes": 4 * B * J}  # float32
+    assert contraction(doc, "dense/backward/dw")["optimized_flops"] == 2 * B * I * J  # (14)
+
+
+def test_convolution_flops_match_a_hand_count(seven):
+    # conv2: 14x14 output (same padding), 5x5 kernel, 32 channels in, 64 filters
+    hand = 2 * B * 14 * 14 * 5 * 5 * 32 * 64
+    z = contraction(seven, "conv2/forward/z")
+    assert z["products"][0]["optimized_flops"] == hand  # (15)
+    assert z["products"][0]["steps"][0]["kind"] == "GEMM"
+    assert contraction(seven, "conv2/backward/dxp")["optimized_flops"] == hand  # (16)
+    assert contraction(seven, "conv2/backward/dw")["optimized_flops"] == hand  # (17)
+    assert contraction(seven, "conv1/forward/z")["products"][0]["optimized_flops"] == 2 * B * 28 * 28 * 25 * 32
+
+
+def test_each_contraction_carries_its_spec_equation_and_report_number(seven):
+    z = contraction(seven, "conv2/forward/z")
+    assert z["source"] == "z[b,i,j,k] = xc[b,i,j,p,q,r] * w[P-p, Q-q, r, k] + b[k]"
+    assert z["cite"] == "(15), plus (2)"
+    assert contraction(seven, "conv2/backward/dxp")["cite"] == "(16), as written"
+    kinds = {v["tensor"]: v["kind"] for v in contraction(seven, "conv2/forward/xc")["products"][0]["views"]}
+    assert kinds == {"xp": "window"}
+    fold = contraction(seven, "conv2/backward/dxp")["products"][0]["fold"]
+    assert fold["kind"] == "slice-add" and fold["adds"] == 25
+
+
+def test_totals_add_up_and_leave_out_what_training_does_not_run(seven):
+    t = seven["totals"]
+    assert t["step_flops"] == t["forward_flops"] + t["backward_flops"]
+    assert t["step_flops"] == sum(r["forward_flops"] + r["backward_flops"] for r in t["by_block"])
+    assert t["per_image"]["step"] == t["step_flops"] / B
+    assert t["dominant"].startswith("conv2/")
+    assert [c["id"] for c in t["not_in_step"]] == ["dense2.softmax/backward/dz"]  # the loss gives dz (26)
+    ids = [c["id"] for b in seven["blocks"] for c in b["contractions"]]
+    assert "conv1/backward/dx" not in ids  # the first layer needs no input gradient
+
+
+def test_the_plan_follows_an_edit_of_layers_yaml(tmp_path):
+    text = SPEC.read_text()
+    old = "{name: conv2, kind: conv2d, filters: 64, kernel: 5"
+    assert old in text
+    edited = tmp_path / "layers.yaml"
+    edited.write_text(text.replace(old, old[:-1] + "3"))
+    doc = plans.collect(engine.load(edited, check=False), B)
+    z = contraction(doc, "conv2/forward/z")
+    w = next(v for v in z["products"][0]["views"] if v["tensor"] == "w")
+    assert w["shape"] == [3, 3, 32, 64]
+    assert contraction(doc, "conv2/forward/xc")["result_shape"] == [B, 14, 14, 3, 3, 32]
+    assert z["products"][0]["optimized_flops"] == 2 * B * 14 * 14 * 3 * 3 * 32 * 64
+    assert z["cite"] == "(15), plus (2)"
+
+
+def test_step_flops_sum_to_the_paths_cost(custom_spec):
+    doc = plans.collect(engine.load(custom_spec, check=False), B)
+    z = contraction(doc, "out/forward/z")["products"][0]
+    assert len(z["steps"]) == 2 and all(s["kind"] == "GEMM" for s in z["steps"])
+    assert sum(s["flops"] for s in z["steps"]) == z["optimized_flops"]
+
+
+# -- forms -------------------------------------------------------------------------------------
+def test_network_plans_is_the_text_form(seven):
+    net = engine.load(SPEC, check=False)
+    assert net.plans(batch=B) == plans.render_text(plans.collect(net, B))
+
+
+def test_text_fits_100_columns(seven, custom_spec):
+    custom = plans.collect(engine.load(custom_spec, optimize="greedy", check=False), B)
+    custom["compare"] = plans.compare(custom, plans.collect(engine.load(custom_spec, check=False), B))
+    for doc in (seven, custom):
+        text = plans.render_text(doc)
+        assert max(len(line) for line in text.splitlines()) <= 100
+    assert "path bijpqr,pqrk->bijk [GEMM]" in plans.render_text(seven)
+
+
+def test_markdown_is_a_table(seven):
+    lines = plans.render_markdown(seven).splitlines()
+    head = lines.index(next(line for line in lines if line.startswith("| block | pass |")))
+    cells = lines[head].count(" | ")
+    assert set(lines[head + 1].replace(" ", "").strip("|").split("|")) <= {"---", "---:"}
+    rows = []
+    for line in lines[head + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append(line)
+    assert len(rows) == sum(len(c["products"]) for b in seven["blocks"] for c in b["contractions"])
+    assert all(r.replace("\\|", "").count(" | ") == cells for r in rows)
+    assert any("`z[b,i,j,k] = xc[b,i,j,p,q,r] * w[P-p, Q-q, r, k] + b[k]`" in r for r in rows)
+
+
+# -- the script --------------------------------------------------------------------------------
+CONTRACTION_KEYS = {"id", "pass", "writes", "source", "equation", "cite", "result_shape", "in_training_step",
+                    "products", "naive_flops", "optimized_flops", "largest_intermediate"}
+PRODUCT_KEYS = {"einsum", "runs", "path", "scale", "views", "nested", "fold", "steps", "naive_flops",
+                "optimized_flops", "speedup", "largest_intermediate"}
+
+
+def check_schema(doc):
+    """The documented schema of scripts/plan.py, key by key and type by type."""
+    assert doc["schema"] == "einsum-plan/1"
+    assert {k: type(doc[k]) for k in ("spec", "network", "batch", "optimize", "dtype", "itemsize", "flops")} == {
+        "spec": str, "network": str, "batch": int, "optimize": str, "dtype": str, "itemsize": int, "flops": str}
+    for b in doc["blocks"]:
+        assert set(b) == {"name", "role", "kind", "cites", "where", "dtype", "contractions"}
+        assert b["role"] in ("layer", "activation", "loss")
+        for c in b["contractions"]:
+            assert set(c) == CONTRACTION_KEYS and c["pass"] in ("forward", "backward")
+            assert set(c["largest_intermediate"]) == {"elements", "bytes"}
+            for p in c["products"]:
+                assert set(p) == PRODUCT_KEYS
+                assert all(set(v) == {"tensor", "indices", "shape", "kind"} for v in p["views"])
+                assert set(p["fold"]) == {"kind", "indices", "shape", "loop", "adds"}
+                for s in p["steps"]:
+                    assert set(s) == {"einsum", "kind", "contracted", "scaling", "flops", "elements"}
+                    assert isinstance(s["flops"], int)
+                assert all(isinstance(p[k], int) for k in ("naive_flops", "optimized_flops"))
+    t = doc["totals"]
+    assert set(t) == {"forward_flops", "backward_flops", "step_flops", "per_image", "by_block", "largest",
+                      "dominant", "not_in_step"}
+    assert set(t["per_image"]) == {"forward", "backward", "step"}
+    assert all(set(r) == {"block", "forward_flops", "backward_flops", "share"} for r in t["by_block"])
+    assert all(set(r) == {"id", "source", "cite", "optimized_flops", "share"} for r in t["largest"])
+
+
+@pytest.mark.parametrize("network", ["seven-layer", "softmax-regression"])
+def test_the_script_prints_json_that_follows_the_schema(network):
+    doc = json.loads(run_script("--network", network, "--batch", str(B), "--format", "json"))
+    check_schema(doc)
+    assert doc["network"] == network and doc["batch"] == B
+
+
+def test_the_script_text_is_network_plans():
+    text = run_script("--batch", str(B))
+    net_text = engine.load(SPEC, check=False).plans(batch=B)
+    assert text.splitlines()[1:] == net_text.splitlines()[1:]  # all but the header naming the spec path
+
+
+def test_compare_shows_where_two_optimisers_differ_on_a_custom_spec(custom_spec):
+    # at batch 64 greedy contracts x with u first (64x784x64), optimal u with v (784x64x10)
+    text = run_script("--spec", str(custom_spec), "--optimize", "greedy", "--compare", "optimal")
+    section = text[text.index("== optimize 'greedy' vs 'optimal'"):]
+    assert "out/forward/z: bi,ir,rj->bj" in section
+    assert max(len(line) for line in text.splitlines()) <= 100
+    doc = json.loads(run_script("--spec", str(custom_spec), "--optimize", "greedy", "--compare", "optimal",
+                                "--format", "json"))
+    check_schema(doc)
+    diff = next(d for d in doc["compare"]["differences"] if d["id"] == "out/forward/z")
+    assert diff["b"]["optimized_flops"] < diff["a"]["optimized_flops"]
+    md = run_script("--spec", str(custom_spec), "--batch", str(B), "--compare", "greedy", "--format", "markdown")
+    assert "### optimize `auto` vs `greedy`" in md
+
+
+def test_an_unknown_optimiser_is_refused_with_the_valid_names():
+    out = subprocess.run([sys.executable, str(SCRIPT), "--optimize", "fastest"], capture_output=True,
+                         text=True, cwd=ROOT, timeout=60)
+    assert out.returncode == 2 and "'fastest' not found, valid options are" in out.stderr
