@@ -226,11 +226,3 @@ class Block:
             out = self._buffer("d" + t, run.result_shape)
             env["d" + t] = run(out=out, **{n: env[n] for n in reads})
         return env
-
-    def plans(self) -> str:
-        lines = []
-        for _, _, run, _ in self.forward_runs:
-            lines.append(run.plan())
-        for t, run, _ in self.backward_runs:
-            lines.append(run.plan())
-        return "\n".join(lines)

@@ -8,11 +8,14 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import opt_einsum as oe
 
 from . import gradcheck
 from .init import INITIALISERS
 from .layer import Block
 from .spec import Spec, read
+
+PATH_OPTIONS = set(oe.paths._PATH_OPTIONS) | {"auto", "auto-hq"}  # opt_einsum's registry of path optimizers
 
 
 @dataclasses.dataclass
@@ -40,6 +43,9 @@ class Network:
         if self.dtype not in (np.float32, np.float64):
             raise spec.error("training, field 'dtype'", f"{self.dtype} is not float32 or float64")
         self.optimize = optimize or spec.training["optimize"]
+        if isinstance(self.optimize, str) and self.optimize not in PATH_OPTIONS:
+            raise spec.error("training, field 'optimize'", f"path optimizer {self.optimize!r} not found, valid "
+                                                           f"options are {sorted(PATH_OPTIONS)}")
         self.loss_kind = spec.losses[self.net.loss]
         self.input_shape = tuple(self.net.input)
         self._compiled = {}

@@ -411,6 +411,9 @@ def _assign_letter(letters, index):
     if len(index) == 1 and index not in used:
         letters[index] = index
         return
+    if index.rstrip("'") != index and index[0].upper() not in used:  # t' is written T
+        letters[index] = index[0].upper()
+        return
     n = 0
     while oe.get_symbol(n) in used or oe.get_symbol(n) in letters:
         n += 1
