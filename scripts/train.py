@@ -1,0 +1,109 @@
+#!/usr/bin/env python3
+"""Train a network of layers.yaml on MNIST or Fashion-MNIST; checkpoints resume exactly.
+
+    python3 scripts/train.py                                         # the spec's training: defaults
+    python3 scripts/train.py --network softmax-regression --epochs 1
+    python3 scripts/train.py --checkpoint runs/seven.npz             # Ctrl-C saves; add --resume to go on
+    python3 scripts/train.py --checkpoint runs/seven.npz --eval-only # accuracy and confusion matrix
+
+Bad input (spec, equations, data, checkpoint, flags) is one line on stderr and exit code 2; a
+non-finite loss exits 1, Ctrl-C 130. The loop itself is engine/training.py.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from engine import datasets, optim, training  # noqa: E402
+from engine.checkpoint import CheckpointError  # noqa: E402
+from engine.errors import SpecError  # noqa: E402
+from notation import NotationError  # noqa: E402
+
+BAD_INPUT = (SpecError, datasets.DataError, CheckpointError, training.TrainingError)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line (no usage block) and exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = Parser(prog="train.py", description=__doc__.split("\n\n")[0],
+               epilog="Unset settings come from the spec's training: section (or, with --resume, from the "
+                      "checkpoint, which a given setting may not contradict except --epochs).")
+    run = p.add_argument_group("what to train")
+    run.add_argument("--spec", default=str(ROOT / "layers.yaml"), metavar="PATH",
+                     help="the spec file (default: layers.yaml at the repository's root)")
+    run.add_argument("--network", metavar="NAME", help="which network of the spec (default: the spec's network:)")
+    run.add_argument("--optimizer", choices=sorted(optim.OPTIMIZERS), help="update rule (default: training: optimizer)")
+    run.add_argument("--lr", type=float, help="learning rate (default: training: lr)")
+    run.add_argument("--batch-size", type=int, metavar="N", help="examples per update (default: training: batch_size)")
+    run.add_argument("--epochs", type=int, metavar="N", help="passes over the training set (default: training: "
+                     "epochs); with --resume, more than the checkpoint's trains further")
+    run.add_argument("--seed", type=int, metavar="N", help="seeds the initial weights and each epoch's data order "
+                     "(default: training: seed)")
+    data = p.add_argument_group("data")
+    data.add_argument("--dataset", choices=sorted(datasets.DATASETS), help="data set (default: training: dataset)")
+    data.add_argument("--data-dir", metavar="DIR", help="directory holding the data set's .gz files (else "
+                      "$EINSUM_DATA_DIR, /usr/share/datasets, the download cache)")
+    data.add_argument("--no-download", action="store_true", help="never download; fail if the files are not found")
+    data.add_argument("--limit", type=int, metavar="N", help="train on the first N training examples")
+    data.add_argument("--test-limit", type=int, metavar="N", help="test on the first N test examples")
+    data.add_argument("--holdout", type=int, metavar="N",
+                      help="use the test split alone: hold N of its examples out (a fixed shuffle) for testing and "
+                           "train on the rest (for copies with only the test split, e.g. ../shared/datasets/mnist)")
+    out = p.add_argument_group("checkpoints and output")
+    out.add_argument("--checkpoint", metavar="PATH", help="an .npz written at the end of every epoch and on Ctrl-C "
+                     "(atomically); refused if it exists, unless --resume")
+    out.add_argument("--resume", action="store_true", help="continue the --checkpoint run exactly where it stopped")
+    out.add_argument("--metrics", metavar="PATH", help="JSON lines: one per step, one per epoch (appended on --resume)")
+    out.add_argument("--plans", action="store_true", help="print every compiled contraction (net.plans) first")
+    out.add_argument("--plot", metavar="PATH", help="an image of loss and accuracy per epoch (needs matplotlib: "
+                     "pip install -e '.[plot]')")
+    out.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    out.add_argument("--eval-only", action="store_true", help="evaluate --checkpoint on the test set (accuracy, "
+                     "confusion matrix) with its own settings; --dataset, --holdout, --test-limit, --batch-size "
+                     "may override")
+    return p
+
+
+def resume_command(argv) -> str:
+    """This command line again, with --resume."""
+    args = list(argv) + ([] if "--resume" in argv else ["--resume"])
+    return shlex.join(["python3", sys.argv[0] or "scripts/train.py", *args])
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    o = parser().parse_args(argv)
+    try:
+        if o.eval_only:
+            if o.resume:
+                raise training.TrainingError("--eval-only and --resume do not go together")
+            return training.eval_main(o)
+        return training.train_main(o, resume_command(argv))
+    except BAD_INPUT as exc:
+        print(f"train.py: {training.one_line(exc)}", file=sys.stderr)
+        return 2
+    except NotationError as exc:
+        print(f"train.py: {exc.one_line()}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("train.py: interrupted outside the training loop; no checkpoint was written by this run",
+              file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
