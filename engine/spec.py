@@ -60,6 +60,7 @@ class NetworkSpec:
     input: tuple
     loss: str
     layers: list
+    training: dict = field(default_factory=dict)  # this network's own training defaults
 
 
 @dataclass
@@ -72,6 +73,13 @@ class Spec:
     network: str
     training: dict = field(default_factory=dict)
     comments: dict = field(default_factory=dict)  # equation text -> its citation comment
+
+    def training_for(self, network: str) -> dict:
+        """The training defaults for a network: the spec's training:, then the network's own."""
+        out = dict(self.training)
+        if network in self.networks:
+            out.update(self.networks[network].training)
+        return out
 
     def cite(self, equation) -> str:
         """The comment beside an equation in the spec file (its report equation number)."""
@@ -263,4 +271,8 @@ def _network(spec, name, body) -> NetworkSpec:
     if loss.activation and layers[-1].activation != loss.activation:
         raise spec.error(f"{where}, layer {layers[-1].name!r}, field 'activation'",
                          f"loss {loss.name!r} needs the last layer's activation to be {loss.activation!r}")
-    return NetworkSpec(name, str(body.get("cites", "")), tuple(shape), body["loss"], layers)
+    training = body.get("training") or {}
+    if not isinstance(training, dict) or set(training) - set(TRAINING_DEFAULTS):
+        raise spec.error(f"{where}, field 'training'", f"must be a mapping of training defaults "
+                                                       f"({', '.join(sorted(TRAINING_DEFAULTS))})")
+    return NetworkSpec(name, str(body.get("cites", "")), tuple(shape), body["loss"], layers, dict(training))

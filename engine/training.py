@@ -579,7 +579,8 @@ def train_main(o, resume_command: str = "", log=print, warn=None) -> int:
         raise TrainingError(f"{o.checkpoint} already exists; pass --resume to continue it, or delete it, "
                             "or give another --checkpoint path")
     given = {k: getattr(o, k, None) for k in SETTINGS}
-    config = make_config(spec.training, given["network"] or spec.network, given, ckpt.meta["config"] if ckpt else None)
+    network = given["network"] or spec.network
+    config = make_config(spec.training_for(network), network, given, ckpt.meta["config"] if ckpt else None)
     if config.network not in spec.networks:
         raise spec.error("network", f"{config.network!r} not found, valid options are {sorted(spec.networks)}")
     digest = ckpt_io.spec_hash(spec_bytes, config.network)
