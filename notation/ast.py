@@ -340,6 +340,21 @@ def walk(node):
         yield from walk(node.arg)
 
 
+def free_indices(factors) -> list:
+    """The indices the factors name, in order of appearance, but those a max inside reduces."""
+    out = []
+    for f in factors:
+        reduced = {i for m in walk(f) if isinstance(m, Max) for i in m.indices}
+        for n in walk(f):
+            names = []
+            if isinstance(n, Ref):
+                names = [i for axis in n.axes for i in axis.indices]
+            elif isinstance(n, Delta):
+                names = [n.i, n.j]
+            out += [i for i in names if i not in out and i not in reduced]
+    return out
+
+
 _GREEK = {"eta", "delta", "sigma", "alpha", "beta", "gamma", "epsilon", "lambda", "mu", "theta"}
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ast import Delta, Max, Ref, _latex_index, expand, walk
+from .ast import Max, Ref, _latex_index, expand, free_indices, walk
 from .errors import NotationError
 from .lowering import Program
 from .parser import parse, parse_einsum
@@ -45,18 +45,7 @@ class Equation:
     def summed(self, product) -> tuple:
         """Indices of one product that the left side does not name (Einstein summation)."""
         left = {i for axis in self.lhs.axes for i in axis.indices}
-        out = []
-        for f in product.factors:
-            for n in walk(f):
-                names = []
-                if isinstance(n, Ref):
-                    names = [i for axis in n.axes for i in axis.indices]
-                elif isinstance(n, Delta):
-                    names = [n.i, n.j]
-                for i in names:
-                    if i not in left and i not in out and not _inside_max(f, i):
-                        out.append(i)
-        return tuple(out)
+        return tuple(i for i in free_indices(product.factors) if i not in left)
 
     def __str__(self) -> str:
         lhs = self.lhs.name if not self.lhs.axes else str(self.lhs)
@@ -96,10 +85,6 @@ class Equation:
         program = Program(binding.products, binding.result_shape, binding.extents, binding.symbols,
                           operand_shapes, optimize)
         return Run(self, binding, program, operand_shapes)
-
-
-def _inside_max(node, idx) -> bool:
-    return any(isinstance(n, Max) and idx in n.indices for n in walk(node))
 
 
 class Run:

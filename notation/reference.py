@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from .ast import Call, Delta, Max, Mul, Num, Ref, Sum, Sym, walk
+from .ast import Call, Delta, Max, Mul, Num, Ref, Sum, Sym, free_indices
 from .functions import FUNCTIONS
 from .sizes import scale
 
@@ -24,7 +24,7 @@ def evaluate(equation, arrays, extents, symbols, result_shape, positions=False):
     masks = {}
     left = [i for axis in equation.lhs.axes for i in axis.indices]
     for product in equation.products:
-        names = list(dict.fromkeys(left + _free_indices(product.factors)))
+        names = list(dict.fromkeys(left + free_indices(product.factors)))
         k = scale(product.coef, product.scalars, symbols)
         for values in itertools.product(*(range(extents[i]) for i in names)):
             env = dict(zip(names, values))
@@ -44,21 +44,6 @@ def evaluate(equation, arrays, extents, symbols, result_shape, positions=False):
 def evaluate_run(run, positions=False, **arrays):
     """The reference result for a compiled Run, using the ranges it bound."""
     return evaluate(run.equation, arrays, run.extents, run.symbols, run.result_shape, positions)
-
-
-def _free_indices(factors) -> list:
-    out = []
-    for f in factors:
-        for n in walk(f):
-            names = []
-            if isinstance(n, Ref):
-                names = [i for axis in n.axes for i in axis.indices]
-            elif isinstance(n, Delta):
-                names = [n.i, n.j]
-            for i in names:
-                if i not in out and not any(isinstance(m, Max) and i in m.indices for m in walk(f)):
-                    out.append(i)
-    return out
 
 
 def _position(axes, env, symbols, shape):
@@ -100,7 +85,7 @@ def _value(node, env, arrays, symbols, extents, masks):
             v = _value(node.arg, inner, arrays, symbols, extents, masks)
             if v > best:  # strict: the first maximum in C order wins, as the compiled code
                 best, where = v, values
-        free = [i for i in _free_indices([node.arg]) if i not in node.indices]
+        free = [i for i in free_indices([node.arg]) if i not in node.indices]
         shape = tuple(extents[i] for i in free) + tuple(extents[i] for i in node.indices)
         key = (node.span, id(node))
         if key not in masks:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .ast import Affine, Call, Delta, Max, Mono, Ref, is_extent_name, is_index_name, walk
+from .ast import Affine, Delta, Max, Mono, Ref, is_extent_name, walk
 from .errors import NotationError
 
 
