@@ -15,6 +15,7 @@ import argparse
 import os
 import shlex
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,7 +63,9 @@ def parser() -> argparse.ArgumentParser:
                            "train on the rest (for copies with only the test split, e.g. ../shared/datasets/mnist)")
     out = p.add_argument_group("checkpoints and output")
     out.add_argument("--checkpoint", metavar="PATH", help="an .npz written at the end of every epoch and on Ctrl-C "
-                     "(atomically); refused if it exists, unless --resume")
+                     "(atomically); refused if it exists, unless --resume (default: a new "
+                     "runs/<network>-<date>-<time>.npz, so no run is lost)")
+    out.add_argument("--no-checkpoint", action="store_true", help="keep no checkpoint at all")
     out.add_argument("--resume", action="store_true", help="continue the --checkpoint run exactly where it stopped")
     out.add_argument("--metrics", metavar="PATH", help="JSON lines: one per step, one per epoch (appended on --resume)")
     out.add_argument("--plans", action="store_true", help="print every compiled contraction (net.plans) first")
@@ -81,9 +84,20 @@ def resume_command(argv) -> str:
     return shlex.join(["python3", sys.argv[0] or "scripts/train.py", *args])
 
 
+def default_checkpoint(o) -> str:
+    """A fresh path under runs/ for a run that named none: every run keeps what it learned."""
+    name = o.network or "train"
+    return str(Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.npz")
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     o = parser().parse_args(argv)
+    if o.no_checkpoint:
+        o.checkpoint = None
+    elif not (o.checkpoint or o.resume or o.eval_only):
+        o.checkpoint = default_checkpoint(o)
+        argv = argv + ["--checkpoint", o.checkpoint]
     try:
         if o.eval_only:
             if o.resume:
