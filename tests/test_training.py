@@ -351,3 +351,15 @@ def test_the_script_runs_end_to_end_as_a_subprocess_and_prints_its_data_set(tmp_
     assert "network: seven-layer of" in run.stdout and "done: test accuracy" in run.stdout
     assert "epoch 1/1" in run.stderr  # the progress bar
     assert checkpoint.load(ck).meta["step"] == 2
+
+
+def test_a_run_without_checkpoint_flag_still_keeps_one_under_runs(tmp_path):
+    if not (FASHION / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"Fashion-MNIST not installed at {FASHION} (apt-get install dataset-fashion-mnist)")
+    run = subprocess.run([sys.executable, str(SCRIPT), "--network", "softmax-regression", "--limit", "64",
+                          "--epochs", "1", "--test-limit", "64", "--no-progress"],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    kept = list((tmp_path / "runs").glob("softmax-regression-*.npz"))
+    assert len(kept) == 1 and f"checkpoint: runs/{kept[0].name}" in run.stdout
+    assert checkpoint.load(kept[0]).meta["step"] == 1
