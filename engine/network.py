@@ -45,8 +45,8 @@ class Network:
             raise spec.error("training, field 'dtype'", f"{self.dtype} is not float32 or float64")
         self.optimize = optimize or spec.training["optimize"]
         if isinstance(self.optimize, str) and self.optimize not in PATH_OPTIONS:
-            raise spec.error("training, field 'optimize'", f"path optimizer {self.optimize!r} not found, valid "
-                                                           f"options are {sorted(PATH_OPTIONS)}")
+            raise spec.error("training, field 'optimize'" if optimize is None else "optimize (given)",
+                             f"path optimizer {self.optimize!r} not found, valid options are {sorted(PATH_OPTIONS)}")
         self.loss_kind = spec.losses[self.net.loss]
         self.input_shape = tuple(self.net.input)
         self._compiled = {}

@@ -113,7 +113,7 @@ def read(source) -> Spec:
     if not isinstance(data, dict):
         raise SpecError(file, None, "the spec must be a mapping with kinds:, activations:, losses: and networks:")
     spec = _build(file, data)
-    spec.comments = trailing_comments(text)
+    spec.comments = {**trailing_comments(text), **spec.comments}
     return spec
 
 
@@ -216,6 +216,20 @@ def _kind(spec, section, name, body, io) -> Kind:
 
 
 def _equation(spec, where, src) -> Equation:
+    """An equation in our notation, or {einsum: "bi,ij->bj", operands: [x, w], result: z, cites: "(12)"}."""
+    if isinstance(src, dict):
+        extra = set(src) - {"einsum", "operands", "result", "cites"}
+        if extra or "einsum" not in src or not isinstance(src.get("operands"), list):
+            raise spec.error(where, "an einsum entry is {einsum: 'bi,ij->bj', operands: [x, w], result: z, "
+                                    "cites: '(12)'}")
+        try:
+            eq = Equation(str(src["einsum"]), operands=[str(n) for n in src["operands"]],
+                          result=str(src.get("result", "z")))
+        except NotationError as e:
+            raise spec.error(where, e.one_line()) from None
+        if src.get("cites"):
+            spec.comments[eq.source] = str(src["cites"])
+        return eq
     if not isinstance(src, str):
         raise spec.error(where, f"expected an equation string, found {src!r}")
     try:

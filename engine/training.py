@@ -610,7 +610,7 @@ def train_main(o, resume_command: str = "", log=print, warn=None) -> int:
 
     data = load_data(config, o.data_dir, download=not getattr(o, "no_download", False), log=log)
     log(f"data: {data.about}")
-    net = load_network(spec, network=config.network, seed=config.seed)
+    net = load_network(spec, network=config.network, seed=config.seed, optimize=getattr(o, "optimize", None))
     log(_describe_net(net, o.spec, config))
     trainer = Trainer(net, data, config, spec_hash=digest, spec_file=str(o.spec), checkpoint=o.checkpoint,
                       metrics=o.metrics, progress=getattr(o, "progress", True), log=log)

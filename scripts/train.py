@@ -69,6 +69,8 @@ def parser() -> argparse.ArgumentParser:
     out.add_argument("--resume", action="store_true", help="continue the --checkpoint run exactly where it stopped")
     out.add_argument("--metrics", metavar="PATH", help="JSON lines: one per step, one per epoch (appended on --resume)")
     out.add_argument("--plans", action="store_true", help="print every compiled contraction (net.plans) first")
+    out.add_argument("--optimize", metavar="NAME", help="opt_einsum's path optimizer for every contraction "
+                     "(default: training: optimize; e.g. auto, greedy, optimal, dp)")
     out.add_argument("--plot", metavar="PATH", help="an image of loss and accuracy per epoch (needs matplotlib: "
                      "pip install -e '.[plot]')")
     out.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")

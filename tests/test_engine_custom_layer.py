@@ -73,3 +73,27 @@ def test_a_yaml_only_network_trains_on_real_digits(mnist_test):
         losses.append(loss)
     assert np.mean(losses[-20:]) < 0.4 * np.mean(losses[:5])
     assert (net.forward(images[-1000:]).argmax(1) == labels[-1000:]).mean() > 0.8
+
+
+def test_a_kind_may_be_written_with_numpy_einsum_strings():
+    data = spec_with_custom_layers()
+    data["kinds"]["dense_einsum"] = yaml.safe_load("""
+cites: "(12)-(14), as numpy einsum strings"
+input: [b, features]
+hyper: {units: required}
+params:
+  w: {shape: [features, units], init: he}
+forward:
+  - {einsum: "bi,ij->bj", operands: [x, w], result: z, cites: "(12)"}
+backward:
+  x: {einsum: "cj,kj->ck", operands: [dz, w], result: dx, cites: "(13)"}
+  w: {einsum: "bm,bk->km", operands: [dz, x], result: dw, cites: "(14)"}
+""")
+    data["networks"]["custom"]["layers"][-1]["kind"] = "dense_einsum"
+    data["networks"]["custom"]["layers"][-1].pop("init")
+    net = engine.load(data, dtype="float64")  # the load checks the declared Jacobians against derived ones
+    spec = net.spec
+    forward = spec.kinds["dense_einsum"].forward[0]
+    assert str(forward) == "z[b,j] = x[b,i] * w[i,j]" and spec.cite(forward) == "(12)"
+    loss, grads = net.loss_and_grads(np.random.default_rng(0).random((2, 28, 28, 1)), np.array([1, 2]))
+    assert np.isfinite(loss) and grads["out"]["w"].shape == (14 * 14 * 4, 10)
