@@ -104,7 +104,7 @@ CHUNK_ELEMENTS = 1 << 20  # a looped scatter's result is made in slices of about
 class Fold:
     """Adds a product's result into the result buffer at the positions its index terms name."""
 
-    def __init__(self, lhs_axes, result_indices, extents, symbols, result_shape, itemsize_probe=8):
+    def __init__(self, lhs_axes, result_indices, extents, symbols, result_shape):
         self.view = View.of(Ref("result", tuple(lhs_axes)), extents, symbols, tuple(result_shape))
         self.result_indices = tuple(result_indices)  # axes of the product's einsum result
         self.broadcast = tuple(i for i in self.view.indices if i not in result_indices)

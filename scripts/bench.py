@@ -46,21 +46,10 @@ def gemm_gflops(n=2048, repeats=3) -> float:
 
 
 def step_flops(net, batch) -> tuple:
-    """(forward, backward) FLOPs of one training step, from opt_einsum's own PathInfo."""
-    fwd = bwd = 0
-    for stage in net.compiled(batch):
-        for block in [stage.layer] + ([stage.activation] if stage.activation else []):
-            for _, _, run, _ in block.forward_runs:
-                fwd += _cost(run)
-            for _, run, _ in block.backward_runs:
-                bwd += _cost(run)
-    return fwd, bwd
-
-
-def _cost(run) -> int:
-    info = run.path_info
-    infos = info if isinstance(info, list) else [info]
-    return sum(int(i.opt_cost) for i in infos if i is not None)
+    """(forward, backward) FLOPs of one training step, as scripts/plan.py counts them (PathInfo)."""
+    from engine.plans import collect
+    totals = collect(net, batch)["totals"]
+    return totals["forward_flops"], totals["backward_flops"]
 
 
 class Engine:
