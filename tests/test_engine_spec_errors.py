@@ -106,3 +106,10 @@ def test_every_equation_in_layers_yaml_cites_the_report():
     assert len(equations) > 20
     for e in equations:
         assert re.search(r"\(\d+\)|extension", spec.cite(e)), e.source
+
+
+def test_a_spec_may_be_given_as_yaml_text():
+    net = engine.load(SPEC.read_text(), network="softmax-regression", check=False)
+    assert net.name == "softmax-regression" and net.spec.file == "<string>"
+    with pytest.raises(engine.SpecError, match=r"^<string>: line 1, column \d+: YAML syntax error"):
+        engine.load("kinds: [")
