@@ -15,9 +15,9 @@ import pytest
 from engine import datasets
 from engine.datasets import DATASETS, DataError, DatasetSpec, FileSpec, SplitSpec, load, locate, searched_places
 
-MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "mnist"
+from conftest import MNIST, needs_mnist
+
 TEST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
-needs_mnist = pytest.mark.skipif(not (MNIST / TEST_FILES[0]).is_file(), reason=f"real MNIST test set not at {MNIST}")
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 

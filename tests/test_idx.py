@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 
 from engine.idx import DataError, read_idx
 
-MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "mnist"
+from conftest import MNIST, needs_mnist
+
 IMAGES = MNIST / "t10k-images-idx3-ubyte.gz"
 LABELS = MNIST / "t10k-labels-idx1-ubyte.gz"
-needs_mnist = pytest.mark.skipif(not IMAGES.is_file(), reason=f"real MNIST test set not at {MNIST}")
 
 TYPE_CODES = {np.uint8: 0x08, np.int8: 0x09, np.int16: 0x0B, np.int32: 0x0C, np.float32: 0x0D, np.float64: 0x0E}
 

@@ -16,7 +16,7 @@ from engine import checkpoint, training
 from engine.checkpoint import CheckpointError
 from engine.training import Config, Data, Trainer
 
-from conftest import MNIST, ROOT, SPEC
+from conftest import MNIST, ROOT, SPEC, needs_mnist
 
 SCRIPT = ROOT / "scripts" / "train.py"
 FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -246,6 +246,7 @@ def test_a_corrupt_checkpoint_is_one_clear_line(nets, mnist_split, tmp_path, dam
 
 
 # -- the command line --------------------------------------------------------------------------
+@needs_mnist
 def test_a_holdout_run_trains_checkpoints_resumes_and_evaluates(cli, tmp_path, capsys):
     ck, metrics = tmp_path / "c.npz", tmp_path / "m.jsonl"
     args = ["--network", "softmax-regression", "--dataset", "mnist", "--data-dir", str(MNIST), "--holdout", "1000",
@@ -286,6 +287,7 @@ def bad_inputs(tmp):
     }
 
 
+@needs_mnist
 def test_bad_input_is_one_line_on_stderr_and_exit_code_2(cli, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("EINSUM_DATA_DIR", raising=False)
@@ -321,6 +323,7 @@ def test_a_notation_error_is_one_line_too(cli, capsys, monkeypatch):
     assert err == "train.py: the window does not fit; use a smaller kernel (in: z[b,i] = x[b, i+p])\n"
 
 
+@needs_mnist
 def test_a_plot_without_matplotlib_says_how_to_get_it_and_trains_on(cli, tmp_path, capsys, monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
