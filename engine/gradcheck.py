@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from notation import NotationError
 
 
 def random_inputs(rng, shapes, dtype=np.float64):
@@ -79,11 +78,3 @@ def check_block(blocks, targets, rng, derived_block=None, tolerance=1e-6):
         analytic = float(np.sum(declared["d" + t] * v))
         results[t] = ("finite differences", abs(numeric - analytic) / max(abs(numeric), abs(analytic), 1e-8))
     return results
-
-
-def derivable(block, wanted) -> bool:
-    try:
-        block.derived(wanted)
-        return True
-    except NotationError:
-        return False

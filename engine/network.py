@@ -88,7 +88,6 @@ class Network:
         loss_shapes = dict(last.activation.shapes if last.activation else {"z": last.layer.out_shape})
         loss_shapes["y"] = loss_shapes["z"]
         loss_shapes["dJ"] = ()
-        self._loss_block_args = loss_shapes
         loss = Block(self.spec, self.loss_kind, {}, loss_shapes, f"network {self.name!r}, loss "
                      f"{self.loss_kind.name!r}", self.optimize, needs={"z"}, dtype=dtype)
         return stages + [Stage("loss", loss, None, {}, {})]
@@ -182,16 +181,15 @@ class Network:
         x = self._input(x)
         y = self._labels(labels, x.shape[0])
         stages, _ = self._forward(x, keep_positions=True)
-        loss = stages[-1].layer
+        loss, env = stages[-1].layer, stages[-1].env
         last = stages[-2]
-        loss.env = stages[-1].env
-        loss.env.update(last.act_env if last.activation else {"z": last.env[last.layer.kind.out_name]})
-        loss.env["y"] = y
-        loss.env["dJ"] = np.ones((), dtype=self.dtype)
-        loss.forward(loss.env)
-        J = float(loss.env["J"])
-        loss.backward(loss.env)
-        dz = loss.env["dz"]
+        env.update(last.act_env if last.activation else {"z": last.env[last.layer.kind.out_name]})
+        env["y"] = y
+        env["dJ"] = np.ones((), dtype=self.dtype)
+        loss.forward(env)
+        J = float(env["J"])
+        loss.backward(env)
+        dz = env["dz"]
         grads = {}
         for n in range(len(stages) - 2, -1, -1):
             s = stages[n]
@@ -254,7 +252,7 @@ class Network:
             try:
                 derived = Block(self.spec, kind, block.hyper, {block.kind.in_name: block.shapes[block.kind.in_name]},
                                 block.where, self.optimize, needs=targets, dtype=np.float64)
-            except Exception:
+            except SpecError:  # no derivation for this kind (softmax): finite differences judge it
                 derived = None
         # a derived set that does not cover the targets falls back to finite differences
         if derived is not None and {t for t, _, _ in derived.backward_runs} < set(targets):

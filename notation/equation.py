@@ -145,18 +145,23 @@ class Run:
                 "symbols": {k: v for k, v in self.symbols.items()}, "products": products}
 
     def plan(self) -> str:
-        """A readable account of the lowering: views, einsum, path and how the result is written."""
-        lines = [f"{self.equation}"]
-        for p in self._program.products:
-            for op in p.operands:
-                if op.kind == "view" and not op.view.identity:
-                    lines.append(f"  {op.view.describe()}")
-            lines.append(f"  einsum {p.einsum}")
-            if p.path_info is not None:
-                steps = "; ".join(f"{c[2]} [{c[4] or 'einsum'}]" for c in p.path_info.contraction_list)
-                lines.append(f"  path {steps}; {p.path_info.opt_cost:,} flops, largest intermediate "
-                             f"{p.path_info.largest_intermediate:,}")
-            lines.append(f"  result {p.fold.describe()}")
+        """describe(), readable: views, einsum, opt_einsum's steps and how the result is written."""
+        doc = self.describe()
+        lines = [doc["equation"]]
+        for p in doc["products"]:
+            for v in p["views"]:
+                if v["kind"] != "whole array":
+                    lines.append(f"  {v['tensor']} viewed as ({','.join(v['indices'])}) {tuple(v['shape'])}, "
+                                 f"{v['kind']}")
+            lines.append(f"  einsum {p['einsum']}")
+            if p["steps"]:
+                steps = "; ".join(f"{s['einsum']} [{s['blas'] or 'einsum'}]" for s in p["steps"])
+                lines.append(f"  path {steps}; {p['optimized_flops']:,} flops, largest intermediate "
+                             f"{p['largest_intermediate']:,}")
+            fold = p["fold"]
+            how = {"in place": "written in place", "strided add": "one strided add",
+                   "slice-add": f"slice-add looped over ({','.join(fold['loop'])}), {fold['adds']} adds"}
+            lines.append(f"  result {how[fold['kind']]} to ({','.join(fold['indices'])}) {tuple(fold['shape'])}")
         return "\n".join(lines)
 
     def __call__(self, out=None, positions=False, **arrays):

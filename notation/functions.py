@@ -61,11 +61,3 @@ FUNCTIONS = {
         Function("id", _id_array, lambda v: v, None, r"\operatorname{id}"),
     ]
 }
-
-
-def lookup(name: str) -> Function:
-    """The registered function, or a KeyError listing the valid names (opt_einsum's style)."""
-    try:
-        return FUNCTIONS[name]
-    except KeyError:
-        raise KeyError(f"function {name!r} not found, valid options are {sorted(FUNCTIONS)}") from None

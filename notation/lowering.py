@@ -15,7 +15,7 @@ import numpy as np
 import opt_einsum as oe
 from numpy.lib.stride_tricks import as_strided
 
-from .ast import Affine, Call, Delta, Max, Mono, Ref, expand, walk
+from .ast import Affine, Call, Delta, Max, Mono, Ref, expand, free_indices
 from .functions import FUNCTIONS
 from .sizes import ProductPlan, scale
 
@@ -56,9 +56,6 @@ class View:
         base = array[tuple(slice(o, None) if o else slice(None) for o in self.offsets)] if any(
             self.offsets) else array
         return as_strided(base, self.shape, strides, writeable=writeable)
-
-    def describe(self) -> str:
-        return f"{self.name} viewed as ({','.join(self.indices)}) {self.shape}"
 
     def summary(self) -> dict:
         """What kind of view this is (whole array, window, flip, reshape) and its shape."""
@@ -149,12 +146,6 @@ class Fold:
                 "loop": list(self.loop), "adds": int(np.prod([self.view.shape[self.view.indices.index(i)]
                                                                for i in self.loop])) if self.loop else 1}
 
-    def describe(self) -> str:
-        if self.plain:
-            return "written in place"
-        how = f"slice-add looped over ({','.join(self.loop)})" if self.loop else "one strided add"
-        return f"scatter to ({','.join(self.view.indices)}) {self.view.shape}: {how}"
-
 
 def _c_strides(shape):
     out, acc = [], 1
@@ -177,7 +168,9 @@ class Operand:
         if self.kind == "view":
             return self.view(arrays[self.view.name])
         if self.kind == "eye":
-            return self.value.astype(dtype, copy=False)
+            if self.value.dtype != dtype:  # cast once, not every step
+                self.value = self.value.astype(dtype)
+            return self.value
         inner = self.program.as_view(arrays)
         if inner is None:
             inner = self.program.evaluate(arrays, positions=positions)
@@ -194,8 +187,12 @@ def window_max(inner, k, positions=False, out=None):
     """The maximum over the k trailing (window) axes, one strided slice per window offset, and
     with positions=True a one-hot mask of the first maximum in C order (eq. 18, 19)."""
     offsets = list(np.ndindex(*inner.shape[inner.ndim - k:]))
-    values = np.copyto(out, inner[(Ellipsis,) + offsets[0]]) if out is not None else None
-    values = out if out is not None else inner[(Ellipsis,) + offsets[0]].copy()
+    first = inner[(Ellipsis,) + offsets[0]]
+    if out is None:
+        values = first.copy()
+    else:
+        values = out
+        np.copyto(values, first)
     for o in offsets[1:]:
         np.maximum(values, inner[(Ellipsis,) + o], out=values)
     if not positions:
@@ -246,9 +243,10 @@ class ProductProgram:
         ordered = [self.operands[k] for k in self.order]
         executed = ",".join("".join(letters[i] for i in op.indices) for op in ordered) + out
         if self.operands:
-            self.expression = oe.contract_expression(executed, *[op.shape for op in ordered], optimize=optimize)
-            self.path_info = oe.contract_path(executed, *[op.shape for op in ordered], shapes=True,
-                                              optimize=optimize)[1]
+            # search the path once; the expression reuses it, and PathInfo is its account
+            path, self.path_info = oe.contract_path(executed, *[op.shape for op in ordered], shapes=True,
+                                                    optimize=optimize)
+            self.expression = oe.contract_expression(executed, *[op.shape for op in ordered], optimize=path)
         else:
             self.expression = self.path_info = None
         self.fold = Fold(lhs, self.out_indices, extents, symbols, result_shape)
@@ -343,11 +341,11 @@ class ProductProgram:
             return Operand("eye", (f.i, f.j), (extents[f.i], extents[f.j]),
                            value=np.eye(extents[f.i], extents[f.j]))
         if isinstance(f, Call):
-            idx = _indices_of(f.arg)
+            idx = tuple(free_indices([f.arg]))
             prog = Program.sub(f.arg, idx, extents, symbols, shapes, optimize, letters)
             return Operand("call", idx, prog.result_shape, program=prog, func=FUNCTIONS[f.func])
         if isinstance(f, Max):
-            free = [i for i in _indices_of(f.arg) if i not in f.indices]
+            free = [i for i in free_indices([f.arg]) if i not in f.indices]
             prog = Program.sub(f.arg, tuple(free) + tuple(f.indices), extents, symbols, shapes,
                                optimize, letters)
             return Operand("max", free, [extents[i] for i in free], program=prog, max_=f.indices,
@@ -418,43 +416,6 @@ def _assign_letter(letters, index):
     while oe.get_symbol(n) in used or oe.get_symbol(n) in letters:
         n += 1
     letters[index] = oe.get_symbol(n)
-
-
-def _indices_of(node):
-    out = []
-    for n in walk(node):
-        names = []
-        if isinstance(n, Ref):
-            for axis in n.axes:
-                names += list(axis.indices)
-        elif isinstance(n, Delta):
-            names = [n.i, n.j]
-        elif isinstance(n, Max):
-            continue
-        for i in names:
-            if i not in out:
-                out.append(i)
-    # indices reduced by a max inside the node are not free
-    for n in walk(node):
-        if isinstance(n, Max):
-            inner = [i for i in _indices_of(n.arg) if i not in n.indices]
-            for i in n.indices:
-                if i in out and not _used_outside(node, n, i):
-                    out.remove(i)
-            for i in inner:
-                if i not in out:
-                    out.append(i)
-    return tuple(out)
-
-
-def _used_outside(root, max_node, idx):
-    for n in walk(root):
-        if n is max_node:
-            continue
-        if isinstance(n, Ref) and n not in list(walk(max_node)):
-            if any(idx in a.indices for a in n.axes):
-                return True
-    return False
 
 
 def _substitute_node(node, idx, rep, new_name):

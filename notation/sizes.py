@@ -45,10 +45,6 @@ class Binding:
     lhs: Ref
 
 
-def _refs(node):
-    return [n for n in walk(node) if isinstance(n, Ref)]
-
-
 def _factor_nodes(products):
     for p in products:
         for f in p.factors:

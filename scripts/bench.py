@@ -195,10 +195,9 @@ def main(argv=None):
     rng = np.random.default_rng(0)
     have_torch = False
     if not args.no_torch:
-        try:
-            import torch  # noqa: F401
-            have_torch = True
-        except ImportError:
+        import importlib.util
+        have_torch = importlib.util.find_spec("torch") is not None
+        if not have_torch:
             print("PyTorch is not installed: engine figures only. For the side-by-side run: "
                   "pip install torch==2.13.0", file=sys.stderr)
     report = {"gemm_gflops": gemm_gflops(), "numpy": np.__version__, "batches": []}

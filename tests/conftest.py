@@ -19,3 +19,16 @@ def mnist_test():
     from engine import datasets
     data = datasets.load("mnist", "test", data_dir=MNIST, download=False)
     return (data.images.reshape(-1, 28, 28, 1) / 255.0), data.labels.astype(int)
+
+
+def train_steps(net, images, labels, steps, batch, lr):
+    """Adam on consecutive batches from the start of the data; the loss of every step."""
+    from engine.optim import make
+    opt = make("adam", net.params, lr)
+    losses = []
+    for step in range(steps):
+        sl = slice(batch * step, batch * (step + 1))
+        loss, grads = net.loss_and_grads(images[sl], labels[sl], copy=False)
+        opt.step(net.params, grads)
+        losses.append(loss)
+    return losses

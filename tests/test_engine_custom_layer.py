@@ -5,9 +5,8 @@ import numpy as np
 import yaml
 
 import engine
-from engine.optim import make
 
-from conftest import SPEC
+from conftest import SPEC, train_steps
 
 AVERAGE_POOL = yaml.safe_load("""
 cites: "extension: (18) with the mean for the max"
@@ -64,13 +63,7 @@ def test_derived_jacobians_of_a_yaml_only_layer_match_finite_differences():
 def test_a_yaml_only_network_trains_on_real_digits(mnist_test):
     images, labels = mnist_test
     net = engine.load(spec_with_custom_layers(), seed=1)
-    opt = make("adam", net.params, 3e-3)
-    losses = []
-    for step in range(200):
-        sl = slice(32 * step, 32 * step + 32)
-        loss, grads = net.loss_and_grads(images[sl], labels[sl], copy=False)
-        opt.step(net.params, grads)
-        losses.append(loss)
+    losses = train_steps(net, images, labels, steps=200, batch=32, lr=3e-3)
     assert np.mean(losses[-20:]) < 0.4 * np.mean(losses[:5])
     assert (net.forward(images[-1000:]).argmax(1) == labels[-1000:]).mean() > 0.8
 

@@ -6,7 +6,7 @@ import pytest
 import engine
 import notation.equation
 
-from conftest import SPEC
+from conftest import SPEC, train_steps
 
 
 @pytest.fixture(scope="module")
@@ -85,14 +85,7 @@ def test_set_params_refuses_a_wrong_shape(net64):
 def test_loss_falls_training_on_real_digits(mnist_test):
     images, labels = mnist_test
     net = engine.load(SPEC, seed=0)
-    from engine.optim import make
-    opt = make("adam", net.params, 1e-3)
-    losses = []
-    for step in range(150):
-        sl = slice(16 * step, 16 * step + 16)
-        loss, grads = net.loss_and_grads(images[sl], labels[sl], copy=False)
-        opt.step(net.params, grads)
-        losses.append(loss)
+    losses = train_steps(net, images, labels, steps=150, batch=16, lr=1e-3)
     assert np.mean(losses[-30:]) < 0.5 * np.mean(losses[:10])
     probs = net.forward(images[-500:])
     assert (probs.argmax(1) == labels[-500:]).mean() > 0.7

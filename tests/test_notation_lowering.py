@@ -32,3 +32,10 @@ def test_window_max_marks_only_the_first_of_tied_maxima():
     inner = np.array([[[3.0, 1.0], [3.0, 2.0]]])  # one window of 2x2 with a tie
     values, mask = lowering.window_max(inner, 2, positions=True)
     assert values.tolist() == [3.0] and mask.tolist() == [[[1.0, 0.0], [0.0, 0.0]]]
+
+
+def test_plan_names_the_views_the_gemm_and_the_scatter_of_eq16():
+    text = Equation(EQ16).compile(shapes={"dz": (2, 4, 4, 3), "w": (3, 3, 2, 3), "dx": (2, 9, 9, 2)},
+                                  symbols={"s1": 2, "s2": 2}).plan()
+    assert "einsum cijk,TUvk->cTiUjv" in text and "[GEMM]" in text
+    assert "result slice-add looped over (t',u'), 9 adds" in text
