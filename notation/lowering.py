@@ -366,7 +366,6 @@ class ProductProgram:
             op = self.operands[0]
             np.copyto(out, op.view(arrays[op.view.name]).transpose(self.perm))
             return
-        values = [self.operands[k].evaluate(arrays, dtype, positions) for k in self.order]
         if self.elementwise is not None:
             values = [self.operands[k].evaluate(arrays, dtype, positions) for k in range(len(self.operands))]
             values = [v.transpose(perm).reshape(shape) for v, (perm, shape) in zip(values, self.elementwise)]
@@ -384,6 +383,7 @@ class ProductProgram:
             if not (first and (self.direct or self.overwrite)):
                 self.fold(out, dest)
             return
+        values = [self.operands[k].evaluate(arrays, dtype, positions) for k in self.order]
         if first and self.direct and self.operands:
             self.expression(*values, out=self.fold.view(out, writeable=True))
             if self.scale != 1.0:
