@@ -39,3 +39,17 @@ def test_plan_names_the_views_the_gemm_and_the_scatter_of_eq16():
                                   symbols={"s1": 2, "s2": 2}).plan()
     assert "einsum cijk,TUvk->cTiUjv" in text and "[GEMM]" in text
     assert "result slice-add looped over (t',u'), 9 adds" in text
+
+
+def test_a_function_in_an_elementwise_product_runs_once_per_evaluation(monkeypatch):
+    from notation import functions
+    calls = []
+    drelu = functions.FUNCTIONS["drelu"]
+    counted = functions.Function("drelu", lambda z, out=None: calls.append(1) or drelu.array(z, out=out),
+                                 drelu.scalar, None, drelu.latex)
+    monkeypatch.setitem(functions.FUNCTIONS, "drelu", counted)
+    run = Equation("dz[c,i] = da[c,i] * drelu(z[c,i])").compile(shapes={"da": (3, 4), "z": (3, 4)})
+    rng = np.random.default_rng(0)
+    arrays = {"da": rng.standard_normal((3, 4)), "z": rng.standard_normal((3, 4))}
+    np.testing.assert_allclose(run(**arrays), evaluate_run(run, **arrays), rtol=1e-12)
+    assert len(calls) == 1
