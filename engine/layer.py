@@ -74,8 +74,9 @@ class Block:
         return out
 
     def _shape(self, exprs, field):
+        """A declared shape's sizes: expressions in the input's axes, hyperparameters and symbols."""
         try:
-            shape = tuple(arith.size(e, self.sizes) for e in exprs)
+            shape = tuple(arith.size(e, {**self.sizes, **self.symbols}) for e in exprs)
         except ValueError as e:
             raise self.error(field, str(e)) from None
         if any(n < 1 for n in shape):
@@ -131,7 +132,7 @@ class Block:
         return runs
 
     def jacobians(self, wanted):
-        """{target: Equation}: the declared Jacobians, or derived ones for `backward: derive`."""
+        """{target: [Equation, ...]}: the declared Jacobians, or derived ones for `backward: derive`."""
         if self.kind.backward == "derive":
             return self.derived(wanted)
         declared = dict(self.kind.backward)
@@ -159,10 +160,11 @@ class Block:
                     raise NotationError(f"cannot derive the Jacobian for {name!r}: it is read by "
                                         f"{len(eqs)} equations", hint="declare it in backward:")
                 eq = eqs[0]
-                out[name] = Equation(derive(eq, name, self.kind.positions.get(eq.result)))
+                out[name] = [Equation(derive(eq, name, self.kind.positions.get(eq.result)))]
         return out
 
     def _compile_backward(self, optimize, wanted):
+        """[(target, result, run, reads)] in an order where each run follows the gradients it reads."""
         if not self.kind.forward:
             return []
         try:
@@ -172,14 +174,19 @@ class Block:
         for t in list(jac):
             self.shapes["d" + t] = self.shapes[t]
         self.shapes["d" + self.kind.out_name] = self.out_shape
+        # what each Jacobian reads from outside its own list of equations
+        reads = {}
+        for t, eqs in jac.items():
+            own = {eq.result for eq in eqs[:-1]}
+            reads[t] = {n for eq in eqs for n in eq.operands} - own
         # a gradient is needed if wanted, or if a needed Jacobian reads it
         need = set(wanted)
         changed = True
         while changed:
             changed = False
-            for t, eq in jac.items():
+            for t in jac:
                 if t in need:
-                    for n in eq.operands:
+                    for n in reads[t]:
                         if n.startswith("d") and n[1:] in jac and n[1:] not in need:
                             need.add(n[1:])
                             changed = True
@@ -188,11 +195,8 @@ class Block:
         while pending:
             progress = False
             for t in list(pending):
-                eq = jac[t]
-                grads = {n for n in eq.operands if n.startswith("d") and n[1:] in jac}
-                if grads <= ready:
-                    run = self._compile(eq, f"backward {t!r}", optimize, self.shapes[t])
-                    order.append((t, run, tuple(run.shapes)))
+                if {n for n in reads[t] if n.startswith("d") and n[1:] in jac} <= ready:
+                    order += self._compile_jacobian(t, jac[t], optimize)
                     ready.add("d" + t)
                     pending.remove(t)
                     progress = True
@@ -200,6 +204,24 @@ class Block:
                 raise self.error("backward", f"the Jacobians for {sorted(pending)} read each other's results; "
                                              "break the cycle")
         return order
+
+    def _compile_jacobian(self, t, eqs, optimize):
+        """One Jacobian's runs: its intermediates (shapes from `shapes:` or inferred), then d<t>."""
+        runs = []
+        for n, eq in enumerate(eqs):
+            last = n == len(eqs) - 1
+            field = f"backward {t!r}" + ("" if len(eqs) == 1 else f"[{n}]")
+            result = "d" + t if last else eq.result
+            if not last and eq.result in self.shapes:
+                raise self.error(field, f"writes {eq.result!r}, which already names a tensor of this kind; "
+                                        "give the intermediate a name of its own")
+            given = self.shapes[t] if last else None
+            if not last and eq.result in self.kind.shapes:
+                given = self._shape(self.kind.shapes[eq.result], f"shapes {eq.result!r}")
+            run = self._compile(eq, field, optimize, given)
+            self.shapes[result] = run.result_shape
+            runs.append((t, result, run, tuple(run.shapes)))
+        return runs
 
     # -- run ---------------------------------------------------------------------
     def _buffer(self, name, shape):
@@ -222,7 +244,7 @@ class Block:
 
     def backward(self, env):
         """Run the Jacobian contractions in order; env must hold d<out> and the forward tensors."""
-        for t, run, reads in self.backward_runs:
-            out = self._buffer("d" + t, run.result_shape)
-            env["d" + t] = run(out=out, **{n: env[n] for n in reads})
+        for _, result, run, reads in self.backward_runs:
+            out = self._buffer(result, run.result_shape)
+            env[result] = run(out=out, **{n: env[n] for n in reads})
         return env

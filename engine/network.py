@@ -245,7 +245,7 @@ class Network:
         block = blocks[-1]
         if block.kind.backward == "derive" or not block.backward_runs:
             return
-        targets = [t for t, _, _ in block.backward_runs]
+        targets = list(dict.fromkeys(t for t, _, _, _ in block.backward_runs))
         derived = None
         if len(blocks) == 1:
             kind = dataclasses.replace(block.kind, backward="derive")
@@ -255,7 +255,7 @@ class Network:
             except SpecError:  # no derivation for this kind (softmax): finite differences judge it
                 derived = None
         # a derived set that does not cover the targets falls back to finite differences
-        if derived is not None and {t for t, _, _ in derived.backward_runs} < set(targets):
+        if derived is not None and {t for t, _, _, _ in derived.backward_runs} < set(targets):
             derived = None
         results = gradcheck.check_block(blocks, targets, rng, derived)
         for t, (how, err) in results.items():

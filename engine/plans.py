@@ -34,7 +34,7 @@ def collect(net, batch: int = 64) -> dict:
                 parts.append((f"{s.name}.{s.activation.kind.name}", "activation", s.activation))
         for name, role, block in parts:
             runs = [("forward", result, run, True) for result, _, run, _ in block.forward_runs]
-            runs += [("backward", "d" + t, run, block is not skip) for t, run, _ in block.backward_runs]
+            runs += [("backward", result, run, block is not skip) for _, result, run, _ in block.backward_runs]
             blocks.append({
                 "name": name, "role": role, "kind": block.kind.name, "cites": block.kind.cites or "",
                 "where": block.where, "dtype": block.dtype.name,

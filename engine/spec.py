@@ -34,7 +34,7 @@ class Kind:
     shapes: dict
     params: dict  # name -> (shape expressions, init name or hyper name)
     forward: list  # Equation
-    backward: object  # {target: Equation} or "derive"
+    backward: object  # {target: [Equation, ...]} (the last writes d<target>) or "derive"
     positions: dict
     activation: str | None = None  # losses: the activation they fuse with
     in_name: str = "x"
@@ -204,7 +204,7 @@ def _kind(spec, section, name, body, io) -> Kind:
         if not isinstance(backward, dict):
             raise spec.error(where, "field 'backward' must map each input and parameter to its Jacobian, "
                                     "or be 'derive'")
-        backward = {t: _equation(spec, f"{where}, backward {t!r}", src) for t, src in backward.items()}
+        backward = {t: _jacobian(spec, f"{where}, backward {t!r}", src) for t, src in backward.items()}
     hyper = dict(body.get("hyper") or {})
     for pname, (_, init) in params.items():
         if init not in INITIALISERS and init not in hyper:
@@ -213,6 +213,16 @@ def _kind(spec, section, name, body, io) -> Kind:
     return Kind(name, section, str(body["cites"]), inputs, hyper, dict(body.get("symbols") or {}),
                 dict(body.get("shapes") or {}), params, forward, backward, dict(body.get("positions") or {}),
                 body.get("activation"), io[0], io[1])
+
+
+def _jacobian(spec, where, src) -> list:
+    """A Jacobian: one equation, or a list whose last equation writes the gradient and whose
+    earlier ones compute intermediates it reads (a padded or gathered dz, say)."""
+    if isinstance(src, list):
+        if not src:
+            raise spec.error(where, "is an empty list; give the Jacobian's equation(s)")
+        return [_equation(spec, f"{where}[{n}]", s) for n, s in enumerate(src)]
+    return [_equation(spec, where, src)]
 
 
 def _equation(spec, where, src) -> Equation:

@@ -149,8 +149,8 @@ def breakdown(net, batch, rng, repeats=5) -> list:
         for block in [stage.layer] + ([stage.activation] if stage.activation else []):
             for result, _, run, _ in block.forward_runs:
                 run._bench_label = f"{block.where.split(', ', 1)[-1]}: {result} (forward)"
-            for t, run, _ in block.backward_runs:
-                run._bench_label = f"{block.where.split(', ', 1)[-1]}: d{t}"
+            for _, result, run, _ in block.backward_runs:
+                run._bench_label = f"{block.where.split(', ', 1)[-1]}: {result}"
     x = rng.random((batch, 28, 28, 1), dtype=np.float32)
     y = rng.integers(0, 10, batch)
     wrap(low.Fold, "__call__", "fold (scatter-add)")

@@ -58,6 +58,25 @@ def test_conv2d_jacobians_match_finite_differences(size, stride, padding, kernel
     assert finite_difference_error(block) < 1e-6
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("padding", ["valid", "same"])
+def test_conv2d_input_gradient_is_eq16_as_the_report_writes_it(stride, padding):
+    """layers.yaml evaluates (16) as a gather down the height; the report's sum, term by term,
+    restricted to the terms in range, must give the same numbers (then cropped to the input)."""
+    from notation import Equation
+    from notation.reference import evaluate
+    block = build("conv2d", (2, 7, 6, 2), filters=3, kernel=3, stride=stride, padding=padding)
+    rng = np.random.default_rng(stride)
+    env = block.forward(inputs(block, rng))
+    env["dz"] = rng.standard_normal(block.out_shape)
+    dx = block.backward(env)["dx"]
+    sym = block.symbols
+    eq16 = Equation("dxp[c,t,u,v] = dz[c,i,j,k] * w[P+s1*i-t, Q+s2*j-u, v, k]")
+    run = eq16.compile(shapes={"dz": env["dz"].shape, "w": env["w"].shape, "dxp": env["xp"].shape}, symbols=sym)
+    dxp = evaluate(eq16, {"dz": env["dz"], "w": env["w"]}, run.extents, sym, env["xp"].shape)
+    np.testing.assert_allclose(dx, dxp[:, sym["pt"]:sym["pt"] + 7, sym["pl"]:sym["pl"] + 6], rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("size", [7, 8])
 @pytest.mark.parametrize("window,stride", [(2, 2), (3, 2), (2, 1)])
 def test_maxpool_jacobian_matches_finite_differences(size, window, stride):

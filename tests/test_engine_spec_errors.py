@@ -61,6 +61,27 @@ def test_declared_jacobian_that_disagrees_with_the_derived_one_says_by_how_much(
     assert "layer 'conv1'" in msg and "backward 'w'" in msg and "disagrees with the derived one by" in msg
 
 
+def test_a_wrong_step_in_a_jacobian_of_several_equations_names_the_layer(tmp_path):
+    def flip_the_kernel(d):  # a flip where the gathered form of (16) has none
+        d["kinds"]["conv2d"]["backward"]["x"][2] = "dxu[c,t,u,v] = dzw[c,t,j,p,k] * w[P-p, Q+s2*j-u, v, k]"
+    msg = load_changed(tmp_path, flip_the_kernel)
+    assert "layer 'conv1' (conv2d), backward 'x'" in msg and "disagrees with the derived one by" in msg
+
+
+def test_an_intermediate_of_a_jacobian_may_not_overwrite_a_tensor(tmp_path):
+    def clobber(d):
+        x = d["kinds"]["conv2d"]["backward"]["x"]
+        x[0] = x[0].replace("dzd[", "xc[", 1)
+        x[1] = x[1].replace("= dzd[", "= xc[")
+    msg = load_changed(tmp_path, clobber)
+    assert "backward 'x'[0]" in msg and "writes 'xc', which already names a tensor" in msg
+
+
+def test_an_empty_list_is_not_a_jacobian(tmp_path):
+    msg = load_changed(tmp_path, lambda d: d["kinds"]["conv2d"]["backward"].update(x=[]))
+    assert "kind 'conv2d', backward 'x'" in msg and "empty list" in msg
+
+
 def test_wrong_jacobian_that_cannot_be_derived_is_caught_by_finite_differences(tmp_path):
     msg = load_changed(tmp_path, lambda d: d["activations"]["softmax"]["backward"].update(
         z="dz[c,j] = da[b,i] * delta[b,c] * a[b,i] * delta[i,j]"))  # (23) without its - S_bj
@@ -101,7 +122,7 @@ def test_every_equation_in_layers_yaml_cites_the_report():
     import re
     spec = engine.read(SPEC)
     kinds = list(spec.kinds.values()) + list(spec.activations.values()) + list(spec.losses.values())
-    equations = [e for k in kinds for e in k.forward + (list(k.backward.values())
+    equations = [e for k in kinds for e in k.forward + ([e for eqs in k.backward.values() for e in eqs]
                                                         if isinstance(k.backward, dict) else [])]
     assert len(equations) > 20
     for e in equations:

@@ -85,7 +85,7 @@ def test_convolution_flops_match_a_hand_count(seven):
     z = contraction(seven, "conv2/forward/z")
     assert z["products"][0]["optimized_flops"] == hand  # (15)
     assert z["products"][0]["steps"][0]["kind"] == "GEMM"
-    assert contraction(seven, "conv2/backward/dxp")["optimized_flops"] == hand  # (16)
+    assert contraction(seven, "conv2/backward/dxu")["optimized_flops"] == hand  # (16), rows gathered
     assert contraction(seven, "conv2/backward/dw")["optimized_flops"] == hand  # (17)
     assert contraction(seven, "conv1/forward/z")["products"][0]["optimized_flops"] == 2 * B * 28 * 28 * 25 * 32
 
@@ -94,11 +94,11 @@ def test_each_contraction_carries_its_spec_equation_and_report_number(seven):
     z = contraction(seven, "conv2/forward/z")
     assert z["source"] == "z[b,i,j,k] = xc[b,i,j,p,q,r] * w[P-p, Q-q, r, k] + b[k]"
     assert z["cite"] == "(15), plus (2)"
-    assert contraction(seven, "conv2/backward/dxp")["cite"] == "(16), as written"
+    assert contraction(seven, "conv2/backward/dxu")["cite"] == "(16) with p = P + s1*i - t"
     kinds = {v["tensor"]: v["kind"] for v in contraction(seven, "conv2/forward/xc")["products"][0]["views"]}
     assert kinds == {"xp": "window"}
-    fold = contraction(seven, "conv2/backward/dxp")["products"][0]["fold"]
-    assert fold["kind"] == "slice-add" and fold["adds"] == 25
+    fold = contraction(seven, "conv2/backward/dxu")["products"][0]["fold"]
+    assert fold["kind"] == "slice-add" and fold["adds"] == 5  # across the width only
 
 
 def test_totals_add_up_and_leave_out_what_training_does_not_run(seven):
