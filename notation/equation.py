@@ -10,7 +10,7 @@ import numpy as np
 
 from .ast import Max, Ref, _latex_index, expand, free_indices, walk
 from .errors import NotationError
-from .lowering import Program
+from .lowering import Masks, Program
 from .parser import parse, parse_einsum
 from .sizes import bind
 
@@ -165,7 +165,8 @@ class Run:
         return "\n".join(lines)
 
     def __call__(self, out=None, positions=False, **arrays):
-        """Evaluate on arrays of the compiled shapes; with positions=True also the max masks."""
+        """Evaluate on arrays of the compiled shapes; with positions=True also the max masks.
+        With out= the masks, like out, live in buffers this run reuses: the next call overwrites them."""
         for name, shape in self.shapes.items():
             if name not in arrays:
                 raise NotationError(f"missing operand {name!r}", self.equation.source, self._span(name),
@@ -184,7 +185,7 @@ class Run:
         if out is not None and out.shape != self.result_shape:
             raise NotationError(f"out has shape {out.shape}, the result has {self.result_shape}",
                                 self.equation.source)
-        masks = {} if positions else None  # one per max, keyed by its place in the source
+        masks = Masks(reuse=out is not None) if positions else None  # with out=, in buffers kept
         z = self._program.evaluate(arrays, out=out, positions=masks)
         if not positions:
             return z

@@ -163,6 +163,7 @@ class Operand:
         self.kind, self.indices, self.shape = kind, tuple(indices), tuple(shape)
         self.view, self.value, self.program, self.func, self.max = view, value, program, func, max_
         self.key = key  # a max's place in the source, naming its positions mask
+        self.planes = None  # the positions mask's buffer, window axes first, kept between runs
 
     def evaluate(self, arrays, dtype, positions, out=None):
         if self.kind == "view":
@@ -177,38 +178,53 @@ class Operand:
         if self.kind == "call":
             return self.func.array(inner, out=out)
         want = positions is not None and self.key not in positions  # one mask per max, however often used
-        values, mask = window_max(inner, len(self.max), want, out)
+        reuse = want and positions.reuse
+        values, mask = window_max(inner, len(self.max), want, out, self.planes if reuse else None)
         if want:
             positions[self.key] = mask
+            if reuse:
+                self.planes = mask.base  # the mask's own buffer, written again next run
         return values
 
 
-def window_max(inner, k, positions=False, out=None):
+def window_max(inner, k, positions=False, out=None, planes=None):
     """The maximum over the k trailing (window) axes, one strided slice per window offset, and
-    with positions=True a one-hot mask of the first maximum in C order (eq. 18, 19)."""
-    offsets = list(np.ndindex(*inner.shape[inner.ndim - k:]))
-    first = inner[(Ellipsis,) + offsets[0]]
+    with positions=True a one-hot mask of the first maximum in C order (eq. 18, 19), written
+    into `planes` (window axes first) when given."""
+    window = inner.shape[inner.ndim - k:]
+    slices = [inner[(Ellipsis,) + o] for o in np.ndindex(*window)]
     if out is None:
-        values = first.copy()
+        values = slices[0].copy()
     else:
         values = out
-        np.copyto(values, first)
-    for o in offsets[1:]:
-        np.maximum(values, inner[(Ellipsis,) + o], out=values)
+        np.copyto(values, slices[0])
+    for v in slices[1:]:
+        np.maximum(values, v, out=values)
     if not positions:
         return values, None
     # window axes outermost in memory, so each offset's plane is written contiguously
-    window = inner.shape[inner.ndim - k:]
-    planes = np.empty(window + values.shape, dtype=inner.dtype)
-    open_ = np.ones(values.shape, dtype=bool)  # no maximum found yet in this window
+    if planes is None or planes.shape != window + values.shape or planes.dtype != inner.dtype:
+        planes = np.empty(window + values.shape, dtype=inner.dtype)
+    flat = planes.reshape((-1,) + values.shape)
+    open_ = np.not_equal(slices[0], values)  # no maximum found yet in this window
+    np.equal(slices[0], values, out=flat[0])
     hit = np.empty(values.shape, dtype=bool)
-    for o in offsets:
-        np.equal(inner[(Ellipsis,) + o], values, out=hit)
-        hit &= open_
-        open_ ^= hit
-        np.copyto(planes[o], hit)
+    for n, v in enumerate(slices[1:], 1):
+        np.equal(v, values, out=hit)
+        np.logical_and(hit, open_, out=flat[n])
+        if n < len(slices) - 1:
+            np.greater(open_, hit, out=open_)  # open and not hit
     n = values.ndim
     return values, planes.transpose(tuple(range(k, k + n)) + tuple(range(k)))
+
+
+class Masks(dict):
+    """The positions masks of one evaluation, keyed by each max's place in the source.  With
+    reuse=True they are written into buffers the run keeps, as `out` is: overwritten next run."""
+
+    def __init__(self, reuse=False):
+        super().__init__()
+        self.reuse = reuse
 
 
 class ProductProgram:

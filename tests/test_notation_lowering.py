@@ -53,3 +53,19 @@ def test_a_function_in_an_elementwise_product_runs_once_per_evaluation(monkeypat
     arrays = {"da": rng.standard_normal((3, 4)), "z": rng.standard_normal((3, 4))}
     np.testing.assert_allclose(run(**arrays), evaluate_run(run, **arrays), rtol=1e-12)
     assert len(calls) == 1
+
+
+def test_positions_masks_live_in_reused_buffers_only_when_out_is_given():
+    eq18 = "z[b,i,j,k] = max[p,q] x[b, s1*i+p, s2*j+q, k]"
+    run = Equation(eq18).compile(shapes={"x": (2, 4, 6, 3), "z": (2, 2, 3, 3)}, symbols={"s1": 2, "s2": 2, "P": 1, "Q": 1})
+    rng = np.random.default_rng(3)
+    x1, x2 = rng.standard_normal((2, 2, 4, 6, 3)).round(1)  # rounded: ties occur
+    out = np.empty(run.result_shape)
+    for x in (x1, x2):  # the second run rewrites every entry of the kept buffer
+        z, m = run(out=out, positions=True, x=x)
+        ref_z, ref_m = evaluate_run(run, positions=True, x=x)
+        np.testing.assert_array_equal(z, ref_z)
+        np.testing.assert_array_equal(m, ref_m)
+    _, fresh1 = run(positions=True, x=x1)
+    _, fresh2 = run(positions=True, x=x2)
+    assert not np.shares_memory(fresh1, fresh2)
