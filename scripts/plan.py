@@ -31,7 +31,7 @@ JSON schema (`--format json`; "einsum-plan/1"):
         "kind": str, "cites": str,            # the kind and its report equations
         "where": str, "dtype": str,
         "contractions": [{
-          "id": str,                          # "<block>/<pass>/<writes>", e.g. "conv2/backward/dxp"
+          "id": str,                          # "<block>/<pass>/<writes>", e.g. "conv2/backward/dxu"
           "pass": "forward" | "backward",
           "writes": str,                      # the tensor it fills: "z", "xc", "dw", ...
           "source": str,                      # the equation as written in the spec
