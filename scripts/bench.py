@@ -145,12 +145,15 @@ def breakdown(net, batch, rng, repeats=5) -> list:
             spent[(self._bench_label, "total")] += time.perf_counter() - t
             current[0] = previous
 
+    blas = set()
     for stage in net.compiled(batch):
         for block in [stage.layer] + ([stage.activation] if stage.activation else []):
-            for result, _, run, _ in block.forward_runs:
-                run._bench_label = f"{block.where.split(', ', 1)[-1]}: {result} (forward)"
-            for _, result, run, _ in block.backward_runs:
-                run._bench_label = f"{block.where.split(', ', 1)[-1]}: {result}"
+            labelled = [(run, f"{result} (forward)") for result, _, run, _ in block.forward_runs]
+            labelled += [(run, result) for _, result, run, _ in block.backward_runs]
+            for run, what in labelled:
+                run._bench_label = f"{block.where.split(', ', 1)[-1]}: {what}"
+                if _on_blas(run):
+                    blas.add(run._bench_label)
     x = rng.random((batch, 28, 28, 1), dtype=np.float32)
     y = rng.integers(0, 10, batch)
     wrap(low.Fold, "__call__", "fold (scatter-add)")
@@ -176,8 +179,20 @@ def breakdown(net, batch, rng, repeats=5) -> list:
         inner = sum(parts.values())
         rows.append({"contraction": label, "ms": 1e3 * s, **{k: 1e3 * v for k, v in parts.items()},
                      "einsum + BLAS": 1e3 * max(s - inner, 0.0)})
+    gemm = sum(r["einsum + BLAS"] for r in rows if r["contraction"] in blas)
+    rows.append({"contraction": "(GEMM/TDOT contractions: their BLAS column)", "ms": gemm})
     rows.append({"contraction": "(whole step, excluding the update)", "ms": 1e3 * total})
+    opt = make("adam", net.params, 1e-3)
+    _, grads = net.loss_and_grads(x, y, copy=False)
+    params = {l: {p: w.copy() for p, w in ps.items()} for l, ps in net.params.items()}  # leave net as it is
+    rows.append({"contraction": "(the update: adam)", "ms": 1e3 * timed(lambda: opt.step(params, grads), repeats)})
     return rows
+
+
+def _on_blas(run) -> bool:
+    """Whether one of the run's pairwise steps is a BLAS GEMM (or TDOT: a GEMM after a transpose)."""
+    infos = run.path_info if isinstance(run.path_info, list) else [run.path_info]
+    return any(c[4] in ("GEMM", "TDOT") for info in infos if info is not None for c in info.contraction_list)
 
 
 def main(argv=None):

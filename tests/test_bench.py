@@ -1,0 +1,37 @@
+"""scripts/bench.py reports what issue 6 asks for; speed itself is a benchmark, never asserted here."""
+import json
+import subprocess
+import sys
+
+from conftest import ROOT
+
+SCRIPT = ROOT / "scripts" / "bench.py"
+
+
+def bench(*args):
+    out = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, cwd=ROOT,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_json_report_has_throughput_flops_memory_and_a_breakdown():
+    doc = json.loads(bench("--batch", "2", "--rounds", "1", "--repeats", "1", "--no-torch", "--json",
+                           "--breakdown"))
+    assert doc["gemm_gflops"] > 0
+    (row,) = doc["batches"]
+    assert row["batch"] == 2 and "pytorch" not in row and "ratio_train" not in row
+    assert row["flops_forward"] > 0 and row["flops_backward"] > row["flops_forward"]
+    assert row["engine"]["train_images_per_s"] > 0 and row["engine"]["infer_images_per_s"] > 0
+    assert row["cold_start_s"] > 0 and row["peak_rss_mib"] > 0
+    labels = [r["contraction"] for r in row["breakdown"]]
+    assert any(label.startswith("layer 'conv2' (conv2d): dxu") for label in labels)
+    assert labels[-3:] == ["(GEMM/TDOT contractions: their BLAS column)", "(whole step, excluding the update)",
+                           "(the update: adam)"]
+    gemm, whole = row["breakdown"][-3]["ms"], row["breakdown"][-2]["ms"]
+    assert 0 < gemm < whole
+
+
+def test_tables_by_default():
+    text = bench("--batch", "2", "--rounds", "1", "--repeats", "1", "--no-torch")
+    assert text.startswith("batch 2: engine ") and "cold start" in text and "peak RSS" in text
