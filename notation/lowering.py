@@ -282,6 +282,30 @@ class ProductProgram:
                 len(self.operands[0].indices) and tuple(lhs_order) == self.out_indices):
             self.perm = tuple(self.operands[0].indices.index(i) for i in self.out_indices)
         self.direct = self.fold.plain and tuple(lhs_order) == self.out_indices and len(result_shape) > 0
+        self.matmul = self._matmul(extents) if self.direct else None
+
+    def _matmul(self, extents):
+        """For a single GEMM written straight into the result: (x, y, x axes, y axes, m, k, n) such
+        that result[m, n] = x[m, k] @ y[k, n].  np.matmul then writes into the result buffer,
+        where opt_einsum's tensordot would allocate a new array and copy it over."""
+        if len(self.operands) != 2 or self.path_info is None or any(
+                c[4] not in ("GEMM", "TDOT") for c in self.path_info.contraction_list):
+            return None
+        if any(len(set(op.indices)) != len(op.indices) for op in self.operands):
+            return None
+        a, b = (op.indices for op in self.operands)
+        summed = [i for i in a if i in b]
+        if not summed or any(i in self.out_indices for i in summed):
+            return None  # an outer product, or a batch index: not one plain GEMM
+        size = lambda idx: int(np.prod([extents[i] for i in idx], dtype=np.int64))  # noqa: E731
+        for x, y in ((0, 1), (1, 0)):
+            fx = [i for i in self.operands[x].indices if i not in summed]
+            fy = [i for i in self.operands[y].indices if i not in summed]
+            if tuple(fx + fy) == self.out_indices:
+                return (x, y, [self.operands[x].indices.index(i) for i in fx + summed],
+                        [self.operands[y].indices.index(i) for i in summed + fy], size(fx), size(summed),
+                        size(fy))
+        return None
 
     def _chunking(self, lhs, extents, symbols, result_shape, executed, ordered, optimize):
         """A looped scatter over a large result runs in slices of its leading index (the batch),
@@ -398,6 +422,14 @@ class ProductProgram:
                 dest *= np.asarray(self.scale, dtype=dtype)
             if not (first and (self.direct or self.overwrite)):
                 self.fold(out, dest)
+            return
+        if first and self.matmul is not None and out.flags.c_contiguous:
+            x, y, ax, ay, m, k, n = self.matmul
+            vx = self.operands[x].evaluate(arrays, dtype, positions).transpose(ax).reshape(m, k)
+            vy = self.operands[y].evaluate(arrays, dtype, positions).transpose(ay).reshape(k, n)
+            np.matmul(vx, vy, out=out.reshape(m, n))
+            if self.scale != 1.0:
+                out *= np.asarray(self.scale, dtype=dtype)
             return
         values = [self.operands[k].evaluate(arrays, dtype, positions) for k in self.order]
         if first and self.direct and self.operands:

@@ -69,3 +69,28 @@ def test_positions_masks_live_in_reused_buffers_only_when_out_is_given():
     _, fresh1 = run(positions=True, x=x1)
     _, fresh2 = run(positions=True, x=x2)
     assert not np.shares_memory(fresh1, fresh2)
+
+
+@pytest.mark.parametrize("source,shapes", [
+    ("z[b,j] = x[b,i] * w[i,j]", {"x": (3, 4), "w": (4, 5)}),
+    ("dw[k,m] = dz[b,m] * x[b,k]", {"dz": (3, 5), "x": (3, 4)}),                # both operands transposed
+    ("dx[c,k] = 1/2 * dz[c,j] * w[k,j]", {"dz": (3, 5), "w": (4, 5)}),          # a scale after the GEMM
+    ("z[b,i,k] = x[b,i,p,q] * w[P-p, Q-q, k]", {"x": (2, 3, 2, 3), "w": (2, 3, 4)}),  # several axes, a flip
+])
+def test_a_single_gemm_writes_straight_into_the_result(source, shapes):
+    run = Equation(source).compile(shapes=shapes)
+    assert run._program.products[0].matmul is not None
+    rng = np.random.default_rng(0)
+    arrays = {n: rng.standard_normal(s) for n, s in shapes.items()}
+    expected = evaluate_run(run, **arrays)
+    np.testing.assert_allclose(run(**arrays), expected, rtol=1e-12)
+    out = np.empty(run.result_shape)
+    assert run(out=out, **arrays) is out
+    np.testing.assert_allclose(out, expected, rtol=1e-12)
+    strided = np.empty(run.result_shape[::-1]).T  # not C-contiguous: opt_einsum's path writes it
+    np.testing.assert_allclose(run(out=strided, **arrays), expected, rtol=1e-12)
+
+
+def test_a_batch_index_is_not_one_gemm():
+    run = Equation("z[b,i,k] = x[b,i,j] * w[b,j,k]").compile(shapes={"x": (2, 3, 4), "w": (2, 4, 5)})
+    assert run._program.products[0].matmul is None
