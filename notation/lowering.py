@@ -192,7 +192,8 @@ def window_max(inner, k, positions=False, out=None, planes=None):
     with positions=True a one-hot mask of the first maximum in C order (eq. 18, 19), written
     into `planes` (window axes first) when given."""
     window = inner.shape[inner.ndim - k:]
-    slices = [inner[(Ellipsis,) + o] for o in np.ndindex(*window)]
+    offsets = list(np.ndindex(*window))
+    slices = [inner[(Ellipsis,) + o] for o in offsets]
     if out is None:
         values = slices[0].copy()
     else:
@@ -205,13 +206,12 @@ def window_max(inner, k, positions=False, out=None, planes=None):
     # window axes outermost in memory, so each offset's plane is written contiguously
     if planes is None or planes.shape != window + values.shape or planes.dtype != inner.dtype:
         planes = np.empty(window + values.shape, dtype=inner.dtype)
-    flat = planes.reshape((-1,) + values.shape)
     open_ = np.not_equal(slices[0], values)  # no maximum found yet in this window
-    np.equal(slices[0], values, out=flat[0])
+    np.equal(slices[0], values, out=planes[offsets[0]])
     hit = np.empty(values.shape, dtype=bool)
     for n, v in enumerate(slices[1:], 1):
         np.equal(v, values, out=hit)
-        np.logical_and(hit, open_, out=flat[n])
+        np.logical_and(hit, open_, out=planes[offsets[n]])
         if n < len(slices) - 1:
             np.greater(open_, hit, out=open_)  # open and not hit
     n = values.ndim
