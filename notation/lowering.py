@@ -163,6 +163,7 @@ class Operand:
         self.kind, self.indices, self.shape = kind, tuple(indices), tuple(shape)
         self.view, self.value, self.program, self.func, self.max = view, value, program, func, max_
         self.key = key  # a max's place in the source, naming its positions mask
+        self.distinct = len(set(self.indices)) == len(self.indices)  # no diagonal such as x[i,i]
         self.planes = None  # the positions mask's buffer, window axes first, kept between runs
 
     def evaluate(self, arrays, dtype, positions, out=None):
@@ -269,7 +270,7 @@ class ProductProgram:
         # nothing summed: a broadcast product, which np.multiply does 4x faster than einsum
         self.elementwise = None
         if (len(self.operands) >= 2 and not self.summed
-                and all(len(set(op.indices)) == len(op.indices) for op in self.operands)):
+                and all(op.distinct for op in self.operands)):
             self.elementwise = [_broadcast_to(op.indices, self.out_indices, extents) for op in self.operands]
             self.out_shape = tuple(extents[i] for i in self.out_indices)
             self.overwrite = (not self.fold.loop and not self.fold.broadcast
@@ -278,8 +279,8 @@ class ProductProgram:
         # one viewed operand, nothing summed, unit scale, plain result: the result is a transposed view
         self.perm = None
         if (len(self.operands) == 1 and self.operands[0].kind == "view" and not self.summed
-                and self.scale == 1.0 and self.fold.plain and len(set(self.operands[0].indices)) ==
-                len(self.operands[0].indices) and tuple(lhs_order) == self.out_indices):
+                and self.scale == 1.0 and self.fold.plain and self.operands[0].distinct
+                and tuple(lhs_order) == self.out_indices):
             self.perm = tuple(self.operands[0].indices.index(i) for i in self.out_indices)
         self.direct = self.fold.plain and tuple(lhs_order) == self.out_indices and len(result_shape) > 0
         self.matmul = self._matmul(extents) if self.direct else None
@@ -291,7 +292,7 @@ class ProductProgram:
         if len(self.operands) != 2 or self.path_info is None or any(
                 c[4] not in ("GEMM", "TDOT") for c in self.path_info.contraction_list):
             return None
-        if any(len(set(op.indices)) != len(op.indices) for op in self.operands):
+        if not all(op.distinct for op in self.operands):
             return None
         a, b = (op.indices for op in self.operands)
         summed = [i for i in a if i in b]

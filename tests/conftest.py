@@ -1,4 +1,6 @@
 """Shared fixtures: where the repository's spec and the shared MNIST test files are."""
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -32,3 +34,12 @@ def train_steps(net, images, labels, steps, batch, lr):
         opt.step(net.params, grads)
         losses.append(loss)
     return losses
+
+
+def run_script(name, *args, cwd=ROOT, ok=True, timeout=120):
+    """scripts/<name> run as a user runs it, in a fresh interpreter; a zero exit asserted unless ok=False."""
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / name), *map(str, args)], capture_output=True,
+                         text=True, cwd=cwd, timeout=timeout)
+    if ok:
+        assert out.returncode == 0, out.stderr
+    return out

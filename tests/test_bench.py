@@ -1,18 +1,11 @@
 """scripts/bench.py reports what issue 6 asks for; speed itself is a benchmark, never asserted here."""
 import json
-import subprocess
-import sys
 
-from conftest import ROOT
-
-SCRIPT = ROOT / "scripts" / "bench.py"
+from conftest import run_script
 
 
 def bench(*args):
-    out = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, cwd=ROOT,
-                         timeout=120)
-    assert out.returncode == 0, out.stderr
-    return out.stdout
+    return run_script("bench.py", *args).stdout
 
 
 def test_json_report_has_throughput_flops_memory_and_a_breakdown():

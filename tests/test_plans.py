@@ -7,8 +7,6 @@ an index away.  So a GEMM z[b,j] = x[b,i] * w[i,j] counts 2*B*I*J (a multiply an
 """
 import copy
 import json
-import subprocess
-import sys
 
 import pytest
 import yaml
@@ -16,9 +14,8 @@ import yaml
 import engine
 from engine import plans
 
-from conftest import ROOT, SPEC
+from conftest import SPEC, run_script
 
-SCRIPT = ROOT / "scripts" / "plan.py"
 B = 8
 
 LOW_RANK = yaml.safe_load("""
@@ -58,11 +55,8 @@ def contraction(doc, cid):
     return next(c for b in doc["blocks"] for c in b["contractions"] if c["id"] == cid)
 
 
-def run_script(*args):
-    out = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, cwd=ROOT,
-                         timeout=60)
-    assert out.returncode == 0, out.stderr
-    return out.stdout
+def plan(*args):
+    return run_script("plan.py", *args).stdout
 
 
 # -- figures -----------------------------------------------------------------------------------
@@ -200,13 +194,13 @@ def check_schema(doc):
 
 @pytest.mark.parametrize("network", ["seven-layer", "softmax-regression"])
 def test_the_script_prints_json_that_follows_the_schema(network):
-    doc = json.loads(run_script("--network", network, "--batch", str(B), "--format", "json"))
+    doc = json.loads(plan("--network", network, "--batch", str(B), "--format", "json"))
     check_schema(doc)
     assert doc["network"] == network and doc["batch"] == B
 
 
 def test_the_script_text_is_network_plans():
-    text = run_script("--batch", str(B))
+    text = plan("--batch", str(B))
     net_text = engine.load(SPEC, check=False).plans(batch=B)
     def body(t):  # all but the header, which names the spec's path and may wrap
         lines = t.splitlines()
@@ -216,20 +210,19 @@ def test_the_script_text_is_network_plans():
 
 def test_compare_shows_where_two_optimisers_differ_on_a_custom_spec(custom_spec):
     # at batch 64 greedy contracts x with u first (64x784x64), optimal u with v (784x64x10)
-    text = run_script("--spec", str(custom_spec), "--optimize", "greedy", "--compare", "optimal")
+    text = plan("--spec", str(custom_spec), "--optimize", "greedy", "--compare", "optimal")
     section = text[text.index("== optimize 'greedy' vs 'optimal'"):]
     assert "out/forward/z: bi,ir,rj->bj" in section
     assert max(len(line) for line in text.splitlines()) <= 100
-    doc = json.loads(run_script("--spec", str(custom_spec), "--optimize", "greedy", "--compare", "optimal",
+    doc = json.loads(plan("--spec", str(custom_spec), "--optimize", "greedy", "--compare", "optimal",
                                 "--format", "json"))
     check_schema(doc)
     diff = next(d for d in doc["compare"]["differences"] if d["id"] == "out/forward/z")
     assert diff["b"]["optimized_flops"] < diff["a"]["optimized_flops"]
-    md = run_script("--spec", str(custom_spec), "--batch", str(B), "--compare", "greedy", "--format", "markdown")
+    md = plan("--spec", str(custom_spec), "--batch", str(B), "--compare", "greedy", "--format", "markdown")
     assert "### optimize `auto` vs `greedy`" in md
 
 
 def test_an_unknown_optimiser_is_refused_with_the_valid_names():
-    out = subprocess.run([sys.executable, str(SCRIPT), "--optimize", "fastest"], capture_output=True,
-                         text=True, cwd=ROOT, timeout=60)
+    out = run_script("plan.py", "--optimize", "fastest", ok=False)
     assert out.returncode == 2 and "'fastest' not found, valid options are" in out.stderr

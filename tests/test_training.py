@@ -4,8 +4,6 @@ import importlib.util
 import json
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +14,13 @@ from engine import checkpoint, training
 from engine.checkpoint import CheckpointError
 from engine.training import Config, Data, Trainer
 
-from conftest import MNIST, ROOT, SPEC, needs_mnist
+from conftest import MNIST, ROOT, SPEC, needs_mnist, run_script
 
 SCRIPT = ROOT / "scripts" / "train.py"
 FASHION = Path("/usr/share/datasets/fashion-mnist")
+needs_fashion = pytest.mark.skipif(not (FASHION / "train-images-idx3-ubyte.gz").is_file(),
+                                   reason=f"Fashion-MNIST not installed at {FASHION} "
+                                          "(apt-get install dataset-fashion-mnist)")
 SPEC_BYTES = SPEC.read_bytes()
 
 
@@ -342,27 +343,21 @@ def test_the_plot_is_written_when_matplotlib_is_installed(tmp_path):
     assert (tmp_path / "p.png").stat().st_size > 1000
 
 
+@needs_fashion
 def test_the_script_runs_end_to_end_as_a_subprocess_and_prints_its_data_set(tmp_path):
-    if not (FASHION / "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip(f"Fashion-MNIST not installed at {FASHION} (apt-get install dataset-fashion-mnist)")
     ck = tmp_path / "c.npz"
-    run = subprocess.run([sys.executable, str(SCRIPT), "--dataset", "fashion-mnist", "--limit", "64", "--epochs", "1",
-                          "--batch-size", "32", "--test-limit", "64", "--checkpoint", str(ck)],
-                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert run.returncode == 0, run.stderr
+    run = run_script("train.py", "--dataset", "fashion-mnist", "--limit", "64", "--epochs", "1", "--batch-size", "32",
+                     "--test-limit", "64", "--checkpoint", ck, cwd=tmp_path)
     assert "train on 64 of 60000 (--limit), test on 64 of 10000 (--test-limit); both from" in run.stdout
     assert "network: seven-layer of" in run.stdout and "done: test accuracy" in run.stdout
     assert "epoch 1/1" in run.stderr  # the progress bar
     assert checkpoint.load(ck).meta["step"] == 2
 
 
+@needs_fashion
 def test_a_run_without_checkpoint_flag_still_keeps_one_under_runs(tmp_path):
-    if not (FASHION / "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip(f"Fashion-MNIST not installed at {FASHION} (apt-get install dataset-fashion-mnist)")
-    run = subprocess.run([sys.executable, str(SCRIPT), "--network", "softmax-regression", "--limit", "64",
-                          "--epochs", "1", "--test-limit", "64", "--no-progress"],
-                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert run.returncode == 0, run.stderr
+    run = run_script("train.py", "--network", "softmax-regression", "--limit", "64", "--epochs", "1",
+                     "--test-limit", "64", "--no-progress", cwd=tmp_path)
     kept = list((tmp_path / "runs").glob("softmax-regression-*.npz"))
     assert len(kept) == 1 and f"checkpoint: runs/{kept[0].name}" in run.stdout
     assert checkpoint.load(kept[0]).meta["step"] == 1
