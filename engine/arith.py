@@ -8,6 +8,7 @@ import ast
 
 _OPS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b,
         ast.Mult: lambda a, b: a * b, ast.FloorDiv: lambda a, b: a // b}
+MAX_DEPTH = 32  # nested operations in one size expression
 
 
 def size(expr, names: dict) -> int:
@@ -18,14 +19,19 @@ def size(expr, names: dict) -> int:
         return expr
     if not isinstance(expr, str):
         raise ValueError(f"{expr!r} is not a size (use a whole number, a name or a sum such as 'size - 1')")
+    if len(expr) > 200:
+        raise ValueError(f"{expr[:40]!r}... is {len(expr)} characters long; a size expression is short "
+                         "(names, whole numbers, + - * //)")
     try:
         tree = ast.parse(expr, mode="eval")
-    except SyntaxError:
+    except (SyntaxError, RecursionError, MemoryError):
         raise ValueError(f"{expr!r} is not a size expression (names, whole numbers, + - * //)") from None
     return _walk(tree.body, names, expr)
 
 
-def _walk(node, names, expr):
+def _walk(node, names, expr, depth=0):
+    if depth > MAX_DEPTH:
+        raise ValueError(f"{expr!r} is nested more than {MAX_DEPTH} deep; write it more simply")
     if isinstance(node, ast.Constant) and isinstance(node.value, int) and not isinstance(node.value, bool):
         return node.value
     if isinstance(node, ast.Name):
@@ -33,10 +39,16 @@ def _walk(node, names, expr):
             raise ValueError(f"unknown size {node.id!r} in {expr!r} (known: {', '.join(sorted(names))})")
         value = names[node.id]
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{node.id!r} = {value!r} is not a whole number, in {expr!r}")
+            shown = "" if expr == node.id else f" (in {expr!r})"
+            raise ValueError(f"{node.id} = {value!r} is not a whole number{shown}; give {node.id} a size such as 32")
         return value
     if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
-        return _OPS[type(node.op)](_walk(node.left, names, expr), _walk(node.right, names, expr))
+        left = _walk(node.left, names, expr, depth + 1)
+        right = _walk(node.right, names, expr, depth + 1)
+        if isinstance(node.op, ast.FloorDiv) and right == 0:
+            zero = "" if isinstance(node.right, ast.Constant) else f" ({ast.unparse(node.right)} is 0)"
+            raise ValueError(f"{expr!r} divides by zero{zero}; fix the expression")
+        return _OPS[type(node.op)](left, right)
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-        return -_walk(node.operand, names, expr)
+        return -_walk(node.operand, names, expr, depth + 1)
     raise ValueError(f"{expr!r} is not a size expression (names, whole numbers, + - * //)")

@@ -17,6 +17,20 @@ from .padding import pads
 from .spec import Kind
 
 
+def _whole(value):
+    """A hyperparameter as given, with whole numbers written as floats (YAML's 1.0e+8) or as text
+    YAML does not read as a number (1e8, 4e6) made ints, so they can be sizes."""
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+        return int(number) if number.is_integer() and abs(number) < 2 ** 62 else value
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2 ** 62:
+        return int(value)
+    return value
+
+
 class Block:
     """One kind compiled for an input shape; `forward(env)` and `backward(env)` fill env."""
 
@@ -47,7 +61,15 @@ class Block:
                 raise self.error("input", f"expects an input [{', '.join(self.kind.inputs)}] but gets shape "
                                           f"{tuple(shape)}")
             sizes.update(zip(self.kind.inputs, shape))
-        for k, v in self.hyper.items():
+        for k, v in list(self.hyper.items()):
+            v = self.hyper[k] = _whole(v)
+            if v is None:
+                raise self.error(f"field {k!r}", f"is empty (null); give {k} a value")
+            if isinstance(v, (list, dict)):
+                raise self.error(f"field {k!r}", f"{k} must be a number or a name, not a "
+                                                 f"{'list' if isinstance(v, list) else 'mapping'} ({v!r})")
+            if isinstance(v, float) and not isinstance(v, bool):
+                raise self.error(f"field {k!r}", f"{k} = {v!r} must be a positive whole number")
             if isinstance(v, int) and not isinstance(v, bool):
                 if v <= 0:
                     raise self.error(f"field {k!r}", f"{k} = {v} must be a positive whole number")
@@ -64,11 +86,20 @@ class Block:
                                                     "width)") from None
         return sizes
 
+    def _names(self, *more):
+        """What a size expression may name: hyperparameters (non-sizes too, so a message can say
+        'filters = 'abc' is not a whole number'), input sizes, padding, then `more`."""
+        names = {k: v for k, v in self.hyper.items() if k not in self.sizes}
+        names.update(self.sizes)
+        for m in more:
+            names.update(m)
+        return names
+
     def _symbols(self):
         out = {k: v for k, v in self.sizes.items() if k in ("pt", "pb", "pl", "pr")}
         for name, expr in self.kind.symbols.items():
             try:
-                out[name] = arith.size(expr, self.sizes)
+                out[name] = arith.size(expr, self._names())
             except ValueError as e:
                 raise self.error(f"symbol {name!r}", str(e)) from None
         return out
@@ -76,7 +107,7 @@ class Block:
     def _shape(self, exprs, field):
         """A declared shape's sizes: expressions in the input's axes, hyperparameters and symbols."""
         try:
-            shape = tuple(arith.size(e, {**self.sizes, **self.symbols}) for e in exprs)
+            shape = tuple(arith.size(e, self._names(self.symbols)) for e in exprs)
         except ValueError as e:
             raise self.error(field, str(e)) from None
         if any(n < 1 for n in shape):

@@ -10,7 +10,7 @@ import dataclasses
 import numpy as np
 import opt_einsum as oe
 
-from . import gradcheck
+from . import gradcheck, memory
 from .init import INITIALISERS
 from .layer import Block
 from .errors import SpecError
@@ -37,6 +37,9 @@ class Network:
                  seed=None):
         self.spec = spec
         self.name = network or spec.network
+        if not isinstance(self.name, str):
+            raise spec.error("network", f"must be the name of a network, not {self.name!r}; valid options are "
+                                        f"{sorted(spec.networks)}")
         if self.name not in spec.networks:
             raise spec.error("network", f"{self.name!r} not found, valid options are {sorted(spec.networks)}")
         self.net = spec.networks[self.name]
@@ -53,6 +56,7 @@ class Network:
         stages = self._build(2, np.float64)  # shapes, names and parameters; also the load-time checks
         self.classes = stages[-2].layer.out_shape[-1]
         self.param_shapes = {s.name: dict(s.layer.param_shapes) for s in stages[:-1]}
+        self._check_memory()
         self.params = self.init(spec.training["seed"] if seed is None else seed)
         if check:
             self.check(stages)
@@ -99,6 +103,19 @@ class Network:
             self._compiled[key] = self._build(batch, self.dtype)
         return self._compiled[key]
 
+    def _check_memory(self):
+        """Refuse parameters that cannot fit in memory before drawing them (a layer of 10^8 units)."""
+        count = memory.parameter_count(self.param_shapes)
+        biggest = memory.largest_parameters(self.param_shapes)
+        need = count * self.dtype.itemsize + int(np.prod(biggest[0][2], dtype=object)) * 8  # drawn in float64
+        have = memory.available()
+        if have is not None and need > have:
+            most = ", ".join(f"{layer}.{p} {'x'.join(map(str, shape))}" for layer, p, shape in biggest[:2])
+            raise self.spec.error(f"network {self.name!r}",
+                                  f"its {count:,} parameters need about {memory.human(need)} of memory (the "
+                                  f"largest: {most}), but {memory.human(have)} are available; make those layers "
+                                  "smaller (units, filters, kernel, or the input they get)")
+
     def init(self, seed):
         """Fresh parameters by each kind's named initialiser, from one seeded generator."""
         rng = np.random.default_rng(seed)
@@ -132,11 +149,17 @@ class Network:
     # -- running -----------------------------------------------------------------------
     def _input(self, x):
         x = np.asarray(x)
-        if x.ndim == len(self.input_shape):
-            x = x[None]
+        given = x.shape
+        if x.ndim == len(self.input_shape) and x.shape == self.input_shape:
+            x = x[None]  # one example
         if x.shape[1:] != self.input_shape:
+            hint = ""
+            if given[1:] + (1,) == self.input_shape:
+                hint = f"; add the channel axis: x[..., None] has shape {given + (1,)}"
             raise ValueError(f"network {self.name!r} takes inputs of shape (B, "
-                             f"{', '.join(map(str, self.input_shape))}), got {x.shape}")
+                             f"{', '.join(map(str, self.input_shape))}), got {given}{hint}")
+        if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+            raise ValueError(f"network {self.name!r} takes numbers, got an array of {x.dtype}")
         return np.ascontiguousarray(x, dtype=self.dtype)
 
     def _forward(self, x, keep_positions=False):
@@ -164,9 +187,12 @@ class Network:
         labels = np.asarray(labels)
         if labels.shape == (batch, self.classes):
             return labels.astype(self.dtype)
-        if labels.shape != (batch,) or not np.issubdtype(labels.dtype, np.integer):
+        if labels.shape != (batch,):
             raise ValueError(f"labels must be {batch} class numbers or a ({batch}, {self.classes}) one-hot "
                              f"array, got shape {labels.shape}")
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"labels must be whole class numbers 0..{self.classes - 1}, got {labels.dtype} values; "
+                             "convert them with labels.astype(int), or give a one-hot array")
         if labels.min() < 0 or labels.max() >= self.classes:
             raise ValueError(f"labels must lie in 0..{self.classes - 1}, got {labels.min()}..{labels.max()}")
         y = np.zeros((batch, self.classes), dtype=self.dtype)

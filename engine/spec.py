@@ -6,6 +6,7 @@ a network is built for an input shape (engine.layer), where their values are kno
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,13 +90,54 @@ class Spec:
         return SpecError(self.file, where, message)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load's loader, refusing a key given twice in one mapping:
+    YAML would keep the second silently (a second `seven-layer:` replacing the first)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node)
+                except TypeError:
+                    continue  # an unhashable key: SafeLoader's own error says so
+                if first is not key_node:
+                    raise _DuplicateKey(key, first.start_mark.line + 1, key_node.start_mark.line + 1)
+        return super().construct_mapping(node, deep)
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key, first, second):
+        super().__init__(key, first, second)
+        self.key, self.first, self.second = key, first, second
+
+
+def _is_path(source) -> bool:
+    """A str names a file (rather than holding YAML text) when it is one line naming an existing
+    file, ending in .yaml/.yml, or looking like a path with no YAML mapping in it."""
+    if isinstance(source, os.PathLike):
+        return True
+    if not isinstance(source, str) or "\n" in source or not source.strip():
+        return False
+    text = source.strip()
+    if Path(text).is_file() or text.endswith((".yaml", ".yml")):
+        return True
+    return (os.sep in text or text.endswith((".txt", ".json"))) and ": " not in text and "{" not in text
+
+
 def read(source) -> Spec:
     """A Spec from a path, a YAML string or a dict; SpecError names the file, place and fix."""
     if isinstance(source, dict):
         return _build("<dict>", source)
+    if not isinstance(source, (str, os.PathLike)):
+        raise SpecError("engine.load", None, f"the spec must be a path such as 'layers.yaml', YAML text or a "
+                                             f"dict, not {_what(source)}")
     text, file = source, "<string>"
-    if isinstance(source, os.PathLike) or (isinstance(source, str) and "\n" not in source
-                                           and source.strip().endswith((".yaml", ".yml"))):
+    if _is_path(source):
         file = str(source)
         try:
             text = Path(source).read_text(encoding="utf-8")
@@ -104,14 +146,21 @@ def read(source) -> Spec:
         except (OSError, UnicodeDecodeError) as e:
             raise SpecError(file, None, f"cannot read it ({e})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
+    except _DuplicateKey as e:
+        raise SpecError(file, f"lines {e.first} and {e.second}",
+                        f"{e.key!r} is given twice in the same mapping (YAML would silently keep the second); "
+                        "rename or remove one") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else None
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise SpecError(file, where, f"YAML syntax error: {problem}; fix the YAML there") from None
+    except RecursionError:
+        raise SpecError(file, None, "the YAML is nested too deeply to read; flatten it") from None
     if not isinstance(data, dict):
-        raise SpecError(file, None, "the spec must be a mapping with kinds:, activations:, losses: and networks:")
+        raise SpecError(file, None, "the spec must be a mapping with kinds:, activations:, losses: and networks:, "
+                                    f"but this {'file' if file != '<string>' else 'text'} holds {_what(data)}")
     spec = _build(file, data)
     spec.comments = {**trailing_comments(text), **spec.comments}
     return spec
@@ -140,6 +189,44 @@ def trailing_comments(text: str) -> dict:
     return out
 
 
+def _what(value) -> str:
+    """A value's kind as a person would say it, for messages: 'a list', 'nothing (null)', "the text 'abc'"."""
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return f"the boolean {value}"
+    if isinstance(value, (list, tuple)):
+        return f"a list {_short(value)}"
+    if isinstance(value, dict):
+        return f"a mapping {_short(value)}"
+    if isinstance(value, str):
+        return f"the text {_short(value)}"
+    return f"the number {value!r}" if isinstance(value, (int, float)) else f"a {type(value).__name__}"
+
+
+def _short(value, width=40) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def _name(spec, where, value, what) -> str:
+    """A field that names something (a kind, an activation, a loss): a string, or one line saying so."""
+    if not isinstance(value, str) or not value:
+        raise spec.error(where, f"must be the name of {what}, not {_what(value)}")
+    return value
+
+
+def _mapping(spec, where, value, example) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise spec.error(where, f"must be a mapping such as {example}, not {_what(value)}")
+    return value
+
+
+LAYER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+
+
 def _build(file, data) -> Spec:
     spec = Spec(file, {}, {}, {}, {}, "")
     known = {"kinds", "activations", "losses", "networks", "network", "training"}
@@ -152,13 +239,16 @@ def _build(file, data) -> Spec:
         if not isinstance(entries, dict):
             raise spec.error(section, "must be a mapping of names to definitions")
         for name, body in entries.items():
+            _name(spec, f"{section}, {name!r}", name, "a " + section[:-1] + " (a word, as the key)")
             target[name] = _kind(spec, section, name, body, io)
     networks = data.get("networks") or {}
     if not isinstance(networks, dict) or not networks:
         raise spec.error("networks", "define at least one network (a mapping of names to networks)")
     for name, body in networks.items():
+        _name(spec, f"networks, {name!r}", name, "a network (a word, as the key)")
         spec.networks[name] = _network(spec, name, body)
     spec.network = data.get("network") or next(iter(spec.networks))
+    _name(spec, "network", spec.network, f"one of the networks {sorted(spec.networks)}")
     if spec.network not in spec.networks:
         raise spec.error("network", f"{spec.network!r} not found, valid options are {sorted(spec.networks)}")
     training = dict(TRAINING_DEFAULTS)
@@ -184,12 +274,19 @@ def _kind(spec, section, name, body, io) -> Kind:
         raise spec.error(where, f"unknown field(s) {sorted(extra)}; valid are {sorted(allowed)}")
     if not body.get("cites"):
         raise spec.error(where, "field 'cites' is missing; cite the report's equation numbers, e.g. \"(12)-(14)\"")
-    inputs = tuple(body.get("input") or (("b", "features") if section != "losses" else ()))
+    inputs = body.get("input") or (("b", "features") if section != "losses" else ())
+    if not isinstance(inputs, (list, tuple)) or not all(isinstance(a, str) and a for a in inputs):
+        raise spec.error(f"{where}, field 'input'", f"must list the names of the input's axes, e.g. "
+                                                    f"[b, height, width, channels], not {_what(inputs)}")
+    inputs = tuple(inputs)
     params = {}
-    for pname, pbody in (body.get("params") or {}).items():
+    for pname, pbody in _mapping(spec, f"{where}, field 'params'", body.get("params"),
+                                 "{w: {shape: [features, units], init: he}}").items():
         if not isinstance(pbody, dict) or "shape" not in pbody or not isinstance(pbody["shape"], list):
             raise spec.error(f"{where}, param {pname!r}", "needs {shape: [...], init: ...}")
-        params[pname] = (tuple(pbody["shape"]), pbody.get("init", "zeros"))
+        init = _name(spec, f"{where}, param {pname!r}, field 'init'", pbody.get("init", "zeros"),
+                     f"an initialiser ({', '.join(sorted(INITIALISERS))}) or a hyperparameter")
+        params[pname] = (tuple(pbody["shape"]), init)
     forward = []
     raw = body.get("forward")
     if raw is None or not isinstance(raw, list):
@@ -204,15 +301,32 @@ def _kind(spec, section, name, body, io) -> Kind:
         if not isinstance(backward, dict):
             raise spec.error(where, "field 'backward' must map each input and parameter to its Jacobian, "
                                     "or be 'derive'")
+        for t in backward:
+            _name(spec, f"{where}, field 'backward'", t, "the tensor a Jacobian differentiates (x, w, ...)")
         backward = {t: _jacobian(spec, f"{where}, backward {t!r}", src) for t, src in backward.items()}
-    hyper = dict(body.get("hyper") or {})
+    hyper = dict(_mapping(spec, f"{where}, field 'hyper'", body.get("hyper"), "{units: required, init: he}"))
+    symbols = dict(_mapping(spec, f"{where}, field 'symbols'", body.get("symbols"), "{s1: stride, P: size - 1}"))
+    for sname, expr in symbols.items():
+        if not isinstance(sname, str) or isinstance(expr, bool) or not isinstance(expr, (str, int)):
+            raise spec.error(f"{where}, symbol {sname!r}", f"must be a size expression such as 'size - 1' or a "
+                                                            f"whole number, not {_what(expr)}")
+    shapes = dict(_mapping(spec, f"{where}, field 'shapes'", body.get("shapes"), "{xp: [b, height + pt + pb]}"))
+    for tname, shape in shapes.items():
+        if not isinstance(shape, list):
+            raise spec.error(f"{where}, shapes {tname!r}", f"must list sizes such as [b, height + pt + pb], "
+                                                           f"not {_what(shape)}")
+    positions = dict(_mapping(spec, f"{where}, field 'positions'", body.get("positions"), "{z: m}"))
+    for result, mask in positions.items():
+        _name(spec, f"{where}, positions {result!r}", mask, "the tensor that keeps the positions of the max")
+    activation = body.get("activation")
+    if activation is not None:
+        _name(spec, f"{where}, field 'activation'", activation, "an activation")
     for pname, (_, init) in params.items():
         if init not in INITIALISERS and init not in hyper:
             raise spec.error(f"{where}, param {pname!r}", f"init {init!r} not found, valid options are "
                                                           f"{sorted(INITIALISERS)} or a hyperparameter name")
-    return Kind(name, section, str(body["cites"]), inputs, hyper, dict(body.get("symbols") or {}),
-                dict(body.get("shapes") or {}), params, forward, backward, dict(body.get("positions") or {}),
-                body.get("activation"), io[0], io[1])
+    return Kind(name, section, str(body["cites"]), inputs, hyper, symbols, shapes, params, forward, backward,
+                positions, activation, io[0], io[1])
 
 
 def _jacobian(spec, where, src) -> list:
@@ -258,6 +372,7 @@ def _network(spec, name, body) -> NetworkSpec:
     shape = body["input"]
     if not isinstance(shape, list) or not all(isinstance(n, int) and n > 0 for n in shape):
         raise spec.error(f"{where}, field 'input'", "must list the input's sizes after the batch, e.g. [28, 28, 1]")
+    _name(spec, f"{where}, field 'loss'", body["loss"], f"a loss ({', '.join(sorted(spec.losses))})")
     if body["loss"] not in spec.losses:
         raise spec.error(f"{where}, field 'loss'", f"loss {body['loss']!r} not found, valid options are "
                                                    f"{sorted(spec.losses)}")
@@ -267,16 +382,20 @@ def _network(spec, name, body) -> NetworkSpec:
     for n, layer in enumerate(body["layers"]):
         if not isinstance(layer, dict) or "kind" not in layer:
             raise spec.error(f"{where}, layers[{n}]", "needs at least {name: ..., kind: ...}")
-        lname = str(layer.get("name", f"layer{n}"))
+        lname = layer.get("name", f"layer{n}")
+        if not isinstance(lname, str) or not LAYER_NAME.fullmatch(lname):
+            raise spec.error(f"{where}, layers[{n}], field 'name'",
+                             f"must be a word such as 'conv1' (letters, digits, _ . -), not {_what(lname)}")
         lwhere = f"{where}, layer {lname!r}"
         if lname in names:
             raise spec.error(lwhere, "two layers have this name; names must be unique")
         names.add(lname)
-        kind = layer["kind"]
+        kind = _name(spec, f"{lwhere}, field 'kind'", layer["kind"], f"a kind ({', '.join(sorted(spec.kinds))})")
         if kind not in spec.kinds:
             raise spec.error(f"{lwhere}, field 'kind'", f"kind {kind!r} not found, valid options are "
                                                         f"{sorted(spec.kinds)}")
-        act = layer.get("activation", "identity")
+        act = _name(spec, f"{lwhere}, field 'activation'", layer.get("activation", "identity"),
+                    f"an activation ({', '.join(sorted(spec.activations))})")
         if act not in spec.activations:
             raise spec.error(f"{lwhere}, field 'activation'", f"activation {act!r} not found, valid options "
                                                               f"are {sorted(spec.activations)}")

@@ -28,7 +28,10 @@ class NotationError(ValueError):
     def one_line(self):
         """The reason, the hint and the equation on one line, for logs and CLI messages."""
         text = self.reason + (f"; {self.hint}" if self.hint else "")
-        return text if self.source is None else f"{text} (in: {self.source})"
+        if self.source is None:
+            return text
+        source = self.source if len(self.source) <= 200 else self.source[:200] + "..."
+        return f"{text} (in: {source})"
 
     def located(self, source, span=None):
         """The same error attached to an equation, for errors raised below the parser."""

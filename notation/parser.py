@@ -24,6 +24,8 @@ from .functions import FUNCTIONS
 _TOKEN = re.compile(r"\s*(?:(?P<num>\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+)|(?P<name>[A-Za-z_][A-Za-z0-9_]*'*)"
                     r"|(?P<op>->|[\[\](),=+\-*/]))")
 
+MAX_DEPTH = 64  # nested parentheses, calls and signs: deeper is a mistake, and Python's recursion limit
+
 TERM_FORMS = ("accepted index terms: i, c*i + p + d, s1*i + p, P - p, P + s1*i - t, "
               "i*J*K + j*K + k (c, d integers; s1 a stride symbol; P, J upper-case extents)")
 
@@ -51,6 +53,18 @@ class Parser:
         self.source = source
         self.tokens = tokenize(source)
         self.pos = 0
+        self.depth = 0
+
+    def nested(self, parse):
+        """parse() one level deeper; refuse nesting beyond MAX_DEPTH with one line, not a RecursionError."""
+        if self.depth >= MAX_DEPTH:
+            raise self.error(f"parentheses, functions and signs are nested more than {MAX_DEPTH} deep here",
+                             hint="write the expression with fewer levels, or split it into equations")
+        self.depth += 1
+        try:
+            return parse()
+        finally:
+            self.depth -= 1
 
     # -- token helpers -------------------------------------------------
     @property
@@ -110,7 +124,7 @@ class Parser:
     def unary(self):
         if self.at("-"):
             start = self.take()[2]
-            node = self.unary()
+            node = self.nested(self.unary)
             return Sum(((-1, node),), (start, node.span[1]))
         return self.atom()
 
@@ -121,7 +135,7 @@ class Parser:
             return Num(Fraction(text), (start, end))
         if self.at("("):
             self.take("(")
-            node = self.expr()
+            node = self.nested(self.expr)
             self.take(")")
             return node
         if kind != "name":
@@ -137,7 +151,7 @@ class Parser:
                 raise self.error(f"unknown function {text!r}",
                                  hint=f"known functions are {sorted(FUNCTIONS)}")
             self.pos += 2
-            arg = self.expr()
+            arg = self.nested(self.expr)
             close = self.take(")")
             return Call(text, arg, (start, close[3]))
         if nxt[1] == "[":
@@ -157,7 +171,7 @@ class Parser:
             self.take(",")
             names.append(self.index_name())
         self.take("]")
-        arg = self.unary()
+        arg = self.nested(self.unary)
         return Max(tuple(names), arg, (start, arg.span[1]))
 
     def delta(self):

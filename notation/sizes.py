@@ -283,6 +283,20 @@ class _Binder:
                             self.constrain(b, self.E[a], f"delta[{node.i},{node.j}]", node.span)
                             changed = True
 
+    def _unknown_window(self, t):
+        """Where `t` is read in a window with another index of unknown range (s1*i + p with no P), that
+        range is what is missing, not a binding of `t`: say so."""
+        for axis, n, where, gather in self.terms():
+            if not gather or t not in axis.indices:
+                continue
+            others = [i for i in axis.indices if i != t and i not in self.E]
+            if others:
+                o = others[0]
+                U = o.rstrip("'").upper()
+                raise self.fail(f"cannot tell the range of index {o!r} in the window {axis} on {where}, "
+                                f"so nor that of {t!r}", axis.span,
+                                f"give {U} (the last value of {o}) in symbols=, e.g. {U}=1 for a window of 2")
+
     # -- results ---------------------------------------------------------
     def finish(self):
         # original output indices replaced everywhere take their range from where they land
@@ -300,6 +314,7 @@ class _Binder:
                 if highs:
                     self.constrain(t, max(highs) + 1, f"the scatter of {t}", m.span)
                 else:
+                    self._unknown_window(t)
                     raise self.fail(f"index {t!r} on the left is bound by nothing on the right", m.span,
                                     f"use {t!r} on the right side, or give the shape of "
                                     f"{self.lhs.name!r} in shapes=")

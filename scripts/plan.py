@@ -83,13 +83,25 @@ import os
 import sys
 from pathlib import Path
 
-from opt_einsum.paths import get_path_fn
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import engine  # noqa: E402
-from engine import plans  # noqa: E402
+try:  # Ctrl-C while numpy and opt_einsum load: one line, not a traceback
+    from opt_einsum.paths import get_path_fn
+
+    import engine
+    from engine import plans
+    from notation import NotationError
+except KeyboardInterrupt:
+    print("plan.py: interrupted while starting", file=sys.stderr)
+    sys.exit(130)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line (no usage block) and exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
 
 
 def optimizer(name: str) -> str:
@@ -109,7 +121,7 @@ def _shown(path: str) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    ap = Parser(prog="plan.py", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--spec", default=str(ROOT / "layers.yaml"), help="the spec file (default: layers.yaml)")
     ap.add_argument("--network", help="which network of the spec (default: the spec's `network:`)")
@@ -122,7 +134,8 @@ def main(argv=None) -> int:
     if args.batch < 1:
         ap.error(f"--batch {args.batch}: the batch size must be at least 1")
     try:
-        net = engine.load(_shown(args.spec), network=args.network, optimize=args.optimize, check=False)
+        # the same load-time checks as training: a plan of a wrong Jacobian is no plan
+        net = engine.load(_shown(args.spec), network=args.network, optimize=args.optimize)
         doc = plans.collect(net, args.batch)
         if args.compare:
             other = engine.load(net.spec, network=net.name, optimize=args.compare, check=False)
@@ -130,14 +143,26 @@ def main(argv=None) -> int:
     except engine.SpecError as e:
         print(f"plan.py: {e}", file=sys.stderr)
         return 2
+    except NotationError as e:
+        print(f"plan.py: {e.one_line()}", file=sys.stderr)
+        return 2
     if args.format == "json":
-        print(json.dumps(doc, indent=2))
+        text = json.dumps(doc, indent=2)
     elif args.format == "markdown":
-        print(plans.render_markdown(doc))
+        text = plans.render_markdown(doc)
     else:
-        print(plans.render_text(doc))
+        text = plans.render_text(doc)
+    try:
+        print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:  # piped into `head` and the like: stop quietly, as cat does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("plan.py: interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -21,10 +21,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine import datasets, optim, training  # noqa: E402
-from engine.checkpoint import CheckpointError  # noqa: E402
-from engine.errors import SpecError  # noqa: E402
-from notation import NotationError  # noqa: E402
+try:  # Ctrl-C while numpy and the engine load: one line, not a traceback
+    from engine import datasets, optim, training
+    from engine.checkpoint import CheckpointError
+    from engine.errors import SpecError
+    from notation import NotationError
+except KeyboardInterrupt:
+    print("train.py: interrupted while starting; nothing was written", file=sys.stderr)
+    sys.exit(130)
 
 BAD_INPUT = (SpecError, datasets.DataError, CheckpointError, training.TrainingError)
 

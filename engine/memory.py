@@ -1,0 +1,75 @@
+"""Memory a network needs, estimated from its compiled shapes, against the memory available.
+
+A size that cannot fit (a layer of 10^8 units, a batch of 10^9) is refused before anything is
+allocated, with the figure and what the machine has, rather than a MemoryError an epoch later.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+OPTIMIZER_SLOTS = {"sgd": 0, "momentum": 1, "adam": 2}  # arrays an optimizer keeps per parameter
+
+
+def available() -> int | None:
+    """Bytes of memory a new allocation can take now (Linux MemAvailable), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def human(n: float) -> str:
+    """Bytes as people read them: 512 MiB, 2.3 GiB, 1.1 TiB."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit in ("B", "KiB", "MiB") else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} PiB"
+
+
+def parameter_count(param_shapes: dict) -> int:
+    return sum(int(np.prod(s, dtype=object)) for ps in param_shapes.values() for s in ps.values())
+
+
+def largest_parameters(param_shapes: dict) -> list:
+    """[(layer, param, shape)], the largest parameter first."""
+    return sorted(((layer, p, s) for layer, ps in param_shapes.items() for p, s in ps.items()),
+                  key=lambda t: -int(np.prod(t[2], dtype=object))) or [(None, None, ())]
+
+
+def buffers(stages, itemsize: int) -> tuple[int, int]:
+    """(bytes of every result buffer the compiled stages keep, bytes of the largest transient
+    intermediate one contraction makes), from the compiled shapes: nothing is allocated."""
+    kept, transient = 0, 0
+    for s in stages:
+        for block in (s.layer, s.activation):
+            if block is None:
+                continue
+            for run in [r[2] for r in block.forward_runs] + [r[2] for r in block.backward_runs]:
+                kept += int(np.prod(run.result_shape, dtype=object)) * itemsize
+                if run.has_max and run.positions_shape is not None:
+                    kept += int(np.prod(run.positions_shape, dtype=object)) * itemsize
+                infos = run.path_info
+                for info in infos if isinstance(infos, list) else [infos]:
+                    if info is not None:
+                        transient = max(transient, int(info.largest_intermediate) * itemsize)
+    return kept, transient
+
+
+def training_need(net, batch: int, optimizer: str) -> int:
+    """Bytes a training step at `batch` needs: parameters, gradients and optimizer state, every
+    compiled buffer, the largest intermediate and the batch itself."""
+    itemsize = net.dtype.itemsize
+    params = parameter_count(net.param_shapes) * itemsize
+    kept, transient = buffers(net.compiled(batch), itemsize)
+    inputs = batch * int(np.prod(net.input_shape)) * itemsize
+    return params * (2 + OPTIMIZER_SLOTS.get(optimizer, 2)) + kept + transient + inputs
