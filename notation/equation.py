@@ -120,43 +120,62 @@ class Run:
         return None
 
     def describe(self) -> dict:
-        """The lowering as data: per product its views, einsum, opt_einsum's steps and costs, its fold.
+        """The lowering as data: per product the strategy that runs it, its views, einsum, opt_einsum's
+        steps and costs (each step with what runs it), and how its result is written.
 
         Every figure is opt_einsum's own (PathInfo), never recomputed here.
         """
         products = []
         for p in self._program.products:
+            strategy = p.strategy.describe()
             views = [op.view.summary() for op in p.operands if op.kind == "view"]
             nested = [{"kind": op.kind, "function": op.func.name if op.func else None,
-                       "indices": list(op.indices), "shape": list(op.shape)}
-                      for op in p.operands if op.kind in ("call", "max", "eye")]
-            entry = {"einsum": p.einsum, "scale": p.scale, "views": views, "nested": nested,
-                     "fold": p.fold.summary(), "steps": [], "naive_flops": 0, "optimized_flops": 0,
-                     "speedup": 1.0, "largest_intermediate": 0}
+                       "indices": list(op.indices), "shape": list(op.shape),
+                       "strategies": op.program.strategies}
+                      for op in p.operands if op.kind in ("call", "max")]
+            nested += [{"kind": "eye", "function": None, "indices": list(op.indices), "shape": list(op.shape),
+                        "strategies": []} for op in p.operands if op.kind == "eye"]
+            entry = {"einsum": p.einsum, "scale": p.scale, "strategy": strategy, "views": views,
+                     "nested": nested, "fold": p.fold.summary(), "steps": [], "naive_flops": 0,
+                     "optimized_flops": 0, "speedup": 1.0, "largest_intermediate": 0}
             info = p.path_info
             if info is not None:
+                walked = strategy["steps"] or [None] * len(info.contraction_list)
                 entry.update(naive_flops=int(info.naive_cost), optimized_flops=int(info.opt_cost),
                              speedup=float(info.speedup), largest_intermediate=int(info.largest_intermediate),
-                             steps=[{"einsum": c[2], "blas": c[4] or None, "contracted": sorted(c[1])}
-                                    for c in info.contraction_list])
+                             steps=[{"einsum": c[2], "blas": c[4] or None, "contracted": sorted(c[1]),
+                                     "kind": s["kind"] if s else None, "runs": s["runs"] if s else None}
+                                    for c, s in zip(info.contraction_list, walked)])
             products.append(entry)
         return {"equation": str(self.equation), "source": self.equation.source,
                 "result_shape": list(self.result_shape), "extents": dict(self.extents),
                 "symbols": {k: v for k, v in self.symbols.items()}, "products": products}
 
+    @property
+    def strategies(self) -> tuple:
+        """The road each product of the right side takes, in order (see notation.strategies)."""
+        return tuple(p.strategy.name for p in self._program.products)
+
     def plan(self) -> str:
-        """describe(), readable: views, einsum, opt_einsum's steps and how the result is written."""
+        """describe(), readable: the strategy, views, einsum, opt_einsum's steps, how the result is written."""
         doc = self.describe()
         lines = [doc["equation"]]
         for p in doc["products"]:
+            lines.append(f"  strategy {p['strategy']['name']}: {p['strategy']['runs']}")
             for v in p["views"]:
                 if v["kind"] != "whole array":
                     lines.append(f"  {v['tensor']} viewed as ({','.join(v['indices'])}) {tuple(v['shape'])}, "
                                  f"{v['kind']}")
+            for n in p["nested"]:
+                if n["strategies"]:
+                    lines.append(f"  nested {n['function'] or n['kind']} ({','.join(n['indices'])}) first: "
+                                 f"{', '.join(n['strategies'])}")
             lines.append(f"  einsum {p['einsum']}")
             if p["steps"]:
-                steps = "; ".join(f"{s['einsum']} [{s['blas'] or 'einsum'}]" for s in p["steps"])
-                lines.append(f"  path {steps}; {p['optimized_flops']:,} flops, largest intermediate "
+                steps = "; ".join(f"{s['einsum']} [{s['blas'] or 'einsum'}"
+                                  + (f" -> {s['runs']}" if s["runs"] else "") + "]" for s in p["steps"])
+                note = "" if p["strategy"]["steps"] else " (opt_einsum's count; not how it runs)"
+                lines.append(f"  path {steps}; {p['optimized_flops']:,} flops{note}, largest intermediate "
                              f"{p['largest_intermediate']:,}")
             fold = p["fold"]
             how = {"in place": "written in place", "strided add": "one strided add",

@@ -15,9 +15,11 @@ import numpy as np
 import opt_einsum as oe
 from numpy.lib.stride_tricks import as_strided
 
+from . import counters
 from .ast import Affine, Call, Delta, Max, Mono, Ref, expand, free_indices
 from .functions import FUNCTIONS
 from .sizes import ProductPlan, scale
+from .strategies import choose, make_step
 
 
 @dataclass(frozen=True)
@@ -229,11 +231,13 @@ class Masks(dict):
 
 
 class ProductProgram:
-    """One product: its operands, its planned contraction and its fold."""
+    """One product: its operands, its planned contraction, its fold, and the strategy that runs it."""
 
-    def __init__(self, plan: ProductPlan, extents, symbols, shapes, result_shape, optimize, letters):
+    def __init__(self, plan: ProductPlan, extents, symbols, shapes, result_shape, optimize, letters,
+                 first=True):
         factors, lhs = self._rename_deltas(plan.factors, plan.lhs, extents)
         self.scale = plan.scale
+        self.extents = extents
         self.operands = [self._operand(f, extents, symbols, shapes, optimize, letters) for f in factors]
         present = []
         for op in self.operands:
@@ -247,8 +251,8 @@ class ProductProgram:
                     lhs_order.append(i)
         self.out_indices = tuple(i for i in lhs_order if i in present)
         self.summed = tuple(i for i in present if i not in lhs_order)
-        # opt_einsum hands a pair to tensordot last-first: the operand that leads the output
-        # goes last, so the GEMM writes the result in output order, not transposed
+        # opt_einsum hands a pair to its GEMM last-first: the operand that leads the output goes
+        # last, so the product is written in output order, not transposed
         self.order = list(range(len(self.operands)))
         if (len(self.operands) == 2 and self.out_indices and self.out_indices[0] in self.operands[0].indices
                 and self.out_indices[0] not in self.operands[1].indices):
@@ -259,23 +263,13 @@ class ProductProgram:
         self.einsum = ",".join("".join(letters[i] for i in op.indices) for op in self.operands) + out
         ordered = [self.operands[k] for k in self.order]
         executed = ",".join("".join(letters[i] for i in op.indices) for op in ordered) + out
+        self.path_info = None
         if self.operands:
-            # search the path once; the expression reuses it, and PathInfo is its account
-            path, self.path_info = oe.contract_path(executed, *[op.shape for op in ordered], shapes=True,
-                                                    optimize=optimize)
-            self.expression = oe.contract_expression(executed, *[op.shape for op in ordered], optimize=path)
-        else:
-            self.expression = self.path_info = None
+            # the path is searched once; PathInfo is its account, and the strategy walks its steps
+            _, self.path_info = oe.contract_path(executed, *[op.shape for op in ordered], shapes=True,
+                                                 optimize=optimize)
         self.fold = Fold(lhs, self.out_indices, extents, symbols, result_shape)
-        # nothing summed: a broadcast product, which np.multiply does 4x faster than einsum
-        self.elementwise = None
-        if (len(self.operands) >= 2 and not self.summed
-                and all(op.distinct for op in self.operands)):
-            self.elementwise = [_broadcast_to(op.indices, self.out_indices, extents) for op in self.operands]
-            self.out_shape = tuple(extents[i] for i in self.out_indices)
-            self.overwrite = (not self.fold.loop and not self.fold.broadcast
-                              and set(self.fold.view.indices) == set(self.out_indices))
-        self.chunks = self._chunking(lhs, extents, symbols, result_shape, executed, ordered, optimize)
+        self.chunks = self._chunking(lhs, extents, symbols, result_shape, executed, ordered)
         # one viewed operand, nothing summed, unit scale, plain result: the result is a transposed view
         self.perm = None
         if (len(self.operands) == 1 and self.operands[0].kind == "view" and not self.summed
@@ -283,34 +277,11 @@ class ProductProgram:
                 and tuple(lhs_order) == self.out_indices):
             self.perm = tuple(self.operands[0].indices.index(i) for i in self.out_indices)
         self.direct = self.fold.plain and tuple(lhs_order) == self.out_indices and len(result_shape) > 0
-        self.matmul = self._matmul(extents) if self.direct else None
+        self.strategy = choose(self, first)
 
-    def _matmul(self, extents):
-        """For a single GEMM written straight into the result: (x, y, x axes, y axes, m, k, n) such
-        that result[m, n] = x[m, k] @ y[k, n].  np.matmul then writes into the result buffer,
-        where opt_einsum's tensordot would allocate a new array and copy it over."""
-        if len(self.operands) != 2 or self.path_info is None or any(
-                c[4] not in ("GEMM", "TDOT") for c in self.path_info.contraction_list):
-            return None
-        if not all(op.distinct for op in self.operands):
-            return None
-        a, b = (op.indices for op in self.operands)
-        summed = [i for i in a if i in b]
-        if not summed or any(i in self.out_indices for i in summed):
-            return None  # an outer product, or a batch index: not one plain GEMM
-        size = lambda idx: int(np.prod([extents[i] for i in idx], dtype=np.int64))  # noqa: E731
-        for x, y in ((0, 1), (1, 0)):
-            fx = [i for i in self.operands[x].indices if i not in summed]
-            fy = [i for i in self.operands[y].indices if i not in summed]
-            if tuple(fx + fy) == self.out_indices:
-                return (x, y, [self.operands[x].indices.index(i) for i in fx + summed],
-                        [self.operands[y].indices.index(i) for i in summed + fy], size(fx), size(summed),
-                        size(fy))
-        return None
-
-    def _chunking(self, lhs, extents, symbols, result_shape, executed, ordered, optimize):
+    def _chunking(self, lhs, extents, symbols, result_shape, executed, ordered):
         """A looped scatter over a large result runs in slices of its leading index (the batch),
-        so each slice-add reads a result that is still in cache: [(start, stop, expression, fold)]."""
+        so each slice-add reads a result that is still in cache: [(start, stop, steps, path, fold)]."""
         if not self.fold.loop or not self.out_indices or any(op.kind != "view" for op in self.operands):
             return None
         c = self.out_indices[0]
@@ -328,6 +299,7 @@ class ProductProgram:
         if size >= extents[c]:
             return None
         chunks, plans = [], {}
+        path = self.path_info.path
         for start in range(0, extents[c], size):
             stop = min(start + size, extents[c])
             m = stop - start
@@ -335,30 +307,12 @@ class ProductProgram:
                 sub = dict(extents, **{c: m})
                 shapes = [tuple(m if i == c else n for i, n in zip(op.indices, op.shape)) for op in ordered]
                 shape = tuple(m if a == axes[0] else n for a, n in enumerate(result_shape))
-                plans[m] = (oe.contract_expression(executed, *shapes, optimize=optimize),
-                            Fold(lhs, self.out_indices, sub, symbols, shape))
+                _, info = oe.contract_path(executed, *shapes, shapes=True, optimize=path)
+                steps = [make_step(s[2], info.size_dict, prefer_out=False) for s in info.contraction_list]
+                plans[m] = (steps, info.contraction_list, Fold(lhs, self.out_indices, sub, symbols, shape))
             chunks.append((start, stop) + plans[m])
         self.chunk_index, self.chunk_axis = c, axes[0]
         return chunks
-
-    def _run_chunked(self, arrays, out, dtype):
-        views = [(self.operands[k].view(arrays[self.operands[k].view.name]), self.operands[k].indices)
-                 for k in self.order]
-        c, axis = self.chunk_index, self.chunk_axis
-        for start, stop, expression, fold in self.chunks:
-            parts = []
-            for v, indices in views:
-                if c in indices:
-                    key = [slice(None)] * v.ndim
-                    key[indices.index(c)] = slice(start, stop)
-                    v = v[tuple(key)]
-                parts.append(v)
-            result = expression(*parts)
-            if self.scale != 1.0:
-                result *= np.asarray(self.scale, dtype=dtype)
-            key = [slice(None)] * out.ndim
-            key[axis] = slice(start, stop)
-            fold(out[tuple(key)], result)
 
     @staticmethod
     def _rename_deltas(factors, lhs, extents):
@@ -393,61 +347,13 @@ class ProductProgram:
                            key=f.span)
         raise TypeError(f)
 
-    def run(self, arrays, out, positions, first):
-        dtype = out.dtype
-        if (first and self.direct and len(self.operands) == 1 and self.operands[0].kind in ("call", "max")
-                and self.scale == 1.0 and self.operands[0].indices == self.out_indices):
-            self.operands[0].evaluate(arrays, dtype, positions, out=out)  # straight into the result
+    def run(self, arrays, out, positions):
+        """Write (first product) or add this product into out, by the strategy chosen at compile time."""
+        if counters.ACTIVE is None:
+            self.strategy.run(arrays, out, positions)
             return
-        if self.chunks:
-            self._run_chunked(arrays, out, dtype)
-            return
-        if first and self.direct and self.perm is not None:
-            # a gathered copy (im2col windows, flatten): copyto is 2x faster than einsum for this
-            op = self.operands[0]
-            np.copyto(out, op.view(arrays[op.view.name]).transpose(self.perm))
-            return
-        if self.elementwise is not None:
-            values = [self.operands[k].evaluate(arrays, dtype, positions) for k in range(len(self.operands))]
-            values = [v.transpose(perm).reshape(shape) for v, (perm, shape) in zip(values, self.elementwise)]
-            if first and (self.direct or self.overwrite):
-                # the result is zero where this product does not reach, so write instead of add
-                dest = out if self.direct else self.fold.view(out, writeable=True).transpose(
-                    [self.fold.view.indices.index(i) for i in self.out_indices])
-            else:
-                dest = np.empty(self.out_shape, dtype=dtype)
-            np.multiply(values[0], values[1], out=dest)
-            for v in values[2:]:
-                np.multiply(dest, v, out=dest)
-            if self.scale != 1.0:
-                dest *= np.asarray(self.scale, dtype=dtype)
-            if not (first and (self.direct or self.overwrite)):
-                self.fold(out, dest)
-            return
-        if first and self.matmul is not None and out.flags.c_contiguous:
-            x, y, ax, ay, m, k, n = self.matmul
-            vx = self.operands[x].evaluate(arrays, dtype, positions).transpose(ax).reshape(m, k)
-            vy = self.operands[y].evaluate(arrays, dtype, positions).transpose(ay).reshape(k, n)
-            np.matmul(vx, vy, out=out.reshape(m, n))
-            if self.scale != 1.0:
-                out *= np.asarray(self.scale, dtype=dtype)
-            return
-        values = [self.operands[k].evaluate(arrays, dtype, positions) for k in self.order]
-        if first and self.direct and self.operands:
-            self.expression(*values, out=self.fold.view(out, writeable=True))
-            if self.scale != 1.0:
-                out *= self.scale
-            return
-        result = self.expression(*values) if self.operands else np.ones((), dtype)
-        if self.scale != 1.0:
-            result = result * np.asarray(self.scale, dtype=dtype)
-        self.fold(out, np.asarray(result, dtype=dtype))
-
-
-def _broadcast_to(indices, out_indices, extents):
-    """(transpose, reshape) that lines an operand up with the output, size 1 where it is absent."""
-    perm = tuple(sorted(range(len(indices)), key=lambda k: out_indices.index(indices[k])))
-    return perm, tuple(extents[i] if i in indices else 1 for i in out_indices)
+        with counters.timing(self.strategy.name):
+            self.strategy.run(arrays, out, positions)
 
 
 def _assign_letter(letters, index):
@@ -490,9 +396,9 @@ class Program:
     def __init__(self, plans, result_shape, extents, symbols, shapes, optimize, letters=None):
         self.letters = {} if letters is None else letters
         self.result_shape = tuple(result_shape)
-        self.products = [ProductProgram(p, extents, symbols, shapes, result_shape, optimize, self.letters)
-                         for p in plans]
-        self.needs_zero = not (self.products and self.products[0].direct)
+        self.products = [ProductProgram(p, extents, symbols, shapes, result_shape, optimize, self.letters,
+                                        first=(n == 0)) for n, p in enumerate(plans)]
+        self.needs_zero = not (self.products and self.products[0].strategy.writes)
 
     @classmethod
     def sub(cls, node, out_indices, extents, symbols, shapes, optimize, letters):
@@ -507,13 +413,22 @@ class Program:
         kinds = [arrays[n].dtype for n in names] or [np.float64]
         return np.result_type(*kinds)
 
+    @property
+    def strategies(self) -> list:
+        """What runs for each product; a program that is a view of an input runs nothing."""
+        if self.is_view:
+            return ["view (no copy)"]
+        return [p.strategy.name for p in self.products]
+
+    @property
+    def is_view(self) -> bool:
+        return len(self.products) == 1 and self.products[0].perm is not None
+
     def as_view(self, arrays):
         """The result as a view of an input, when it is one (a window, a flip): no copy, no einsum."""
-        if len(self.products) != 1:
+        if not self.is_view:
             return None
         p = self.products[0]
-        if p.perm is None:
-            return None
         return p.operands[0].view(arrays[p.operands[0].view.name]).transpose(p.perm)
 
     def evaluate(self, arrays, out=None, positions=None):
@@ -522,8 +437,8 @@ class Program:
             out = (np.zeros if self.needs_zero else np.empty)(self.result_shape, dtype=dtype)
         elif self.needs_zero:
             out[...] = 0
-        for n, p in enumerate(self.products):
-            p.run(arrays, out, positions, first=(n == 0))
+        for p in self.products:
+            p.run(arrays, out, positions)
         return out
 
 

@@ -72,7 +72,7 @@ def test_nothing_is_planned_or_parsed_again_after_the_first_step(monkeypatch):
         net.forward(x)
     assert calls == []
     net.loss_and_grads(x[:2], labels[:2])  # a new batch size is planned once, on first use
-    assert "contract_expression" in calls
+    assert "contract_path" in calls
 
 
 def test_set_params_refuses_a_wrong_shape(net64):

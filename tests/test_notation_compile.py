@@ -284,15 +284,17 @@ def test_eq16_and_eq17_are_the_adjoints_of_eq15(g, seed):
 def test_scatter_folds_loop_over_kernel_offsets_not_image_positions():
     shapes = {"dz": (2, 4, 4, 3), "w": (3, 3, 2, 3), "dx": (2, 9, 9, 2)}
     written = compile_eq(EQ16, shapes, s1=2, s2=2)
-    fold = written._program.products[0].fold
-    assert fold.loop == ("t'", "u'")
-    assert [written.extents[i] for i in fold.loop] == [3, 3]
-    assert compile_eq(EQ16_SCATTER, shapes, s1=2, s2=2)._program.products[0].fold.loop == ("p", "q")
+    fold = written.describe()["products"][0]["fold"]
+    assert fold["loop"] == ["t'", "u'"] and fold["adds"] == 9
+    assert [written.extents[i] for i in fold["loop"]] == [3, 3]
+    scatter = compile_eq(EQ16_SCATTER, shapes, s1=2, s2=2).describe()
+    assert scatter["products"][0]["fold"]["loop"] == ["p", "q"]
 
 
 def test_scatter_without_overlap_is_one_strided_add():
     shapes = {"dz": (2, 4, 4, 3), "w": (2, 2, 2, 3), "dx": (2, 8, 8, 2)}
-    assert compile_eq(EQ16, shapes, s1=2, s2=2)._program.products[0].fold.loop == ()
+    fold = compile_eq(EQ16, shapes, s1=2, s2=2).describe()["products"][0]["fold"]
+    assert fold["kind"] == "strided add" and fold["loop"] == []
 
 
 def test_out_buffer_is_overwritten_not_accumulated():

@@ -17,7 +17,7 @@ def test_a_scatter_made_in_batch_slices_equals_the_reference(monkeypatch, stride
     n = (4 - 1) * stride + 3
     run = Equation(EQ16).compile(shapes={"dz": (5, 4, 4, 2), "w": (3, 3, 2, 2), "dx": (5, n, n, 2)},
                                  symbols={"s1": stride, "s2": stride})
-    assert run._program.products[0].chunks, "the scatter should run in slices"
+    assert run.strategies == ("scatter in batch slices",)
     arrays = {"dz": rng.standard_normal((5, 4, 4, 2)), "w": rng.standard_normal((3, 3, 2, 2))}
     np.testing.assert_allclose(run(**arrays), evaluate_run(run, **arrays), rtol=1e-10, atol=1e-10)
 
@@ -37,7 +37,8 @@ def test_window_max_marks_only_the_first_of_tied_maxima():
 def test_plan_names_the_views_the_gemm_and_the_scatter_of_eq16():
     text = Equation(EQ16).compile(shapes={"dz": (2, 4, 4, 3), "w": (3, 3, 2, 3), "dx": (2, 9, 9, 2)},
                                   symbols={"s1": 2, "s2": 2}).plan()
-    assert "einsum cijk,TUvk->cTiUjv" in text and "[GEMM]" in text
+    assert "einsum cijk,TUvk->cTiUjv" in text and "[GEMM -> np.matmul]" in text
+    assert "strategy opt_einsum path: np.matmul, folded" in text
     assert "result slice-add looped over (t',u'), 9 adds" in text
 
 
@@ -79,7 +80,7 @@ def test_positions_masks_live_in_reused_buffers_only_when_out_is_given():
 ])
 def test_a_single_gemm_writes_straight_into_the_result(source, shapes):
     run = Equation(source).compile(shapes=shapes)
-    assert run._program.products[0].matmul is not None
+    assert run.strategies == ("GEMM into the result",)
     rng = np.random.default_rng(0)
     arrays = {n: rng.standard_normal(s) for n, s in shapes.items()}
     expected = evaluate_run(run, **arrays)
@@ -91,6 +92,9 @@ def test_a_single_gemm_writes_straight_into_the_result(source, shapes):
     np.testing.assert_allclose(run(out=strided, **arrays), expected, rtol=1e-12)
 
 
-def test_a_batch_index_is_not_one_gemm():
+def test_a_batch_index_runs_as_a_batched_gemm_not_einsum():
     run = Equation("z[b,i,k] = x[b,i,j] * w[b,j,k]").compile(shapes={"x": (2, 3, 4), "w": (2, 4, 5)})
-    assert run._program.products[0].matmul is None
+    product = run.describe()["products"][0]
+    assert product["strategy"]["name"] == "batched GEMM"
+    assert product["steps"][0]["blas"] is None  # opt_einsum alone would run np.einsum
+    assert product["steps"][0]["runs"] == "np.matmul, batched over (b)"
