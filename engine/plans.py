@@ -1,7 +1,7 @@
 """Contraction plans people can read: every contraction of a compiled network, as data and as text.
 
 `collect(net, batch)` gathers each Run's `describe()` and opt_einsum's PathInfo into one plain
-document (the schema is documented in scripts/plan.py); `compare` sets two documents side by
+document (its shape: engine/plan_schema.py, printed by `scripts/plan.py --schema`); `compare` sets two documents side by
 side; `render_text` (100 columns) and `render_markdown` print them.  FLOPs, speed-ups and
 intermediate sizes are PathInfo's; a step's own cost is opt_einsum's `flop_count` with the
 arguments contract_path gives it (PathInfo keeps only the sum, which the steps must match).
@@ -12,7 +12,7 @@ import textwrap
 
 from opt_einsum.helpers import flop_count
 
-SCHEMA = "einsum-plan/1"
+from .plan_schema import SCHEMA
 WIDTH = 100
 FLOPS = ("opt_einsum's PathInfo counts: a step costs the extents of all its indices multiplied, "
          "times (operands - 1, at least 1), plus 1 if it sums an index (GEMM over b,i,j: 2*B*I*J)")
@@ -60,7 +60,8 @@ def _contraction(spec, block, block_name, pass_, writes, run, in_step) -> dict:
     largest = max((p["largest_intermediate"]["elements"] for p in products), default=0)
     return {"id": f"{block_name}/{pass_}/{writes}", "pass": pass_, "writes": writes,
             "source": info["source"], "equation": info["equation"], "cite": spec.cite(run.equation),
-            "result_shape": info["result_shape"], "in_training_step": in_step, "products": products,
+            "result_shape": info["result_shape"], "in_training_step": in_step,
+            "strategies": [p["strategy"]["name"] for p in products], "products": products,
             "naive_flops": naive, "optimized_flops": opt,
             "largest_intermediate": {"elements": largest, "bytes": largest * size}}
 
@@ -71,7 +72,8 @@ def _product(p, path_info, itemsize) -> dict:
         for n, (inds, removed, einsum, _, blas) in enumerate(path_info.contraction_list):
             touched = set(einsum.split("->")[0].replace(",", ""))
             # the cost contract_path gives this step (PathInfo keeps only the sum)
-            steps.append({"einsum": einsum, "kind": blas or "einsum", "contracted": sorted(removed),
+            steps.append({"einsum": einsum, "kind": blas or "einsum", "runs": p["steps"][n]["runs"],
+                          "contracted": sorted(removed),
                           "scaling": int(path_info.scale_list[n]),
                           "flops": flop_count(touched, bool(removed), len(inds), path_info.size_dict),
                           "elements": int(path_info.size_list[n])})
@@ -80,6 +82,7 @@ def _product(p, path_info, itemsize) -> dict:
                 s["flops"] = None
     largest = p["largest_intermediate"]
     return {"einsum": p["einsum"], "runs": path_info.eq if path_info is not None else None,
+            "strategy": p["strategy"],
             "path": [list(c) for c in path_info.path] if path_info is not None else [],
             "scale": p["scale"], "views": p["views"], "nested": p["nested"], "fold": p["fold"],
             "steps": steps, "naive_flops": p["naive_flops"], "optimized_flops": p["optimized_flops"],
@@ -172,7 +175,8 @@ def _operands(p) -> list:
            for v in p["views"]]
     for n in p["nested"]:
         what = {"call": f"{n['function']}(...)", "max": "max[...]", "eye": "delta"}.get(n["kind"], n["kind"])
-        out.append(("nested", f"{what} ({','.join(n['indices'])}) {_shape(n['shape'])}, computed first"))
+        how = f" ({', '.join(n['strategies'])})" if n["strategies"] else ""
+        out.append(("nested", f"{what} ({','.join(n['indices'])}) {_shape(n['shape'])}, computed first{how}"))
     return out
 
 
@@ -218,6 +222,7 @@ def _text_contraction(c, width) -> list:
         if len(c["products"]) > 1:
             scale = f", scale {p['scale']:g}" if p["scale"] != 1 else ""
             lines.append(f"  term {n + 1} of {len(c['products'])}{scale}")
+        lines.append(f"  strategy {p['strategy']['name']}: {p['strategy']['runs']}")
         lines += [f"  {tag:<8}{text}" for tag, text in _operands(p)]
         if not p["steps"]:
             lines.append("  einsum  (no operands: a constant)")
@@ -228,7 +233,8 @@ def _text_contraction(c, width) -> list:
             flops = f"; {_n(s['flops'])} flops" if s["flops"] is not None else ""
             sums = f", sums {','.join(s['contracted'])}" if s["contracted"] else ""
             out = f", {_n(s['elements'])} el out" if len(p["steps"]) > 1 else ""
-            lines.append(f"  {'then' if k else 'path'} {s['einsum']} [{s['kind']}]{flops}{sums}{out}")
+            runs = f" -> {s['runs']}" if s["runs"] else ""
+            lines.append(f"  {'then' if k else 'path'} {s['einsum']} [{s['kind']}{runs}]{flops}{sums}{out}")
         li = p["largest_intermediate"]
         lines.append(f"  cost    {_n(p['optimized_flops'])} flops (naive {_n(p['naive_flops'])}, "
                      f"speed-up {p['speedup']:.2g}x); largest {_n(li['elements'])} el, {_bytes(li['bytes'])}")
@@ -303,9 +309,9 @@ def render_markdown(doc: dict) -> str:
 
     out = [f"## Contraction plans: network `{doc['network']}`, batch {doc['batch']}, optimize "
            f"`{doc['optimize']}`, {doc['dtype']}", "", f"Spec `{doc['spec']}`. FLOPs: {doc['flops']}.", "",
-           "| block | pass | equation | cite | lowering | einsum, path | steps | FLOPs | naive | speed-up "
-           "| largest intermediate |",
-           "| --- | --- | --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: |"]
+           "| block | pass | equation | cite | strategy | lowering | einsum, path | steps | FLOPs | naive "
+           "| speed-up | largest intermediate |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: |"]
     for b in doc["blocks"]:
         for c in b["contractions"]:
             for n, p in enumerate(c["products"]):
@@ -313,11 +319,14 @@ def render_markdown(doc: dict) -> str:
                 term = f" (term {n + 1} of {len(c['products'])})" if len(c["products"]) > 1 else ""
                 cite = " ".join(filter(None, [c["cite"], "" if c["in_training_step"] else "(not run in a training step)"]))
                 lowering = "<br>".join([f"{tag} {text}" for tag, text in _operands(p)] + [_fold(p["fold"])])
-                steps = "<br>".join(f"{s['kind']} {code(s['einsum'])}" for s in p["steps"])
+                steps = "<br>".join(f"{s['kind']} {code(s['einsum'])}" + (f" → {s['runs']}" if s["runs"] else "")
+                                    for s in p["steps"])
+                strategy = f"**{p['strategy']['name']}**: {p['strategy']['runs']}"
                 li = p["largest_intermediate"]
                 out.append(" | ".join([
                     "", f"{b['name']} ({b['kind']})" if first else "", code(c["writes"]) + " " + c["pass"],
-                    ((code(c["source"]) if first else "") + term).strip(), cite if first else "", lowering,
+                    ((code(c["source"]) if first else "") + term).strip(), cite if first else "", strategy,
+                    lowering,
                     f"{code(p['runs'])} {_path(p['path'])}" if p["runs"] else "", steps,
                     _n(p["optimized_flops"]), _n(p["naive_flops"]), f"{p['speedup']:.2g}x",
                     f"{_n(li['elements'])} ({_bytes(li['bytes'])})", ""]).strip())

@@ -186,6 +186,22 @@ class GatherCopy(Strategy):
         np.copyto(out, op.view(arrays[op.view.name]).transpose(self.product.perm))
 
 
+class AddView(Strategy):
+    """One viewed operand, nothing summed (a bias, a padding): its view is added straight into the
+    result by the fold, with no einsum copy in between."""
+
+    name, runs = "add of a view", "the view folded into the result"
+
+    def __init__(self, product):
+        super().__init__(product)
+        op = product.operands[0]
+        self.perm = tuple(op.indices.index(i) for i in product.out_indices)
+
+    def run(self, arrays, out, positions):
+        op = self.product.operands[0]
+        self._finish(out, op.view(arrays[op.view.name]).transpose(self.perm))
+
+
 class Elementwise(Strategy):
     """Nothing summed: a broadcast product on np.multiply, written in place where it covers the result."""
 
@@ -324,6 +340,8 @@ def choose(product, first: bool) -> Strategy:
         return GatherCopy(p)
     if len(ops) >= 2 and not p.summed and all(op.distinct for op in ops):
         return Elementwise(p, first)
+    if len(ops) == 1 and ops[0].kind == "view" and not p.summed and ops[0].distinct:
+        return AddView(p)
     writes = first and p.direct
     info = p.path_info
     last = len(info.contraction_list) - 1

@@ -18,62 +18,13 @@ z[b,j] = x[b,i] * w[i,j] counts 2*B*I*J; an elementwise product B*I; a one-opera
 db[k] = dz[b,k] 2*B*K as optimised, but B*K as "naive" (opt_einsum's naive count sees no summed
 index there), hence the speed-ups of 0.5.
 
-JSON schema (`--format json`; "einsum-plan/1"):
+Each product also names its strategy: the road that actually runs it, chosen once when the
+network is compiled (GEMM into the result, batched GEMM, gather copy, elementwise ufunc, scatter
+in batch slices, opt_einsum path, ...), and each path step says what runs it (np.matmul,
+batched or not, or np.einsum).
 
-    {
-      "schema": "einsum-plan/1",
-      "spec": str, "network": str, "batch": int, "optimize": str,
-      "dtype": str, "itemsize": int,          # bytes per element of the compiled buffers
-      "flops": str,                           # the FLOP convention, in words
-      "blocks": [{                            # in the order training runs them
-        "name": str,                          # "conv1", "conv1.relu" (its activation), "loss"
-        "role": "layer" | "activation" | "loss",
-        "kind": str, "cites": str,            # the kind and its report equations
-        "where": str, "dtype": str,
-        "contractions": [{
-          "id": str,                          # "<block>/<pass>/<writes>", e.g. "conv2/backward/dxu"
-          "pass": "forward" | "backward",
-          "writes": str,                      # the tensor it fills: "z", "xc", "dw", ...
-          "source": str,                      # the equation as written in the spec
-          "equation": str,                    # as the parser prints it
-          "cite": str,                        # the comment beside it: "(15), plus (2)"
-          "result_shape": [int],
-          "in_training_step": bool,           # false: compiled but not run by loss_and_grads
-          "naive_flops": int, "optimized_flops": int,           # summed over products
-          "largest_intermediate": {"elements": int, "bytes": int},
-          "products": [{                      # one per term of the right side's sum
-            "einsum": str,                    # the lowering's subscripts, operands in spec order
-            "runs": str | null,               # the string opt_einsum contracts (PathInfo.eq)
-            "path": [[int]],                  # opt_einsum's contraction path
-            "scale": float,                   # the term's constant factor (sign, 1/B, ...)
-            "views": [{"tensor": str, "indices": [str], "shape": [int],
-                       "kind": str}],         # "whole array", "window", "flip+offset", "reshape", ...
-            "nested": [{"kind": "call" | "max" | "eye", "function": str | null,
-                        "indices": [str], "shape": [int]}],   # evaluated before the einsum
-            "fold": {"kind": "in place" | "strided add" | "slice-add", "indices": [str],
-                     "shape": [int], "loop": [str], "adds": int},   # how the result is written
-            "steps": [{"einsum": str, "kind": str,  # "GEMM", "TDOT", "DOT", ..., or "einsum"
-                       "contracted": [str], "scaling": int,
-                       "flops": int | null,   # this step's cost; the steps sum to optimized_flops
-                       "elements": int}],     # the step's output size
-            "naive_flops": int, "optimized_flops": int, "speedup": float,
-            "largest_intermediate": {"elements": int, "bytes": int}}]}]}],
-      "totals": {
-        "forward_flops": int, "backward_flops": int, "step_flops": int,   # one training step
-        "per_image": {"forward": float, "backward": float, "step": float},
-        "by_block": [{"block": str, "forward_flops": int, "backward_flops": int, "share": float}],
-        "largest": [{"id": str, "source": str, "cite": str, "optimized_flops": int,
-                     "share": float}],        # the five costliest contractions, share of a step
-        "dominant": str | null,               # the id of the costliest
-        "not_in_step": [{"id": str, "optimized_flops": int, "reason": str}]},
-      "compare": {                            # only with --compare
-        "optimize": [str, str], "products": int, "same": int,
-        "step_flops": [int, int],
-        "differences": [{"id": str, "term": int, "terms": int, "source": str, "runs": str,
-                         "a": SIDE, "b": SIDE}]}
-    }
-    SIDE = {"path": [[int]], "steps": [{"einsum": str, "kind": str, "flops": int | null}],
-            "optimized_flops": int, "largest_intermediate": {"elements": int, "bytes": int}}
+JSON (`--format json`) follows the schema "einsum-plan/2", defined once in engine/plan_schema.py;
+`python3 scripts/plan.py --schema` prints it, field by field with what each means.
 """
 from __future__ import annotations
 
@@ -90,7 +41,7 @@ try:  # Ctrl-C while numpy and opt_einsum load: one line, not a traceback
     from opt_einsum.paths import get_path_fn
 
     import engine
-    from engine import plans
+    from engine import plan_schema, plans
     from notation import NotationError
 except KeyboardInterrupt:
     print("plan.py: interrupted while starting", file=sys.stderr)
@@ -130,7 +81,11 @@ def main(argv=None) -> int:
     ap.add_argument("--format", choices=("text", "markdown", "json"), default="text")
     ap.add_argument("--compare", type=optimizer, metavar="OPT",
                     help="a second optimiser: show where it chooses a different path")
+    ap.add_argument("--schema", action="store_true", help="print the JSON document's schema and exit")
     args = ap.parse_args(argv)
+    if args.schema:
+        print(plan_schema.render())
+        return 0
     if args.batch < 1:
         ap.error(f"--batch {args.batch}: the batch size must be at least 1")
     try:

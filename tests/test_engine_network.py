@@ -92,10 +92,10 @@ def test_loss_falls_training_on_real_digits(mnist_test):
 
 
 def test_every_heavy_contraction_lands_on_blas():
-    import re
-    text = engine.load(SPEC, check=False).plans(batch=64)
-    steps = re.findall(r"path (.*?) \[(\w+)\]; ([\d,]+) flops", text)
-    heavy = [(einsum, kind) for einsum, kind, flops in steps if int(flops.replace(",", "")) > 5e7]
+    from engine.plans import collect
+    doc = collect(engine.load(SPEC, check=False), batch=64)
+    steps = [s for b in doc["blocks"] for c in b["contractions"] for p in c["products"] for s in p["steps"]]
+    heavy = [(s["einsum"], s["kind"], s["runs"]) for s in steps if s["flops"] > 5e7]
     assert len(heavy) == 8  # (15)-(17) of both convolutions but conv1's dx, (12)-(14) of dense1
-    assert all(kind in ("GEMM", "TDOT") for _, kind in heavy), heavy
-    assert ("bijpqr,pqrk->bijk", "GEMM") in heavy  # (15) on its im2col windows
+    assert all(kind in ("GEMM", "TDOT") and runs == "np.matmul" for _, kind, runs in heavy), heavy
+    assert ("bijpqr,pqrk->bijk", "GEMM", "np.matmul") in heavy  # (15) on its im2col windows

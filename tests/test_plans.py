@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 import engine
-from engine import plans
+from engine import plan_schema, plans
 
 from conftest import SPEC, run_script
 
@@ -140,7 +140,7 @@ def test_text_fits_100_columns(seven, custom_spec):
     for doc in (seven, custom):
         text = plans.render_text(doc)
         assert max(len(line) for line in text.splitlines()) <= 100
-    assert "path bijpqr,pqrk->bijk [GEMM]" in plans.render_text(seven)
+    assert "path bijpqr,pqrk->bijk [GEMM -> np.matmul]" in plans.render_text(seven)
 
 
 def test_markdown_is_a_table(seven):
@@ -159,37 +159,37 @@ def test_markdown_is_a_table(seven):
 
 
 # -- the script --------------------------------------------------------------------------------
-CONTRACTION_KEYS = {"id", "pass", "writes", "source", "equation", "cite", "result_shape", "in_training_step",
-                    "products", "naive_flops", "optimized_flops", "largest_intermediate"}
-PRODUCT_KEYS = {"einsum", "runs", "path", "scale", "views", "nested", "fold", "steps", "naive_flops",
-                "optimized_flops", "speedup", "largest_intermediate"}
-
-
 def check_schema(doc):
-    """The documented schema of scripts/plan.py, key by key and type by type."""
-    assert doc["schema"] == "einsum-plan/1"
-    assert {k: type(doc[k]) for k in ("spec", "network", "batch", "optimize", "dtype", "itemsize", "flops")} == {
-        "spec": str, "network": str, "batch": int, "optimize": str, "dtype": str, "itemsize": int, "flops": str}
+    """The schema scripts/plan.py documents (engine/plan_schema.py), key by key and type by type,
+    and what the types alone cannot say."""
+    plan_schema.check(doc)
+    assert doc["schema"] == "einsum-plan/2"
     for b in doc["blocks"]:
-        assert set(b) == {"name", "role", "kind", "cites", "where", "dtype", "contractions"}
-        assert b["role"] in ("layer", "activation", "loss")
         for c in b["contractions"]:
-            assert set(c) == CONTRACTION_KEYS and c["pass"] in ("forward", "backward")
-            assert set(c["largest_intermediate"]) == {"elements", "bytes"}
+            assert c["strategies"] == [p["strategy"]["name"] for p in c["products"]]
             for p in c["products"]:
-                assert set(p) == PRODUCT_KEYS
-                assert all(set(v) == {"tensor", "indices", "shape", "kind"} for v in p["views"])
-                assert set(p["fold"]) == {"kind", "indices", "shape", "loop", "adds"}
-                for s in p["steps"]:
-                    assert set(s) == {"einsum", "kind", "contracted", "scaling", "flops", "elements"}
-                    assert isinstance(s["flops"], int)
-                assert all(isinstance(p[k], int) for k in ("naive_flops", "optimized_flops"))
-    t = doc["totals"]
-    assert set(t) == {"forward_flops", "backward_flops", "step_flops", "per_image", "by_block", "largest",
-                      "dominant", "not_in_step"}
-    assert set(t["per_image"]) == {"forward", "backward", "step"}
-    assert all(set(r) == {"block", "forward_flops", "backward_flops", "share"} for r in t["by_block"])
-    assert all(set(r) == {"id", "source", "cite", "optimized_flops", "share"} for r in t["largest"])
+                assert all(isinstance(s["flops"], int) for s in p["steps"])
+                walked = p["strategy"]["steps"]
+                assert [s["runs"] for s in p["steps"]] == ([w["runs"] for w in walked] if walked
+                                                            else [None] * len(p["steps"]))
+
+
+def test_the_schema_check_catches_a_missing_key_and_a_wrong_type(seven):
+    broken = copy.deepcopy(seven)
+    del broken["blocks"][0]["contractions"][0]["products"][0]["strategy"]
+    with pytest.raises(AssertionError, match=r"products\[0\]: missing \['strategy'\]"):
+        plan_schema.check(broken)
+    broken = copy.deepcopy(seven)
+    broken["batch"] = "8"
+    with pytest.raises(AssertionError, match="document.batch: '8' is not int"):
+        plan_schema.check(broken)
+
+
+def test_the_script_prints_the_schema_it_follows():
+    text = plan("--schema")
+    assert text.strip() == plan_schema.render()
+    assert text.startswith("Document = {") and '"schema": "einsum-plan/2",' in text
+    assert '"strategy": Strategy,' in text and "Strategy = {" in text
 
 
 @pytest.mark.parametrize("network", ["seven-layer", "softmax-regression"])
