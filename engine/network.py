@@ -236,10 +236,10 @@ class Network:
         return J, {s.name: grads[s.name] for s in stages[:-1]}
 
     def plans(self, batch: int = 64) -> str:
-        """Every compiled contraction of the network at a batch size: views, einsum, path, cost, totals
-        (the text form of scripts/plan.py)."""
-        from .plans import collect, render_text
-        return render_text(collect(self, batch))
+        """Every compiled contraction of the network at a batch size: strategy, views, einsum, path, cost,
+        totals (the text of scripts/plan.py; in a notebook its markdown tables; `.document` the data)."""
+        from .plans import PlanText, collect
+        return PlanText(collect(self, batch))
 
     # -- load-time checks ----------------------------------------------------------------
     def check(self, stages, tolerance=1e-6):

@@ -18,6 +18,18 @@ FLOPS = ("opt_einsum's PathInfo counts: a step costs the extents of all its indi
          "times (operands - 1, at least 1), plus 1 if it sums an index (GEMM over b,i,j: 2*B*I*J)")
 
 
+class PlanText(str):
+    """A network's plans as text (`print` it); in a notebook, the markdown tables."""
+
+    def __new__(cls, doc: dict):
+        text = super().__new__(cls, render_text(doc))
+        text.document = doc
+        return text
+
+    def _repr_markdown_(self) -> str:
+        return render_markdown(self.document)
+
+
 # -- collecting ----------------------------------------------------------------------------
 def collect(net, batch: int = 64) -> dict:
     """The plan document of a network at a batch size, compiled as training runs it."""

@@ -4,9 +4,10 @@
     run = Equation("z[b,j] = x[b,i] * w[i,j]").compile(shapes={"x": (4, 3), "w": (3, 2)})
     z = run(x=x, w=w)
 """
+from .counters import counting
 from .equation import Equation, Run
 from .errors import NotationError
 from .functions import FUNCTIONS
 from .parser import TERM_FORMS
 
-__all__ = ["Equation", "Run", "NotationError", "FUNCTIONS", "TERM_FORMS"]
+__all__ = ["Equation", "Run", "NotationError", "FUNCTIONS", "TERM_FORMS", "counting"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import counters
 from .ast import Max, Ref, _latex_index, expand, free_indices, walk
 from .errors import NotationError
 from .lowering import Masks, Program
@@ -68,6 +69,10 @@ class Equation:
             op = ("-" if sign < 0 else "") if n == 0 else (" - " if sign < 0 else " + ")
             body += op + text
         return f"{self.lhs.latex()} = {body}"
+
+    def _repr_latex_(self) -> str:
+        """In a notebook the equation is typeset as the report writes it."""
+        return f"$${self.latex()}$$"
 
     # -- compile ------------------------------------------------------------
     def compile(self, shapes, symbols=None, optimize="auto") -> "Run":
@@ -183,6 +188,19 @@ class Run:
             lines.append(f"  result {how[fold['kind']]} to ({','.join(fold['indices'])}) {tuple(fold['shape'])}")
         return "\n".join(lines)
 
+    def _repr_markdown_(self) -> str:
+        """In a notebook a compiled run shows as a table: one row per product, with its strategy."""
+        doc = self.describe()
+        rows = [f"`{doc['source']}` compiled for {', '.join(f'{k} {tuple(v)}' for k, v in self.shapes.items())}",
+                "", "| term | strategy | runs | einsum | path steps | FLOPs | result |",
+                "| --- | --- | --- | --- | --- | ---: | --- |"]
+        for n, p in enumerate(doc["products"], 1):
+            steps = "<br>".join(f"`{s['einsum']}` {s['blas'] or 'einsum'}" for s in p["steps"])
+            fold = p["fold"]
+            rows.append(f"| {n} | {p['strategy']['name']} | {p['strategy']['runs']} | `{p['einsum']}` | {steps} "
+                        f"| {p['optimized_flops']:,} | {fold['kind']} ({','.join(fold['indices'])}) |")
+        return "\n".join(rows)
+
     def __call__(self, out=None, positions=False, **arrays):
         """Evaluate on arrays of the compiled shapes; with positions=True also the max masks.
         With out= the masks, like out, live in buffers this run reuses: the next call overwrites them."""
@@ -205,7 +223,11 @@ class Run:
             raise NotationError(f"out has shape {out.shape}, the result has {self.result_shape}",
                                 self.equation.source)
         masks = Masks(reuse=out is not None) if positions else None  # with out=, in buffers kept
-        z = self._program.evaluate(arrays, out=out, positions=masks)
+        if counters.ACTIVE is None:
+            z = self._program.evaluate(arrays, out=out, positions=masks)
+        else:
+            with counters.in_run(self):
+                z = self._program.evaluate(arrays, out=out, positions=masks)
         if not positions:
             return z
         if not masks:

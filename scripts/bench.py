@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 import engine  # noqa: E402
 from engine.optim import make  # noqa: E402
+from notation import counting  # noqa: E402
 
 
 def peak_rss_mib() -> float:
@@ -113,86 +114,36 @@ def timed(fn, repeats) -> float:
 
 
 def breakdown(net, batch, rng, repeats=5) -> list:
-    """Seconds per layer and per step kind (contraction, view/fold, elementwise) of one training step."""
-    import notation.lowering as low
-    spent = defaultdict(float)
-    current = ["?"]
-    originals = {}
-
-    def wrap(cls, name, label):
-        original = getattr(cls, name)
-        originals[(cls, name)] = original
-
-        def timed_call(self, *a, **k):
-            t = time.perf_counter()
-            try:
-                return original(self, *a, **k)
-            finally:
-                kind = label(self) if callable(label) else label
-                spent[(current[0], kind)] += time.perf_counter() - t
-        setattr(cls, name, timed_call)
-
-    from notation.equation import Run
-    run_call = Run.__call__
-
-    def run_timed(self, *a, **k):
-        previous = current[0]
-        current[0] = self._bench_label
-        t = time.perf_counter()
-        try:
-            return run_call(self, *a, **k)
-        finally:
-            spent[(self._bench_label, "total")] += time.perf_counter() - t
-            current[0] = previous
-
-    blas = set()
+    """Milliseconds per contraction of one training step, split by the strategy that runs each part
+    (notation.counting(): exclusive times, so a nested function counts under its own strategy)."""
+    labels = {}
     for stage in net.compiled(batch):
         for block in [stage.layer] + ([stage.activation] if stage.activation else []):
-            labelled = [(run, f"{result} (forward)") for result, _, run, _ in block.forward_runs]
-            labelled += [(run, result) for _, result, run, _ in block.backward_runs]
-            for run, what in labelled:
-                run._bench_label = f"{block.where.split(', ', 1)[-1]}: {what}"
-                if _on_blas(run):
-                    blas.add(run._bench_label)
+            where = block.where.split(", ", 1)[-1]
+            for result, _, run, _ in block.forward_runs:
+                labels[run] = f"{where}: {result} (forward)"
+            for _, result, run, _ in block.backward_runs:
+                labels[run] = f"{where}: {result}"
     x = rng.random((batch, 28, 28, 1), dtype=np.float32)
     y = rng.integers(0, 10, batch)
-    wrap(low.Fold, "__call__", "fold (scatter-add)")
-    wrap(low.Operand, "evaluate", lambda op: {"view": "view", "eye": "view", "call": "elementwise",
-                                             "max": "max"}[op.kind])
-    Run.__call__ = run_timed
-    try:
-        net.loss_and_grads(x, y, copy=False)
-        spent.clear()
+    net.loss_and_grads(x, y, copy=False)
+    with counting() as counts:
         total = time.perf_counter()
         for _ in range(repeats):
             net.loss_and_grads(x, y, copy=False)
         total = (time.perf_counter() - total) / repeats
-    finally:
-        Run.__call__ = run_call
-        for (cls, name), original in originals.items():
-            setattr(cls, name, original)
-    whole = {label: s / repeats for (label, kind), s in spent.items() if kind == "total"}
-    rows = []
-    for label, s in sorted(whole.items(), key=lambda kv: -kv[1]):
-        parts = {kind: spent[(label, kind)] / repeats for (l, kind) in spent if l == label and kind != "total"}
-        # nested operands are counted inside their equation: the rest of it is the contraction
-        inner = sum(parts.values())
-        rows.append({"contraction": label, "ms": 1e3 * s, **{k: 1e3 * v for k, v in parts.items()},
-                     "einsum + BLAS": 1e3 * max(s - inner, 0.0)})
-    gemm = sum(r["einsum + BLAS"] for r in rows if r["contraction"] in blas)
-    rows.append({"contraction": "(GEMM/TDOT contractions: their BLAS column)", "ms": gemm})
+    ms = 1e3 / repeats
+    rows = [{"contraction": labels.get(run, str(run.equation)), "ms": seconds * ms,
+             "strategies": {k: v * ms for k, v in sorted(counts.runs[run].items(), key=lambda kv: -kv[1])}}
+            for run, seconds in sorted(counts.totals.items(), key=lambda kv: -kv[1])]
+    for name, seconds in sorted(counts.strategies.items(), key=lambda kv: -kv[1]):
+        rows.append({"contraction": f"(all {name})", "ms": seconds * ms})
     rows.append({"contraction": "(whole step, excluding the update)", "ms": 1e3 * total})
     opt = make("adam", net.params, 1e-3)
     _, grads = net.loss_and_grads(x, y, copy=False)
     params = {l: {p: w.copy() for p, w in ps.items()} for l, ps in net.params.items()}  # leave net as it is
     rows.append({"contraction": "(the update: adam)", "ms": 1e3 * timed(lambda: opt.step(params, grads), repeats)})
     return rows
-
-
-def _on_blas(run) -> bool:
-    """Whether one of the run's pairwise steps is a BLAS GEMM (or TDOT: a GEMM after a transpose)."""
-    infos = run.path_info if isinstance(run.path_info, list) else [run.path_info]
-    return any(c[4] in ("GEMM", "TDOT") for info in infos if info is not None for c in info.contraction_list)
 
 
 def main(argv=None):
@@ -260,11 +211,10 @@ def print_row(row, gemm):
               f"{row['ratio_train']:.2f}, infer {row['ratio_infer']:.2f}")
     print(f"          cold start {row['cold_start_s']:.2f} s, peak RSS {row['peak_rss_mib']:.0f} MiB")
     if "breakdown" in row:
-        print(f"          {'contraction':<46} {'ms':>7} {'BLAS':>7} {'view':>7} {'fold':>7} {'elem':>7} {'max':>7}")
+        print(f"          {'contraction':<46} {'ms':>7}  by strategy (ms)")
         for r in row["breakdown"]:
-            print(f"          {r['contraction'][:46]:<46} {r['ms']:7.2f} {r.get('einsum + BLAS', 0):7.2f} "
-                  f"{r.get('view', 0):7.2f} {r.get('fold (scatter-add)', 0):7.2f} "
-                  f"{r.get('elementwise', 0):7.2f} {r.get('max', 0):7.2f}")
+            parts = ", ".join(f"{k} {v:.2f}" for k, v in r.get("strategies", {}).items())
+            print(f"          {r['contraction'][:46]:<46} {r['ms']:7.2f}  {parts}")
 
 
 if __name__ == "__main__":

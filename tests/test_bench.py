@@ -17,11 +17,11 @@ def test_json_report_has_throughput_flops_memory_and_a_breakdown():
     assert row["flops_forward"] > 0 and row["flops_backward"] > row["flops_forward"]
     assert row["engine"]["train_images_per_s"] > 0 and row["engine"]["infer_images_per_s"] > 0
     assert row["cold_start_s"] > 0 and row["peak_rss_mib"] > 0
-    labels = [r["contraction"] for r in row["breakdown"]]
-    assert any(label.startswith("layer 'conv2' (conv2d): dxu") for label in labels)
-    assert labels[-3:] == ["(GEMM/TDOT contractions: their BLAS column)", "(whole step, excluding the update)",
-                           "(the update: adam)"]
-    gemm, whole = row["breakdown"][-3]["ms"], row["breakdown"][-2]["ms"]
+    rows = {r["contraction"]: r for r in row["breakdown"]}
+    assert "GEMM into the result" in rows["layer 'conv2' (conv2d): z (forward)"]["strategies"]
+    assert "gather copy" in rows["layer 'conv2' (conv2d): xc (forward)"]["strategies"]
+    assert list(rows)[-2:] == ["(whole step, excluding the update)", "(the update: adam)"]
+    gemm, whole = rows["(all GEMM into the result)"]["ms"], rows["(whole step, excluding the update)"]["ms"]
     assert 0 < gemm < whole
 
 

@@ -1,0 +1,90 @@
+"""Each product runs by one strategy, chosen when compiling; plans name it, counters time it."""
+import numpy as np
+import pytest
+
+import notation
+import notation.lowering
+from notation import Equation, counting
+from notation.reference import evaluate_run
+
+ROADS = [  # equation, shapes, symbols, the strategy, what it says runs
+    ("z[b,j] = x[b,i] * w[i,j]", {"x": (4, 3), "w": (3, 2)}, {},
+     "GEMM into the result", "np.matmul, written into the result"),
+    ("xc[b,i,j,p,q,r] = xp[b, s1*i+p, s2*j+q, r]", {"xp": (2, 7, 7, 3), "xc": (2, 3, 3, 3, 3, 3)},
+     {"s1": 2, "s2": 2}, "gather copy", "np.copyto(result, view)"),
+    ("dz[c,i] = da[c,i] * drelu(z[c,i])", {"da": (3, 4), "z": (3, 4)}, {},
+     "elementwise ufunc", "np.multiply, out=result"),
+    ("s[b,h,i,j] = q[b,h,i,d] * k[b,h,j,d]", {"q": (2, 3, 4, 5), "k": (2, 3, 6, 5)}, {},
+     "batched GEMM", "np.matmul, batched over (b,h), written into the result"),
+    ("dw[P-p, Q-q, r, k] = dz[b,i,j,k] * xc[b,i,j,p,q,r]", {"dz": (2, 3, 3, 4), "xc": (2, 3, 3, 2, 2, 3)}, {},
+     "opt_einsum path", "np.matmul, folded"),
+    ("z[b,i,j,k] = max[p,q] x[b, 2*i+p, 2*j+q, k]", {"x": (2, 4, 4, 3)}, {"P": 1, "Q": 1},
+     "nested into the result", "window max, out=result"),
+    ("db[k] = dz[b,k]", {"dz": (5, 3)}, {}, "opt_einsum path", "np.einsum, written into the result"),
+]
+
+
+@pytest.mark.parametrize("source,shapes,symbols,name,runs", ROADS, ids=[r[3] + ": " + r[0] for r in ROADS])
+def test_the_plan_names_the_strategy_that_runs(source, shapes, symbols, name, runs):
+    run = Equation(source).compile(shapes=shapes, symbols=symbols)
+    strategy = run.describe()["products"][0]["strategy"]
+    assert (strategy["name"], strategy["runs"]) == (name, runs)
+    assert run.strategies[0] == name and f"strategy {name}: {runs}" in run.plan()
+    rng = np.random.default_rng(0)
+    arrays = {n: rng.standard_normal(s) for n, s in shapes.items() if n in run.equation.operands}
+    with counting() as counts:
+        result = run(**arrays)
+    np.testing.assert_allclose(result, evaluate_run(run, **arrays), rtol=1e-12, atol=1e-12)
+    assert counts.runs[run][name] > 0  # the road the plan names is the one that ran
+
+
+def test_a_bias_is_added_from_its_view_and_a_sum_of_terms_keeps_one_strategy_each():
+    run = Equation("z[b,j] = x[b,i] * w[i,j] + b[j]").compile(shapes={"x": (4, 3), "w": (3, 2), "b": (2,)})
+    assert run.strategies == ("GEMM into the result", "add of a view")
+
+
+def test_a_large_looped_scatter_runs_in_batch_slices(monkeypatch):
+    monkeypatch.setattr(notation.lowering, "CHUNK_ELEMENTS", 32 * 3 * 8 * 3 * 8 * 4)  # 32 images a slice
+    shapes = {"dz": (64, 8, 8, 4), "w": (3, 3, 4, 4), "dx": (64, 17, 17, 4)}
+    run = Equation("dx[c,t,u,v] = dz[c,i,j,k] * w[P+s1*i-t, Q+s2*j-u, v, k]").compile(
+        shapes=shapes, symbols={"s1": 2, "s2": 2})
+    strategy = run.describe()["products"][0]["strategy"]
+    assert strategy["name"] == "scatter in batch slices" and strategy["runs"].startswith("2 slices of c, each")
+
+
+def test_counting_times_each_strategy_once_nested_functions_apart():
+    run = Equation("dz[c,i] = da[c,i] * drelu(z[c,i] * 2)").compile(shapes={"da": (3, 4), "z": (3, 4)})
+    rng = np.random.default_rng(1)
+    arrays = {"da": rng.standard_normal((3, 4)), "z": rng.standard_normal((3, 4))}
+    with counting() as counts:
+        for _ in range(3):
+            run(**arrays)
+    assert counts.calls["elementwise ufunc"] == 3
+    assert set(counts.runs[run]) >= {"elementwise ufunc", "add of a view"}  # drelu's argument, 2 * z
+    assert sum(counts.runs[run].values()) <= counts.totals[run]  # exclusive times add up to no more
+    assert counts.strategies["elementwise ufunc"] == counts.runs[run]["elementwise ufunc"]
+
+
+def test_counting_is_off_and_costs_no_clock_reading_outside_its_block(monkeypatch):
+    run = Equation("z[b,j] = x[b,i] * w[i,j]").compile(shapes={"x": (4, 3), "w": (3, 2)})
+    readings = []
+    monkeypatch.setattr(notation.counters.time, "perf_counter", lambda: readings.append(1) or 0.0)
+    run(x=np.ones((4, 3)), w=np.ones((3, 2)))
+    assert readings == []
+    with counting():
+        with pytest.raises(RuntimeError, match="already active"):
+            with counting():
+                pass
+
+
+def test_an_equation_typesets_as_the_report_in_a_notebook():
+    eq = Equation("z[b,j] = x[b,i] * w[i,j]")
+    assert eq._repr_latex_() == f"$${eq.latex()}$$" == r"$$z_{bj} = \sum_{i} x_{bi} w_{ij}$$"
+
+
+def test_a_compiled_run_shows_as_a_table_of_its_products():
+    run = Equation("z[b,j] = x[b,i] * w[i,j] + b[j]").compile(shapes={"x": (4, 3), "w": (3, 2), "b": (2,)})
+    table = run._repr_markdown_().splitlines()
+    assert table[2].startswith("| term | strategy | runs |")
+    assert table[4].startswith("| 1 | GEMM into the result | np.matmul, written into the result | `bi,ij->bj` |")
+    assert table[5].startswith("| 2 | add of a view |")
