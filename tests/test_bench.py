@@ -28,3 +28,12 @@ def test_json_report_has_throughput_flops_memory_and_a_breakdown():
 def test_tables_by_default():
     text = bench("--batch", "2", "--rounds", "1", "--repeats", "1", "--no-torch")
     assert text.startswith("batch 2: engine ") and "cold start" in text and "peak RSS" in text
+
+
+def test_batched_products_report_the_notation_beside_np_matmul():
+    rows = json.loads(run_script("bench_products.py", "--shrink", "16", "--rounds", "1", "--repeats", "1",
+                                 "--json").stdout)
+    assert [r["equation"] for r in rows] == ["s[b,h,i,j] = q[b,h,i,d] * k[b,h,j,d]",
+                                             "o[b,h,i,d] = p[b,h,i,j] * v[b,h,j,d]",
+                                             "z[v,u,b,k] = x[v,u,b,r] * w[v,u,r,k]"]
+    assert all(r["strategy"] == "batched GEMM" and r["notation_ms"] > 0 and r["ratio"] > 0 for r in rows)
