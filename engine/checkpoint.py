@@ -34,8 +34,83 @@ class Checkpoint:
 
 
 def spec_hash(spec_bytes: bytes, network: str) -> str:
-    """sha256 of the spec file's bytes and the network's name: what a checkpoint's weights belong to."""
+    """sha256 of the spec file's bytes and the network's name (checkpoints written before `meaning`)."""
     return hashlib.sha256(spec_bytes + b"\0network=" + network.encode()).hexdigest()
+
+
+def meaning(spec, network: str) -> dict:
+    """What a network of a spec means, as plain data: its input, its layers (kind, hyperparameters,
+    activation), and each kind, activation and loss it uses (axes, symbols, shapes, parameters,
+    equations as the parser prints them, Jacobians), the loss and the dtype.  Comments, citations,
+    layout and kinds it does not use are not part of it: editing them keeps a checkpoint valid."""
+    net = spec.networks[network]
+    used = {"kinds": {l.kind for l in net.layers}, "activations": {l.activation for l in net.layers},
+            "losses": {net.loss}}
+    loss = spec.losses[net.loss]
+    if loss.activation:
+        used["activations"].add(loss.activation)
+    out = {"network": network, "input": list(net.input), "loss": net.loss,
+           "layers": [_plain({k: v for k, v in dataclasses.asdict(l).items()}) for l in net.layers],
+           "dtype": str(spec.training.get("dtype"))}
+    for section, names in used.items():
+        table = getattr(spec, section)
+        out[section] = {n: _plain({f.name: getattr(table[n], f.name) for f in dataclasses.fields(table[n])
+                                   if f.name not in ("name", "section", "cites")})
+                        for n in sorted(names) if n in table}
+    return out
+
+
+def _plain(value):
+    """JSON-able: equations as printed (whitespace-free of layout), tuples as lists, keys as text."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def fingerprint(meaning_: dict) -> str:
+    """sha256 of a network's meaning: what a checkpoint's weights belong to."""
+    return hashlib.sha256(json.dumps(meaning_, sort_keys=True).encode()).hexdigest()
+
+
+def differences(old: dict, new: dict, where: str = "") -> list:
+    """Where two meanings differ, as short phrases: "layer 'dense' units 10 -> 20"."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in list(old) + [k for k in new if k not in old]:
+            here = _label(where, k, old if k in old else new)
+            if k not in new:
+                out.append(f"{here} removed")
+            elif k not in old:
+                out.append(f"{here} added")
+            else:
+                out += differences(old[k], new[k], here)
+        return out
+    if (isinstance(old, list) and isinstance(new, list) and len(old) == len(new)
+            and not all(isinstance(v, (int, float)) for v in old + new)):
+        out = []
+        for n, (a, b) in enumerate(zip(old, new)):
+            label = f"layer {a['name']!r}" if isinstance(a, dict) and "name" in a and where == "layers" else \
+                f"{where}[{n}]"
+            out += differences(a, b, label)
+        return out
+    if old != new:
+        return [f"{where} {_short(old)} -> {_short(new)}"]
+    return []
+
+
+def _label(where, key, table):
+    if where in ("kinds", "activations", "losses"):
+        return f"{where[:-1] if where != 'activations' else 'activation'} {key!r}"
+    return f"{where} {key}" if where else str(key)
+
+
+def _short(value, width=60):
+    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= width else text[:width - 3] + "..."
 
 
 def save(path, ckpt: Checkpoint) -> None:
@@ -46,7 +121,7 @@ def save(path, ckpt: Checkpoint) -> None:
     arrays.update({f"data/{k}": np.asarray(v) for k, v in ckpt.data.items()})
     arrays["meta"] = np.array(json.dumps({"format": FORMAT, **ckpt.meta}))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     try:
         umask = os.umask(0)
         os.umask(umask)
@@ -69,6 +144,74 @@ def save(path, ckpt: Checkpoint) -> None:
         pass
     finally:
         os.close(dir_fd)
+
+
+def unfinished(path) -> list:
+    """Temporary files a killed save of `path` left beside it (.<name>.<pid>.<random>.tmp whose
+    writer is gone); a save in progress in a live process is not one of them."""
+    path = Path(path)
+    out = []
+    try:
+        candidates = list(path.parent.glob(f".{glob_escape(path.name)}.*.tmp"))
+    except OSError:
+        return []
+    for tmp in candidates:
+        pid = tmp.name[len(path.name) + 2:].split(".")[0]
+        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+            continue
+        if pid.isdigit() and int(pid) == os.getpid():
+            continue
+        out.append(tmp)
+    return out
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it exists, under another user
+        return True
+    return True
+
+
+def remove_unfinished(path) -> list:
+    """Delete what `unfinished` finds; [(name, bytes)] of what went."""
+    gone = []
+    for tmp in unfinished(path):
+        try:
+            size = tmp.stat().st_size
+            tmp.unlink()
+            gone.append((tmp.name, size))
+        except OSError:
+            pass
+    return gone
+
+
+def check_writable(path) -> None:
+    """Make the checkpoint's folder and write a file in it now, before an epoch is spent:
+    OSError (PermissionError, read-only file system, ...) if it cannot take one."""
+    parent = Path(path).resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{Path(path).name}.{os.getpid()}.", suffix=".tmp")
+    os.close(fd)
+    os.unlink(tmp)
+
+
+def write_advice(exc: OSError, path) -> str:
+    """What to do about a checkpoint that cannot be written, by the reason."""
+    import errno
+
+    folder = Path(path).resolve().parent
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+        return "free some space or give another --checkpoint path"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"make {folder} writable or give a --checkpoint path in a folder you can write"
+    return "give another --checkpoint path"
 
 
 def load(path) -> Checkpoint:
@@ -114,10 +257,23 @@ def load(path) -> Checkpoint:
     return ckpt
 
 
-def check_spec(ckpt: Checkpoint, path, expected_hash: str, spec_file: str, network: str) -> None:
-    """Refuse weights trained under another spec file or network, naming both."""
+def check_spec(ckpt: Checkpoint, path, expected_hash: str, spec_file: str, network: str,
+               meaning_: dict | None = None, legacy_hash: str | None = None) -> None:
+    """Refuse weights trained for a network that means something else now, naming what changed."""
     saved = ckpt.meta.get("spec_hash")
-    if saved != expected_hash:
+    then = ckpt.meta.get("meaning")
+    if isinstance(then, dict) and meaning_ is not None:
+        if ckpt.meta.get("network") != network:
+            raise CheckpointError(f"{path}: written for network {ckpt.meta.get('network')!r}, not {network!r}; "
+                                  f"pass --network {ckpt.meta.get('network')}, or start a new --checkpoint")
+        changed = differences(then, meaning_)
+        if changed:
+            more = f" (and {len(changed) - 3} more)" if len(changed) > 3 else ""
+            raise CheckpointError(f"{path}: network {network!r} of {spec_file} no longer means what it was trained "
+                                  f"as: {'; '.join(changed[:3])}{more}; undo that change, or start a new "
+                                  "--checkpoint")
+        return
+    if saved != expected_hash and (legacy_hash is None or saved != legacy_hash):
         raise CheckpointError(
             f"{path}: written for network {ckpt.meta.get('network')!r} of spec {ckpt.meta.get('spec_file')!r} "
             f"(sha256 {str(saved)[:12]}), not network {network!r} of {spec_file!r} as it is now "

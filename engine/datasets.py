@@ -192,6 +192,10 @@ def searched_places(name: str, data_dir: str | os.PathLike | None = None,
     places: list[Path] = []
     if data_dir is not None:
         explicit = Path(data_dir).expanduser()
+        if not explicit.is_dir():
+            what = "is a file, not a directory" if explicit.exists() else "does not exist"
+            raise DataError(f"{data_dir}: the data directory given {what}; check its spelling, or leave it out to "
+                            "search the usual places")
         places += [explicit, explicit / name]
     env = os.environ.get(ENV_VAR)
     if env:
@@ -201,8 +205,16 @@ def searched_places(name: str, data_dir: str | os.PathLike | None = None,
     return places
 
 
+def _file(directory: Path, file_spec: FileSpec) -> Path | None:
+    """The file in `directory`: as published (.gz), or gunzipped (the same name without .gz)."""
+    for name in (file_spec.filename, file_spec.filename.removesuffix(".gz")):
+        if (directory / name).is_file():
+            return directory / name
+    return None
+
+
 def _has_split(directory: Path, split_spec: SplitSpec) -> bool:
-    return all((directory / f.filename).is_file() for f in split_spec.files)
+    return all(_file(directory, f) is not None for f in split_spec.files)
 
 
 def locate(name: str, split: str, data_dir: str | os.PathLike | None = None,
@@ -229,8 +241,9 @@ def load(name: str, split: str, data_dir: str | os.PathLike | None = None, downl
         failures = _download_split(spec, split_spec, directory, _mirror_list(spec, mirrors))
         if failures:
             raise DataError(_not_found_message(spec, split, places, failures))
-    images = _read_verified(directory / split_spec.images.filename, split_spec.images)
-    labels = _read_verified(directory / split_spec.labels.filename, split_spec.labels)
+    side = spec.image_shape[0] * spec.image_shape[1]
+    images = _read_verified(_file(directory, split_spec.images), split_spec.images, 16 + split_spec.count * side)
+    labels = _read_verified(_file(directory, split_spec.labels), split_spec.labels, 8 + split_spec.count)
     _check_arrays(spec, split_spec, directory, images, labels)
     return Dataset(images=images, labels=labels, name=name, split=split, source=str(directory))
 
@@ -247,14 +260,18 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _read_verified(path: Path, file_spec: FileSpec) -> np.ndarray:
-    """Read one IDX file, check its structure, then its SHA-256 (archive, else decompressed content)."""
+def _read_verified(path: Path, file_spec: FileSpec, size: int | None = None) -> np.ndarray:
+    """Read one IDX file (at most `size` bytes once inflated), check its structure, then its SHA-256
+    (archive, else decompressed content)."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise DataError(f"{path}: cannot read it ({exc.strerror or exc}); check its permissions") from None
-    payload = decompress(raw, path)
+    payload = decompress(raw, path, size)
     array = parse_idx(payload, path)
+    if raw is payload and file_spec.content_sha256 is None:
+        raise DataError(f"{path}: it is gunzipped, and only the published archive's checksum is known for this "
+                        f"file, so it cannot be verified; put the published {file_spec.filename} there instead")
     actual = _sha256(raw)
     if actual != file_spec.sha256 and (file_spec.content_sha256 is None or _sha256(payload) != file_spec.content_sha256):
         raise DataError(
@@ -268,8 +285,8 @@ def _read_verified(path: Path, file_spec: FileSpec) -> np.ndarray:
 def _check_arrays(spec: DatasetSpec, split_spec: SplitSpec, directory: Path,
                   images: np.ndarray, labels: np.ndarray) -> None:
     """Shapes, dtypes, counts and label range, so a mismatched pair of files cannot load."""
-    img_path = directory / split_spec.images.filename
-    lbl_path = directory / split_spec.labels.filename
+    img_path = _file(directory, split_spec.images) or directory / split_spec.images.filename
+    lbl_path = _file(directory, split_spec.labels) or directory / split_spec.labels.filename
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != spec.image_shape:
         raise DataError(f"{img_path}: expected uint8 images of shape (N, {spec.image_shape[0]}, "
                         f"{spec.image_shape[1]}), found {images.dtype} {images.shape}; {REDOWNLOAD}")

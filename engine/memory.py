@@ -46,7 +46,7 @@ def largest_parameters(param_shapes: dict) -> list:
                   key=lambda t: -int(np.prod(t[2], dtype=object))) or [(None, None, ())]
 
 
-def buffers(stages, itemsize: int) -> tuple[int, int]:
+def buffers(stages, itemsize: int, backward: bool = True) -> tuple[int, int]:
     """(bytes of every result buffer the compiled stages keep, bytes of the largest transient
     intermediate one contraction makes), from the compiled shapes: nothing is allocated."""
     kept, transient = 0, 0
@@ -54,7 +54,8 @@ def buffers(stages, itemsize: int) -> tuple[int, int]:
         for block in (s.layer, s.activation):
             if block is None:
                 continue
-            for run in [r[2] for r in block.forward_runs] + [r[2] for r in block.backward_runs]:
+            runs = [r[2] for r in block.forward_runs] + ([r[2] for r in block.backward_runs] if backward else [])
+            for run in runs:
                 kept += int(np.prod(run.result_shape, dtype=object)) * itemsize
                 if run.has_max and run.positions_shape is not None:
                     kept += int(np.prod(run.positions_shape, dtype=object)) * itemsize
@@ -65,11 +66,17 @@ def buffers(stages, itemsize: int) -> tuple[int, int]:
     return kept, transient
 
 
-def training_need(net, batch: int, optimizer: str) -> int:
+def training_need(net, batch: int, optimizer: str | None) -> int:
     """Bytes a training step at `batch` needs: parameters, gradients and optimizer state, every
-    compiled buffer, the largest intermediate and the batch itself."""
+    compiled buffer, the largest intermediate and the batch itself (optimizer None: inference)."""
     itemsize = net.dtype.itemsize
     params = parameter_count(net.param_shapes) * itemsize
-    kept, transient = buffers(net.compiled(batch), itemsize)
+    kept, transient = buffers(net.compiled(batch), itemsize, backward=optimizer is not None)
     inputs = batch * int(np.prod(net.input_shape)) * itemsize
-    return params * (2 + OPTIMIZER_SLOTS.get(optimizer, 2)) + kept + transient + inputs
+    copies = 1 if optimizer is None else 2 + OPTIMIZER_SLOTS.get(optimizer, 2)
+    return params * copies + kept + transient + inputs
+
+
+def inference_need(net, batch: int) -> int:
+    """Bytes a forward pass at `batch` needs: parameters, forward buffers, the batch."""
+    return training_need(net, batch, None)

@@ -10,8 +10,10 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import signal
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -34,6 +36,13 @@ HOLDOUT_SEED = 0  # the --holdout split is the same for every --seed
 
 class TrainingError(ValueError):
     """Settings that cannot work (a bad flag or training: value); one line saying what to change."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what timeout, docker stop, Slurm and systemd send), handled as Ctrl-C: save, say so, exit 143."""
+
+
+SIGNAL_NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
 
 
 def one_line(message: str) -> str:
@@ -233,9 +242,11 @@ class Evaluation:
 
 
 def evaluate(net, images, labels, batch_size: int) -> Evaluation:
-    """The network on a whole set, in batches of `batch_size` (the last padded: nothing is re-planned)."""
+    """The network on a whole set, in batches of `batch_size` (no more than the set holds; the last
+    padded: nothing is re-planned)."""
     labels = np.asarray(labels).astype(np.int64)
     n, classes = len(labels), net.classes
+    batch_size = max(1, min(batch_size, n))
     confusion = np.zeros((classes, classes), dtype=np.int64)
     loss = 0.0
     for start in range(0, n, batch_size):
@@ -291,26 +302,45 @@ def plot_history(history: list, path, title: str = "") -> None:
 
 # -- the loop ---------------------------------------------------------------------------------
 class _Interrupts:
-    """Ctrl-C raises KeyboardInterrupt between updates, never halfway through one."""
+    """Ctrl-C (or SIGTERM) raises KeyboardInterrupt (Terminated) between updates, never halfway
+    through one; while a checkpoint is being saved, further signals are held until it is written."""
 
-    def __init__(self):
-        self.depth, self.pending, self.installed, self.old = 0, False, False, None
+    def __init__(self, warn=None, hold=False):
+        self.depth, self.pending, self.installed, self.old = 0, None, False, {}
+        self.hold = hold          # after an interrupt, keep ignoring signals (the process is about to exit)
+        self.received = None      # the first signal of this run: SIGINT or SIGTERM
+        self.held = 0             # signals that arrived during a shielded save
+        self.shielding = False
+        self.warn = warn or (lambda line: print(line, file=sys.stderr, flush=True))
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self.old = signal.signal(signal.SIGINT, self._handle)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.old[sig] = signal.signal(sig, self._handle)
             self.installed = True
         return self
 
     def __exit__(self, *exc):
         if self.installed:
-            signal.signal(signal.SIGINT, self.old if self.old is not None else signal.SIG_DFL)
+            for sig, old in self.old.items():
+                keep = signal.SIG_IGN if self.hold and self.received else old
+                signal.signal(sig, keep if keep is not None else signal.SIG_DFL)
+
+    @staticmethod
+    def exception(signum):
+        return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
     def _handle(self, signum, frame):
-        if self.depth:
-            self.pending = True
+        self.received = self.received or signum
+        if self.shielding:
+            self.held += 1
+            if self.held == 1:
+                self.warn(f"{SIGNAL_NAMES.get(signum, 'signal')} again: the checkpoint is being written; "
+                          "it finishes first")
+        elif self.depth:
+            self.pending = self.pending or signum
         else:
-            raise KeyboardInterrupt
+            raise self.exception(signum)
 
     @contextlib.contextmanager
     def atomic(self):
@@ -320,8 +350,18 @@ class _Interrupts:
         finally:
             self.depth -= 1
         if self.pending and not self.depth:
-            self.pending = False
-            raise KeyboardInterrupt
+            signum, self.pending = self.pending, None
+            raise self.exception(signum)
+
+    @contextlib.contextmanager
+    def shield(self):
+        """Hold every signal until the block ends (a save after Ctrl-C); they are counted, not raised."""
+        before = self.shielding
+        self.shielding = True
+        try:
+            yield
+        finally:
+            self.shielding = before
 
 
 @dataclasses.dataclass
@@ -334,6 +374,7 @@ class Outcome:
     seconds: float = 0.0          # wall time of this run
     images_per_s: float = 0.0     # training images per second of training-step time, this run
     saved: bool = False           # a checkpoint was written at the end
+    signal: int | None = None     # interrupted by: signal.SIGINT or signal.SIGTERM
 
 
 class Trainer:
@@ -343,9 +384,12 @@ class Trainer:
     """
 
     def __init__(self, net, data: Data, config: Config, *, spec_hash: str = "", spec_file: str = "",
-                 checkpoint=None, metrics=None, progress=True, log=print, on_step=None):
+                 checkpoint=None, metrics=None, progress=True, log=print, on_step=None, meaning=None,
+                 legacy_hash=None):
         self.net, self.data, self.config = net, data, config
         self.spec_hash, self.spec_file = spec_hash, spec_file
+        self.meaning, self.legacy_hash = meaning, legacy_hash  # what the network means (checkpoint.meaning)
+        self.hold_signals = False  # the command line: once interrupted, further signals are ignored until exit
         self.checkpoint = Path(checkpoint) if checkpoint else None
         self.metrics = Path(metrics) if metrics else None
         self.progress, self.log, self.on_step = progress, log, on_step
@@ -375,7 +419,8 @@ class Trainer:
     # -- checkpoints ----------------------------------------------------------------------
     def restore(self, ckpt: Checkpoint, path="checkpoint"):
         """Continue from a checkpoint of this spec, network and config (epochs may differ)."""
-        ckpt_io.check_spec(ckpt, path, self.spec_hash, self.spec_file, self.net.name)
+        ckpt_io.check_spec(ckpt, path, self.spec_hash, self.spec_file, self.net.name, self.meaning,
+                           self.legacy_hash)
         meta = ckpt.meta
         saved = dict(meta.get("config", {}))
         mine = dataclasses.asdict(self.config)
@@ -383,10 +428,10 @@ class Trainer:
             if k not in MAY_CHANGE_ON_RESUME and saved.get(k) != mine[k]:
                 raise CheckpointError(f"{path}: trained with {k.replace('_', '-')} {saved.get(k)}, not {mine[k]}; "
                                       "resume with the settings it began with, or start a new --checkpoint")
+        self.epoch, self.batch, self.step = (_meta_count(ckpt, path, k) for k in ("epoch", "batch", "step"))
         try:
             self.net.set_params(ckpt.params)
             self.opt.load_state(ckpt.optim)
-            self.epoch, self.batch, self.step = int(meta["epoch"]), int(meta["batch"]), int(meta["step"])
             self.sums = {k: type(v)(meta["sums"][k]) for k, v in self.sums.items()}
             self.history = list(meta["history"])
             self.rng_state = meta["rng_state"]
@@ -397,9 +442,13 @@ class Trainer:
         n = len(self.data.train_y)
         if order.size == 0:  # saved after its last epoch: the next one, should --epochs ask for more
             self.rng_state, self.order = epoch_order(self.config.seed, self.epoch, n)
-        elif order.shape != (n,) or not np.array_equal(np.sort(order), np.arange(n)):
+        elif order.shape != (n,):
             raise CheckpointError(f"{path}: its data order is for {order.size} training examples, this data "
                                   f"has {n}; resume on the same data, or start a new --checkpoint")
+        elif not np.issubdtype(order.dtype, np.integer) or not np.array_equal(np.sort(order), np.arange(n)):
+            raise CheckpointError(f"{path}: its data order is not an ordering of the {n} training examples (an "
+                                  f"entry repeats or is out of range): the file was altered or damaged; "
+                                  f"{ckpt_io.FIX}")
         else:
             self.order = order.astype(np.int64)
         self.resumed = True
@@ -414,6 +463,7 @@ class Trainer:
         if self.checkpoint is None or not self._finite():
             return False
         meta = {"spec_hash": self.spec_hash, "spec_file": self.spec_file, "network": self.net.name,
+                **({"meaning": self.meaning} if self.meaning is not None else {}),
                 "config": dataclasses.asdict(self.config), "epoch": self.epoch, "batch": self.batch,
                 "step": self.step, "rng_state": self.rng_state, "sums": self.sums, "history": self.history,
                 "dtype": str(self.net.dtype)}
@@ -421,8 +471,8 @@ class Trainer:
         try:
             ckpt_io.save(self.checkpoint, Checkpoint(self.net.params, self.opt.state(), {"order": order}, meta))
         except OSError as exc:
-            raise CheckpointError(f"{self.checkpoint}: cannot write it ({exc.strerror or exc}); free some space "
-                                  "or give another --checkpoint path") from None
+            raise CheckpointError(f"{self.checkpoint}: cannot write it ({exc.strerror or exc}); "
+                                  f"{ckpt_io.write_advice(exc, self.checkpoint)}") from None
         self.saved_at = (self.epoch, self.batch, self.step)
         return True
 
@@ -448,7 +498,10 @@ class Trainer:
         self._run = {"started": time.perf_counter(), "images": 0, "seconds": 0.0, "evaluation": None}
         with contextlib.ExitStack() as stack:
             metrics = stack.enter_context(open(self.metrics, "a" if self.resumed else "w")) if self.metrics else None
-            interrupts = stack.enter_context(_Interrupts())
+            interrupts = stack.enter_context(_Interrupts(hold=self.hold_signals))
+            # overflow in a diverging step is reported once, as divergence, not as numpy's warnings
+            stack.enter_context(np.errstate(over="ignore", invalid="ignore", divide="ignore"))
+            self._interrupts = interrupts
             try:
                 while self.epoch < cfg.epochs:
                     loss = self._train_epoch(interrupts, metrics)
@@ -465,17 +518,41 @@ class Trainer:
                     if not math.isfinite(evaluation.loss) or not self._finite():
                         return self._ended("diverged", f"the weights are no longer finite at {self._where()}: "
                                            f"training stopped; {self._kept()}. Try a smaller --lr")
-                    if self.save():
+                    with interrupts.atomic():  # a signal during the save waits for it
+                        saved = self.save()
+                    if saved:
                         self.log(f"saved {self.checkpoint} at {self._where()}")
-            except KeyboardInterrupt:
-                if metrics:
-                    metrics.flush()
-                where = self._where()
-                if self.checkpoint is not None and self.save():
-                    return self._ended("interrupted", f"interrupted at {where}; saved to {self.checkpoint}", True)
-                return self._ended("interrupted", f"interrupted at {where}; {self._kept()}")
+            except KeyboardInterrupt as exc:
+                return self._interrupted(exc, interrupts, metrics)
         return self._ended("finished", f"finished {_count(cfg.epochs, 'epoch')} ({self.step} steps)",
                            self.saved_at is not None)
+
+    def _interrupted(self, exc, interrupts, metrics) -> Outcome:
+        """Save where the run stands (holding further signals until the file is written), or say which
+        checkpoint stays the resume point."""
+        sig = signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT
+        what = "stopped by SIGTERM" if sig == signal.SIGTERM else "interrupted"
+        where = self._where()
+        with interrupts.shield():
+            if metrics:
+                metrics.flush()
+            here = (self.epoch, self.batch, self.step)
+            if self.checkpoint is not None and self.saved_at == here:
+                message, saved = f"{what} at {where}; {self.checkpoint} holds it", True
+            else:
+                try:
+                    saved = self.checkpoint is not None and self.save()
+                except CheckpointError as err:
+                    saved, message = False, f"{what} at {where}; could not save: {err}; {self._kept()}"
+                else:
+                    message = (f"{what} at {where}; saved to {self.checkpoint}" if saved
+                               else f"{what} at {where}; {self._kept()}")
+        if interrupts.held:
+            more = "another signal" if interrupts.held == 1 else f"{interrupts.held} more signals"
+            message += f" ({more} during the save waited for it to finish)"
+        outcome = self._ended("interrupted", message, saved or self.saved_at is not None)
+        outcome.signal = sig
+        return outcome
 
     def _train_epoch(self, interrupts, metrics) -> float:
         """The rest of the current epoch's batches; the last loss (not finite: stopped before updating)."""
@@ -560,6 +637,81 @@ def _describe_net(net, spec_file, config: Config) -> str:
             f"lr {config.lr:g}, batch {config.batch_size}, {_count(config.epochs, 'epoch')}, seed {config.seed}")
 
 
+PLOT_FORMATS = ("png", "pdf", "svg", "svgz", "eps", "ps", "jpg", "jpeg", "tif", "tiff", "webp", "pgf", "raw", "rgba")
+
+
+def _check_checkpoint_folder(path, log) -> None:
+    """The checkpoint's folder exists and takes a file now, not after an epoch; unfinished files of
+    killed saves beside it are removed."""
+    try:
+        ckpt_io.check_writable(path)
+    except OSError as exc:
+        raise TrainingError(f"--checkpoint {path}: cannot write in {Path(path).resolve().parent} "
+                            f"({exc.strerror or exc}); {ckpt_io.write_advice(exc, path)}") from None
+    gone = ckpt_io.remove_unfinished(path)
+    if gone:
+        log(f"removed {_count(len(gone), 'unfinished checkpoint file')} left by a killed save "
+            f"({', '.join(name for name, _ in gone)}; {sum(n for _, n in gone) / 1e6:.1f} MB)")
+
+
+def _check_plot(path, warn):
+    """The --plot path: a format matplotlib writes, in a folder that takes a file; checked before training.
+    None (with a warning) when matplotlib is not installed."""
+    import importlib.util
+
+    suffix = Path(path).suffix.lower().lstrip(".")
+    formats = PLOT_FORMATS
+    have = importlib.util.find_spec("matplotlib") is not None
+    if have:
+        try:
+            from matplotlib.backend_bases import FigureCanvasBase
+
+            formats = tuple(FigureCanvasBase.get_supported_filetypes())
+        except Exception:  # noqa: BLE001 -- a broken matplotlib install: our own list
+            pass
+    if suffix not in formats:
+        what = f"'.{suffix}' is not an image format matplotlib writes" if suffix else "the name has no image format"
+        raise TrainingError(f"--plot {path}: {what}; end it in .png, .pdf or .svg")
+    folder = Path(path).resolve().parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".plot.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise TrainingError(f"--plot {path}: cannot write in {folder} ({exc.strerror or exc}); give another "
+                            "--plot path") from None
+    if not have:
+        warn(f"--plot {path}: matplotlib is not installed, so no plot; pip install -e '.[plot]' to get one "
+             "(training goes on)")
+        return None
+    return path
+
+
+def _check_memory(net, config: Config, n_train: int, n_test: int, training: bool = True) -> None:
+    """Refuse a batch that cannot fit in memory before the first step, from the compiled shapes."""
+    from . import memory
+
+    have = memory.available()
+    batch = max(1, min(config.batch_size, max(n_train if training else n_test, 1)))
+    if have is None:
+        return
+    if training:
+        need = memory.training_need(net, batch, config.optimizer)
+    else:
+        need = memory.inference_need(net, batch)
+    if need <= have:
+        return
+    examples = f"{batch:,} examples a step" + (" (every training example)" if batch < config.batch_size else "")
+    one = memory.training_need(net, 1, config.optimizer if training else None)
+    per = (need - one) / (batch - 1) if batch > 1 else 0  # what each further example adds
+    fits = 1 + int((have - one) // per) if per and have > one else 0
+    fix = f"use --batch-size {fits} or less" if fits >= 1 else "the network itself does not fit: make it smaller"
+    raise TrainingError(f"--batch-size {config.batch_size}: {'training' if training else 'evaluating'} "
+                        f"{config.network!r} on {examples} needs about {memory.human(need)} of memory, but "
+                        f"{memory.human(have)} are available; {fix}")
+
+
 def train_main(o, resume_command: str = "", log=print, warn=None) -> int:
     """Train as the options `o` say (the flags of scripts/train.py); the exit code.
 
@@ -583,16 +735,12 @@ def train_main(o, resume_command: str = "", log=print, warn=None) -> int:
     config = make_config(spec.training_for(network), network, given, ckpt.meta["config"] if ckpt else None)
     if config.network not in spec.networks:
         raise spec.error("network", f"{config.network!r} not found, valid options are {sorted(spec.networks)}")
-    digest = ckpt_io.spec_hash(spec_bytes, config.network)
+    meaning = ckpt_io.meaning(spec, config.network)
+    digest, legacy = ckpt_io.fingerprint(meaning), ckpt_io.spec_hash(spec_bytes, config.network)
     if ckpt is not None:
-        ckpt_io.check_spec(ckpt, o.checkpoint, digest, str(o.spec), config.network)
+        ckpt_io.check_spec(ckpt, o.checkpoint, digest, str(o.spec), config.network, meaning, legacy)
     if o.checkpoint:
-        parent = Path(o.checkpoint).resolve().parent
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise TrainingError(f"--checkpoint {o.checkpoint}: cannot create {parent} "
-                                f"({exc.strerror or exc})") from None
+        _check_checkpoint_folder(o.checkpoint, log)
     if o.metrics:
         try:
             Path(o.metrics).parent.mkdir(parents=True, exist_ok=True)
@@ -601,19 +749,17 @@ def train_main(o, resume_command: str = "", log=print, warn=None) -> int:
             raise TrainingError(f"--metrics {o.metrics}: cannot write it ({exc.strerror or exc})") from None
     plot = getattr(o, "plot", None)
     if plot:
-        import importlib.util
-
-        if importlib.util.find_spec("matplotlib") is None:
-            warn(f"--plot {plot}: matplotlib is not installed, so no plot; pip install -e '.[plot]' to get one "
-                 "(training goes on)")
-            plot = None
+        plot = _check_plot(plot, warn)
 
     data = load_data(config, o.data_dir, download=not getattr(o, "no_download", False), log=log)
     log(f"data: {data.about}")
     net = load_network(spec, network=config.network, seed=config.seed, optimize=getattr(o, "optimize", None))
     log(_describe_net(net, o.spec, config))
+    _check_memory(net, config, len(data.train_y), len(data.test_y))
     trainer = Trainer(net, data, config, spec_hash=digest, spec_file=str(o.spec), checkpoint=o.checkpoint,
-                      metrics=o.metrics, progress=getattr(o, "progress", True), log=log)
+                      metrics=o.metrics, progress=getattr(o, "progress", True), log=log, meaning=meaning,
+                      legacy_hash=legacy)
+    trainer.hold_signals = getattr(o, "hold_signals", False)
     if ckpt is not None:
         trainer.restore(ckpt, o.checkpoint)
         if trainer.epoch >= config.epochs:
@@ -629,12 +775,15 @@ def train_main(o, resume_command: str = "", log=print, warn=None) -> int:
         log(net.plans(config.batch_size))
     outcome = trainer.run()
     if plot and trainer.history:
-        plot_history(trainer.history, plot, f"{config.network} on {config.dataset}")
-        log(f"plot: {plot}")
+        try:
+            plot_history(trainer.history, plot, f"{config.network} on {config.dataset}")
+            log(f"plot: {plot}")
+        except Exception as exc:  # noqa: BLE001 -- a plot never costs the run: the checkpoint is saved
+            warn(f"--plot {plot}: could not draw it ({one_line(exc) or type(exc).__name__}); the run itself is kept")
     if outcome.status == "interrupted":
         hint = f"; resume with: {resume_command}" if outcome.saved and resume_command else ""
         warn(outcome.message + hint)
-        return 130
+        return 143 if outcome.signal == signal.SIGTERM else 130
     if outcome.status == "diverged":
         warn(outcome.message)
         return 1
@@ -645,36 +794,67 @@ def train_main(o, resume_command: str = "", log=print, warn=None) -> int:
     return 0
 
 
+EVAL_IGNORES = ("optimizer", "lr", "epochs", "seed", "limit", "metrics", "plot")  # training flags
+
+
+def _meta_count(ckpt, path, key) -> int:
+    """A whole number >= 0 from a checkpoint's meta record, or one CheckpointError line."""
+    value = ckpt.meta.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise CheckpointError(f"{path}: its {key} is {value!r}, not a whole number: the file was damaged or "
+                              f"altered; {ckpt_io.FIX}")
+    return value
+
+
 def eval_main(o, log=print) -> int:
     """Accuracy and confusion matrix of a checkpoint on the test set; the exit code."""
     from .network import load as load_network
 
     if not o.checkpoint:
         raise TrainingError("--eval-only needs --checkpoint PATH, the checkpoint to evaluate")
+    ignored = [f"--{k.replace('_', '-')}" for k in EVAL_IGNORES if getattr(o, k, None) not in (None, False)]
+    if ignored:
+        raise TrainingError(f"--eval-only evaluates the checkpoint as it was trained; {', '.join(ignored)} "
+                            f"{'does' if len(ignored) == 1 else 'do'} not apply: drop "
+                            f"{'it' if len(ignored) == 1 else 'them'} (or train with --resume)")
     ckpt = ckpt_io.load(o.checkpoint)
     saved = ckpt.meta.get("config")
     if not isinstance(saved, dict):
         raise CheckpointError(f"{o.checkpoint}: it holds no training settings; {ckpt_io.FIX}")
     spec, spec_bytes = _read_spec(o.spec)
     network = saved.get("network")
+    if not isinstance(network, str) or network not in spec.networks:
+        raise CheckpointError(f"{o.checkpoint}: it was trained as network {network!r}, which {o.spec} does not "
+                              f"define (it has {sorted(spec.networks)}); give the --spec it was trained with")
     if o.network and o.network != network:
         raise TrainingError(f"{o.checkpoint} holds network {network!r}, not {o.network!r}; drop --network")
-    ckpt_io.check_spec(ckpt, o.checkpoint, ckpt_io.spec_hash(spec_bytes, network), str(o.spec), network)
+    meaning = ckpt_io.meaning(spec, network)
+    ckpt_io.check_spec(ckpt, o.checkpoint, ckpt_io.fingerprint(meaning), str(o.spec), network, meaning,
+                       ckpt_io.spec_hash(spec_bytes, network))
+    epoch, step = (_meta_count(ckpt, o.checkpoint, k) for k in ("epoch", "step"))
     overrides = {k: getattr(o, k) for k in ("dataset", "batch_size", "holdout", "test_limit")
                  if getattr(o, k, None) is not None}
     config = make_config({}, network, {}, {**saved, **overrides})
     data = load_data(config, o.data_dir, download=not getattr(o, "no_download", False), log=log, train=False)
     log(f"data: {data.about}")
-    net = load_network(spec, network=network, seed=config.seed)
+    net = load_network(spec, network=network, seed=config.seed, optimize=getattr(o, "optimize", None))
     try:
         net.set_params(ckpt.params)
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         raise CheckpointError(f"{o.checkpoint}: {exc}; {ckpt_io.FIX}") from None
-    log(f"checkpoint: {o.checkpoint}: {network}, {_count(int(ckpt.meta.get('epoch', 0)), 'epoch')}, "
-        f"step {ckpt.meta.get('step')} "
+    bad = [f"{layer}.{p}" for layer, ps in net.params.items() for p, v in ps.items() if not np.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"{o.checkpoint}: its weights are not finite (NaN or infinite) in {', '.join(bad)}; "
+                              "training never saves such weights, so the file was damaged or altered; "
+                              f"{ckpt_io.FIX}")
+    _check_memory(net, config, 0, len(data.test_y), training=False)
+    if getattr(o, "plans", False):
+        log(net.plans(min(config.batch_size, max(len(data.test_y), 1))))
+    log(f"checkpoint: {o.checkpoint}: {network}, {_count(epoch, 'epoch')}, step {step} "
         f"({config.optimizer} lr {config.lr:g}, batch {saved.get('batch_size')}, trained on {saved.get('dataset')})")
     t = time.perf_counter()
-    ev = evaluate(net, data.test_x, data.test_y, config.batch_size)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        ev = evaluate(net, data.test_x, data.test_y, config.batch_size)
     log(f"test accuracy {ev.accuracy:.2%} ({int(np.trace(ev.confusion))} of {ev.count}), loss {ev.loss:.4f} "
         f"({time.perf_counter() - t:.1f} s)")
     log(format_confusion(ev.confusion, data.classes))

@@ -7,14 +7,17 @@
     python3 scripts/train.py --checkpoint runs/seven.npz --eval-only # accuracy and confusion matrix
 
 Bad input (spec, equations, data, checkpoint, flags) is one line on stderr and exit code 2; a
-non-finite loss exits 1, Ctrl-C 130. The loop itself is engine/training.py.
+non-finite loss exits 1, Ctrl-C 130 and SIGTERM 143 (both save first). The loop itself is
+engine/training.py.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import shlex
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -96,14 +99,25 @@ def default_checkpoint(o) -> str:
     return str(Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.npz")
 
 
-def main(argv=None) -> int:
+def _terminate(signum, frame):
+    raise training.Terminated
+
+
+def main(argv=None, script=False) -> int:
+    """The exit code.  script=True (run as a program): once interrupted, further Ctrl-C and SIGTERM
+    are ignored until the process exits, so a hammered Ctrl-C cannot cut the last message short."""
     argv = sys.argv[1:] if argv is None else list(argv)
     o = parser().parse_args(argv)
+    o.hold_signals = script
     if o.no_checkpoint:
         o.checkpoint = None
     elif not (o.checkpoint or o.resume or o.eval_only):
         o.checkpoint = default_checkpoint(o)
         argv = argv + ["--checkpoint", o.checkpoint]
+    main_thread = threading.current_thread() is threading.main_thread()
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)} if main_thread else {}
+    if main_thread:
+        signal.signal(signal.SIGTERM, _terminate)  # SIGTERM is Ctrl-C here
     try:
         if o.eval_only:
             if o.resume:
@@ -116,14 +130,35 @@ def main(argv=None) -> int:
     except NotationError as exc:
         print(f"train.py: {exc.one_line()}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("train.py: interrupted outside the training loop; no checkpoint was written by this run",
-              file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # outside the training loop (which saves and reports itself)
+        if script and main_thread:
+            for s in old:
+                signal.signal(s, signal.SIG_IGN)
+        print(f"train.py: {interrupted_outside(o, argv, exc)}", file=sys.stderr)
+        return 143 if isinstance(exc, training.Terminated) else 130
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    finally:
+        if main_thread and not script:
+            for s, handler in old.items():
+                signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+
+
+def interrupted_outside(o, argv, exc) -> str:
+    """What a signal outside the training loop leaves: the checkpoint on disk, if any, is the resume point."""
+    what = "stopped by SIGTERM" if isinstance(exc, training.Terminated) else "interrupted"
+    if o.checkpoint and not o.eval_only and Path(o.checkpoint).is_file():
+        return (f"{what}; {o.checkpoint} holds the last save (this stop wrote nothing to it); resume with: "
+                f"{resume_command(argv)}")
+    return f"{what}; nothing was saved by this run"
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        code = main(script=True)
+    except KeyboardInterrupt as exc:  # while the flags were read, before anything ran
+        print(f"train.py: {'stopped by SIGTERM' if isinstance(exc, training.Terminated) else 'interrupted'}; "
+              "nothing was saved by this run", file=sys.stderr)
+        code = 143 if isinstance(exc, training.Terminated) else 130
+    sys.exit(code)

@@ -320,6 +320,7 @@ def test_all_mirrors_failing_reports_each(tmp_path, server):
 
 def test_offline_fashion_mnist_lists_places_and_apt(tmp_path, monkeypatch):
     monkeypatch.setenv(datasets.ENV_VAR, str(tmp_path / "env"))
+    (tmp_path / "explicit").mkdir()  # there, but empty (a folder that is not there is its own error)
     kwargs = dict(data_dir=tmp_path / "explicit", cache_dir=tmp_path / "cache")
     for attempt in (dict(download=False), dict(download=True, mirrors=[refused_url()])):
         with pytest.raises(DataError) as exc:

@@ -268,7 +268,7 @@ def test_a_holdout_run_trains_checkpoints_resumes_and_evaluates(cli, tmp_path, c
 
 def bad_inputs(tmp):
     edited = tmp / "edited.yaml"
-    edited.write_bytes(SPEC_BYTES + b"# edited\n")
+    edited.write_bytes(SPEC_BYTES.replace(b"activation: softmax, init: zeros}", b"activation: softmax, init: he}"))
     broken = tmp / "broken.npz"
     broken.write_bytes(b"PK\x03\x04 cut short")
     return {
@@ -281,7 +281,7 @@ def bad_inputs(tmp):
         "resuming nothing": (["--checkpoint", str(tmp / "none.npz"), "--resume"], "no checkpoint there"),
         "a corrupt checkpoint": (["--checkpoint", str(broken), "--resume"], "damaged or not a checkpoint"),
         "another spec": (["--checkpoint", str(tmp / "good.npz"), "--resume", "--spec", str(edited)],
-                         "use that spec and network"),
+                         "no longer means what it was trained as: layer 'dense' hyper init 'zeros' -> 'he'"),
         "other settings": (["--checkpoint", str(tmp / "good.npz"), "--resume", "--lr", "0.5"],
                            "the checkpoint was trained with --lr 0.001, not 0.5"),
         "overwriting a run": (["--checkpoint", str(tmp / "good.npz")], "pass --resume to continue it"),
