@@ -7,14 +7,24 @@ fills buffers.
 """
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from notation import NotationError
+from notation.constants import CONSTANTS
 from notation.derive import derive
 
 from . import arith
 from .padding import pads
 from .spec import Kind
+
+# The modelled cost `auto` ranks algorithms by (engine.layer.modelled_seconds): FLOPs at the rate
+# of the road each pairwise step takes, plus the bytes each product reads and writes.  Rough
+# figures for this kind of machine; only their ratios matter, and they are not measured at load,
+# so a given spec and shape always choose the same algorithm (a resume stays bit for bit).
+RATES = {"blas": 90e9, "other": 2e9}  # FLOP/s
+BANDWIDTH = 4e9  # bytes/s
 
 
 def _whole(value):
@@ -35,7 +45,7 @@ class Block:
     """One kind compiled for an input shape; `forward(env)` and `backward(env)` fill env."""
 
     def __init__(self, spec, kind: Kind, hyper: dict, in_shapes: dict, where: str, optimize="auto",
-                 needs=None, dtype=np.float32):
+                 needs=None, dtype=np.float32, algorithm=None):
         self.kind, self.where, self.spec, self.dtype = kind, where, spec, np.dtype(dtype)
         self.hyper = dict(hyper)
         self.sizes = self._sizes(in_shapes)
@@ -46,8 +56,15 @@ class Block:
         self.forward_runs = self._compile_forward(optimize)
         self.out_shape = self.shapes.get(kind.out_name)
         wanted = set(needs) if needs is not None else set(self.param_shapes) | {kind.in_name}
+        self.wanted = wanted
         self.backward_runs = self._compile_backward(optimize, wanted)
         self.buffers = {}
+        # the definition's runs stay, to check the algorithm against and to cost it in plans
+        self.definition = (self.forward_runs, self.backward_runs)
+        self.algorithm, self.chain, self.constants, self.costs = None, None, {}, {}
+        choice = algorithm or self.hyper.get("algorithm")
+        if kind.algorithms and choice not in (None, "definition"):
+            self._use(self._choose(optimize) if choice == "auto" else self._chain(choice, optimize))
 
     # -- sizes -------------------------------------------------------------------
     def error(self, field, message):
@@ -115,23 +132,25 @@ class Block:
         return shape
 
     # -- compile -----------------------------------------------------------------
-    def _compile(self, equation, field, optimize, result_shape=None):
+    def _compile(self, equation, field, optimize, result_shape=None, known=None, symbols=None):
+        known = self.shapes if known is None else known
+        symbols = self.symbols if symbols is None else symbols
         names = set(equation.operands)
-        unknown = names - set(self.shapes)
+        unknown = names - set(known)
         if unknown:
             raise self.error(field, f"reads {sorted(unknown)[0]!r}, which is not the input "
                                     f"{self.kind.in_name!r}, a parameter or an earlier result; "
                                     "declare it under params: or compute it first")
-        shapes = {n: self.shapes[n] for n in names}
+        shapes = {n: known[n] for n in names}
         if result_shape is not None:
             shapes[equation.result] = result_shape
         try:
-            return equation.compile(shapes=shapes, symbols=self.symbols, optimize=optimize)
+            return equation.compile(shapes=shapes, symbols=symbols, optimize=optimize)
         except NotationError as e:
             if result_shape is not None:
                 shapes.pop(equation.result)
                 try:
-                    free = equation.compile(shapes=shapes, symbols=self.symbols, optimize=optimize)
+                    free = equation.compile(shapes=shapes, symbols=symbols, optimize=optimize)
                     if free.result_shape != tuple(result_shape):
                         raise self.error(field, f"gives {equation.result} the shape {free.result_shape} but "
                                                 f"it must have the shape {tuple(result_shape)} of what it "
@@ -254,6 +273,130 @@ class Block:
             runs.append((t, result, run, tuple(run.shapes)))
         return runs
 
+    # -- algorithms --------------------------------------------------------------
+    def applies(self, name):
+        """None if the algorithm applies to this layer, else why not (a hyperparameter it needs)."""
+        alg = self.kind.algorithms[name]
+        for h, want in alg.requires.items():
+            if h not in self.hyper:
+                raise self.error(f"algorithm {name!r}, field 'requires'", f"{h!r} is not a hyperparameter of "
+                                                                          f"kind {self.kind.name!r}")
+            if self.hyper[h] != want:
+                return f"it needs {h} = {want} and this layer has {h} = {self.hyper[h]}"
+        return None
+
+    def _choose(self, optimize):
+        """`auto`: of the algorithms that apply, the one of least modelled cost (see RATES)."""
+        chains = [self._chain(n, optimize) for n in self.kind.algorithms if self.applies(n) is None]
+        if not chains:
+            return None
+        for c in chains:
+            c["modelled_s"] = modelled_seconds(c["forward"] + c["backward"], self.dtype.itemsize)
+        costs = {c["name"]: c["modelled_s"] for c in chains}
+        best = min(chains, key=lambda c: c["modelled_s"])
+        best["auto"] = dict(costs, batch=self.shapes[self.kind.in_name][0])
+        return best
+
+    def _use(self, chain):
+        if chain is None:
+            return
+        self.algorithm, self.chain = chain["name"], chain
+        self.forward_runs, self.backward_runs = chain["forward"], chain["backward"]
+        self.constants = chain["constants"]
+
+    def _chain(self, name, optimize):
+        """An algorithm's chain compiled for this layer: its runs, constants and the tensors' shapes."""
+        alg = self.kind.algorithms[name]
+        why = self.applies(name)
+        if why is not None:
+            others = ", ".join(["auto", "definition"] + [n for n in self.kind.algorithms if n != name])
+            raise self.error("field 'algorithm'", f"algorithm {name!r} does not apply here: {why}; "
+                                                  f"choose another ({others})")
+        where = f"algorithm {name!r}"
+        names = {**self.sizes, **self.symbols}
+        symbols = dict(self.symbols)
+        for sym, expr in alg.symbols.items():
+            try:
+                symbols[sym] = names[sym] = arith.size(expr, names)
+            except ValueError as e:
+                raise self.error(f"{where}, symbol {sym!r}", str(e)) from None
+        shapes = {self.kind.in_name: self.shapes[self.kind.in_name], **self.param_shapes}
+        masters = {}
+        for cname, (form, args) in alg.constants.items():
+            try:
+                values = [arith.size(a, names) for a in args]
+            except ValueError as e:
+                raise self.error(f"{where}, constant {cname!r}", str(e)) from None
+            masters[cname] = CONSTANTS[form](*values)
+            shapes[cname] = masters[cname].shape
+        declared = {**self.kind.shapes, **alg.shapes}
+
+        def given(result, field):
+            if result not in declared:
+                return None
+            try:
+                shape = tuple(arith.size(e, names) for e in declared[result])
+            except ValueError as e:
+                raise self.error(field, str(e)) from None
+            return shape
+
+        forward = []
+        for n, eq in enumerate(alg.forward):
+            field = f"{where}, forward[{n}]"
+            want = self.out_shape if eq.result == self.kind.out_name else given(eq.result, field)
+            run = self._compile(eq, field, optimize, want, shapes, symbols)
+            shapes[eq.result] = run.result_shape
+            forward.append((eq.result, None, run, tuple(run.shapes)))
+        if alg.forward[-1].result != self.kind.out_name:
+            raise self.error(f"{where}, forward", f"must end with the equation that writes {self.kind.out_name!r}")
+        grads = {"d" + t: t for t in [self.kind.in_name, *self.param_shapes]}
+        shapes["d" + self.kind.out_name] = self.out_shape
+        compiled = []
+        for n, eq in enumerate(alg.backward):
+            field = f"{where}, backward[{n}]"
+            if eq.result in shapes:
+                raise self.error(field, f"writes {eq.result!r}, which already names a tensor; give it a name of "
+                                        "its own")
+            want = shapes[grads[eq.result]] if eq.result in grads else given(eq.result, field)
+            run = self._compile(eq, field, optimize, want, shapes, symbols)
+            shapes[eq.result] = run.result_shape
+            compiled.append((eq.result, run))
+        # the steps the wanted gradients need, each once, in the chain's order
+        need = {"d" + t for t in self.wanted if "d" + t in grads}
+        missing = need - {r for r, _ in compiled}
+        if missing:
+            raise self.error(f"{where}, backward", f"no equation writes {sorted(missing)[0]!r}; add it")
+        serves, backward = {}, []
+        for result, run in reversed(compiled):
+            if result in need:
+                serves.setdefault(result, grads.get(result))
+                for r in run.shapes:
+                    need.add(r)
+                    serves.setdefault(r, serves[result])
+        for result, run in compiled:
+            if result in need:
+                backward.append((serves[result], result, run, tuple(run.shapes)))
+        constants = {c: v.astype(self.dtype) for c, v in masters.items()}
+        return {"name": name, "cites": alg.cites, "forward": forward, "backward": backward,
+                "constants": constants, "masters": masters, "shapes": shapes}
+
+    def retyped(self, dtype):
+        """The same compiled block running in another dtype: its own buffers, constants cast anew."""
+        other = copy.copy(self)
+        other.dtype, other.buffers = np.dtype(dtype), {}
+        if self.chain is not None:
+            other.constants = {c: v.astype(dtype) for c, v in self.chain["masters"].items()}
+        return other
+
+    def as_definition(self):
+        """The same block running the definition's equations (what the Jacobian checks judge)."""
+        if self.algorithm is None:
+            return self
+        other = copy.copy(self)
+        other.forward_runs, other.backward_runs = self.definition
+        other.algorithm, other.chain, other.constants, other.buffers = None, None, {}, {}
+        return other
+
     # -- run ---------------------------------------------------------------------
     def _buffer(self, name, shape):
         buf = self.buffers.get(name)
@@ -263,6 +406,8 @@ class Block:
 
     def forward(self, env, keep_positions=True):
         """Run the forward equations, writing each result (and max positions) into env."""
+        if self.constants:
+            env.update(self.constants)
         for result, mask, run, reads in self.forward_runs:
             out = self._buffer(result, run.result_shape)
             if mask is not None and keep_positions:
@@ -275,7 +420,21 @@ class Block:
 
     def backward(self, env):
         """Run the Jacobian contractions in order; env must hold d<out> and the forward tensors."""
+        if self.constants:
+            env.update(self.constants)
         for _, result, run, reads in self.backward_runs:
             out = self._buffer(result, run.result_shape)
             env[result] = run(out=out, **{n: env[n] for n in reads})
         return env
+
+
+def modelled_seconds(runs, itemsize) -> float:
+    """A run list's modelled time: each product's FLOPs at its road's rate (BLAS or not), plus
+    writing its result and reading it back once (RATES, BANDWIDTH)."""
+    total = 0.0
+    for run in (r[2] for r in runs):
+        for p in run.describe()["products"]:
+            blas = any(s["blas"] in ("GEMM", "TDOT") for s in p["steps"])
+            total += p["optimized_flops"] / RATES["blas" if blas else "other"]
+            total += 2 * int(np.prod(p["fold"]["shape"])) * itemsize / BANDWIDTH
+    return total

@@ -52,7 +52,8 @@ class Network:
                              f"path optimizer {self.optimize!r} not found, valid options are {sorted(PATH_OPTIONS)}")
         self.loss_kind = spec.losses[self.net.loss]
         self.input_shape = tuple(self.net.input)
-        self._compiled = {}
+        self._compiled, self._auto = {}, {}
+        self.algorithms = self._resolve_algorithms()  # layer -> the algorithm it runs (or "definition")
         stages = self._build(2, np.float64)  # shapes, names and parameters; also the load-time checks
         self.classes = stages[-2].layer.out_shape[-1]
         self.param_shapes = {s.name: dict(s.layer.param_shapes) for s in stages[:-1]}
@@ -64,6 +65,20 @@ class Network:
     # -- building ----------------------------------------------------------------------
     def _where(self, layer):
         return f"network {self.name!r}, layer {layer.name!r} ({layer.kind})"
+
+    def _resolve_algorithms(self) -> dict:
+        """Each layer's algorithm, `auto` decided once by modelled cost at the training batch size,
+        so that every batch size, the load-time check and a resumed run use the same one."""
+        if not any(self.spec.kinds[layer.kind].algorithms and layer.hyper.get("algorithm") == "auto"
+                   for layer in self.net.layers):
+            return {}
+        batch = int(self.spec.training_for(self.name).get("batch_size") or 64)
+        self.algorithms, self._auto = {}, {}
+        stages = self._build(batch, self.dtype)
+        self._compiled[(batch, self.dtype)] = stages
+        self._auto = {s.name: dict(s.layer.chain["auto"], batch=batch) for s in stages[:-1]
+                      if s.layer.chain is not None and "auto" in s.layer.chain}
+        return {s.name: s.layer.algorithm or "definition" for s in stages[:-1] if s.layer.kind.algorithms}
 
     def _build(self, batch, dtype):
         shape = (batch,) + self.input_shape
@@ -77,7 +92,9 @@ class Network:
                                       "between an image layer and a dense one)")
             needs = None if n else set(kind.params)
             block = Block(self.spec, kind, layer.hyper, {kind.in_name: shape}, self._where(layer),
-                          self.optimize, needs=needs, dtype=dtype)
+                          self.optimize, needs=needs, dtype=dtype, algorithm=self.algorithms.get(layer.name))
+            if layer.name in self._auto and block.chain is not None:
+                block.chain.setdefault("auto", self._auto[layer.name])  # how `auto` decided, for the plans
             out = block.out_shape
             act_kind = self.spec.activations[layer.activation]
             act = None
@@ -243,10 +260,13 @@ class Network:
 
     # -- load-time checks ----------------------------------------------------------------
     def check(self, stages, tolerance=1e-6):
-        """Each block's declared Jacobians against the derived ones, else central differences."""
+        """Each block's declared Jacobians against the derived ones, else central differences; then
+        each layer's algorithm against its definition."""
         rng = np.random.default_rng(0)
         for n, s in enumerate(stages[:-1]):
             self._check_one([self._small(s.layer)], rng, tolerance)
+            if s.layer.algorithm is not None:
+                self.verify(s.layer, rng)
             if s.activation is not None:
                 self._check_one([self._small(s.activation)], rng, tolerance)
         last = stages[-2]
@@ -260,12 +280,12 @@ class Network:
         shape = block.shapes[block.kind.in_name]
         small = shape[:1] + tuple(min(n, cap) for n in shape[1:])
         if small == shape:
-            return block
+            return block.as_definition()
         try:
             return Block(self.spec, block.kind, block.hyper, {block.kind.in_name: small}, block.where,
-                         self.optimize, dtype=np.float64)
+                         self.optimize, dtype=np.float64, algorithm="definition")
         except SpecError:
-            return block
+            return block.as_definition()
 
     def _check_one(self, blocks, rng, tolerance):
         block = blocks[-1]
@@ -277,7 +297,7 @@ class Network:
             kind = dataclasses.replace(block.kind, backward="derive")
             try:
                 derived = Block(self.spec, kind, block.hyper, {block.kind.in_name: block.shapes[block.kind.in_name]},
-                                block.where, self.optimize, needs=targets, dtype=np.float64)
+                                block.where, self.optimize, needs=targets, dtype=np.float64, algorithm="definition")
             except SpecError:  # no derivation for this kind (softmax): finite differences judge it
                 derived = None
         # a derived set that does not cover the targets falls back to finite differences
@@ -289,6 +309,36 @@ class Network:
                 raise self.spec.error(f"{block.where}, backward {t!r}",
                                       f"the declared Jacobian disagrees with {'the derived one' if how == 'derived' else 'central finite differences'} "
                                       f"by {err:.2e} (relative); fix the equation")
+
+
+    def verify(self, block, rng, exact=1e-10, rounded=1e-5):
+        """A layer's algorithm against its definition on a random batch: the output and every
+        gradient it gives, in float64 (equal up to rounding: `exact`) and in the run's dtype."""
+        ref = block.as_definition()
+        names = [block.kind.in_name] + list(block.param_shapes)
+        env = gradcheck.random_inputs(rng, {n: block.shapes[n] for n in names})
+        upstream = rng.standard_normal(block.out_shape)
+        outputs = [block.kind.out_name] + ["d" + t for t in names if t in block.wanted]
+
+        def run(b, dtype):
+            work = {n: v.astype(dtype) for n, v in env.items()}
+            b.forward(work)
+            work["d" + b.kind.out_name] = upstream.astype(dtype)
+            b.backward(work)
+            return {n: np.array(work[n], dtype=np.float64) for n in outputs}
+
+        want = run(ref, np.float64)
+        checks = [(np.dtype(np.float64), exact)] + ([(self.dtype, rounded)] if self.dtype != np.float64 else [])
+        for dtype, tolerance in checks:
+            got = run(block if dtype == block.dtype else block.retyped(dtype), dtype)
+            for n in outputs:
+                err = gradcheck.relative_error(got[n], want[n])
+                if not err <= tolerance:
+                    what = "its output" if n == block.kind.out_name else f"its gradient {n!r}"
+                    raise self.spec.error(f"{block.where}, algorithm {block.algorithm!r}",
+                                          f"{what} disagrees with the definition by {err:.2e} (relative, "
+                                          f"{dtype.name}; at most {tolerance:g} allowed); fix the chain or "
+                                          "choose another algorithm")
 
 
 def load(source="layers.yaml", network=None, dtype=None, optimize=None, check=True, seed=None) -> Network:

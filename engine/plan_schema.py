@@ -95,6 +95,27 @@ class Contraction(TypedDict):
     largest_intermediate: Size
 
 
+class Modelled(TypedDict):
+    algorithm: str
+    seconds: Annotated[float, "modelled: FLOPs at each road's rate, plus the bytes written"]
+
+
+class ConstantShape(TypedDict):
+    name: str
+    shape: list[int]
+
+
+class Algorithm(TypedDict):
+    name: Annotated[str, '"im2col", "fourier"']
+    cites: str
+    chosen: Annotated[str, '"named in the spec" or "auto, by modelled cost"']
+    modelled: Annotated[list[Modelled], "auto: each algorithm that applies, at modelled_at_batch"]
+    modelled_at_batch: Optional[int]
+    constants: Annotated[list[ConstantShape], "the named constant tensors it reads"]
+    step_flops: Annotated[int, "its contractions in a training step"]
+    definition_step_flops: Annotated[int, "those of the definition it replaces"]
+
+
 class Block(TypedDict):
     name: Annotated[str, '"conv1", "conv1.relu" (its activation), "loss"']
     role: Literal["layer", "activation", "loss"]
@@ -102,7 +123,8 @@ class Block(TypedDict):
     cites: str
     where: str
     dtype: str
-    contractions: list[Contraction]
+    algorithm: Annotated[Optional[Algorithm], "null: the block runs its definition"]
+    contractions: Annotated[list[Contraction], "what runs: the algorithm's chain if there is one"]
 
 
 class PerImage(TypedDict):

@@ -45,17 +45,33 @@ def collect(net, batch: int = 64) -> dict:
             if s.activation is not None:
                 parts.append((f"{s.name}.{s.activation.kind.name}", "activation", s.activation))
         for name, role, block in parts:
-            runs = [("forward", result, run, True) for result, _, run, _ in block.forward_runs]
-            runs += [("backward", result, run, block is not skip) for _, result, run, _ in block.backward_runs]
-            blocks.append({
-                "name": name, "role": role, "kind": block.kind.name, "cites": block.kind.cites or "",
-                "where": block.where, "dtype": block.dtype.name,
-                "contractions": [_contraction(net.spec, block, name, *r) for r in runs]})
+            entry = {"name": name, "role": role, "kind": block.kind.name, "cites": block.kind.cites or "",
+                     "where": block.where, "dtype": block.dtype.name, "algorithm": None,
+                     "contractions": _contractions(net.spec, block, name, block.forward_runs,
+                                                   block.backward_runs, block is not skip)}
+            if block.algorithm is not None:
+                definition = _contractions(net.spec, block, name, *block.definition, block is not skip)
+                entry["algorithm"] = {
+                    "name": block.algorithm, "cites": block.chain["cites"],
+                    "chosen": "auto, by modelled cost" if "auto" in block.chain else "named in the spec",
+                    "modelled": [{"algorithm": k, "seconds": v} for k, v in block.chain.get("auto", {}).items()
+                                 if k != "batch"],
+                    "modelled_at_batch": block.chain.get("auto", {}).get("batch"),
+                    "constants": [{"name": c, "shape": list(v.shape)} for c, v in block.constants.items()],
+                    "step_flops": sum(c["optimized_flops"] for c in entry["contractions"] if c["in_training_step"]),
+                    "definition_step_flops": sum(c["optimized_flops"] for c in definition if c["in_training_step"])}
+            blocks.append(entry)
     doc = {"schema": SCHEMA, "spec": str(net.spec.file), "network": net.name, "batch": batch,
            "optimize": str(net.optimize), "dtype": net.dtype.name, "itemsize": net.dtype.itemsize,
            "flops": FLOPS, "blocks": blocks}
     doc["totals"] = _totals(blocks, batch)
     return doc
+
+
+def _contractions(spec, block, name, forward_runs, backward_runs, in_step) -> list:
+    runs = [("forward", result, run, True) for result, _, run, _ in forward_runs]
+    runs += [("backward", result, run, in_step) for _, result, run, _ in backward_runs]
+    return [_contraction(spec, block, name, *r) for r in runs]
 
 
 def _contraction(spec, block, block_name, pass_, writes, run, in_step) -> dict:
@@ -214,6 +230,16 @@ def render_text(doc: dict, width: int = WIDTH) -> str:
     for b in doc["blocks"]:
         head = f"== {b['name']}: {b['kind']} {b['cites']} ".replace("  ", " ")
         lines += ["", head + "=" * max(0, width - len(head))]
+        a = b["algorithm"]
+        if a is not None:
+            lines.append(f"algorithm {a['name']} ({a['cites']}), {a['chosen']}: {_n(a['step_flops'])} flops a "
+                         f"training step in place of the definition's {_n(a['definition_step_flops'])}")
+            if a["modelled"]:
+                lines.append(f"  modelled at batch {a['modelled_at_batch']} (FLOPs at each road's rate, plus "
+                             "the bytes written): " + ", ".join(f"{m['algorithm']} {1e3 * m['seconds']:.1f} ms"
+                                                                for m in a["modelled"]))
+            if a["constants"]:
+                lines.append("  constants " + ", ".join(f"{c['name']} {_shape(c['shape'])}" for c in a["constants"]))
         for c in b["contractions"]:
             lines += _text_contraction(c, width)
     lines += [""] + _text_totals(doc)

@@ -17,6 +17,8 @@ from notation import Equation, NotationError
 from .errors import SpecError
 from .init import INITIALISERS
 
+ALGORITHM_CHOICES = ("auto", "definition")  # besides the names of a kind's algorithms
+
 TRAINING_DEFAULTS = {"dataset": "fashion-mnist", "optimizer": "adam", "lr": 0.001, "batch_size": 64,
                      "epochs": 5, "seed": 0, "dtype": "float32", "optimize": "auto"}
 REQUIRED = "required"
@@ -40,6 +42,28 @@ class Kind:
     activation: str | None = None  # losses: the activation they fuse with
     in_name: str = "x"
     out_name: str = "z"
+    algorithms: dict = field(default_factory=dict)  # name -> Algorithm: other ways to evaluate it
+
+
+@dataclass
+class Algorithm:
+    """Another way to evaluate a kind: how, never what.  The kind's equations stay the definition;
+    this chain must agree with them (checked when a network loads).
+
+    `forward` ends by writing the kind's output; `backward` is one ordered list in which the
+    equations writing d<input> or d<param> are the gradients and the others intermediates that
+    several gradients may share (dz's spectrum for dx and dw); a step no wanted gradient needs is
+    not run.  Forward results stay in the layer's tensors for the backward (x's spectrum).
+    """
+
+    name: str
+    cites: str
+    requires: dict  # hyperparameter -> the value this algorithm needs (stride: 1)
+    symbols: dict
+    shapes: dict
+    constants: dict  # name -> (registry name, [argument size expressions])
+    forward: list  # Equation
+    backward: list  # Equation, in order
 
     @property
     def where(self) -> str:
@@ -268,7 +292,7 @@ def _kind(spec, section, name, body, io) -> Kind:
     if not isinstance(body, dict):
         raise spec.error(where, "must be a mapping with forward: and backward:")
     allowed = {"cites", "input", "hyper", "symbols", "shapes", "params", "forward", "backward", "positions",
-               "activation"}
+               "activation", "algorithms"}
     extra = set(body) - allowed
     if extra:
         raise spec.error(where, f"unknown field(s) {sorted(extra)}; valid are {sorted(allowed)}")
@@ -325,8 +349,62 @@ def _kind(spec, section, name, body, io) -> Kind:
         if init not in INITIALISERS and init not in hyper:
             raise spec.error(f"{where}, param {pname!r}", f"init {init!r} not found, valid options are "
                                                           f"{sorted(INITIALISERS)} or a hyperparameter name")
+    algorithms = _algorithms(spec, where, body.get("algorithms"), section)
+    if algorithms:
+        hyper.setdefault("algorithm", "auto")
     return Kind(name, section, str(body["cites"]), inputs, hyper, symbols, shapes, params, forward, backward,
-                positions, activation, io[0], io[1])
+                positions, activation, io[0], io[1], algorithms)
+
+
+def _algorithms(spec, where, body, section) -> dict:
+    """{name: Algorithm} from a kind's `algorithms:` mapping."""
+    from notation.constants import CONSTANTS
+    if body is None:
+        return {}
+    if section != "kinds" or not isinstance(body, dict):
+        raise spec.error(f"{where}, field 'algorithms'", "must map algorithm names to {forward: [...], "
+                                                         "backward: [...]} (layer kinds only)")
+    out = {}
+    allowed = {"cites", "requires", "symbols", "shapes", "constants", "forward", "backward"}
+    for aname, a in body.items():
+        _name(spec, f"{where}, field 'algorithms'", aname, "an algorithm's name")
+        awhere = f"{where}, algorithm {aname!r}"
+        if aname in ALGORITHM_CHOICES:
+            raise spec.error(awhere, f"{aname!r} is reserved; give the algorithm another name")
+        if not isinstance(a, dict):
+            raise spec.error(awhere, "must be a mapping with forward: and backward:")
+        extra = set(a) - allowed
+        if extra:
+            raise spec.error(awhere, f"unknown field(s) {sorted(extra)}; valid are {sorted(allowed)}")
+        if not a.get("cites"):
+            raise spec.error(awhere, "field 'cites' is missing; say which equations it evaluates, e.g. \"(15)\"")
+        constants = {}
+        for cname, c in _mapping(spec, f"{awhere}, field 'constants'", a.get("constants"),
+                                 "{fw: {rdft: [width, nw]}}").items():
+            cwhere = f"{awhere}, constant {cname!r}"
+            if not isinstance(c, dict) or len(c) != 1:
+                raise spec.error(cwhere, "must be {closed form: [arguments]}, e.g. {rdft: [width, nw]}")
+            (form, args), = c.items()
+            if form not in CONSTANTS:
+                raise spec.error(cwhere, f"no constant {form!r}; valid options are {sorted(CONSTANTS)}")
+            if not isinstance(args, list) or any(isinstance(v, bool) or not isinstance(v, (str, int)) for v in args):
+                raise spec.error(cwhere, f"its arguments must be a list of sizes such as [width, nw], not {_what(args)}")
+            if len(args) != len(CONSTANTS[form].args):
+                raise spec.error(cwhere, f"{form} takes {len(CONSTANTS[form].args)} argument(s) "
+                                         f"({', '.join(CONSTANTS[form].args) or 'none'}), not {len(args)}")
+            constants[cname] = (form, args)
+        chains = {}
+        for part in ("forward", "backward"):
+            raw = a.get(part)
+            if not isinstance(raw, list) or not raw:
+                raise spec.error(awhere, f"field {part!r} must be a non-empty list of equations")
+            chains[part] = [_equation(spec, f"{awhere}, {part}[{n}]", src) for n, src in enumerate(raw)]
+        requires = _mapping(spec, f"{awhere}, field 'requires'", a.get("requires"), "{stride: 1}")
+        symbols = _mapping(spec, f"{awhere}, field 'symbols'", a.get("symbols"), "{nh: height + pb}")
+        shapes = _mapping(spec, f"{awhere}, field 'shapes'", a.get("shapes"), "{dzd: [b, height + P, zw, filters]}")
+        out[aname] = Algorithm(aname, str(a["cites"]), dict(requires), dict(symbols), dict(shapes), constants,
+                               chains["forward"], chains["backward"])
+    return out
 
 
 def _jacobian(spec, where, src) -> list:
@@ -406,6 +484,11 @@ def _network(spec, name, body) -> NetworkSpec:
                              f"kind {kind!r} takes no such field; its fields are {sorted(spec.kinds[kind].hyper)}")
         merged = dict(spec.kinds[kind].hyper)
         merged.update(hyper)
+        if spec.kinds[kind].algorithms:
+            valid = list(ALGORITHM_CHOICES) + sorted(spec.kinds[kind].algorithms)
+            if merged["algorithm"] not in valid:
+                raise spec.error(f"{lwhere}, field 'algorithm'", f"algorithm {merged['algorithm']!r} not found, "
+                                                                 f"valid options are {valid}")
         missing = [k for k, v in merged.items() if v == REQUIRED]
         if missing:
             raise spec.error(f"{lwhere}, field {missing[0]!r}", f"is required by kind {kind!r}; give it a value")

@@ -23,6 +23,16 @@ def mnist_test():
     return (data.images.reshape(-1, 28, 28, 1) / 255.0), data.labels.astype(int)
 
 
+def spec_with(**algorithms):
+    """layers.yaml's text with the named layers on the given algorithms: spec_with(conv2="fourier")."""
+    import re
+    text = SPEC.read_text()
+    for layer, algorithm in algorithms.items():
+        text, n = re.subn(rf"(\{{name: {layer}, kind: conv2d, [^}}]*algorithm: )\w+", rf"\g<1>{algorithm}", text)
+        assert n == 1, f"layer {layer} with an algorithm: field not found in layers.yaml"
+    return text
+
+
 def train_steps(net, images, labels, steps, batch, lr):
     """Adam on consecutive batches from the start of the data; the loss of every step."""
     from engine.optim import make

@@ -53,19 +53,24 @@ def finite_difference_error(block, seed=0, entries=40, h=1e-6):
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("padding", ["valid", "same"])
 @pytest.mark.parametrize("kernel", [2, 3])
-def test_conv2d_jacobians_match_finite_differences(size, stride, padding, kernel):
-    block = build("conv2d", (2, size, size, 2), filters=3, kernel=kernel, stride=stride, padding=padding)
+@pytest.mark.parametrize("algorithm", ["definition", "im2col", "fourier"])
+def test_conv2d_jacobians_match_finite_differences(size, stride, padding, kernel, algorithm):
+    if algorithm == "fourier" and stride > 1:
+        pytest.skip("fourier refuses a stride: tests/test_algorithms.py")
+    block = build("conv2d", (2, size, size + 1, 2), filters=3, kernel=kernel, stride=stride, padding=padding,
+                  algorithm=algorithm)
+    assert block.algorithm == (None if algorithm == "definition" else algorithm)
     assert finite_difference_error(block) < 1e-6
 
 
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("padding", ["valid", "same"])
 def test_conv2d_input_gradient_is_eq16_as_the_report_writes_it(stride, padding):
-    """layers.yaml evaluates (16) as a gather down the height; the report's sum, term by term,
+    """The im2col chain evaluates (16) as a gather down the height; the report's sum, term by term,
     restricted to the terms in range, must give the same numbers (then cropped to the input)."""
     from notation import Equation
     from notation.reference import evaluate
-    block = build("conv2d", (2, 7, 6, 2), filters=3, kernel=3, stride=stride, padding=padding)
+    block = build("conv2d", (2, 7, 6, 2), filters=3, kernel=3, stride=stride, padding=padding, algorithm="im2col")
     rng = np.random.default_rng(stride)
     env = block.forward(inputs(block, rng))
     env["dz"] = rng.standard_normal(block.out_shape)

@@ -62,19 +62,19 @@ def test_declared_jacobian_that_disagrees_with_the_derived_one_says_by_how_much(
 
 
 def test_a_wrong_step_in_a_jacobian_of_several_equations_names_the_layer(tmp_path):
-    def flip_the_kernel(d):  # a flip where the gathered form of (16) has none
-        d["kinds"]["conv2d"]["backward"]["x"][2] = "dxu[c,t,u,v] = dzw[c,t,j,p,k] * w[P-p, Q+s2*j-u, v, k]"
-    msg = load_changed(tmp_path, flip_the_kernel)
+    def transposed(d):  # rows for columns when the padding is undone
+        d["kinds"]["conv2d"]["backward"]["x"][1] = "dx[c,t,u,v] = dxp[c, u+pl, t+pt, v]"
+    msg = load_changed(tmp_path, transposed)
     assert "layer 'conv1' (conv2d), backward 'x'" in msg and "disagrees with the derived one by" in msg
 
 
 def test_an_intermediate_of_a_jacobian_may_not_overwrite_a_tensor(tmp_path):
     def clobber(d):
         x = d["kinds"]["conv2d"]["backward"]["x"]
-        x[0] = x[0].replace("dzd[", "xc[", 1)
-        x[1] = x[1].replace("= dzd[", "= xc[")
+        x[0] = x[0].replace("dxp[", "xp[", 1)
+        x[1] = x[1].replace("= dxp[", "= xp[")
     msg = load_changed(tmp_path, clobber)
-    assert "backward 'x'[0]" in msg and "writes 'xc', which already names a tensor" in msg
+    assert "backward 'x'[0]" in msg and "writes 'xp', which already names a tensor" in msg
 
 
 def test_an_empty_list_is_not_a_jacobian(tmp_path):
