@@ -9,8 +9,8 @@ real contractions that land on BLAS: with `cmul[e,f,g]` the product of a[e] and 
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

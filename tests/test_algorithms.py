@@ -7,6 +7,8 @@ in test_engine_jacobians.py; and against the definition when a network loads.
 """
 import numpy as np
 import pytest
+from conftest import SPEC as SPEC_PATH
+from conftest import spec_with
 
 import engine
 from engine import SpecError, plans
@@ -14,8 +16,6 @@ from engine.layer import Block
 from notation import Equation
 from notation.constants import CONSTANTS
 from notation.reference import evaluate
-
-from conftest import SPEC as SPEC_PATH, spec_with
 
 SPEC = engine.read(SPEC_PATH)
 CONV = SPEC.kinds["conv2d"]
