@@ -428,13 +428,16 @@ class Block:
         return env
 
 
+BLAS_ROADS = ("GEMM", "batched GEMM", "TDOT")
+
+
 def modelled_seconds(runs, itemsize) -> float:
-    """A run list's modelled time: each product's FLOPs at its road's rate (BLAS or not), plus
-    writing its result and reading it back once (RATES, BANDWIDTH)."""
+    """A run list's modelled time: each product's FLOPs at the rate of its road (a GEMM or batched
+    GEMM on BLAS, or not), plus writing its result and reading it back once (RATES, BANDWIDTH)."""
     total = 0.0
     for run in (r[2] for r in runs):
         for p in run.describe()["products"]:
-            blas = any(s["blas"] in ("GEMM", "TDOT") for s in p["steps"])
+            blas = any((s["kind"] or s["blas"]) in BLAS_ROADS for s in p["steps"])
             total += p["optimized_flops"] / RATES["blas" if blas else "other"]
             total += 2 * int(np.prod(p["fold"]["shape"])) * itemsize / BANDWIDTH
     return total

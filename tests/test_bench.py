@@ -18,8 +18,9 @@ def test_json_report_has_throughput_flops_memory_and_a_breakdown():
     assert row["engine"]["train_images_per_s"] > 0 and row["engine"]["infer_images_per_s"] > 0
     assert row["cold_start_s"] > 0 and row["peak_rss_mib"] > 0
     rows = {r["contraction"]: r for r in row["breakdown"]}
-    assert "GEMM into the result" in rows["layer 'conv2' (conv2d): z (forward)"]["strategies"]
-    assert "gather copy" in rows["layer 'conv2' (conv2d): xc (forward)"]["strategies"]
+    assert "GEMM into the result" in rows["layer 'conv1' (conv2d): z (forward)"]["strategies"]  # im2col
+    assert "gather copy" in rows["layer 'conv1' (conv2d): xc (forward)"]["strategies"]
+    assert "batched GEMM" in rows["layer 'conv2' (conv2d): zs (forward)"]["strategies"]  # fourier, per frequency
     assert list(rows)[-2:] == ["(whole step, excluding the update)", "(the update: adam)"]
     gemm, whole = rows["(all GEMM into the result)"]["ms"], rows["(whole step, excluding the update)"]["ms"]
     assert 0 < gemm < whole
