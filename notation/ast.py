@@ -12,7 +12,20 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Union
 
+from .printer import LATEX, TEXT, render
+
 Span = tuple  # (start, end) character offsets in the source
+
+
+class Printable:
+    """A node prints itself in our notation (str) and as the report typesets it (latex()),
+    both through the one printer in notation/printer.py."""
+
+    def __str__(self) -> str:
+        return render(self, TEXT)
+
+    def latex(self) -> str:
+        return render(self, LATEX)
 
 
 def is_index_name(name: str) -> bool:
@@ -42,7 +55,7 @@ class Mono:
 
 
 @dataclass(frozen=True)
-class Affine:
+class Affine(Printable):
     """An index term: a sum of monomials, e.g. `s1*i + p` or `P - p`."""
 
     monos: tuple
@@ -108,176 +121,71 @@ class Affine:
                 out.append(Mono(m.coef * r.coef, m.symbols + r.symbols, r.index, r.span))
         return Affine(tuple(out), self.span)
 
-    def __str__(self) -> str:
-        parts = []
-        for n, m in enumerate(self.monos):
-            body = [str(abs(m.coef))] if abs(m.coef) != 1 or (not m.symbols and m.index is None) else []
-            body += list(m.symbols) + ([m.index] if m.index else [])
-            text = "*".join(body)
-            if n == 0:
-                parts.append(("-" if m.coef < 0 else "") + text)
-            else:
-                parts.append((" - " if m.coef < 0 else " + ") + text)
-        return "".join(parts) if parts else "0"
-
-    def latex(self) -> str:
-        parts = []
-        for n, m in enumerate(self.monos):
-            body = str(abs(m.coef)) if abs(m.coef) != 1 or (not m.symbols and m.index is None) else ""
-            body += "".join(_latex_symbol(s) for s in m.symbols) + (_latex_index(m.index) if m.index else "")
-            sign = "-" if m.coef < 0 else ("+" if n else "")
-            parts.append(sign + body)
-        return "".join(parts) if parts else "0"
-
 
 @dataclass(frozen=True)
-class Ref:
+class Ref(Printable):
     """A tensor with its index terms: `x[b, s1*i+p, s2*j+q, r]`."""
 
     name: str
     axes: tuple
     span: Span = field(default=(0, 0), compare=False)
 
-    def __str__(self) -> str:
-        if not self.axes:
-            return f"{self.name}[]"
-        return f"{self.name}[{', '.join(str(a) for a in self.axes)}]" if any(
-            a.plain() is None for a in self.axes) else f"{self.name}[{','.join(str(a) for a in self.axes)}]"
-
-    def latex(self) -> str:
-        if not self.axes:
-            return _latex_symbol(self.name)
-        subs = "".join(a.latex() if a.plain() else f"({a.latex()})" for a in self.axes)
-        return f"{_latex_symbol(self.name)}_{{{subs}}}"
-
 
 @dataclass(frozen=True)
-class Delta:
+class Delta(Printable):
     """Kronecker delta[i,j] (eq. 13, 23): 1 where the two indices agree."""
 
     i: str
     j: str
     span: Span = field(default=(0, 0), compare=False)
 
-    def __str__(self) -> str:
-        return f"delta[{self.i},{self.j}]"
-
-    def latex(self) -> str:
-        return rf"\delta_{{{_latex_index(self.i)}{_latex_index(self.j)}}}"
-
 
 @dataclass(frozen=True)
-class Call:
+class Call(Printable):
     """An elementwise function from the registry applied to an expression: `relu(z[b,i])`."""
 
     func: str
     arg: "Node"
     span: Span = field(default=(0, 0), compare=False)
 
-    def __str__(self) -> str:
-        return f"{self.func}({self.arg})"
-
-    def latex(self) -> str:
-        from .functions import FUNCTIONS
-        return rf"{FUNCTIONS[self.func].latex}\left({self.arg.latex()}\right)"
-
 
 @dataclass(frozen=True)
-class Max:
+class Max(Printable):
     """`max[p,q] x[...]` (eq. 18): the maximum over the listed indices, positions kept."""
 
     indices: tuple
     arg: "Node"
     span: Span = field(default=(0, 0), compare=False)
 
-    def __str__(self) -> str:
-        arg = f"({self.arg})" if isinstance(self.arg, (Sum, Mul)) else str(self.arg)
-        return f"max[{','.join(self.indices)}] {arg}"
-
-    def latex(self) -> str:
-        arg = self.arg.latex()
-        if isinstance(self.arg, (Sum, Mul)):
-            arg = rf"\left({arg}\right)"
-        return rf"\max_{{{','.join(_latex_index(i) for i in self.indices)}}} {arg}"
-
 
 @dataclass(frozen=True)
-class Num:
+class Num(Printable):
     value: Fraction
     span: Span = field(default=(0, 0), compare=False)
 
-    def __str__(self) -> str:
-        v = self.value
-        return str(v.numerator) if v.denominator == 1 else str(float(v))
-
-    def latex(self) -> str:
-        v = self.value
-        return str(v.numerator) if v.denominator == 1 else rf"\tfrac{{{v.numerator}}}{{{v.denominator}}}"
-
 
 @dataclass(frozen=True)
-class Sym:
+class Sym(Printable):
     """A scalar symbol (`eta`) or an upper-case count (`B` in `1/B`)."""
 
     name: str
     span: Span = field(default=(0, 0), compare=False)
 
-    def __str__(self) -> str:
-        return self.name
-
-    def latex(self) -> str:
-        return _latex_symbol(self.name)
-
 
 @dataclass(frozen=True)
-class Sum:
+class Sum(Printable):
     """Signed terms: [(+1 | -1, node), ...]."""
 
     terms: tuple
     span: Span = field(default=(0, 0), compare=False)
 
-    def __str__(self) -> str:
-        out = ""
-        for n, (sign, node) in enumerate(self.terms):
-            text = f"({node})" if isinstance(node, Sum) and sign < 0 else str(node)
-            out += ("-" if sign < 0 else "") + text if n == 0 else (" - " if sign < 0 else " + ") + text
-        return out
-
-    def latex(self) -> str:
-        out = ""
-        for n, (sign, node) in enumerate(self.terms):
-            op = ("-" if sign < 0 else "") if n == 0 else (" - " if sign < 0 else " + ")
-            text = rf"\left({node.latex()}\right)" if isinstance(node, Sum) and sign < 0 else node.latex()
-            out += op + text
-        return out
-
 
 @dataclass(frozen=True)
-class Mul:
+class Mul(Printable):
     """Factors joined by `*` or `/`: [(op, node), ...], the first op being '*'."""
 
     factors: tuple
     span: Span = field(default=(0, 0), compare=False)
-
-    def __str__(self) -> str:
-        out = ""
-        for n, (op, node) in enumerate(self.factors):
-            grouped = isinstance(node, Sum) or (op == "/" and isinstance(node, Mul))
-            text = f"({node})" if grouped else str(node)
-            out += text if n == 0 else f" {op} {text}"
-        return out
-
-    def latex(self) -> str:
-        out = ""
-        for n, (op, node) in enumerate(self.factors):
-            last = n == len(self.factors) - 1
-            grouped = isinstance(node, Sum) or (isinstance(node, Max) and not last)
-            text = rf"\left({node.latex()}\right)" if grouped else node.latex()
-            if op == "/":
-                out = rf"\frac{{{out or '1'}}}{{{text}}}"
-            else:
-                out += ("" if n == 0 else " ") + text
-        return out
 
 
 Node = Union[Ref, Delta, Call, Max, Num, Sym, Sum, Mul]
@@ -353,19 +261,3 @@ def free_indices(factors) -> list:
                 names = [n.i, n.j]
             out += [i for i in names if i not in out and i not in reduced]
     return out
-
-
-_GREEK = {"eta", "delta", "sigma", "alpha", "beta", "gamma", "epsilon", "lambda", "mu", "theta"}
-
-
-def _latex_symbol(name: str) -> str:
-    base = name.rstrip("0123456789")
-    digits = name[len(base):]
-    if base.startswith("d") and len(base) > 1 and base not in _GREEK:  # dz -> \partial z
-        return rf"\partial {_latex_symbol(base[1:] + digits)}"
-    text = rf"\{base}" if base in _GREEK else base
-    return f"{text}_{{{digits}}}" if digits else text
-
-
-def _latex_index(name: str) -> str:
-    return name.replace("'", "^{\\prime}")

@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import counters
-from .ast import Max, Ref, _latex_index, expand, free_indices, walk
+from .ast import Max, Ref, expand, free_indices, walk
+from .printer import LATEX, signed
 from .errors import NotationError
 from .lowering import Masks, Program
 from .parser import parse, parse_einsum
@@ -59,16 +60,14 @@ class Equation:
         """The equation in the report's style: explicit sums over the summed indices."""
         from .ast import Sum
         terms = self.rhs.terms if isinstance(self.rhs, Sum) else ((1, self.rhs),)
-        body = ""
-        for n, (sign, node) in enumerate(terms):
+        parts = []
+        for sign, node in terms:
             summed = self.summed(expand(node)[0]) if expand(node) else ()
-            text = rf"\left({node.latex()}\right)" if isinstance(node, Sum) and sign < 0 else node.latex()
+            text = LATEX.group(node.latex()) if isinstance(node, Sum) and sign < 0 else node.latex()
             if summed:
-                under = ",".join(_latex_index(i) for i in summed)
-                text = rf"\sum_{{{under}}} {text}"
-            op = ("-" if sign < 0 else "") if n == 0 else (" - " if sign < 0 else " + ")
-            body += op + text
-        return f"{self.lhs.latex()} = {body}"
+                text = rf"\sum_{{{','.join(LATEX.index(i) for i in summed)}}} {text}"
+            parts.append((sign, text, False))
+        return f"{self.lhs.latex()} = {signed(parts, LATEX)}"
 
     def _repr_latex_(self) -> str:
         """In a notebook the equation is typeset as the report writes it."""
