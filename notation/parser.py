@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from fractions import Fraction
+from typing import NamedTuple
 
 from .ast import (Affine, Call, Delta, Max, Mono, Mul, Num, Ref, Sum, Sym, is_extent_name,
                   is_index_name)
@@ -30,21 +31,30 @@ TERM_FORMS = ("accepted index terms: i, c*i + p + d, s1*i + p, P - p, P + s1*i -
               "i*J*K + j*K + k (c, d integers; s1 a stride symbol; P, J upper-case extents)")
 
 
+class Token(NamedTuple):
+    """One token: its kind ('num', 'name', 'op' or 'end'), its text and where it stands."""
+
+    kind: str
+    text: str
+    start: int
+    end: int
+
+
 def tokenize(source: str) -> list:
-    """(kind, text, start, end) tokens, ending with ('end', '', n, n)."""
+    """Tokens of the source, ending with Token('end', '', n, n)."""
     tokens, pos = [], 0
     while True:
         while pos < len(source) and source[pos].isspace():
             pos += 1
         if pos >= len(source):
-            tokens.append(("end", "", pos, pos))
+            tokens.append(Token("end", "", pos, pos))
             return tokens
         m = _TOKEN.match(source, pos)
         if not m or m.end() == pos:
             raise NotationError(f"unexpected character {source[pos]!r}", source, (pos, pos + 1),
                                 "equations use names, numbers, [ ] ( ) , = + - * /")
         kind = m.lastgroup
-        tokens.append((kind, m.group(kind), m.start(kind), m.end(kind)))
+        tokens.append(Token(kind, m.group(kind), m.start(kind), m.end(kind)))
         pos = m.end()
 
 
@@ -73,7 +83,7 @@ class Parser:
 
     def error(self, message, span=None, hint=None):
         t = self.tok
-        return NotationError(message, self.source, span or (t[2], max(t[3], t[2] + 1)), hint)
+        return NotationError(message, self.source, span or (t.start, max(t.end, t.start + 1)), hint)
 
     def take(self, text=None, kind=None):
         k, t, s, e = self.tok
@@ -85,45 +95,45 @@ class Parser:
         return self.tokens[self.pos - 1]
 
     def at(self, text):
-        return self.tok[1] == text and self.tok[0] == "op"
+        return self.tok.text == text and self.tok.kind == "op"
 
     # -- grammar -------------------------------------------------------
     def equation(self):
         lhs = self.ref_or_name(allow_scalar=True)
         self.take("=")
         rhs = self.expr()
-        if self.tok[0] != "end":
-            raise self.error(f"unexpected {self.tok[1]!r} after the end of the right side",
+        if self.tok.kind != "end":
+            raise self.error(f"unexpected {self.tok.text!r} after the end of the right side",
                              hint="join factors with '*' and terms with '+' or '-'")
         return lhs, rhs
 
     def expr(self):
-        start = self.tok[2]
+        start = self.tok.start
         terms = []
         sign = 1
         if self.at("+") or self.at("-"):
-            sign = -1 if self.take()[1] == "-" else 1
+            sign = -1 if self.take().text == "-" else 1
         terms.append((sign, self.mul()))
         while self.at("+") or self.at("-"):
-            sign = -1 if self.take()[1] == "-" else 1
+            sign = -1 if self.take().text == "-" else 1
             terms.append((sign, self.mul()))
         if len(terms) == 1 and terms[0][0] == 1:
             return terms[0][1]
-        return Sum(tuple(terms), (start, self.tokens[self.pos - 1][3]))
+        return Sum(tuple(terms), (start, self.tokens[self.pos - 1].end))
 
     def mul(self):
-        start = self.tok[2]
+        start = self.tok.start
         factors = [("*", self.unary())]
         while self.at("*") or self.at("/"):
-            op = self.take()[1]
+            op = self.take().text
             factors.append((op, self.unary()))
         if len(factors) == 1:
             return factors[0][1]
-        return Mul(tuple(factors), (start, self.tokens[self.pos - 1][3]))
+        return Mul(tuple(factors), (start, self.tokens[self.pos - 1].end))
 
     def unary(self):
         if self.at("-"):
-            start = self.take()[2]
+            start = self.take().start
             node = self.nested(self.unary)
             return Sum(((-1, node),), (start, node.span[1]))
         return self.atom()
@@ -146,15 +156,15 @@ class Parser:
         if text == "delta":
             return self.delta()
         nxt = self.tokens[self.pos + 1]
-        if nxt[1] == "(":
+        if nxt.text == "(":
             if text not in FUNCTIONS:
                 raise self.error(f"unknown function {text!r}",
                                  hint=f"known functions are {sorted(FUNCTIONS)}")
             self.pos += 2
             arg = self.nested(self.expr)
             close = self.take(")")
-            return Call(text, arg, (start, close[3]))
-        if nxt[1] == "[":
+            return Call(text, arg, (start, close.end))
+        if nxt.text == "[":
             return self.ref_or_name()
         self.pos += 1
         if is_index_name(text):
@@ -164,7 +174,7 @@ class Parser:
         return Sym(text, (start, end))
 
     def max_(self):
-        start = self.take("max")[2]
+        start = self.take("max").start
         self.take("[")
         names = [self.index_name()]
         while self.at(","):
@@ -175,13 +185,13 @@ class Parser:
         return Max(tuple(names), arg, (start, arg.span[1]))
 
     def delta(self):
-        start = self.take("delta")[2]
+        start = self.take("delta").start
         self.take("[")
         i = self.index_name()
         self.take(",")
         j = self.index_name()
         close = self.take("]")
-        return Delta(i, j, (start, close[3]))
+        return Delta(i, j, (start, close.end))
 
     def index_name(self):
         kind, text, start, end = self.tok
@@ -207,22 +217,22 @@ class Parser:
                 self.take(",")
                 axes.append(self.term())
         close = self.take("]")
-        return Ref(name, tuple(axes), (start, close[3]))
+        return Ref(name, tuple(axes), (start, close.end))
 
     def term(self):
-        start = self.tok[2]
+        start = self.tok.start
         monos = []
         sign = 1
         if self.at("+") or self.at("-"):
-            sign = -1 if self.take()[1] == "-" else 1
+            sign = -1 if self.take().text == "-" else 1
         monos.append(self.mono(sign))
         while self.at("+") or self.at("-"):
-            sign = -1 if self.take()[1] == "-" else 1
+            sign = -1 if self.take().text == "-" else 1
             monos.append(self.mono(sign))
-        return Affine(tuple(monos), (start, self.tokens[self.pos - 1][3]))
+        return Affine(tuple(monos), (start, self.tokens[self.pos - 1].end))
 
     def mono(self, sign):
-        start = self.tok[2]
+        start = self.tok.start
         coef, symbols, index = sign, [], None
         while True:
             kind, text, s, e = self.tok
@@ -249,7 +259,7 @@ class Parser:
             if not self.at("*"):
                 break
             self.take("*")
-        return Mono(coef, tuple(symbols), index, (start, self.tokens[self.pos - 1][3]))
+        return Mono(coef, tuple(symbols), index, (start, self.tokens[self.pos - 1].end))
 
 
 def parse(source: str):
