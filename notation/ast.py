@@ -46,6 +46,7 @@ class Mono:
     symbols: tuple = ()
     index: str | None = None
     span: Span = field(default=(0, 0), compare=False)
+    names: tuple = field(default=(), compare=False)  # ((symbol or index, its own span), ...) as parsed
 
     def value(self, symvals) -> int:
         out = self.coef
@@ -198,6 +199,7 @@ class Product:
     coef: Fraction
     scalars: tuple = ()  # ((name, power), ...)
     factors: tuple = ()  # Ref | Delta | Call | Max
+    spans: tuple = field(default=(), compare=False)  # ((scalar name, where it stands), ...)
 
 
 def expand(node) -> list:
@@ -205,13 +207,13 @@ def expand(node) -> list:
     if isinstance(node, Num):
         return [Product(node.value)]
     if isinstance(node, Sym):
-        return [Product(Fraction(1), ((node.name, 1),))]
+        return [Product(Fraction(1), ((node.name, 1),), (), ((node.name, node.span),))]
     if isinstance(node, (Ref, Delta, Call, Max)):
         return [Product(Fraction(1), (), (node,))]
     if isinstance(node, Sum):
         out = []
         for sign, sub in node.terms:
-            out += [Product(sign * p.coef, p.scalars, p.factors) for p in expand(sub)]
+            out += [Product(sign * p.coef, p.scalars, p.factors, p.spans) for p in expand(sub)]
         return out
     if isinstance(node, Mul):
         acc = [Product(Fraction(1))]
@@ -224,9 +226,9 @@ def expand(node) -> list:
                                         "is supported", span=sub.span,
                                         hint="multiply by a tensor instead, or move the division into a function")
                 p = parts[0]
-                parts = [Product(1 / p.coef, tuple((s, -k) for s, k in p.scalars))]
-            acc = [Product(a.coef * b.coef, _merge_powers(a.scalars + b.scalars), a.factors + b.factors)
-                   for a in acc for b in parts]
+                parts = [Product(1 / p.coef, tuple((s, -k) for s, k in p.scalars), (), p.spans)]
+            acc = [Product(a.coef * b.coef, _merge_powers(a.scalars + b.scalars), a.factors + b.factors,
+                           a.spans + b.spans) for a in acc for b in parts]
         return acc
     raise TypeError(f"unexpected node {node!r}")
 

@@ -233,7 +233,7 @@ class Parser:
 
     def mono(self, sign):
         start = self.tok.start
-        coef, symbols, index = sign, [], None
+        coef, symbols, index, names = sign, [], None, []
         while True:
             kind, text, s, e = self.tok
             if kind == "num":
@@ -248,6 +248,7 @@ class Parser:
                     index = text
                 else:
                     symbols.append(text)
+                names.append((text, (s, e)))
             elif self.at("("):
                 raise self.error("parentheses are not accepted inside an index term", hint=TERM_FORMS)
             else:
@@ -259,7 +260,7 @@ class Parser:
             if not self.at("*"):
                 break
             self.take("*")
-        return Mono(coef, tuple(symbols), index, (start, self.tokens[self.pos - 1].end))
+        return Mono(coef, tuple(symbols), index, (start, self.tokens[self.pos - 1].end), tuple(names))
 
 
 def parse(source: str):
