@@ -12,7 +12,7 @@ from . import counters
 from .ast import Max, Ref, expand, free_indices, walk
 from .printer import LATEX, signed
 from .errors import NotationError
-from .lowering import Masks, Program
+from .lowering import Masks, CompiledSum
 from .parser import parse, parse_einsum
 from .sizes import bind
 
@@ -86,41 +86,41 @@ class Equation:
                                     f"not {shape!r}", self.source) from None
         binding = bind(self.source, self.lhs, self.products, shapes, symbols)
         operand_shapes = {k: v for k, v in shapes.items() if k != self.lhs.name}
-        program = Program(binding.products, binding.result_shape, binding.extents, binding.symbols,
+        rhs = CompiledSum(binding.products, binding.result_shape, binding.extents, binding.symbols,
                           operand_shapes, optimize)
-        return Run(self, binding, program, operand_shapes)
+        return Run(self, binding, rhs, operand_shapes)
 
 
 class Run:
     """A compiled equation: fixed shapes, views, einsum strings and planned paths."""
 
-    def __init__(self, equation, binding, program, shapes):
+    def __init__(self, equation, binding, rhs, shapes):
         self.equation = equation
         self.extents = dict(binding.extents)
         self.symbols = dict(binding.symbols)
         self.result_shape = tuple(binding.result_shape)
         self.shapes = {k: v for k, v in shapes.items() if k in equation.operands}
-        self._program = program
+        self._rhs = rhs
         self.has_max = any(isinstance(n, Max) for n in walk(equation.rhs))
 
     @property
     def einsum(self) -> str:
         """The lowered einsum subscripts; products of a sum are joined by ' + '."""
-        return " + ".join(p.einsum for p in self._program.products)
+        return " + ".join(p.einsum for p in self._rhs.products)
 
     @property
     def path_info(self):
         """opt_einsum's PathInfo of the contraction (a list when the right side is a sum)."""
-        infos = [p.path_info for p in self._program.products if p.path_info is not None]
+        infos = [p.path_info for p in self._rhs.products if p.path_info is not None]
         return infos[0] if len(infos) == 1 else infos
 
     @property
     def positions_shape(self):
         """The shape of the max's positions mask: its free indices, then its window indices."""
-        for p in self._program.products:
+        for p in self._rhs.products:
             for op in p.operands:
                 if op.kind == "max":
-                    return op.program.result_shape
+                    return op.argument.result_shape
         return None
 
     def describe(self) -> dict:
@@ -130,12 +130,12 @@ class Run:
         Every figure is opt_einsum's own (PathInfo), never recomputed here.
         """
         products = []
-        for p in self._program.products:
+        for p in self._rhs.products:
             strategy = p.strategy.describe()
             views = [op.view.summary() for op in p.operands if op.kind == "view"]
             nested = [{"kind": op.kind, "function": op.func.name if op.func else None,
                        "indices": list(op.indices), "shape": list(op.shape),
-                       "strategies": op.program.strategies}
+                       "strategies": op.argument.strategies}
                       for op in p.operands if op.kind in ("call", "max")]
             nested += [{"kind": "eye", "function": None, "indices": list(op.indices), "shape": list(op.shape),
                         "strategies": []} for op in p.operands if op.kind == "eye"]
@@ -158,7 +158,7 @@ class Run:
     @property
     def strategies(self) -> tuple:
         """The road each product of the right side takes, in order (see notation.strategies)."""
-        return tuple(p.strategy.name for p in self._program.products)
+        return tuple(p.strategy.name for p in self._rhs.products)
 
     def plan(self) -> str:
         """describe(), readable: the strategy, views, einsum, opt_einsum's steps, how the result is written."""
@@ -223,10 +223,10 @@ class Run:
                                 self.equation.source)
         masks = Masks(reuse=out is not None) if positions else None  # with out=, in buffers kept
         if counters.ACTIVE is None:
-            z = self._program.evaluate(arrays, out=out, positions=masks)
+            z = self._rhs.evaluate(arrays, out=out, positions=masks)
         else:
             with counters.in_run(self):
-                z = self._program.evaluate(arrays, out=out, positions=masks)
+                z = self._rhs.evaluate(arrays, out=out, positions=masks)
         if not positions:
             return z
         if not masks:

@@ -21,7 +21,7 @@ class Function:
 
 def _drelu_array(z, out=None):
     # eq. (21): 1 above zero, 1/2 at zero (the central difference), 0 below, as (sign + 1) / 2:
-    # three vectorised passes, 6x faster than np.heaviside, which is not vectorised
+    # three in-place passes, which measured 6x faster than np.heaviside(z, 0.5) here
     out = np.sign(z, out=out)
     out += np.asarray(1, dtype=out.dtype)
     out *= np.asarray(0.5, dtype=out.dtype)

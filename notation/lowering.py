@@ -1,10 +1,15 @@
-"""Lowering: index terms become zero-copy views, each product one planned opt_einsum expression.
+"""Lowering: index terms become zero-copy views, each product a planned contraction.
 
 An operand `x[b, s1*i+p, s2*j+q, r]` becomes a strided view with one axis per index
 (`as_strided`: stride s1 for i, 1 for p, ...); a flip `P - p` a negative stride.  What is
-left is a plain einsum such as `bipjqr,pqrk->bijk`, planned once by opt_einsum.  A result
-with index terms (a scatter, eq. 16, 17, 19) is folded back through a strided view of the
-result: one in-place add where positions never collide, else one slice-add per kernel offset.
+left is a plain einsum such as `bipjqr,pqrk->bijk`, whose path opt_einsum plans once and
+whose strategy (notation/strategies.py) is chosen once.  A result with index terms (a
+scatter, eq. 16, 17, 19) is folded back through a strided view of the result: one in-place
+add where positions never collide, else one slice-add per kernel offset.
+
+The stages' names: ast.Product (a term of the expanded right side) -> sizes.BoundProduct
+(its ranges and substitutions known) -> CompiledProduct (views, path, strategy, fold); a
+CompiledSum is the compiled right side, writing one result.
 """
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ from numpy.lib.stride_tricks import as_strided
 from . import counters
 from .ast import Affine, Call, Delta, Max, Mono, Ref, expand, free_indices
 from .functions import FUNCTIONS
-from .sizes import ProductPlan, scale
+from .sizes import BoundProduct, scale
 from .strategies import choose, make_step
 
 
@@ -160,10 +165,10 @@ def _c_strides(shape):
 class Operand:
     """A leaf of a product: an input viewed, a Kronecker identity, or a sub-result."""
 
-    def __init__(self, kind, indices, shape, view=None, value=None, program=None, func=None, max_=None,
+    def __init__(self, kind, indices, shape, view=None, value=None, argument=None, func=None, max_=None,
                  key=None):
         self.kind, self.indices, self.shape = kind, tuple(indices), tuple(shape)
-        self.view, self.value, self.program, self.func, self.max = view, value, program, func, max_
+        self.view, self.value, self.argument, self.func, self.max = view, value, argument, func, max_
         self.key = key  # a max's place in the source, naming its positions mask
         self.distinct = len(set(self.indices)) == len(self.indices)  # no diagonal such as x[i,i]
         self.planes = None  # the positions mask's buffer, window axes first, kept between runs
@@ -175,9 +180,9 @@ class Operand:
             if self.value.dtype != dtype:  # cast once, not every step
                 self.value = self.value.astype(dtype)
             return self.value
-        inner = self.program.as_view(arrays)
+        inner = self.argument.as_view(arrays)
         if inner is None:
-            inner = self.program.evaluate(arrays, positions=positions)
+            inner = self.argument.evaluate(arrays, positions=positions)
         if self.kind == "call":
             return self.func.array(inner, out=out)
         want = positions is not None and self.key not in positions  # one mask per max, however often used
@@ -230,10 +235,10 @@ class Masks(dict):
         self.reuse = reuse
 
 
-class ProductProgram:
+class CompiledProduct:
     """One product: its operands, its planned contraction, its fold, and the strategy that runs it."""
 
-    def __init__(self, plan: ProductPlan, extents, symbols, shapes, result_shape, optimize, letters,
+    def __init__(self, plan: BoundProduct, extents, symbols, shapes, result_shape, optimize, letters,
                  first=True):
         factors, lhs = self._rename_deltas(plan.factors, plan.lhs, extents)
         self.scale = plan.scale
@@ -337,13 +342,13 @@ class ProductProgram:
                            value=np.eye(extents[f.i], extents[f.j]))
         if isinstance(f, Call):
             idx = tuple(free_indices([f.arg]))
-            prog = Program.sub(f.arg, idx, extents, symbols, shapes, optimize, letters)
-            return Operand("call", idx, prog.result_shape, program=prog, func=FUNCTIONS[f.func])
+            arg = CompiledSum.sub(f.arg, idx, extents, symbols, shapes, optimize, letters)
+            return Operand("call", idx, arg.result_shape, argument=arg, func=FUNCTIONS[f.func])
         if isinstance(f, Max):
             free = [i for i in free_indices([f.arg]) if i not in f.indices]
-            prog = Program.sub(f.arg, tuple(free) + tuple(f.indices), extents, symbols, shapes,
+            arg = CompiledSum.sub(f.arg, tuple(free) + tuple(f.indices), extents, symbols, shapes,
                                optimize, letters)
-            return Operand("max", free, [extents[i] for i in free], program=prog, max_=f.indices,
+            return Operand("max", free, [extents[i] for i in free], argument=arg, max_=f.indices,
                            key=f.span)
         raise TypeError(f)
 
@@ -390,23 +395,23 @@ def _substitute_node(node, idx, rep, new_name):
     return node
 
 
-class Program:
+class CompiledSum:
     """The right side's products, each planned once, writing one result."""
 
-    def __init__(self, plans, result_shape, extents, symbols, shapes, optimize, letters=None):
+    def __init__(self, bound, result_shape, extents, symbols, shapes, optimize, letters=None):
         self.letters = {} if letters is None else letters
         self.result_shape = tuple(result_shape)
-        self.products = [ProductProgram(p, extents, symbols, shapes, result_shape, optimize, self.letters,
-                                        first=(n == 0)) for n, p in enumerate(plans)]
+        self.products = [CompiledProduct(p, extents, symbols, shapes, result_shape, optimize, self.letters,
+                                        first=(n == 0)) for n, p in enumerate(bound)]
         self.needs_zero = not (self.products and self.products[0].strategy.writes)
 
     @classmethod
     def sub(cls, node, out_indices, extents, symbols, shapes, optimize, letters):
-        """A program for a function's or a max's argument, over the given indices."""
+        """The compiled argument of a function or a max, over the given indices."""
         lhs = tuple(Affine((Mono(1, (), i),)) for i in out_indices)
-        plans = [ProductPlan(p.coef, p.scalars, p.factors, lhs, {}, scale(p.coef, p.scalars, symbols))
+        bound = [BoundProduct(p.coef, p.scalars, p.factors, lhs, {}, scale(p.coef, p.scalars, symbols))
                  for p in expand(node)]
-        return cls(plans, [extents[i] for i in out_indices], extents, symbols, shapes, optimize, letters)
+        return cls(bound, [extents[i] for i in out_indices], extents, symbols, shapes, optimize, letters)
 
     def dtype(self, arrays):
         names = {op.view.name for p in self.products for op in _leaves(p)}
@@ -415,7 +420,7 @@ class Program:
 
     @property
     def strategies(self) -> list:
-        """What runs for each product; a program that is a view of an input runs nothing."""
+        """What runs for each product; an argument that is a view of an input runs nothing."""
         if self.is_view:
             return ["view (no copy)"]
         return [p.strategy.name for p in self.products]
@@ -446,6 +451,6 @@ def _leaves(product):
     for op in product.operands:
         if op.kind == "view":
             yield op
-        elif op.program is not None:
-            for p in op.program.products:
+        elif op.argument is not None:
+            for p in op.argument.products:
                 yield from _leaves(p)

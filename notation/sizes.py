@@ -25,7 +25,7 @@ from .errors import NotationError
 
 
 @dataclass
-class ProductPlan:
+class BoundProduct:
     """One expanded term of the right side, after substitution, ready to lower."""
 
     coef: object  # Fraction from the equation
@@ -38,11 +38,12 @@ class ProductPlan:
 
 @dataclass
 class Binding:
+    """What bind() returns: every index's range, every symbol's value, the bound products."""
+
     extents: dict
     symbols: dict
-    products: list
+    products: list  # BoundProduct per product of the right side
     result_shape: tuple
-    lhs: Ref
 
 
 def _factor_nodes(products):
@@ -76,7 +77,7 @@ class Binder:
     usage: dict = field(default_factory=dict)  # upper-case symbol -> {"last", "count"}: how it is used
     indices: set = field(default_factory=set)  # every index the equation names
     spans: dict = field(default_factory=dict)  # index or symbol -> where it first stands in the source
-    plans: list = field(default_factory=list)  # ProductPlan per product, after substitution
+    bound: list = field(default_factory=list)  # BoundProduct per product, after substitution
     result_shape: tuple = ()  # the result's shape, given or inferred
 
     def fail(self, message, span=None, hint=None):
@@ -100,7 +101,7 @@ class Binder:
     def terms(self):
         """(Affine, axis length or None, where, is_gather) for every index term now in play."""
         out = []
-        for plan in self.plans:
+        for plan in self.bound:
             for f in plan.factors:
                 for node in walk(f):
                     if isinstance(node, Ref):
@@ -227,7 +228,7 @@ def substitute(b: Binder):
     """Each product's plan, with an output index read once inside a term replaced by a fresh index."""
     lhs_idx = {axis.plain() for axis in b.lhs.axes} - {None}  # t must be a whole axis of the result
     taken = set(b.indices)
-    b.plans = []
+    b.bound = []
     for prod in b.products:
         lhs_axes, factors, subs = list(b.lhs.axes), list(prod.factors), {}
         once = {i for i, n in _occurrences(factors).items() if n == 1} & lhs_idx
@@ -243,7 +244,7 @@ def substitute(b: Binder):
                     axes[ai] = Affine((Mono(1, (), fresh, axis.span),), axis.span)
                     subs[t] = (fresh, expr)
             factors[fi] = Ref(f.name, tuple(axes), f.span)
-        b.plans.append(ProductPlan(prod.coef, prod.scalars, tuple(factors), tuple(lhs_axes), subs))
+        b.bound.append(BoundProduct(prod.coef, prod.scalars, tuple(factors), tuple(lhs_axes), subs))
 
 
 def _occurrences(factors) -> dict:
@@ -343,7 +344,7 @@ def _window_range(b: Binder, axis, n, where) -> bool:
 def finish(b: Binder):
     """Ranges of scattered output indices, the result's shape, and every window and scatter in bounds."""
     _scattered_ranges(b)
-    for idx in sorted(b.indices | {s[0] for p in b.plans for s in p.substitutions.values()}):
+    for idx in sorted(b.indices | {s[0] for p in b.bound for s in p.substitutions.values()}):
         if idx not in b.E:
             U = idx.rstrip("'").upper()
             raise b.fail(f"cannot tell the range of index {idx!r}", b.span_of(idx),
@@ -357,7 +358,7 @@ def finish(b: Binder):
     given = b.shapes.get(b.lhs.name)
     b.result_shape = tuple(given) if given is not None else tuple(shape)
     _check_bounds(b)
-    for plan in b.plans:
+    for plan in b.bound:
         plan.scale = scale(plan.coef, plan.scalars, b.sym)
 
 
@@ -368,7 +369,7 @@ def _scattered_ranges(b: Binder):
             t = m.index
             if t is None or t in b.E:
                 continue
-            highs = [_term_range(expr.linear(b.sym), b.E)[1] for plan in b.plans
+            highs = [_term_range(expr.linear(b.sym), b.E)[1] for plan in b.bound
                      for fresh, expr in [plan.substitutions.get(t, (None, None))] if expr is not None and b.known(expr)]
             if highs:
                 b.constrain(t, max(highs) + 1, f"the scatter of {t}", m.span)
@@ -400,7 +401,7 @@ def _check_bounds(b: Binder):
         if gather and (lo < 0 or hi > n - 1):
             raise b.fail(f"the window {axis} runs over {lo}..{hi} but {where} has {n} entries (0..{n - 1})",
                          axis.span, "use a smaller kernel or stride, a larger input, or pad it")
-    for plan in b.plans:
+    for plan in b.bound:
         for a, axis in enumerate(plan.lhs):
             n = b.result_shape[a]
             lo, hi = _term_range(axis.linear(b.sym), b.E)
@@ -433,4 +434,4 @@ def bind(source, lhs, products, shapes, symbols) -> Binding:
     for phase in PHASES:
         phase(b)
     symbols_out = {k: (int(v) if float(v).is_integer() else v) for k, v in b.sym.items()}
-    return Binding(dict(b.E), symbols_out, b.plans, b.result_shape, lhs)
+    return Binding(dict(b.E), symbols_out, b.bound, b.result_shape)
