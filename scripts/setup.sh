@@ -1,12 +1,39 @@
 #!/usr/bin/env bash
-# Set up: Fashion-MNIST from Debian's package where apt exists, then this package and its test tools.
+# Set up: Fashion-MNIST from Debian's package where apt exists, then a project virtual environment
+# (.venv, so a system Python that refuses pip installs -- PEP 668, Debian 12, Ubuntu 24.04 -- is
+# never touched) holding this package and its test tools.  Run it again at any time: it reuses
+# what is there.  Afterwards: .venv/bin/python scripts/train.py, or `. .venv/bin/activate` first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+VENV=.venv
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
+apt_install() {  # apt_install PACKAGE...: quietly, updating the package lists once if needed
+  command -v apt-get >/dev/null || return 1
+  $SUDO apt-get install -y -q "$@" >/dev/null 2>&1 \
+    || { $SUDO apt-get update -q >/dev/null 2>&1 && $SUDO apt-get install -y -q "$@" >/dev/null 2>&1; }
+}
+
 if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && command -v apt-get >/dev/null; then
-  SUDO=""
-  if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
-  $SUDO apt-get install -y -q dataset-fashion-mnist >/dev/null \
-    || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q dataset-fashion-mnist >/dev/null; } \
+  apt_install dataset-fashion-mnist \
     || echo "setup: could not install dataset-fashion-mnist; scripts/train.py will look elsewhere or download" >&2
 fi
-python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+
+command -v "$PYTHON" >/dev/null || { echo "setup: $PYTHON not found; install Python 3.10 or newer" >&2; exit 1; }
+if ! "$VENV/bin/python" -c "" 2>/dev/null; then
+  if ! "$PYTHON" -m venv --clear "$VENV" 2>/dev/null; then
+    # Debian and Ubuntu ship venv's pip apart from Python: python3-venv (python3.X-venv)
+    version="$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+    echo "setup: $PYTHON cannot make a virtual environment; installing python$version-venv" >&2
+    apt_install "python$version-venv" || apt_install python3-venv || {
+      echo "setup: could not install python$version-venv; install it (apt-get install python3-venv) and run this again" >&2
+      exit 1
+    }
+    rm -rf "$VENV"
+    "$PYTHON" -m venv "$VENV"
+  fi
+fi
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
+echo "setup: done; the project's Python is $VENV/bin/python (or run: . $VENV/bin/activate)" >&2

@@ -326,6 +326,7 @@ def test_a_notation_error_is_one_line_too(cli, capsys, monkeypatch):
 
 @needs_mnist
 def test_a_plot_without_matplotlib_says_how_to_get_it_and_trains_on(cli, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # its default checkpoint lands under tmp_path/runs
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
     args = ["--network", "softmax-regression", "--dataset", "mnist", "--data-dir", str(MNIST), "--holdout", "500",
