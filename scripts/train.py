@@ -30,7 +30,7 @@ try:  # Ctrl-C while numpy and the engine load: one line, not a traceback
     from engine.errors import SpecError
     from notation import NotationError
 except KeyboardInterrupt:
-    print("train.py: interrupted while starting; nothing was written", file=sys.stderr)
+    print("train.py: interrupted while starting; nothing was saved by this run", file=sys.stderr)
     sys.exit(130)
 
 BAD_INPUT = (SpecError, datasets.DataError, CheckpointError, training.TrainingError)
