@@ -161,4 +161,5 @@ if __name__ == "__main__":
         print(f"train.py: {'stopped by SIGTERM' if isinstance(exc, training.Terminated) else 'interrupted'}; "
               "nothing was saved by this run", file=sys.stderr)
         code = 143 if isinstance(exc, training.Terminated) else 130
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # all is said: a late Ctrl-C has nothing left to stop
     sys.exit(code)
