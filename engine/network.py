@@ -10,6 +10,8 @@ import dataclasses
 import numpy as np
 import opt_einsum as oe
 
+from notation import parallel
+
 from . import gradcheck, memory
 from .init import INITIALISERS
 from .layer import Block
@@ -197,8 +199,9 @@ class Network:
 
     def forward(self, x):
         """Class probabilities for a batch x of shape (B, *input)."""
-        _, a = self._forward(self._input(x))
-        return a.copy()
+        with parallel.serial_blas():
+            _, a = self._forward(self._input(x))
+            return a.copy()
 
     def _labels(self, labels, batch):
         labels = np.asarray(labels)
@@ -221,6 +224,10 @@ class Network:
 
         With copy=False the gradients are the engine's own buffers, valid until the next call.
         """
+        with parallel.serial_blas():  # large products split over our own threads (notation.parallel)
+            return self._loss_and_grads(x, labels, copy)
+
+    def _loss_and_grads(self, x, labels, copy):
         x = self._input(x)
         y = self._labels(labels, x.shape[0])
         stages, _ = self._forward(x, keep_positions=True)

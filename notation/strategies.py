@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import counters
+from . import counters, parallel
 
 
 # -- pairwise steps of a path ----------------------------------------------------------------
@@ -44,9 +44,9 @@ class MatmulStep:
         a = _blasable(x.transpose(self.x_perm).reshape(self.x_shape))
         b = _blasable(y.transpose(self.y_perm).reshape(self.y_shape))
         if out is not None and self.direct and out.flags.c_contiguous:
-            np.matmul(a, b, out=out.reshape(self.x_shape[:-2] + (self.x_shape[-2], self.y_shape[-1])))
+            parallel.matmul(a, b, out=out.reshape(self.x_shape[:-2] + (self.x_shape[-2], self.y_shape[-1])))
             return out
-        result = np.matmul(a, b).reshape(self.out_shape).transpose(self.out_perm)
+        result = parallel.matmul(a, b).reshape(self.out_shape).transpose(self.out_perm)
         if out is not None:
             np.copyto(out, result)
             return out

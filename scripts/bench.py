@@ -103,8 +103,10 @@ class Torch:
             self.model(self.x)
 
 
-def timed(fn, repeats) -> float:
-    """Median seconds of fn over repeats."""
+def timed(fn, repeats, warmup=0) -> float:
+    """Median seconds of fn over repeats, after `warmup` untimed calls."""
+    for _ in range(warmup):
+        fn()
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
@@ -154,6 +156,11 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is reported (default 3)")
     p.add_argument("--repeats", type=int, default=5, help="steps timed per round (median; default 5)")
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch even when installed")
+    p.add_argument("--only", choices=["engine", "pytorch"],
+                   help="time one side alone, to compare with its figure in the side-by-side run")
+    p.add_argument("--warmup", type=int, default=2,
+                   help="untimed steps of each side right before it is timed, every round (default 2): "
+                        "BLAS threads left spinning by the other side otherwise slow its first steps")
     p.add_argument("--breakdown", action="store_true", help="also time every contraction, view, fold")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
     args = p.parse_args(argv)
@@ -170,21 +177,27 @@ def main(argv=None):
     for batch in args.batch:
         eng = Engine(args.spec, batch, rng)
         fwd, bwd = step_flops(eng.net, batch)
-        contenders = [eng] + ([Torch(batch, rng)] if have_torch else [])
+        contenders = [eng] + ([Torch(batch, rng)] if have_torch and args.only != "engine" else [])
+        if args.only == "pytorch":
+            if not have_torch:
+                p.error("--only pytorch needs PyTorch: pip install torch==2.13.0")
+            contenders = contenders[1:]
         train = defaultdict(list)
         infer = defaultdict(list)
         for _ in range(args.rounds):
             for c in contenders:
-                train[c.name].append(timed(c.train_step, args.repeats))
-                infer[c.name].append(timed(c.infer, args.repeats))
+                train[c.name].append(timed(c.train_step, args.repeats, args.warmup))
+                infer[c.name].append(timed(c.infer, args.repeats, args.warmup))
         row = {"batch": batch, "flops_forward": fwd, "flops_backward": bwd,
                "cold_start_s": eng.cold_start, "peak_rss_mib": peak_rss_mib()}
+        row.setdefault("engine", {})
         for name in train:
             t, i = statistics.median(train[name]), statistics.median(infer[name])
             row[name] = {"train_step_ms": 1e3 * t, "train_images_per_s": batch / t,
                          "infer_images_per_s": batch / i}
-        row["engine"]["gflops"] = (fwd + bwd) / (row["engine"]["train_step_ms"] / 1e3) / 1e9
-        if have_torch:
+        if "train_step_ms" in row["engine"]:
+            row["engine"]["gflops"] = (fwd + bwd) / (row["engine"]["train_step_ms"] / 1e3) / 1e9
+        if "pytorch" in row and "train_step_ms" in row["engine"]:
             row["ratio_train"] = row["engine"]["train_images_per_s"] / row["pytorch"]["train_images_per_s"]
             row["ratio_infer"] = row["engine"]["infer_images_per_s"] / row["pytorch"]["infer_images_per_s"]
         if args.breakdown:
@@ -200,15 +213,19 @@ def main(argv=None):
 def print_row(row, gemm):
     b = row["batch"]
     e = row["engine"]
-    print(f"batch {b}: engine {e['train_images_per_s']:,.0f} train img/s ({e['train_step_ms']:.1f} ms/step), "
-          f"{e['infer_images_per_s']:,.0f} infer img/s; {e['gflops']:.1f} GFLOP/s of the plan's "
-          f"{(row['flops_forward'] + row['flops_backward']) / b / 1e6:.0f} MFLOP/image "
-          f"(numpy GEMM {gemm:.0f} GFLOP/s)")
+    if "train_step_ms" in e:
+        print(f"batch {b}: engine {e['train_images_per_s']:,.0f} train img/s ({e['train_step_ms']:.1f} ms/step), "
+              f"{e['infer_images_per_s']:,.0f} infer img/s; {e['gflops']:.1f} GFLOP/s of the plan's "
+              f"{(row['flops_forward'] + row['flops_backward']) / b / 1e6:.0f} MFLOP/image "
+              f"(numpy GEMM {gemm:.0f} GFLOP/s)")
+    else:
+        print(f"batch {b}: engine not timed (--only pytorch)")
     if "pytorch" in row:
         t = row["pytorch"]
+        ratio = (f"; ratio engine/pytorch: train {row['ratio_train']:.2f}, infer {row['ratio_infer']:.2f}"
+                 if "ratio_train" in row else " (timed alone)")
         print(f"          pytorch {t['train_images_per_s']:,.0f} train img/s ({t['train_step_ms']:.1f} ms/step), "
-              f"{t['infer_images_per_s']:,.0f} infer img/s; ratio engine/pytorch: train "
-              f"{row['ratio_train']:.2f}, infer {row['ratio_infer']:.2f}")
+              f"{t['infer_images_per_s']:,.0f} infer img/s{ratio}")
     print(f"          cold start {row['cold_start_s']:.2f} s, peak RSS {row['peak_rss_mib']:.0f} MiB")
     if "breakdown" in row:
         print(f"          {'contraction':<46} {'ms':>7}  by strategy (ms)")

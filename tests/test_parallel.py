@@ -1,0 +1,43 @@
+"""notation.parallel.matmul is np.matmul, whichever way it cuts the work over its threads."""
+import numpy as np
+import pytest
+
+from notation import parallel
+
+
+@pytest.mark.parametrize("shapes", [
+    ((144, 64, 64), (144, 64, 128)),  # a batch: cut along it
+    ((7, 30, 40), (40, 50)),          # a batch against one matrix
+    ((3136, 800), (800, 64)),         # tall: cut along the rows
+    ((25, 50176), (50176, 32)),       # thin result: cut along the sum, then added
+    ((3, 4), (4, 5)),                 # small: as it is
+])
+def test_matmul_equals_numpys_whichever_way_it_cuts(shapes):
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal(s) for s in shapes)
+    want = np.matmul(a, b)
+    np.testing.assert_allclose(parallel.matmul(a, b), want, rtol=1e-12, atol=1e-9)
+    out = np.empty_like(want)
+    assert parallel.matmul(a, b, out=out) is out
+    np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-9)
+
+
+def test_transposed_operands_and_float32():
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((900, 200)).astype(np.float32).T  # a transposed view, as a GEMM reads it
+    b = rng.standard_normal((900, 300)).astype(np.float32)
+    np.testing.assert_allclose(parallel.matmul(a, b), a @ b, rtol=1e-4, atol=1e-3)
+
+
+def test_the_same_product_gives_the_same_bits_every_time():
+    rng = np.random.default_rng(2)
+    a, b = rng.standard_normal((64, 3136)).astype(np.float32), rng.standard_normal((3136, 1024)).astype(np.float32)
+    first = parallel.matmul(a, b)
+    assert all(np.array_equal(first, parallel.matmul(a, b)) for _ in range(3))
+
+
+def test_serial_blas_nests():
+    with parallel.serial_blas():
+        with parallel.serial_blas():
+            x = parallel.matmul(np.ones((300, 300)), np.ones((300, 300)))
+    assert x[0, 0] == 300
