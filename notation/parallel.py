@@ -59,6 +59,11 @@ def serial_blas():
         _depth -= 1
 
 
+def _part(err, a, b, out):
+    with np.errstate(**err):
+        np.matmul(a, b, out=out)
+
+
 def matmul(a, b, out=None):
     """np.matmul(a, b, out=out), the work split over WORKERS threads of single-threaded BLAS."""
     m, k = a.shape[-2], a.shape[-1]
@@ -89,7 +94,8 @@ def matmul(a, b, out=None):
     with serial_blas():
         if not halves:
             return np.matmul(a, b, out=out)
-        for f in [pool.submit(np.matmul, *h[:2], out=h[2]) for h in halves]:
+        err = np.geterr()  # the caller's floating-point error handling, which threads do not inherit
+        for f in [pool.submit(_part, err, *h) for h in halves]:
             f.result()
         for p in parts:
             out += p

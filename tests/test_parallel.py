@@ -41,3 +41,12 @@ def test_serial_blas_nests():
         with parallel.serial_blas():
             x = parallel.matmul(np.ones((300, 300)), np.ones((300, 300)))
     assert x[0, 0] == 300
+
+
+def test_the_callers_floating_point_error_handling_holds_in_the_workers():
+    a = np.full((400, 400), 1e30, dtype=np.float32)
+    with np.errstate(over="raise"):
+        with pytest.raises(FloatingPointError):
+            parallel.matmul(a, a)
+    with np.errstate(over="ignore", invalid="ignore"):
+        assert np.isinf(parallel.matmul(a, a)).all()
