@@ -1,9 +1,22 @@
 """Shared fixtures: where the repository's spec and the shared MNIST test files are."""
+import atexit
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+from hypothesis.configuration import set_hypothesis_home_dir
+
+# hypothesis keeps nothing in the working tree (no example database, its caches in a temporary
+# folder): a test run leaves the clone as it found it
+settings.register_profile("no-database", database=None)
+settings.load_profile("no-database")
+_HYPOTHESIS_HOME = tempfile.mkdtemp(prefix="hypothesis-")
+set_hypothesis_home_dir(_HYPOTHESIS_HOME)
+atexit.register(shutil.rmtree, _HYPOTHESIS_HOME, ignore_errors=True)
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "layers.yaml"
