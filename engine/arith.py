@@ -52,3 +52,36 @@ def _walk(node, names, expr, depth=0):
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
         return -_walk(node.operand, names, expr, depth + 1)
     raise ValueError(f"{expr!r} is not a size expression (names, whole numbers, + - * //)")
+
+
+def number(expr, names: dict) -> float:
+    """A real-valued expression (`1 - rate`, `eps`): numbers, names, + - * / //, for scalars such as a
+    dropout's keep probability; ValueError says what is wrong."""
+    if isinstance(expr, bool):
+        raise ValueError(f"{expr!r} is not a number")
+    if isinstance(expr, (int, float)):
+        return expr
+    if not isinstance(expr, str):
+        raise ValueError(f"{expr!r} is not a number (use a number, a name or an expression such as '1 - rate')")
+    try:
+        tree = ast.parse(expr, mode="eval")
+    except SyntaxError:
+        raise ValueError(f"{expr!r} is not an expression (names, numbers, + - * / //)") from None
+    return _real(tree.body, names, expr)
+
+
+def _real(node, names, expr):
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+        return node.value
+    if isinstance(node, ast.Name):
+        value = names.get(node.id)
+        if node.id not in names or isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"unknown number {node.id!r} in {expr!r}")
+        return value
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
+        return _real(node.left, names, expr) / _real(node.right, names, expr)
+    if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
+        return _OPS[type(node.op)](_real(node.left, names, expr), _real(node.right, names, expr))
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        return -_real(node.operand, names, expr)
+    raise ValueError(f"{expr!r} is not an expression (names, numbers, + - * / //)")

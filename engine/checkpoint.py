@@ -1,6 +1,7 @@
 """Checkpoints: parameters, optimizer state and the run's position in one .npz, replaced atomically.
 
-Arrays are stored as ``params/<layer>/<param>``, ``optim/<key>`` and ``data/<name>``; everything
+Arrays are stored as ``params/<layer>/<param>``, ``state/<layer>/<name>`` (running statistics),
+``optim/<key>`` and ``data/<name>``; everything
 else (epoch, batch, step, RNG state, config, history, the spec's hash) is one JSON string under
 ``meta``, so the file loads with ``allow_pickle=False``.
 """
@@ -25,12 +26,14 @@ class CheckpointError(ValueError):
 
 @dataclasses.dataclass
 class Checkpoint:
-    """What a checkpoint holds: {layer: {param: array}}, the optimizer's arrays, named data arrays, meta."""
+    """What a checkpoint holds: {layer: {param: array}}, the optimizer's arrays, named data arrays, meta,
+    and {layer: {name: array}} of state that is not a parameter (batch norm's running statistics)."""
 
     params: dict
     optim: dict
     data: dict
     meta: dict
+    state: dict = dataclasses.field(default_factory=dict)
 
 
 def spec_hash(spec_bytes: bytes, network: str) -> str:
@@ -117,6 +120,7 @@ def save(path, ckpt: Checkpoint) -> None:
     """Write to a temp file beside `path`, fsync, then os.replace: a kill leaves the old file or the new."""
     path = Path(path)
     arrays = {f"params/{layer}/{p}": np.asarray(v) for layer, ps in ckpt.params.items() for p, v in ps.items()}
+    arrays.update({f"state/{layer}/{n}": np.asarray(v) for layer, ns in ckpt.state.items() for n, v in ns.items()})
     arrays.update({f"optim/{k}": np.asarray(v) for k, v in ckpt.optim.items()})
     arrays.update({f"data/{k}": np.asarray(v) for k, v in ckpt.data.items()})
     arrays["meta"] = np.array(json.dumps({"format": FORMAT, **ckpt.meta}))
@@ -248,6 +252,9 @@ def load(path) -> Checkpoint:
         if section == "params" and "/" in rest:
             layer, _, p = rest.rpartition("/")
             ckpt.params.setdefault(layer, {})[p] = value
+        elif section == "state" and "/" in rest:
+            layer, _, n = rest.rpartition("/")
+            ckpt.state.setdefault(layer, {})[n] = value
         elif section == "optim":
             ckpt.optim[rest] = value
         elif section == "data":

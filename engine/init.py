@@ -1,4 +1,5 @@
-"""Parameter initialisers by name, seeded: He for ReLU layers, Glorot for the rest."""
+"""Parameter initialisers by name, seeded: He for ReLU layers, Glorot for the rest;
+zeros and ones for biases, scales and running statistics."""
 from __future__ import annotations
 
 import numpy as np
@@ -26,4 +27,8 @@ def zeros(rng, shape):
     return np.zeros(shape)
 
 
-INITIALISERS = {"he": he, "glorot": glorot, "zeros": zeros}
+def ones(rng, shape):
+    return np.ones(shape)
+
+
+INITIALISERS = {"he": he, "glorot": glorot, "zeros": zeros, "ones": ones}

@@ -4,6 +4,11 @@ Compiling binds the kind's sizes (input axes, hyperparameters, padding, symbols)
 each forward equation and each Jacobian once with opt_einsum, orders the Jacobians so each
 runs after the gradients it reads, and allocates every result buffer once.  Running then only
 fills buffers.
+
+A block is compiled for a mode: in "train" it draws its random masks and updates its state
+after the forward equations; in "eval" it runs the kind's `eval:` equations where it has
+them (their Jacobians derived).  A forward of several equations derives its Jacobians by
+reverse mode over the chain, summing a tensor's gradient over the equations that read it.
 """
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ import copy
 
 import numpy as np
 
-from notation import NotationError
+from notation import Equation, NotationError
 from notation.constants import CONSTANTS
 from notation.derive import derive
 
@@ -45,20 +50,29 @@ class Block:
     """One kind compiled for an input shape; `forward(env)` and `backward(env)` fill env."""
 
     def __init__(self, spec, kind: Kind, hyper: dict, in_shapes: dict, where: str, optimize="auto",
-                 needs=None, dtype=np.float32, algorithm=None):
+                 needs=None, dtype=np.float32, algorithm=None, mode="train"):
         self.kind, self.where, self.spec, self.dtype = kind, where, spec, np.dtype(dtype)
+        self.mode = mode
+        self.equations = kind.eval if mode == "eval" and kind.eval is not None else kind.forward
         self.hyper = dict(hyper)
         self.sizes = self._sizes(in_shapes)
         self.symbols = self._symbols()
         self.param_shapes = {p: self._shape(shape, f"param {p!r}") for p, (shape, _) in kind.params.items()}
+        self.state_shapes = {n: self._shape(shape, f"state {n!r}") for n, (shape, _) in kind.state.items()}
+        self.random = self._random() if mode == "train" else []
         self.shapes = dict(in_shapes)
         self.shapes.update(self.param_shapes)
+        self.shapes.update(self.state_shapes)
+        self.shapes.update({n: shape for n, shape, _ in self.random})
+        self.derived_shapes = {}  # the terms of a gradient summed at a fan-out: name -> shape
         self.forward_runs = self._compile_forward(optimize)
+        self.update_runs = self._compile_update(optimize) if mode == "train" else []
         self.out_shape = self.shapes.get(kind.out_name)
-        wanted = set(needs) if needs is not None else set(self.param_shapes) | {kind.in_name}
+        wanted = set(needs) if needs is not None else set(self.param_shapes) | set(kind.in_names)
         self.wanted = wanted
         self.backward_runs = self._compile_backward(optimize, wanted)
         self.buffers = {}
+        self.uniform = {}  # the random masks' uniform draws, float64 whatever the dtype
         # the definition's runs stay, to check the algorithm against and to cost it in plans
         self.definition = (self.forward_runs, self.backward_runs)
         self.algorithm, self.chain, self.constants, self.costs = None, None, {}, {}
@@ -71,13 +85,21 @@ class Block:
         return self.spec.error(f"{self.where}, {field}" if field else self.where, message)
 
     def _sizes(self, in_shapes):
-        sizes = {}
-        shape = in_shapes.get(self.kind.in_name)
-        if shape is not None:
-            if len(shape) != len(self.kind.inputs):
-                raise self.error("input", f"expects an input [{', '.join(self.kind.inputs)}] but gets shape "
-                                          f"{tuple(shape)}")
-            sizes.update(zip(self.kind.inputs, shape))
+        sizes, first = {}, {}
+        for name in self.kind.in_names:
+            axes = self.kind.input_axes.get(name, self.kind.inputs)
+            shape = in_shapes.get(name)
+            if shape is None:
+                continue
+            field = "input" if len(self.kind.in_names) == 1 else f"input {name!r}"
+            if len(shape) != len(axes):
+                raise self.error(field, f"expects an input [{', '.join(axes)}] but gets shape {tuple(shape)}")
+            for axis, n in zip(axes, shape):
+                if axis in sizes and sizes[axis] != n:
+                    raise self.error(field, f"has {axis} = {n} (shape {tuple(shape)}) but input {first[axis]!r} "
+                                            f"has {axis} = {sizes[axis]}; the inputs' shapes must agree")
+                sizes[axis] = n
+                first.setdefault(axis, name)
         for k, v in list(self.hyper.items()):
             v = self.hyper[k] = _whole(v)
             if v is None:
@@ -85,6 +107,8 @@ class Block:
             if isinstance(v, (list, dict)):
                 raise self.error(f"field {k!r}", f"{k} must be a number or a name, not a "
                                                  f"{'list' if isinstance(v, list) else 'mapping'} ({v!r})")
+            if k in self.kind.bounds:  # a real number such as a rate or a momentum, not a size
+                continue
             if isinstance(v, float) and not isinstance(v, bool):
                 raise self.error(f"field {k!r}", f"{k} = {v!r} must be a positive whole number")
             if isinstance(v, int) and not isinstance(v, bool):
@@ -114,11 +138,30 @@ class Block:
 
     def _symbols(self):
         out = {k: v for k, v in self.sizes.items() if k in ("pt", "pb", "pl", "pr")}
+        reals = {k: float(v) for k, v in self.hyper.items()  # eps, momentum, rate: scalars of the equations
+                 if isinstance(v, float) or (k in self.kind.bounds and isinstance(v, int) and not isinstance(v, bool))}
+        out.update(reals)
         for name, expr in self.kind.symbols.items():
             try:
                 out[name] = arith.size(expr, self._names())
             except ValueError as e:
-                raise self.error(f"symbol {name!r}", str(e)) from None
+                try:
+                    out[name] = arith.number(expr, {**self.sizes, **out})
+                except ValueError:
+                    raise self.error(f"symbol {name!r}", str(e)) from None
+        return out
+
+    def _random(self):
+        """[(name, shape, p)]: the Bernoulli masks drawn before each training forward."""
+        out = []
+        for name, (shape, p) in self.kind.random.items():
+            try:
+                value = float(arith.number(p, {**self.sizes, **self.symbols}))
+            except ValueError as e:
+                raise self.error(f"random {name!r}", str(e)) from None
+            if not 0 <= value <= 1:
+                raise self.error(f"random {name!r}", f"bernoulli: {p} = {value} is not a probability in [0, 1]")
+            out.append((name, self._shape(shape, f"random {name!r}"), value))
         return out
 
     def _shape(self, exprs, field):
@@ -138,7 +181,11 @@ class Block:
         names = set(equation.operands)
         unknown = names - set(known)
         if unknown:
-            raise self.error(field, f"reads {sorted(unknown)[0]!r}, which is not the input "
+            name = sorted(unknown)[0]
+            if name in self.kind.random and self.mode == "eval":
+                raise self.error(field, f"reads the random mask {name!r}, which eval mode does not draw; "
+                                        "write the kind's eval: equations without it")
+            raise self.error(field, f"reads {name!r}, which is not the input "
                                     f"{self.kind.in_name!r}, a parameter or an earlier result; "
                                     "declare it under params: or compute it first")
         shapes = {n: known[n] for n in names}
@@ -161,8 +208,9 @@ class Block:
 
     def _compile_forward(self, optimize):
         runs = []
-        for n, eq in enumerate(self.kind.forward):
-            field = f"forward[{n}]"
+        section = "eval" if self.equations is not self.kind.forward else "forward"
+        for n, eq in enumerate(self.equations):
+            field = f"{section}[{n}]"
             given = None
             if eq.result in self.kind.shapes:
                 given = self._shape(self.kind.shapes[eq.result], f"shapes {eq.result!r}")
@@ -181,9 +229,26 @@ class Block:
                                                               "remove it or use it")
         return runs
 
+    def _compile_update(self, optimize):
+        """[(state, run, reads)]: each state's new value from the training forward's tensors."""
+        runs = []
+        for n, eq in enumerate(self.kind.update):
+            # rm[k] = (1 - momentum) * rm[k] + ... reads what it writes: computed aside, then copied over
+            rhs = eq.source.split("=", 1)[1] if "=" in eq.source else None
+            if rhs is None or eq.result not in eq.operands:
+                aside = eq
+            else:
+                aside = Equation(f"{eq.lhs.name}_new[{','.join(str(a) for a in eq.lhs.axes)}] = {rhs.strip()}")
+                if eq.source in self.spec.comments:
+                    self.spec.comments.setdefault(aside.source, self.spec.comments[eq.source])
+            run = self._compile(aside, f"update[{n}]", optimize, self.state_shapes[eq.result])
+            runs.append((eq.result, run, tuple(run.shapes)))
+        return runs
+
     def jacobians(self, wanted):
-        """{target: [Equation, ...]}: the declared Jacobians, or derived ones for `backward: derive`."""
-        if self.kind.backward == "derive":
+        """{target: [Equation, ...]}: the declared Jacobians, or derived ones for `backward: derive`
+        (and in eval mode, for a kind whose eval: differs from its forward)."""
+        if self.kind.backward == "derive" or self.equations is not self.kind.forward:
             return self.derived(wanted)
         declared = dict(self.kind.backward)
         extra = set(declared) - (set(self.param_shapes) | {self.kind.in_name} | set(self.shapes))
@@ -197,20 +262,29 @@ class Block:
         return declared
 
     def derived(self, wanted):
-        """Reverse-mode over the forward equations: each tensor's Jacobian from its one use."""
-        from notation import Equation
-        out, uses = {}, {}
-        for eq in self.kind.forward:
-            for name in eq.operands:
-                uses.setdefault(name, []).append(eq)
+        """Reverse mode over the forward equations: for each input, parameter and intermediate, the
+        gradient rule applied to every equation that reads it, the terms summed where there are
+        several (a fan-out, as batch normalisation's x feeds both its mean and its centring)."""
+        differentiable = set(self.param_shapes) | set(self.kind.in_names) | {e.result for e in self.equations}
+        uses = {}
+        for eq in self.equations:
+            for name in dict.fromkeys(eq.operands):
+                if name in differentiable:
+                    uses.setdefault(name, []).append(eq)
+        out = {}
         for name, eqs in uses.items():
-            if name in self.param_shapes or name == self.kind.in_name or any(
-                    name == e.result for e in self.kind.forward):
-                if len(eqs) > 1:
-                    raise NotationError(f"cannot derive the Jacobian for {name!r}: it is read by "
-                                        f"{len(eqs)} equations", hint="declare it in backward:")
+            if len(eqs) == 1:
                 eq = eqs[0]
                 out[name] = [Equation(derive(eq, name, self.kind.positions.get(eq.result)))]
+                continue
+            parts = []
+            for n, eq in enumerate(eqs, 1):
+                term = f"d{name}_{n}"
+                parts.append(Equation(derive(eq, name, self.kind.positions.get(eq.result), name=term)))
+                self.derived_shapes[term] = self.shapes[name]
+            axes = ",".join("ijklmnopqr"[:len(self.shapes[name])])
+            total = " + ".join(f"d{name}_{n}[{axes}]" for n in range(1, len(eqs) + 1))
+            out[name] = parts + [Equation(f"d{name}[{axes}] = {total}")]
         return out
 
     def _compile_backward(self, optimize, wanted):
@@ -265,7 +339,7 @@ class Block:
             if not last and eq.result in self.shapes:
                 raise self.error(field, f"writes {eq.result!r}, which already names a tensor of this kind; "
                                         "give the intermediate a name of its own")
-            given = self.shapes[t] if last else None
+            given = self.shapes[t] if last else self.derived_shapes.get(eq.result)
             if not last and eq.result in self.kind.shapes:
                 given = self._shape(self.kind.shapes[eq.result], f"shapes {eq.result!r}")
             run = self._compile(eq, field, optimize, given)
@@ -416,6 +490,24 @@ class Block:
             else:
                 run(out=out, **{n: env[n] for n in reads})
             env[result] = out
+        return env
+
+    def draw(self, env, rng):
+        """Fill the random masks from the generator: 1 with probability p, else 0 (training only)."""
+        for name, shape, p in self.random:
+            u = self.uniform.get(name)
+            if u is None:
+                u = self.uniform[name] = np.empty(shape)
+            rng.random(out=u)
+            env[name] = np.less(u, p, out=self._buffer(name, shape))
+        return env
+
+    def update(self, env):
+        """Write each state's new value (running statistics) into its array in env, in place."""
+        for name, run, reads in self.update_runs:
+            new = self._buffer(name + "'", run.result_shape)
+            run(out=new, **{n: env[n] for n in reads})
+            np.copyto(env[name], new)
         return env
 
     def backward(self, env):

@@ -1,7 +1,10 @@
 """The network of a spec: layers, activations and the loss, compiled once per batch size.
 
 Forward is eq. (1)-(2) layer by layer; backward runs each block's Jacobian contractions from
-the loss down (eq. 3-5, 26), giving batch-mean parameter gradients (eq. 6-9).
+the loss down (eq. 3-5, 26), giving batch-mean parameter gradients (eq. 6-9).  The layers form
+a graph (a layer reads the previous one unless it names its `inputs:`); where an output feeds
+several layers, their gradients are summed.  Training and evaluation compile apart only for a
+network with a kind that runs differently in the two modes (batch norm, dropout).
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from . import gradcheck, memory
 from .init import INITIALISERS
 from .layer import Block
 from .errors import SpecError
-from .spec import Spec, read
+from .spec import INPUT, Spec, read
 
 PATH_OPTIONS = set(oe.paths._PATH_OPTIONS) | {"auto", "auto-hq"}  # opt_einsum's registry of path optimizers
 
@@ -30,6 +33,8 @@ class Stage:
     activation: Block | None  # None for identity
     env: dict
     act_env: dict
+    sources: tuple = ()  # (input name, source layer or "input") for each of the kind's inputs
+    grad_sum: np.ndarray | None = None  # where the gradients of layers reading this one's output are summed
 
 
 class Network:
@@ -55,12 +60,18 @@ class Network:
         self.loss_kind = spec.losses[self.net.loss]
         self.input_shape = tuple(self.net.input)
         self._compiled, self._auto = {}, {}
+        self.modal = any(self.spec.kinds[layer.kind].modal for layer in self.net.layers)
+        self.random = any(self.spec.kinds[layer.kind].random for layer in self.net.layers)
         self.algorithms = self._resolve_algorithms()  # layer -> the algorithm it runs (or "definition")
         stages = self._build(2, np.float64)  # shapes, names and parameters; also the load-time checks
         self.classes = stages[-2].layer.out_shape[-1]
         self.param_shapes = {s.name: dict(s.layer.param_shapes) for s in stages[:-1]}
+        self.state_shapes = {s.name: dict(s.layer.state_shapes) for s in stages[:-1] if s.layer.state_shapes}
         self._check_memory()
-        self.params = self.init(spec.training["seed"] if seed is None else seed)
+        seed = spec.training["seed"] if seed is None else seed
+        self.params = self.init(seed)
+        self.state = self.init_state()
+        self.rng = np.random.default_rng([seed, 1])  # the random masks' generator (dropout); a trainer sets its own
         if check:
             self.check(stages)
 
@@ -77,24 +88,33 @@ class Network:
         batch = int(self.spec.training_for(self.name).get("batch_size") or 64)
         self.algorithms, self._auto = {}, {}
         stages = self._build(batch, self.dtype)
-        self._compiled[(batch, self.dtype)] = stages
+        self._compiled[(batch, self.dtype, "train")] = stages
         self._auto = {s.name: dict(s.layer.chain["auto"], batch=batch) for s in stages[:-1]
                       if s.layer.chain is not None and "auto" in s.layer.chain}
         return {s.name: s.layer.algorithm or "definition" for s in stages[:-1] if s.layer.kind.algorithms}
 
-    def _build(self, batch, dtype):
-        shape = (batch,) + self.input_shape
+    def _build(self, batch, dtype, mode="train"):
+        shapes = {INPUT: (batch,) + self.input_shape}
         stages = []
-        for n, layer in enumerate(self.net.layers):
+        train = mode == "train"
+        for layer in self.net.layers:  # in an order where each layer follows its sources
             kind = self.spec.kinds[layer.kind]
-            if len(shape) != len(kind.inputs):
-                before = f"layer {self.net.layers[n - 1].name!r} gives" if n else "the network's input is"
-                raise self.spec.error(self._where(layer), f"expects an input [{', '.join(kind.inputs)}] but "
-                                      f"{before} shape {shape}; make them chain (e.g. a flatten layer "
-                                      "between an image layer and a dense one)")
-            needs = None if n else set(kind.params)
-            block = Block(self.spec, kind, layer.hyper, {kind.in_name: shape}, self._where(layer),
-                          self.optimize, needs=needs, dtype=dtype, algorithm=self.algorithms.get(layer.name))
+            in_shapes = {}
+            for in_name, src in zip(kind.in_names, layer.inputs):
+                shape, axes = shapes[src], kind.input_axes.get(in_name, kind.inputs)
+                if len(shape) != len(axes):
+                    before = f"layer {src!r} gives" if src != INPUT else "the network's input is"
+                    field = "" if len(kind.in_names) == 1 else f" {in_name!r}"
+                    raise self.spec.error(f"{self._where(layer)}, input{field}",
+                                          f"expects an input [{', '.join(axes)}] but {before} shape {shape}: "
+                                          f"{len(shape)} axes, not {len(axes)}; make them chain (e.g. a flatten "
+                                          "layer between an image layer and a dense one)")
+                in_shapes[in_name] = shape
+            needs = (set(kind.params) | {i for i, src in zip(kind.in_names, layer.inputs) if src != INPUT}
+                     if train else set())
+            block = Block(self.spec, kind, layer.hyper, in_shapes, self._where(layer),
+                          self.optimize, needs=needs, dtype=dtype, algorithm=self.algorithms.get(layer.name),
+                          mode=mode)
             if layer.name in self._auto and block.chain is not None:
                 block.chain.setdefault("auto", self._auto[layer.name])  # how `auto` decided, for the plans
             out = block.out_shape
@@ -103,23 +123,24 @@ class Network:
             if act_kind.forward:
                 flat = (out[0], int(np.prod(out[1:])))
                 act = Block(self.spec, act_kind, {}, {"z": flat},
-                            f"{self._where(layer)}, activation {act_kind.name!r}", self.optimize, needs={"z"},
-                            dtype=dtype)
-            stages.append(Stage(layer.name, block, act, {}, {}))
-            shape = out
+                            f"{self._where(layer)}, activation {act_kind.name!r}", self.optimize,
+                            needs={"z"} if train else set(), dtype=dtype)
+            stages.append(Stage(layer.name, block, act, {}, {}, tuple(zip(kind.in_names, layer.inputs))))
+            shapes[layer.name] = out
         last = stages[-1]
         loss_shapes = dict(last.activation.shapes if last.activation else {"z": last.layer.out_shape})
         loss_shapes["y"] = loss_shapes["z"]
         loss_shapes["dJ"] = ()
         loss = Block(self.spec, self.loss_kind, {}, loss_shapes, f"network {self.name!r}, loss "
-                     f"{self.loss_kind.name!r}", self.optimize, needs={"z"}, dtype=dtype)
+                     f"{self.loss_kind.name!r}", self.optimize, needs={"z"} if train else set(), dtype=dtype)
         return stages + [Stage("loss", loss, None, {}, {})]
 
-    def compiled(self, batch: int):
-        """The stages for a batch size, compiled on first use and kept: nothing is re-planned."""
-        key = (batch, self.dtype)
+    def compiled(self, batch: int, mode: str = "train"):
+        """The stages for a batch size, compiled on first use and kept: nothing is re-planned.  A network
+        whose kinds run alike in training and evaluation compiles once for both."""
+        key = (batch, self.dtype, mode if self.modal else "train")
         if key not in self._compiled:
-            self._compiled[key] = self._build(batch, self.dtype)
+            self._compiled[key] = self._build(batch, self.dtype, key[2])
         return self._compiled[key]
 
     def _check_memory(self):
@@ -151,6 +172,29 @@ class Network:
                 params[layer.name][p] = INITIALISERS[init](rng, shape).astype(self.dtype)
         return params
 
+    def init_state(self):
+        """Fresh state (running statistics) by each kind's initialiser: {layer: {name: array}}."""
+        state = {}
+        for layer in self.net.layers:
+            kind = self.spec.kinds[layer.kind]
+            for name, shape in self.state_shapes.get(layer.name, {}).items():
+                state.setdefault(layer.name, {})[name] = INITIALISERS[kind.state[name][1]](None, shape).astype(
+                    self.dtype)
+        return state
+
+    def set_state(self, state):
+        """Load state (running statistics), shape-checked, copied into the network's own arrays."""
+        for layer, shapes in self.state_shapes.items():
+            for name, shape in shapes.items():
+                try:
+                    value = np.asarray(state[layer][name])
+                except KeyError:
+                    raise ValueError(f"set_state: missing {layer}.{name} (shape {shape})") from None
+                if value.shape != shape:
+                    raise ValueError(f"set_state: {layer}.{name} has shape {value.shape}, expected {shape}")
+        for layer, shapes in self.state_shapes.items():
+            for name in shapes:
+                np.copyto(self.state[layer][name], np.asarray(state[layer][name], dtype=self.dtype))
     def set_params(self, params):
         """Load weights: every layer and parameter present, each of the right shape."""
         for layer, shapes in self.param_shapes.items():
@@ -181,26 +225,38 @@ class Network:
             raise ValueError(f"network {self.name!r} takes numbers, got an array of {x.dtype}")
         return np.ascontiguousarray(x, dtype=self.dtype)
 
-    def _forward(self, x, keep_positions=False):
-        stages = self.compiled(x.shape[0])
+    def _forward(self, x, keep_positions=False, train=False):
+        stages = self.compiled(x.shape[0], "train" if train else "eval")
+        outs = {INPUT: x}
         a = x
         for s in stages[:-1]:
-            s.env[s.layer.kind.in_name] = a
-            s.env.update(self.params[s.name])
-            s.layer.forward(s.env, keep_positions=keep_positions)
-            z = s.env[s.layer.kind.out_name]
+            env, block = s.env, s.layer
+            for in_name, src in s.sources:
+                env[in_name] = outs[src]
+            env.update(self.params[s.name])
+            if block.state_shapes:
+                env.update(self.state[s.name])
+            if block.random:
+                block.draw(env, self.rng)
+            block.forward(env, keep_positions=keep_positions)
+            if block.update_runs:
+                block.update(env)
+            z = env[block.kind.out_name]
             if s.activation is None:
                 a = z
-                continue
-            s.act_env["z"] = z.reshape(z.shape[0], -1)
-            s.activation.forward(s.act_env)
-            a = s.act_env["a"].reshape(z.shape)
+            else:
+                s.act_env["z"] = z.reshape(z.shape[0], -1)
+                s.activation.forward(s.act_env)
+                a = s.act_env["a"].reshape(z.shape)
+            outs[s.name] = a
         return stages, a
 
-    def forward(self, x):
-        """Class probabilities for a batch x of shape (B, *input)."""
+    def forward(self, x, train=False):
+        """Class probabilities for a batch x of shape (B, *input).  train=False (inference, evaluation)
+        uses running statistics and no dropout; train=True runs as a training step does: it draws
+        the random masks from `rng` and updates the running statistics."""
         with parallel.serial_blas():
-            _, a = self._forward(self._input(x))
+            _, a = self._forward(self._input(x), train=train)
             return a.copy()
 
     def _labels(self, labels, batch):
@@ -230,7 +286,7 @@ class Network:
     def _loss_and_grads(self, x, labels, copy):
         x = self._input(x)
         y = self._labels(labels, x.shape[0])
-        stages, _ = self._forward(x, keep_positions=True)
+        stages, _ = self._forward(x, keep_positions=True, train=True)
         loss, env = stages[-1].layer, stages[-1].env
         last = stages[-2]
         env.update(last.act_env if last.activation else {"z": last.env[last.layer.kind.out_name]})
@@ -240,23 +296,39 @@ class Network:
         J = float(env["J"])
         loss.backward(env)
         dz = env["dz"]
-        grads = {}
+        grads, douts, by_name = {}, {}, None
         for n in range(len(stages) - 2, -1, -1):
             s = stages[n]
+            if n != len(stages) - 2:  # the gradient of this layer's output, through its activation
+                da = douts.pop(s.name)
+                if s.activation is None:
+                    dz = da
+                else:
+                    s.act_env["da"] = da.reshape(da.shape[0], -1)
+                    s.activation.backward(s.act_env)
+                    dz = s.act_env["dz"]
             out = s.layer.out_shape
             s.env["d" + s.layer.kind.out_name] = dz.reshape(out)
             s.layer.backward(s.env)
             grads[s.name] = {p: (s.env["d" + p].copy() if copy else s.env["d" + p]) for p in s.layer.param_shapes}
-            if n == 0:
-                break
-            dx = s.env["d" + s.layer.kind.in_name]
-            prev = stages[n - 1]
-            if prev.activation is None:
-                dz = dx
-            else:
-                prev.act_env["da"] = dx.reshape(dx.shape[0], -1)
-                prev.activation.backward(prev.act_env)
-                dz = prev.act_env["dz"]
+            for in_name, src in s.sources:
+                if src == INPUT:
+                    continue
+                dx = s.env["d" + in_name]
+                if src not in douts:
+                    douts[src] = dx
+                    continue
+                # an output read by several layers: its gradient is the sum of theirs
+                if by_name is None:
+                    by_name = {t.name: t for t in stages}
+                t = by_name[src]
+                if douts[src] is not t.grad_sum:
+                    if t.grad_sum is None:
+                        t.grad_sum = np.empty(dx.shape, dtype=dx.dtype)
+                    np.add(douts[src], dx, out=t.grad_sum)
+                    douts[src] = t.grad_sum
+                else:
+                    t.grad_sum += dx
         return J, {s.name: grads[s.name] for s in stages[:-1]}
 
     def plans(self, batch: int = 64) -> str:
@@ -286,7 +358,7 @@ class Network:
         the kind cannot take the smaller input, the block itself."""
         shape = block.shapes[block.kind.in_name]
         small = shape[:1] + tuple(min(n, cap) for n in shape[1:])
-        if small == shape:
+        if small == shape or len(block.kind.in_names) > 1 or block.kind.backward == "derive":
             return block.as_definition()
         try:
             return Block(self.spec, block.kind, block.hyper, {block.kind.in_name: small}, block.where,

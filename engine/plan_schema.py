@@ -81,7 +81,8 @@ class Product(TypedDict):
 
 class Contraction(TypedDict):
     id: Annotated[str, '"<block>/<pass>/<writes>", e.g. "conv2/backward/dxu"']
-    pass_: Annotated[Literal["forward", "backward"], "key: pass"]
+    pass_: Annotated[Literal["forward", "backward", "update", "eval"],
+                     "key: pass"]
     writes: Annotated[str, 'the tensor it fills: "z", "xc", "dw", ...']
     source: Annotated[str, "the equation as written in the spec"]
     equation: Annotated[str, "as the parser prints it"]
@@ -116,6 +117,17 @@ class Algorithm(TypedDict):
     definition_step_flops: Annotated[int, "those of the definition it replaces"]
 
 
+class RandomMask(TypedDict):
+    name: str
+    shape: list[int]
+    bernoulli: Annotated[float, "each entry is 1 with this probability, else 0"]
+
+
+class StateShape(TypedDict):
+    name: str
+    shape: list[int]
+
+
 class Block(TypedDict):
     name: Annotated[str, '"conv1", "conv1.relu" (its activation), "loss"']
     role: Literal["layer", "activation", "loss"]
@@ -124,6 +136,10 @@ class Block(TypedDict):
     where: str
     dtype: str
     algorithm: Annotated[Optional[Algorithm], "null: the block runs its definition"]
+    inputs: Annotated[list[str], 'a layer: the blocks it reads ("input": the network\'s); others: []']
+    chained: Annotated[bool, "it reads just the block before it"]
+    random: Annotated[list[RandomMask], "masks drawn before each training step (dropout)"]
+    state: Annotated[list[StateShape], "not trained: updated each training step, read in eval, checkpointed"]
     contractions: Annotated[list[Contraction], "what runs: the algorithm's chain if there is one"]
 
 

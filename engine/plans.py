@@ -34,9 +34,13 @@ class PlanText(str):
 def collect(net, batch: int = 64) -> dict:
     """The plan document of a network at a batch size, compiled as training runs it."""
     stages = net.compiled(batch)
+    # eval mode's own equations (batch norm's running statistics), where a kind has them
+    evals = {s.name: s.layer for s in net.compiled(batch, "eval")[:-1]
+             if s.layer.equations is not s.layer.kind.forward}
     # loss_and_grads never runs the last activation's Jacobian: the loss gives dz directly (26)
     skip = stages[-2].activation if len(stages) > 1 else None
     blocks = []
+    previous = "input"
     for s in stages:
         if s.name == "loss":
             parts = [("loss", "loss", s.layer)]
@@ -45,10 +49,21 @@ def collect(net, batch: int = 64) -> dict:
             if s.activation is not None:
                 parts.append((f"{s.name}.{s.activation.kind.name}", "activation", s.activation))
         for name, role, block in parts:
+            contractions = _contractions(net.spec, block, name, block.forward_runs, block.backward_runs,
+                                         block is not skip)
+            contractions[len(block.forward_runs):len(block.forward_runs)] = [
+                _contraction(net.spec, block, name, "update", state, run, True)
+                for state, run, _ in getattr(block, "update_runs", [])]
+            if role == "layer" and s.name in evals:
+                contractions += [_contraction(net.spec, evals[s.name], name, "eval", result, run, False)
+                                 for result, _, run, _ in evals[s.name].forward_runs]
+            sources = [src for _, src in s.sources] if role == "layer" else []
             entry = {"name": name, "role": role, "kind": block.kind.name, "cites": block.kind.cites or "",
                      "where": block.where, "dtype": block.dtype.name, "algorithm": None,
-                     "contractions": _contractions(net.spec, block, name, block.forward_runs,
-                                                   block.backward_runs, block is not skip)}
+                     "inputs": sources, "chained": sources == [previous],
+                     "random": [{"name": n, "shape": list(shape), "bernoulli": p} for n, shape, p in block.random],
+                     "state": [{"name": n, "shape": list(shape)} for n, shape in block.state_shapes.items()],
+                     "contractions": contractions}
             if block.algorithm is not None:
                 definition = _contractions(net.spec, block, name, *block.definition, block is not skip)
                 entry["algorithm"] = {
@@ -61,6 +76,7 @@ def collect(net, batch: int = 64) -> dict:
                     "step_flops": sum(c["optimized_flops"] for c in entry["contractions"] if c["in_training_step"]),
                     "definition_step_flops": sum(c["optimized_flops"] for c in definition if c["in_training_step"])}
             blocks.append(entry)
+        previous = s.name
     doc = {"schema": SCHEMA, "spec": str(net.spec.file), "network": net.name, "batch": batch,
            "optimize": str(net.optimize), "dtype": net.dtype.name, "itemsize": net.dtype.itemsize,
            "flops": FLOPS, "blocks": blocks}
@@ -121,7 +137,7 @@ def _product(p, path_info, itemsize) -> dict:
 def _totals(blocks, batch) -> dict:
     every = [(b, c) for b in blocks for c in b["contractions"]]
     counted = [(b, c) for b, c in every if c["in_training_step"]]
-    fwd = sum(c["optimized_flops"] for _, c in counted if c["pass"] == "forward")
+    fwd = sum(c["optimized_flops"] for _, c in counted if c["pass"] in ("forward", "update"))
     bwd = sum(c["optimized_flops"] for _, c in counted if c["pass"] == "backward")
     step = fwd + bwd
 
@@ -130,7 +146,8 @@ def _totals(blocks, batch) -> dict:
 
     by_block = []
     for b in blocks:
-        f = sum(c["optimized_flops"] for c in b["contractions"] if c["in_training_step"] and c["pass"] == "forward")
+        f = sum(c["optimized_flops"] for c in b["contractions"]
+                if c["in_training_step"] and c["pass"] in ("forward", "update"))
         k = sum(c["optimized_flops"] for c in b["contractions"] if c["in_training_step"] and c["pass"] == "backward")
         by_block.append({"block": b["name"], "forward_flops": f, "backward_flops": k, "share": share(f + k)})
     ranked = sorted(counted, key=lambda bc: -bc[1]["optimized_flops"])
@@ -140,7 +157,8 @@ def _totals(blocks, batch) -> dict:
             "per_image": {"forward": fwd / batch, "backward": bwd / batch, "step": step / batch},
             "by_block": by_block, "largest": largest, "dominant": largest[0]["id"] if largest else None,
             "not_in_step": [{"id": c["id"], "optimized_flops": c["optimized_flops"],
-                             "reason": "the loss's Jacobian gives dz of the last layer directly"}
+                             "reason": "eval mode's forward: it runs in evaluation and inference"
+                             if c["pass"] == "eval" else "the loss's Jacobian gives dz of the last layer directly"}
                             for _, c in every if not c["in_training_step"]]}
 
 
@@ -240,6 +258,15 @@ def render_text(doc: dict, width: int = WIDTH) -> str:
                                                                 for m in a["modelled"]))
             if a["constants"]:
                 lines.append("  constants " + ", ".join(f"{c['name']} {_shape(c['shape'])}" for c in a["constants"]))
+        if b["role"] == "layer" and not b["chained"]:
+            lines.append(f"  reads   {', '.join(b['inputs'])}" + (" (their gradients summed back into each)"
+                                                                 if len(b["inputs"]) > 1 else ""))
+        for r in b["random"]:
+            lines.append(f"  random  {r['name']} {_shape(r['shape'])}: 1 with probability {r['bernoulli']:g}, else 0; "
+                         "drawn each training step")
+        if b["state"]:
+            lines.append("  state   " + ", ".join(f"{t['name']} {_shape(t['shape'])}" for t in b["state"])
+                         + ": not trained; updated each training step, read in eval, kept in checkpoints")
         for c in b["contractions"]:
             lines += _text_contraction(c, width)
     lines += [""] + _text_totals(doc)

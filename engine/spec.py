@@ -43,6 +43,22 @@ class Kind:
     in_name: str = "x"
     out_name: str = "z"
     algorithms: dict = field(default_factory=dict)  # name -> Algorithm: other ways to evaluate it
+    input_axes: dict = field(default_factory=dict)  # several named inputs (add, concat): name -> axes
+    eval: list | None = None  # forward equations in eval mode, where they differ from training's
+    state: dict = field(default_factory=dict)  # name -> (shape, init): kept between steps, not trained
+    update: list = field(default_factory=list)  # Equation: each state's new value, after a training forward
+    random: dict = field(default_factory=dict)  # name -> (shape, probability): Bernoulli masks, drawn in training
+    bounds: dict = field(default_factory=dict)  # hyperparameter -> interval text such as "[0, 1)"
+
+    @property
+    def in_names(self) -> tuple:
+        """The kind's inputs, in the order a layer's `inputs:` lists their sources."""
+        return tuple(self.input_axes) if self.input_axes else (self.in_name,)
+
+    @property
+    def modal(self) -> bool:
+        """Whether training and evaluation run this kind differently."""
+        return bool(self.eval is not None or self.update or self.random)
 
 
 @dataclass
@@ -76,6 +92,7 @@ class LayerSpec:
     kind: str
     hyper: dict
     activation: str
+    inputs: tuple = ()  # the layers (or "input", the network's) feeding it; () is the previous layer
 
 
 @dataclass
@@ -292,13 +309,22 @@ def _kind(spec, section, name, body, io) -> Kind:
     if not isinstance(body, dict):
         raise spec.error(where, "must be a mapping with forward: and backward:")
     allowed = {"cites", "input", "hyper", "symbols", "shapes", "params", "forward", "backward", "positions",
-               "activation", "algorithms"}
+               "activation", "algorithms", "eval", "state", "update", "random", "bounds"}
     extra = set(body) - allowed
     if extra:
         raise spec.error(where, f"unknown field(s) {sorted(extra)}; valid are {sorted(allowed)}")
     if not body.get("cites"):
         raise spec.error(where, "field 'cites' is missing; cite the report's equation numbers, e.g. \"(12)-(14)\"")
-    inputs = body.get("input") or (("b", "features") if section != "losses" else ())
+    raw_input = body.get("input")
+    input_axes = {}
+    if isinstance(raw_input, dict):  # several named inputs: {x1: [b, height, width, c1], x2: [...]}
+        if section != "kinds" or not raw_input or not all(
+                isinstance(v, list) and all(isinstance(a, str) and a for a in v) for v in raw_input.values()):
+            raise spec.error(f"{where}, field 'input'", "names each input's axes, e.g. {x1: [b, features], "
+                                                        "x2: [b, features]} (kinds only)")
+        input_axes = {str(k): tuple(v) for k, v in raw_input.items()}
+        raw_input = next(iter(input_axes.values()))
+    inputs = raw_input or (("b", "features") if section != "losses" else ())
     if not isinstance(inputs, (list, tuple)) or not all(isinstance(a, str) and a for a in inputs):
         raise spec.error(f"{where}, field 'input'", f"must list the names of the input's axes, e.g. "
                                                     f"[b, height, width, channels], not {_what(inputs)}")
@@ -352,8 +378,13 @@ def _kind(spec, section, name, body, io) -> Kind:
     algorithms = _algorithms(spec, where, body.get("algorithms"), section)
     if algorithms:
         hyper.setdefault("algorithm", "auto")
-    return Kind(name, section, str(body["cites"]), inputs, hyper, symbols, shapes, params, forward, backward,
-                positions, activation, io[0], io[1], algorithms)
+    modes = _modes(spec, where, body, params, hyper)
+    kind = Kind(name, section, str(body["cites"]), inputs, hyper, symbols, shapes, params, forward, backward,
+                positions, activation, io[0], io[1], algorithms, **modes)
+    if input_axes:
+        kind.in_name = next(iter(input_axes))
+        kind.input_axes = input_axes
+    return kind
 
 
 def _algorithms(spec, where, body, section) -> dict:
@@ -405,6 +436,72 @@ def _algorithms(spec, where, body, section) -> dict:
         out[aname] = Algorithm(aname, str(a["cites"]), dict(requires), dict(symbols), dict(shapes), constants,
                                chains["forward"], chains["backward"])
     return out
+
+
+def _modes(spec, where, body, params, hyper) -> dict:
+    """What differs between training and evaluation: eval:, state: with update:, random:, bounds:."""
+    out = {}
+    if "eval" in body:
+        raw = body["eval"]
+        if not isinstance(raw, list) or not raw:
+            raise spec.error(f"{where}, field 'eval'", "must list the forward equations of eval mode")
+        out["eval"] = [_equation(spec, f"{where}, eval[{n}]", src) for n, src in enumerate(raw)]
+    state = {}
+    for sname, sbody in _mapping(spec, f"{where}, field 'state'", body.get("state"),
+                                 "{rm: {shape: [channels], init: zeros}}").items():
+        if not isinstance(sbody, dict) or not isinstance(sbody.get("shape"), list):
+            raise spec.error(f"{where}, state {sname!r}", "needs {shape: [...], init: zeros|ones}")
+        init = sbody.get("init", "zeros")
+        if not isinstance(init, str) or init not in INITIALISERS:
+            raise spec.error(f"{where}, state {sname!r}", f"init {init!r} not found, valid options are "
+                                                          f"{sorted(INITIALISERS)}")
+        if sname in params:
+            raise spec.error(f"{where}, state {sname!r}", "is also a parameter; give it a name of its own")
+        state[sname] = (tuple(sbody["shape"]), init)
+    out["state"] = state
+    raw = body.get("update") or []
+    if not isinstance(raw, list):
+        raise spec.error(f"{where}, field 'update'", "must list equations giving each state's new value")
+    out["update"] = [_equation(spec, f"{where}, update[{n}]", src) for n, src in enumerate(raw)]
+    for n, eq in enumerate(out["update"]):
+        if eq.result not in state:
+            raise spec.error(f"{where}, update[{n}]", f"writes {eq.result!r}, which is not declared under state:")
+    random = {}
+    for rname, rbody in _mapping(spec, f"{where}, field 'random'", body.get("random"),
+                                 "{m: {shape: [b, features], bernoulli: keep}}").items():
+        if not isinstance(rbody, dict) or not isinstance(rbody.get("shape"), list) or "bernoulli" not in rbody:
+            raise spec.error(f"{where}, random {rname!r}", "needs {shape: [...], bernoulli: p}: entries 1 with "
+                                                           "probability p, else 0")
+        random[rname] = (tuple(rbody["shape"]), rbody["bernoulli"])
+    out["random"] = random
+    bounds = {}
+    for hname, text in _mapping(spec, f"{where}, field 'bounds'", body.get("bounds"), '{rate: "[0, 1)"}').items():
+        if hname not in hyper:
+            raise spec.error(f"{where}, bounds {hname!r}", "is not a hyperparameter of this kind")
+        try:
+            interval(text)
+        except ValueError as e:
+            raise spec.error(f"{where}, bounds {hname!r}", str(e)) from None
+        bounds[hname] = str(text)
+    out["bounds"] = bounds
+    return out
+
+
+def interval(text):
+    """(low, low closed, high, high closed) from "[0, 1)"; ValueError if it is not an interval."""
+    t = str(text).strip()
+    try:
+        if t[0] not in "[(" or t[-1] not in "])":
+            raise ValueError
+        lo, hi = (float(v) for v in t[1:-1].split(","))
+    except (ValueError, IndexError):
+        raise ValueError(f"{text!r} is not an interval such as \"[0, 1)\" or \"(0, inf)\"") from None
+    return lo, t[0] == "[", hi, t[-1] == "]"
+
+
+def within(value, text) -> bool:
+    lo, lo_closed, hi, hi_closed = interval(text)
+    return ((value >= lo if lo_closed else value > lo) and (value <= hi if hi_closed else value < hi))
 
 
 def _jacobian(spec, where, src) -> list:
@@ -477,7 +574,7 @@ def _network(spec, name, body) -> NetworkSpec:
         if act not in spec.activations:
             raise spec.error(f"{lwhere}, field 'activation'", f"activation {act!r} not found, valid options "
                                                               f"are {sorted(spec.activations)}")
-        hyper = {k: v for k, v in layer.items() if k not in ("name", "kind", "activation")}
+        hyper = {k: v for k, v in layer.items() if k not in ("name", "kind", "activation", "inputs")}
         extra = set(hyper) - set(spec.kinds[kind].hyper)
         if extra:
             raise spec.error(f"{lwhere}, field {sorted(extra)[0]!r}",
@@ -492,7 +589,27 @@ def _network(spec, name, body) -> NetworkSpec:
         missing = [k for k, v in merged.items() if v == REQUIRED]
         if missing:
             raise spec.error(f"{lwhere}, field {missing[0]!r}", f"is required by kind {kind!r}; give it a value")
-        layers.append(LayerSpec(lname, kind, merged, act))
+        for hname, text in spec.kinds[kind].bounds.items():
+            value = merged[hname]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not within(value, text):
+                raise spec.error(f"{lwhere}, field {hname!r}", f"{hname} = {value!r} is outside {text}; give a "
+                                                               "number in that range")
+        sources = layer.get("inputs", [])
+        if isinstance(sources, str):
+            sources = [sources]
+        if not isinstance(sources, list) or not all(isinstance(v, str) for v in sources):
+            raise spec.error(f"{lwhere}, field 'inputs'", "must name the layers feeding this one, e.g. "
+                                                          "[conv1, skip] ('input' is the network's input)")
+        wanted = len(spec.kinds[kind].in_names)
+        if sources and len(sources) != wanted:
+            raise spec.error(f"{lwhere}, field 'inputs'", f"names {len(sources)} input(s) but kind {kind!r} takes "
+                                                          f"{wanted} ({', '.join(spec.kinds[kind].in_names)})")
+        if not sources and wanted > 1:
+            raise spec.error(f"{lwhere}, field 'inputs'", f"kind {kind!r} takes {wanted} inputs "
+                                                          f"({', '.join(spec.kinds[kind].in_names)}); name the "
+                                                          "layers feeding them")
+        layers.append(LayerSpec(lname, kind, merged, act, tuple(sources)))
+    _graph(spec, where, layers)
     loss = spec.losses[body["loss"]]
     if loss.activation and layers[-1].activation != loss.activation:
         raise spec.error(f"{where}, layer {layers[-1].name!r}, field 'activation'",
@@ -501,4 +618,58 @@ def _network(spec, name, body) -> NetworkSpec:
     if not isinstance(training, dict) or set(training) - set(TRAINING_DEFAULTS):
         raise spec.error(f"{where}, field 'training'", f"must be a mapping of training defaults "
                                                        f"({', '.join(sorted(TRAINING_DEFAULTS))})")
-    return NetworkSpec(name, str(body.get("cites", "")), tuple(shape), body["loss"], layers, dict(training))
+    return NetworkSpec(name, str(body.get("cites", "")), tuple(shape), body["loss"], order(layers), dict(training))
+
+
+INPUT = "input"  # the name by which a layer's `inputs:` refers to the network's input
+
+
+def _graph(spec, where, layers):
+    """Fill in default sources (the previous layer); refuse a source that names nothing, a cycle,
+    and a layer whose output nothing reads."""
+    names = [layer.name for layer in layers]
+    if INPUT in names:
+        raise spec.error(f"{where}, layer {INPUT!r}", f"{INPUT!r} names the network's input; rename the layer")
+    for n, layer in enumerate(layers):
+        if not layer.inputs:
+            layer.inputs = (names[n - 1] if n else INPUT,)
+        for src in layer.inputs:
+            if src != INPUT and src not in names:
+                raise spec.error(f"{where}, layer {layer.name!r}, field 'inputs'",
+                                 f"{src!r} names no layer of this network; valid are {[INPUT] + names}")
+            if src == layer.name:
+                raise spec.error(f"{where}, layer {layer.name!r}, field 'inputs'", "a layer cannot read its own output")
+    read = {src for layer in layers for src in layer.inputs}
+    for layer in layers[:-1]:
+        if layer.name not in read:
+            raise spec.error(f"{where}, layer {layer.name!r}", "its output feeds no layer; name it in a later "
+                                                              "layer's inputs: or remove it (the last layer is "
+                                                              "the network's output)")
+    order(layers, spec, where)
+
+
+def order(layers, spec=None, where=None) -> list:
+    """The layers in an order where each follows its sources (listed order where it allows);
+    a cycle is a SpecError naming the layers on it."""
+    by_name = {layer.name: layer for layer in layers}
+    done, out, visiting = set(), [], []
+
+    def visit(layer):
+        if layer.name in done:
+            return
+        if layer.name in visiting:
+            cycle = visiting[visiting.index(layer.name):] + [layer.name]
+            raise spec.error(f"{where}, layer {layer.name!r}, field 'inputs'",
+                             f"the layers form a cycle ({' -> '.join(cycle)}); a layer may only read layers "
+                             "that do not depend on it")
+        visiting.append(layer.name)
+        for src in layer.inputs:
+            if src in by_name:
+                visit(by_name[src])
+        visiting.pop()
+        done.add(layer.name)
+        out.append(layer)
+
+    for layer in layers:
+        visit(layer)
+    return out

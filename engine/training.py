@@ -223,6 +223,11 @@ def inputs(images: np.ndarray, shape: tuple, dtype) -> np.ndarray:
     return x.reshape((len(images),) + tuple(shape))
 
 
+def mask_generator(seed: int):
+    """The run's generator of random masks (dropout), apart from the data order's."""
+    return np.random.default_rng([seed, 1 << 20])
+
+
 def epoch_order(seed: int, epoch: int, n: int):
     """(the generator's starting state, the permutation of n examples) for epoch `epoch` (0-based)."""
     rng = np.random.default_rng([seed, epoch])
@@ -406,6 +411,9 @@ class Trainer:
         self.batch = 0            # batches done in the current epoch
         self.step = 0             # updates in all
         self.rng_state, self.order = epoch_order(config.seed, 0, len(data.train_y))
+        net.rng = mask_generator(config.seed)  # dropout's masks: one generator for the run, saved with it
+        self.volatile = bool(net.state_shapes) or net.random  # a step changes more than params and optimizer
+        self.mask_state = net.rng.bit_generator.state  # as of the last completed step
         self.sums = {"loss": 0.0, "seen": 0, "seconds": 0.0}  # of the current epoch so far
         self.history = []         # one record per finished epoch
         self.resumed = False
@@ -436,6 +444,11 @@ class Trainer:
             self.history = list(meta["history"])
             self.rng_state = meta["rng_state"]
             order = ckpt.data["order"]
+            if self.net.state_shapes:
+                self.net.set_state(ckpt.state)
+            if "mask_rng_state" in meta:
+                self.net.rng.bit_generator.state = meta["mask_rng_state"]
+                self.mask_state = meta["mask_rng_state"]
         except (KeyError, ValueError, TypeError) as exc:
             raise CheckpointError(f"{path}: incomplete or mismatched checkpoint ({one_line(exc)}); "
                                   f"{ckpt_io.FIX}") from None
@@ -456,6 +469,7 @@ class Trainer:
 
     def _finite(self) -> bool:
         arrays = [v for ps in self.net.params.values() for v in ps.values()] + list(self.opt.state().values())
+        arrays += [v for ns in self.net.state.values() for v in ns.values()]
         return all(np.isfinite(a).all() for a in arrays)
 
     def save(self) -> bool:
@@ -466,10 +480,11 @@ class Trainer:
                 **({"meaning": self.meaning} if self.meaning is not None else {}),
                 "config": dataclasses.asdict(self.config), "epoch": self.epoch, "batch": self.batch,
                 "step": self.step, "rng_state": self.rng_state, "sums": self.sums, "history": self.history,
-                "dtype": str(self.net.dtype)}
+                "dtype": str(self.net.dtype), "mask_rng_state": self.mask_state}
         order = self.order if self.order is not None else np.zeros(0, np.int64)
         try:
-            ckpt_io.save(self.checkpoint, Checkpoint(self.net.params, self.opt.state(), {"order": order}, meta))
+            ckpt_io.save(self.checkpoint, Checkpoint(self.net.params, self.opt.state(), {"order": order}, meta,
+                                                               self.net.state))
         except OSError as exc:
             raise CheckpointError(f"{self.checkpoint}: cannot write it ({exc.strerror or exc}); "
                                   f"{ckpt_io.write_advice(exc, self.checkpoint)}") from None
@@ -564,12 +579,17 @@ class Trainer:
                 t0 = time.perf_counter()
                 idx = self.order[self.batch * cfg.batch_size:(self.batch + 1) * cfg.batch_size]
                 x = inputs(self.data.train_x[idx], self.net.input_shape, self.net.dtype)
-                loss, grads = self.net.loss_and_grads(x, self.data.train_y[idx], copy=False)
+                if self.volatile:
+                    loss, grads = self._volatile_step(x, self.data.train_y[idx])
+                else:
+                    loss, grads = self.net.loss_and_grads(x, self.data.train_y[idx], copy=False)
                 self.loss = loss
                 if not math.isfinite(loss):
                     return loss
                 with interrupts.atomic():  # the update and its bookkeeping happen whole or not at all
                     self.opt.step(self.net.params, grads)
+                    if self.volatile:
+                        self.mask_state = self.net.rng.bit_generator.state
                     seconds = time.perf_counter() - t0
                     self.step += 1
                     self.batch += 1
@@ -589,6 +609,19 @@ class Trainer:
                 if self.on_step is not None:
                     self.on_step(self)
         return loss
+
+    def _volatile_step(self, x, labels):
+        """loss_and_grads for a network with running statistics or random masks: a Ctrl-C halfway
+        through puts them back as they were, so a resume takes this step exactly as it would have."""
+        saved = {layer: {n: v.copy() for n, v in ns.items()} for layer, ns in self.net.state.items()}
+        try:
+            return self.net.loss_and_grads(x, labels, copy=False)
+        except KeyboardInterrupt:
+            for layer, ns in saved.items():
+                for n, v in ns.items():
+                    np.copyto(self.net.state[layer][n], v)
+            self.net.rng.bit_generator.state = self.mask_state
+            raise
 
     def _end_epoch(self, evaluation: Evaluation, metrics) -> dict:
         """Record the finished epoch and move to the next one's order."""
@@ -840,6 +873,8 @@ def eval_main(o, log=print) -> int:
     net = load_network(spec, network=network, seed=config.seed, optimize=getattr(o, "optimize", None))
     try:
         net.set_params(ckpt.params)
+        if net.state_shapes:
+            net.set_state(ckpt.state)
     except (ValueError, TypeError) as exc:
         raise CheckpointError(f"{o.checkpoint}: {exc}; {ckpt_io.FIX}") from None
     bad = [f"{layer}.{p}" for layer, ps in net.params.items() for p, v in ps.items() if not np.isfinite(v).all()]

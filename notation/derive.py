@@ -5,18 +5,21 @@ contracted with the other operands, written at x's own index terms:
 `dx[T] = c * dz[L] * w[U]`.  What was a gather on the right (a strided window) becomes a
 scatter on the left, a scatter on the left a gather; a function contributes its
 derivative from the registry (relu -> drelu), a max its positions mask (eq. 19).
+A function of a sum (`rsqrt(v[k] + eps)`) is opened when the tensor is one of its terms.
 """
 from __future__ import annotations
 
 from fractions import Fraction
 
-from .ast import Affine, Call, Max, Mono, Ref, walk
+from .ast import Affine, Call, Max, Mono, Ref, Sum, walk
 from .errors import NotationError
 from .functions import FUNCTIONS
 
 
-def derive(equation, wrt: str, positions=None) -> str:
-    """The equation for d<wrt> given d<result>; positions names the mask of a max, if any."""
+def derive(equation, wrt: str, positions=None, name=None) -> str:
+    """The equation for d<wrt> given d<result>; positions names the mask of a max, if any.
+
+    `name` writes the result under another name (one term of a gradient summed at a fan-out)."""
     lhs = equation.lhs
     upstream = Ref("d" + lhs.name, lhs.axes)
     terms, target = [], None
@@ -28,13 +31,19 @@ def derive(equation, wrt: str, positions=None) -> str:
             raise _cannot(equation, wrt, f"{wrt!r} appears more than once in one product")
         f = found[0]
         rest = [g for g in product.factors if g is not f]
+        coef = product.coef
         if isinstance(f, Ref):
             ref, local = f, []
-        elif isinstance(f, Call) and isinstance(f.arg, Ref):
+        elif isinstance(f, Call) and (isinstance(f.arg, Ref) or _term_of_sum(f.arg, wrt)):
             d = FUNCTIONS[f.func].derivative
             if d is None:
                 raise _cannot(equation, wrt, f"{f.func} has no derivative in the registry")
-            ref, local = f.arg, [Call(d, f.arg)]
+            if isinstance(f.arg, Ref):
+                ref = f.arg
+            else:
+                sign, ref = _term_of_sum(f.arg, wrt)
+                coef = coef * sign
+            local = [Call(d, f.arg)]
         elif isinstance(f, Max) and isinstance(f.arg, Ref):
             if not positions:
                 raise _cannot(equation, wrt, "a max needs its positions named (positions: {z: m})")
@@ -49,12 +58,22 @@ def derive(equation, wrt: str, positions=None) -> str:
             target = (key, ref)
         elif target[0] != key:
             raise _cannot(equation, wrt, f"{wrt!r} is indexed two ways ({target[1]} and {ref})")
-        terms.append((product.coef, product.scalars, [upstream] + local + rest))
+        terms.append((coef, product.scalars, [upstream] + local + rest))
     if target is None:
         raise _cannot(equation, wrt, f"{wrt!r} does not appear on the right side")
     ref = target[1]
     body = " + ".join(_product_text(c, s, fs) for c, s, fs in terms).replace("+ -", "- ")
-    return f"{Ref('d' + wrt, ref.axes)} = {body}"
+    return f"{Ref(name or 'd' + wrt, ref.axes)} = {body}"
+
+
+def _term_of_sum(node, wrt):
+    """(sign, ref) when `node` is a sum in which `wrt` is one plain term and appears nowhere else."""
+    if not isinstance(node, Sum):
+        return None
+    found = [(sign, sub) for sign, sub in node.terms if wrt in _names(sub)]
+    if len(found) != 1 or not isinstance(found[0][1], Ref):
+        return None
+    return found[0]
 
 
 def _names(node) -> set:

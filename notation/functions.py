@@ -1,6 +1,7 @@
 """The registry of elementwise functions an equation may call, each with its derivative's name."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -39,6 +40,69 @@ def _id_array(z, out=None):
     return out
 
 
+def _dsqrt_array(z, out=None):
+    # d/dz sqrt(z) = 1 / (2 sqrt(z))
+    out = np.sqrt(z, out=out)
+    np.reciprocal(out, out=out)
+    out *= np.asarray(0.5, dtype=out.dtype)
+    return out
+
+
+def _rsqrt_array(z, out=None):
+    out = np.sqrt(z, out=out)
+    return np.reciprocal(out, out=out)
+
+
+def _drsqrt_array(z, out=None):
+    # d/dz z^(-1/2) = -1/2 z^(-3/2)
+    out = np.power(z, np.asarray(-1.5, dtype=np.result_type(z, np.float32)), out=out)
+    out *= np.asarray(-0.5, dtype=out.dtype)
+    return out
+
+
+def _twice_array(z, out=None):
+    return np.multiply(z, np.asarray(2, dtype=z.dtype), out=out)
+
+
+def _drecip_array(z, out=None):
+    out = np.square(z, out=out)
+    np.reciprocal(out, out=out)
+    return np.negative(out, out=out)
+
+
+def _sigmoid_array(z, out=None):
+    # 1 / (1 + exp(-z)) as (1 + tanh(z/2)) / 2: no overflow for large |z|
+    out = np.multiply(z, np.asarray(0.5, dtype=z.dtype), out=out)
+    np.tanh(out, out=out)
+    out += np.asarray(1, dtype=out.dtype)
+    out *= np.asarray(0.5, dtype=out.dtype)
+    return out
+
+
+def _dsigmoid_array(z, out=None):
+    # s (1 - s) = (1 - tanh(z/2)^2) / 4
+    out = np.multiply(z, np.asarray(0.5, dtype=z.dtype), out=out)
+    np.tanh(out, out=out)
+    np.square(out, out=out)
+    np.subtract(np.asarray(1, dtype=out.dtype), out, out=out)
+    out *= np.asarray(0.25, dtype=out.dtype)
+    return out
+
+
+def _dtanh_array(z, out=None):
+    out = np.tanh(z, out=out)
+    np.square(out, out=out)
+    return np.subtract(np.asarray(1, dtype=out.dtype), out, out=out)
+
+
+def _tanh_scalar(v):
+    return math.tanh(v)
+
+
+def _sigmoid_scalar(v):
+    return 1.0 / (1.0 + math.exp(-v)) if v >= 0 else math.exp(v) / (1.0 + math.exp(v))
+
+
 def _exp_scalar(v):
     import math
     return math.exp(v)
@@ -57,7 +121,23 @@ FUNCTIONS = {
                  r"\operatorname{R}'"),                                                     # eq. (21)
         Function("exp", lambda z, out=None: np.exp(z, out=out), _exp_scalar, "exp", r"\exp"),
         Function("log", lambda z, out=None: np.log(z, out=out), _log_scalar, "recip", r"\log"),
-        Function("recip", lambda z, out=None: np.reciprocal(z, out=out), lambda v: 1.0 / v, None, r"\operatorname{recip}"),
+        Function("recip", lambda z, out=None: np.reciprocal(z, out=out), lambda v: 1.0 / v, "drecip",
+                 r"\operatorname{recip}"),
+        Function("drecip", _drecip_array, lambda v: -1.0 / (v * v), None, r"\operatorname{recip}'"),
+        # the zoo's functions (batch and layer normalisation, tanh and sigmoid activations)
+        Function("sqrt", lambda z, out=None: np.sqrt(z, out=out), lambda v: v ** 0.5, "dsqrt", r"\sqrt"),
+        Function("dsqrt", _dsqrt_array, lambda v: 0.5 / v ** 0.5, None, r"\sqrt{}'"),
+        Function("rsqrt", _rsqrt_array, lambda v: v ** -0.5, "drsqrt", r"\operatorname{rsqrt}"),
+        Function("drsqrt", _drsqrt_array, lambda v: -0.5 * v ** -1.5, None, r"\operatorname{rsqrt}'"),
+        Function("square", lambda z, out=None: np.square(z, out=out), lambda v: v * v, "twice",
+                 r"\operatorname{sq}"),
+        Function("twice", _twice_array, lambda v: 2.0 * v, None, r"2"),
+        Function("tanh", lambda z, out=None: np.tanh(z, out=out), _tanh_scalar, "dtanh",
+                 r"\tanh"),
+        Function("dtanh", _dtanh_array, lambda v: 1.0 - math.tanh(v) ** 2, None, r"\tanh'"),
+        Function("sigmoid", _sigmoid_array, _sigmoid_scalar, "dsigmoid", r"\sigma"),
+        Function("dsigmoid", _dsigmoid_array, lambda v: _sigmoid_scalar(v) * (1.0 - _sigmoid_scalar(v)), None,
+                 r"\sigma'"),
         Function("id", _id_array, lambda v: v, None, r"\operatorname{id}"),
     ]
 }

@@ -122,8 +122,8 @@ def test_every_equation_in_layers_yaml_cites_the_report():
     import re
     spec = engine.read(SPEC)
     kinds = list(spec.kinds.values()) + list(spec.activations.values()) + list(spec.losses.values())
-    equations = [e for k in kinds for e in k.forward + ([e for eqs in k.backward.values() for e in eqs]
-                                                        if isinstance(k.backward, dict) else [])]
+    equations = [e for k in kinds for e in k.forward + (k.eval or []) + k.update + (
+        [e for eqs in k.backward.values() for e in eqs] if isinstance(k.backward, dict) else [])]
     assert len(equations) > 20
     for e in equations:
         assert re.search(r"\(\d+\)|extension", spec.cite(e)), e.source

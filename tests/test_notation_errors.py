@@ -77,10 +77,10 @@ def test_equation_without_equals_shows_the_expected_form():
 
 
 def test_unknown_function_lists_the_known_ones():
-    source = "z[i] = sigmoid(x[i])"
+    source = "z[i] = softplus(x[i])"
     message = parse_error(source)
-    assert "unknown function 'sigmoid'" in message and "'relu'" in message
-    assert_points_at(message, source, "sigmoid")
+    assert "unknown function 'softplus'" in message and "'relu'" in message and "'sigmoid'" in message
+    assert_points_at(message, source, "softplus")
 
 
 # -- names ------------------------------------------------------------------------------------
