@@ -63,14 +63,18 @@ def number(expr, names: dict) -> float:
         return expr
     if not isinstance(expr, str):
         raise ValueError(f"{expr!r} is not a number (use a number, a name or an expression such as '1 - rate')")
+    if len(expr) > 200:
+        raise ValueError(f"{expr[:40]!r}... is {len(expr)} characters long; write a short expression")
     try:
         tree = ast.parse(expr, mode="eval")
-    except SyntaxError:
+    except (SyntaxError, RecursionError, MemoryError):
         raise ValueError(f"{expr!r} is not an expression (names, numbers, + - * / //)") from None
     return _real(tree.body, names, expr)
 
 
-def _real(node, names, expr):
+def _real(node, names, expr, depth=0):
+    if depth > MAX_DEPTH:
+        raise ValueError(f"{expr!r} is nested more than {MAX_DEPTH} deep; write it more simply")
     if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
         return node.value
     if isinstance(node, ast.Name):
@@ -78,10 +82,11 @@ def _real(node, names, expr):
         if node.id not in names or isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"unknown number {node.id!r} in {expr!r}")
         return value
-    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
-        return _real(node.left, names, expr) / _real(node.right, names, expr)
-    if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
-        return _OPS[type(node.op)](_real(node.left, names, expr), _real(node.right, names, expr))
+    if isinstance(node, ast.BinOp) and (isinstance(node.op, ast.Div) or type(node.op) in _OPS):
+        left, right = _real(node.left, names, expr, depth + 1), _real(node.right, names, expr, depth + 1)
+        if isinstance(node.op, (ast.Div, ast.FloorDiv)) and right == 0:
+            raise ValueError(f"{expr!r} divides by zero; fix the expression")
+        return left / right if isinstance(node.op, ast.Div) else _OPS[type(node.op)](left, right)
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-        return -_real(node.operand, names, expr)
+        return -_real(node.operand, names, expr, depth + 1)
     raise ValueError(f"{expr!r} is not an expression (names, numbers, + - * / //)")
