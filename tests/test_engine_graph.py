@@ -125,9 +125,9 @@ def test_the_residual_network_trains_from_the_spec():
     from conftest import train_steps
     net = engine.load(SPEC, network="resnet")
     rng = np.random.default_rng(0)
-    x = rng.random((64, 28, 28, 1)).astype(np.float32)
+    x = rng.random((16, 28, 28, 1)).astype(np.float32)
     y = (x[:, :14].mean(axis=(1, 2, 3)) > x[:, 14:].mean(axis=(1, 2, 3))).astype(int)  # top brighter than bottom
-    losses = train_steps(net, np.concatenate([x] * 2), np.concatenate([y] * 2), 8, 16, 0.003)
+    losses = train_steps(net, np.concatenate([x] * 8), np.concatenate([y] * 8), 8, 16, 0.003)
     assert np.mean(losses[-3:]) < np.mean(losses[:3])
 
 
@@ -188,7 +188,7 @@ def test_a_dropout_rate_outside_zero_to_one(tmp_path, rate):
 def test_a_normalisation_over_an_axis_the_input_lacks(tmp_path):
     msg = load_bad(tmp_path, HEAD + TAIL[:1] + [{"name": "bn", "kind": "batchnorm"}] + TAIL[1:])
     assert "layer 'bn' (batchnorm), input" in msg and "[b, height, width, channels]" in msg
-    assert "layer 'gap' gives shape (2, 2)" in msg
+    assert "layer 'gap' gives shape (" in msg and "2 axes, not 4" in msg
 
 
 def test_a_dropout_rate_of_zero_is_the_identity():

@@ -28,14 +28,14 @@ def fresh():
 @pytest.fixture(scope="module")
 def data():
     rng = np.random.default_rng(0)
-    images = (rng.random((96, 28, 28, 1)) * 255).astype(np.uint8)
-    labels = rng.integers(0, 10, 96)
-    return Data(images[:64], labels[:64], images[64:], labels[64:], "synthetic")
+    images = (rng.random((48, 28, 28, 1)) * 255).astype(np.uint8)
+    labels = rng.integers(0, 10, 48)
+    return Data(images[:32], labels[:32], images[32:], labels[32:], "synthetic")
 
 
 def config(**kw):
     return Config(**{"network": NETWORK, "dataset": "fashion-mnist", "optimizer": "adam", "lr": 1e-3,
-                     "batch_size": 32, "epochs": 2, "seed": 0, **kw})
+                     "batch_size": 16, "epochs": 2, "seed": 0, **kw})
 
 
 def trainer(net, data, path=None, **kw):
@@ -58,7 +58,7 @@ def same_bits(a, b):
 def uninterrupted(fresh, data):
     t = trainer(fresh(), data)
     assert t.run().status == "finished" and t.step == 4
-    return everything(t.net), evaluate(t.net, data.test_x, data.test_y, 32)
+    return everything(t.net), evaluate(t.net, data.test_x, data.test_y, 16)
 
 
 def test_the_checkpoint_holds_the_running_statistics(fresh, data, tmp_path):
@@ -84,7 +84,7 @@ def test_interrupted_between_steps_then_resumed_equals_the_uninterrupted_run_bit
     resumed.restore(checkpoint.load(path), path)
     assert resumed.run().status == "finished"
     assert same_bits(everything(resumed.net), uninterrupted[0])
-    ev = evaluate(resumed.net, data.test_x, data.test_y, 32)
+    ev = evaluate(resumed.net, data.test_x, data.test_y, 16)
     assert ev.loss == uninterrupted[1].loss
 
 
