@@ -4,8 +4,8 @@
     net = engine.load("layers.yaml")
     loss, grads = net.loss_and_grads(x, labels)
 """
-from .errors import SpecError
+from .errors import SpecError, UserError
 from .network import Network, load
 from .spec import read
 
-__all__ = ["load", "read", "Network", "SpecError"]
+__all__ = ["load", "read", "Network", "SpecError", "UserError"]

@@ -16,12 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import CheckpointError
+
 FORMAT = 1
 FIX = "delete it or give another --checkpoint path"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, damaged, or from another spec or run; one line saying what to do."""
 
 
 @dataclasses.dataclass

@@ -1,7 +1,30 @@
-"""SpecError: one line naming the file, the layer or kind, the field, and what to fix."""
+"""The engine's errors, all UserErrors (notation/errors.py): one line each, saying what to fix.
+
+SpecError names the file, the layer or kind and the field; the others say which file, setting
+or array is wrong.
+"""
+from notation.errors import UserError
+
+__all__ = ["UserError", "SpecError", "DataError", "CheckpointError", "TrainingError", "InputError"]
 
 
-class SpecError(ValueError):
+class DataError(UserError):
+    """A data file or data set that is missing, damaged or not the expected one; the message says what to do."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint that is missing, damaged, or from another spec or run; one line saying what to do."""
+
+
+class TrainingError(UserError):
+    """Settings that cannot work (a bad flag or training: value); one line saying what to change."""
+
+
+class InputError(UserError):
+    """Arrays or parameters handed to a network that do not fit it: wrong shape, type or missing."""
+
+
+class SpecError(UserError):
     """A problem with layers.yaml (or a spec given as a string or dict)."""
 
     def __init__(self, file, where, message):

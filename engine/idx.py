@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import DataError
+
 __all__ = ["DataError", "read_idx", "decompress", "parse_idx", "REDOWNLOAD"]
 
 REDOWNLOAD = "delete it and download it again"
@@ -26,10 +28,6 @@ _DTYPES = {
     0x0E: np.dtype(">f8"),
 }
 _GZIP_MAGIC = b"\x1f\x8b"
-
-
-class DataError(ValueError):
-    """A data file or data set that is missing, damaged or not the expected one; the message says what to do."""
 
 
 def _fail(path: str | os.PathLike, problem: str, advice: str = REDOWNLOAD) -> DataError:

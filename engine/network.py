@@ -18,7 +18,7 @@ from notation import parallel
 from . import gradcheck, memory
 from .init import INITIALISERS
 from .layer import Block
-from .errors import SpecError
+from .errors import InputError, SpecError
 from .spec import INPUT, Spec, read
 
 PATH_OPTIONS = set(oe.paths._PATH_OPTIONS) | {"auto", "auto-hq"}  # opt_einsum's registry of path optimizers
@@ -202,9 +202,9 @@ class Network:
                 try:
                     value = np.asarray(params[layer][p])
                 except KeyError:
-                    raise ValueError(f"set_params: missing {layer}.{p} (shape {shape})") from None
+                    raise InputError(f"set_params: missing {layer}.{p} (shape {shape})") from None
                 if value.shape != shape:
-                    raise ValueError(f"set_params: {layer}.{p} has shape {value.shape}, expected {shape}")
+                    raise InputError(f"set_params: {layer}.{p} has shape {value.shape}, expected {shape}")
         for layer, shapes in self.param_shapes.items():
             for p in shapes:
                 self.params[layer][p] = np.array(params[layer][p], dtype=self.dtype)
@@ -219,10 +219,10 @@ class Network:
             hint = ""
             if given[1:] + (1,) == self.input_shape:
                 hint = f"; add the channel axis: x[..., None] has shape {given + (1,)}"
-            raise ValueError(f"network {self.name!r} takes inputs of shape (B, "
+            raise InputError(f"network {self.name!r} takes inputs of shape (B, "
                              f"{', '.join(map(str, self.input_shape))}), got {given}{hint}")
         if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
-            raise ValueError(f"network {self.name!r} takes numbers, got an array of {x.dtype}")
+            raise InputError(f"network {self.name!r} takes numbers, got an array of {x.dtype}")
         return np.ascontiguousarray(x, dtype=self.dtype)
 
     def _forward(self, x, keep_positions=False, train=False):
@@ -264,13 +264,13 @@ class Network:
         if labels.shape == (batch, self.classes):
             return labels.astype(self.dtype)
         if labels.shape != (batch,):
-            raise ValueError(f"labels must be {batch} class numbers or a ({batch}, {self.classes}) one-hot "
+            raise InputError(f"labels must be {batch} class numbers or a ({batch}, {self.classes}) one-hot "
                              f"array, got shape {labels.shape}")
         if not np.issubdtype(labels.dtype, np.integer):
-            raise ValueError(f"labels must be whole class numbers 0..{self.classes - 1}, got {labels.dtype} values; "
+            raise InputError(f"labels must be whole class numbers 0..{self.classes - 1}, got {labels.dtype} values; "
                              "convert them with labels.astype(int), or give a one-hot array")
         if labels.min() < 0 or labels.max() >= self.classes:
-            raise ValueError(f"labels must lie in 0..{self.classes - 1}, got {labels.min()}..{labels.max()}")
+            raise InputError(f"labels must lie in 0..{self.classes - 1}, got {labels.min()}..{labels.max()}")
         y = np.zeros((batch, self.classes), dtype=self.dtype)
         y[np.arange(batch), labels] = 1
         return y

@@ -21,10 +21,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from notation.errors import one_line
+
 from . import checkpoint as ckpt_io
 from . import datasets, optim
 from .checkpoint import Checkpoint, CheckpointError
 from .datasets import DataError
+from .errors import TrainingError
 
 CLASS_NAMES = {
     "mnist": [str(d) for d in range(10)],
@@ -34,28 +37,11 @@ CLASS_NAMES = {
 HOLDOUT_SEED = 0  # the --holdout split is the same for every --seed
 
 
-class TrainingError(ValueError):
-    """Settings that cannot work (a bad flag or training: value); one line saying what to change."""
-
-
 class Terminated(KeyboardInterrupt):
     """SIGTERM (what timeout, docker stop, Slurm and systemd send), handled as Ctrl-C: save, say so, exit 143."""
 
 
 SIGNAL_NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
-
-
-def one_line(message: str) -> str:
-    """A multi-line message (DataError's list of searched places) as one line for the command line."""
-    out, in_list = "", False
-    for line in str(message).splitlines():
-        if not line.strip():
-            continue
-        item = line[:1].isspace()
-        sep = "" if not out else ", " if item and in_list else "; " if in_list else " "
-        out += sep + line.strip()
-        in_list = item
-    return out
 
 
 # -- settings --------------------------------------------------------------------------------

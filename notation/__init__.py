@@ -6,8 +6,8 @@
 """
 from .counters import counting
 from .equation import Equation, Run
-from .errors import NotationError
+from .errors import NotationError, UserError
 from .functions import FUNCTIONS
 from .parser import TERM_FORMS
 
-__all__ = ["Equation", "Run", "NotationError", "FUNCTIONS", "TERM_FORMS", "counting"]
+__all__ = ["Equation", "Run", "NotationError", "FUNCTIONS", "TERM_FORMS", "counting", "UserError"]

@@ -1,7 +1,31 @@
-"""NotationError: one message that names the equation, points at the fault and says what to do."""
+"""UserError, the root of every error raised for bad input, and NotationError: one message that names
+the equation, points at the fault and says what to do."""
 
 
-class NotationError(ValueError):
+class UserError(ValueError):
+    """Bad input, named with what to do: an equation, a spec, data, a checkpoint, a setting or an array.
+
+    Every error this project raises for its users derives from it (a ValueError, as einops'
+    EinopsError), so a script catches this one class and prints `one_line()`."""
+
+    def one_line(self) -> str:
+        return one_line(str(self))
+
+
+def one_line(message) -> str:
+    """A multi-line message (a DataError's list of searched places) as one line for the command line."""
+    out, in_list = "", False
+    for line in str(message).splitlines():
+        if not line.strip():
+            continue
+        item = line[:1].isspace()
+        sep = "" if not out else ", " if item and in_list else "; " if in_list else " "
+        out += sep + line.strip()
+        in_list = item
+    return out
+
+
+class NotationError(UserError):
     """A bad equation, size or operand; the message carries the equation and a caret line."""
 
     def __init__(self, message, source=None, span=None, hint=None):

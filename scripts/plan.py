@@ -42,7 +42,6 @@ try:  # Ctrl-C while numpy and opt_einsum load: one line, not a traceback
 
     import engine
     from engine import plan_schema, plans
-    from notation import NotationError
 except KeyboardInterrupt:
     print("plan.py: interrupted while starting", file=sys.stderr)
     sys.exit(130)
@@ -95,10 +94,7 @@ def main(argv=None) -> int:
         if args.compare:
             other = engine.load(net.spec, network=net.name, optimize=args.compare, check=False)
             doc["compare"] = plans.compare(doc, plans.collect(other, args.batch))
-    except engine.SpecError as e:
-        print(f"plan.py: {e}", file=sys.stderr)
-        return 2
-    except NotationError as e:
+    except engine.UserError as e:  # a bad spec or equation
         print(f"plan.py: {e.one_line()}", file=sys.stderr)
         return 2
     if args.format == "json":

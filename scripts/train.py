@@ -25,16 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 try:  # Ctrl-C while numpy and the engine load: one line, not a traceback
-    from engine import datasets, optim, training
-    from engine.checkpoint import CheckpointError
-    from engine.errors import SpecError
-    from notation import NotationError
+    from engine import UserError, datasets, optim, training
 except KeyboardInterrupt:
     print("train.py: interrupted while starting; nothing was saved by this run", file=sys.stderr)
     sys.exit(130)
-
-BAD_INPUT = (SpecError, datasets.DataError, CheckpointError, training.TrainingError)
-
 
 class Parser(argparse.ArgumentParser):
     """argparse whose errors are one line (no usage block) and exit code 2."""
@@ -124,10 +118,7 @@ def main(argv=None, script=False) -> int:
                 raise training.TrainingError("--eval-only and --resume do not go together")
             return training.eval_main(o)
         return training.train_main(o, resume_command(argv))
-    except BAD_INPUT as exc:
-        print(f"train.py: {training.one_line(exc)}", file=sys.stderr)
-        return 2
-    except NotationError as exc:
+    except UserError as exc:  # every bad input: spec, equation, data, checkpoint, setting
         print(f"train.py: {exc.one_line()}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:  # outside the training loop (which saves and reports itself)

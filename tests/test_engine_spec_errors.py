@@ -1,6 +1,7 @@
 """Bad specs get one line naming the file, the layer or kind, the field and what to fix."""
 import copy
 
+import numpy as np
 import pytest
 import yaml
 
@@ -134,3 +135,18 @@ def test_a_spec_may_be_given_as_yaml_text():
     assert net.name == "softmax-regression" and net.spec.file == "<string>"
     with pytest.raises(engine.SpecError, match=r"^<string>: line 1, column \d+: YAML syntax error"):
         engine.load("kinds: [")
+
+
+def test_every_user_facing_error_derives_from_one_root():
+    """Scripts catch engine.UserError alone; it is a ValueError, as einops' EinopsError."""
+    from engine.errors import CheckpointError, DataError, InputError, TrainingError
+    from notation import NotationError, UserError
+    assert engine.UserError is UserError and issubclass(UserError, ValueError)
+    for cls in (NotationError, engine.SpecError, DataError, CheckpointError, TrainingError, InputError):
+        assert issubclass(cls, UserError), cls
+
+
+def test_an_input_of_the_wrong_shape_is_a_user_error_naming_the_shape():
+    net = engine.load(SPEC, network="softmax-regression", check=False)
+    with pytest.raises(engine.UserError, match=r"takes inputs of shape \(B, 28, 28, 1\), got \(8, 28, 28\)"):
+        net.forward(np.zeros((8, 28, 28)))
