@@ -189,9 +189,9 @@ class Network:
                 try:
                     value = np.asarray(state[layer][name])
                 except KeyError:
-                    raise ValueError(f"set_state: missing {layer}.{name} (shape {shape})") from None
+                    raise InputError(f"set_state: missing {layer}.{name} (shape {shape})") from None
                 if value.shape != shape:
-                    raise ValueError(f"set_state: {layer}.{name} has shape {value.shape}, expected {shape}")
+                    raise InputError(f"set_state: {layer}.{name} has shape {value.shape}, expected {shape}")
         for layer, shapes in self.state_shapes.items():
             for name in shapes:
                 np.copyto(self.state[layer][name], np.asarray(state[layer][name], dtype=self.dtype))
