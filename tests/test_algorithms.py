@@ -46,7 +46,7 @@ CASES = [  # (input shape, kernel, stride, padding): odd and even sizes, kernels
 ]
 
 
-@pytest.mark.parametrize("algorithm", ["im2col", "fourier", "definition"])
+@pytest.mark.parametrize("algorithm", ["im2col", "im2col_cf", "fourier", "definition"])
 @pytest.mark.parametrize("shape,kernel,stride,padding", CASES)
 def test_each_chain_gives_eq_15_16_17_as_the_reference_interpreter_evaluates_them(
         algorithm, shape, kernel, stride, padding):
@@ -105,7 +105,7 @@ def test_an_unknown_algorithm_names_the_choices(tmp_path):
         engine.load(text)
     msg = str(exc.value)
     assert "layer 'conv2', field 'algorithm'" in msg and "'winograd' not found" in msg
-    assert "'auto', 'definition', 'fourier', 'im2col'" in msg
+    assert "'auto', 'definition', 'fourier', 'im2col', 'im2col_cf'" in msg
 
 
 def test_a_chain_that_disagrees_with_the_definition_stops_the_load_naming_layer_chain_and_error():
@@ -118,8 +118,8 @@ def test_a_chain_that_disagrees_with_the_definition_stops_the_load_naming_layer_
 
 
 def test_a_wrong_gradient_step_is_named_too():
-    text = spec_with(conv2="fourier").replace("dws[u,v,f,r,k] = xs[u,v,b,e,r] * dzs[u,v,b,g,k] * cm[e,f,g]",
-                                         "dws[u,v,f,r,k] = xs[u,v,b,e,r] * dzs[u,v,b,g,k] * cm[g,f,e]")
+    text = spec_with(conv2="fourier").replace("dws[u,v,f,r,k] = dwb[u,v,e,r,g,k] * cm[e,f,g]",
+                                              "dws[u,v,f,r,k] = dwb[u,v,e,r,g,k] * cm[g,f,e]")
     with pytest.raises(SpecError) as exc:
         engine.load(text)
     assert "algorithm 'fourier'" in str(exc.value) and "its gradient 'dw' disagrees" in str(exc.value)
@@ -155,7 +155,7 @@ def test_shared_intermediates_run_once_and_unneeded_steps_not_at_all():
     assert ids.count("conv2/backward/dzs") == 1 and ids.count("conv2/forward/xs") == 1
     conv2 = [c for b in doc["blocks"] if b["name"] == "conv2" for c in b["contractions"]]
     reads = {c["writes"]: {v["tensor"] for p in c["products"] for v in p["views"]} for c in conv2}
-    assert "dzs" in reads["dxs"] and "dzs" in reads["dws"] and "xs" in reads["dws"]
+    assert "dzs" in reads["dxs"] and "dzs" in reads["dwb"] and "xs" in reads["dwb"]
     assert "wb" in reads["dxs"]  # the kernel's spectrum, from the forward
     # conv1 is the first layer: no input gradient, so none of the chain's steps for it
     assert not any(i.startswith("conv1/backward/dz") or i == "conv1/backward/dx" for i in ids)

@@ -125,7 +125,7 @@ def test_the_plan_follows_an_edit_of_layers_yaml(tmp_path):
     z = contraction(doc, "conv1/forward/z")
     w = next(v for v in z["products"][0]["views"] if v["tensor"] == "w")
     assert w["shape"] == [3, 3, 1, 32]
-    assert contraction(doc, "conv1/forward/xc")["result_shape"] == [B, 28, 28, 3, 3, 1]
+    assert contraction(doc, "conv1/forward/xc")["result_shape"] == [3, 3, 1, B, 28, 28]  # channels first
     assert z["products"][0]["optimized_flops"] == 2 * B * 28 * 28 * 3 * 3 * 1 * 32
     assert z["cite"] == "(15), plus (2)"
 
@@ -149,7 +149,7 @@ def test_text_fits_100_columns(seven, custom_spec):
     for doc in (seven, custom):
         text = plans.render_text(doc)
         assert max(len(line) for line in text.splitlines()) <= 100
-    assert "path bijpqr,pqrk->bijk [GEMM -> np.matmul]" in plans.render_text(seven)
+    assert "path pqrbij,pqrk->bijk [GEMM -> np.matmul]" in plans.render_text(seven)  # conv1, windows channels first
 
 
 def test_markdown_is_a_table(seven):
@@ -164,7 +164,7 @@ def test_markdown_is_a_table(seven):
         rows.append(line)
     assert len(rows) == sum(len(c["products"]) for b in seven["blocks"] for c in b["contractions"])
     assert all(r.replace("\\|", "").count(" | ") == cells for r in rows)
-    assert any("`z[b,i,j,k] = xc[b,i,j,p,q,r] * w[P-p, Q-q, r, k] + b[k]`" in r for r in rows)
+    assert any("`z[b,i,j,k] = xc[p,q,r,b,i,j] * w[P-p, Q-q, r, k] + b[k]`" in r for r in rows)  # conv1
 
 
 # -- the script --------------------------------------------------------------------------------
