@@ -76,10 +76,10 @@ class Engine:
 class Torch:
     name = "pytorch"
 
-    def __init__(self, batch, rng):
+    def __init__(self, batch, rng, threads=2):
         import torch
         from torch import nn
-        torch.set_num_threads(2)
+        torch.set_num_threads(threads)
         self.torch = torch
         self.model = nn.Sequential(
             nn.Conv2d(1, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
@@ -161,6 +161,9 @@ def main(argv=None):
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch even when installed")
     p.add_argument("--only", choices=["engine", "pytorch"],
                    help="time one side alone, to compare with its figure in the side-by-side run")
+    p.add_argument("--torch-threads", type=int, default=2,
+                   help="PyTorch's intra-op threads (default 2, the machine's cores; on a busy machine 1 can be "
+                        "faster)")
     p.add_argument("--warmup", type=int, default=2,
                    help="untimed steps of each side right before it is timed, every round (default 2): "
                         "BLAS threads left spinning by the other side otherwise slow its first steps")
@@ -180,7 +183,7 @@ def main(argv=None):
     for batch in args.batch:
         eng = Engine(args.spec, batch, rng)
         fwd, bwd = step_flops(eng.net, batch)
-        contenders = [eng] + ([Torch(batch, rng)] if have_torch and args.only != "engine" else [])
+        contenders = [eng] + ([Torch(batch, rng, args.torch_threads)] if have_torch and args.only != "engine" else [])
         if args.only == "pytorch":
             if not have_torch:
                 p.error("--only pytorch needs PyTorch: pip install torch==2.13.0")
