@@ -273,7 +273,8 @@ def _read_verified(path: Path, file_spec: FileSpec, size: int | None = None) -> 
         raise DataError(f"{path}: it is gunzipped, and only the published archive's checksum is known for this "
                         f"file, so it cannot be verified; put the published {file_spec.filename} there instead")
     actual = _sha256(raw)
-    if actual != file_spec.sha256 and (file_spec.content_sha256 is None or _sha256(payload) != file_spec.content_sha256):
+    content_ok = file_spec.content_sha256 is not None and _sha256(payload) == file_spec.content_sha256
+    if actual != file_spec.sha256 and not content_ok:
         raise DataError(
             f"{path}: SHA-256 {actual} does not match the published {file_spec.sha256}"
             + (f" (nor, decompressed, {file_spec.content_sha256})" if file_spec.content_sha256 else "")
@@ -291,15 +292,18 @@ def _check_arrays(spec: DatasetSpec, split_spec: SplitSpec, directory: Path,
         raise DataError(f"{img_path}: expected uint8 images of shape (N, {spec.image_shape[0]}, "
                         f"{spec.image_shape[1]}), found {images.dtype} {images.shape}; {REDOWNLOAD}")
     if labels.dtype != np.uint8 or labels.ndim != 1:
-        raise DataError(f"{lbl_path}: expected a uint8 vector of labels, found {labels.dtype} {labels.shape}; {REDOWNLOAD}")
+        raise DataError(f"{lbl_path}: expected a uint8 vector of labels, found {labels.dtype} {labels.shape}; "
+                        f"{REDOWNLOAD}")
     if len(images) != len(labels):
         raise DataError(f"{img_path} holds {len(images)} images but {lbl_path} holds {len(labels)} labels: "
                         f"the two files do not belong together; {REDOWNLOAD}")
     if len(labels) != split_spec.count:
-        raise DataError(f"{img_path} and {lbl_path}: expected {split_spec.count} examples, found {len(labels)}; {REDOWNLOAD}")
+        raise DataError(f"{img_path} and {lbl_path}: expected {split_spec.count} examples, found {len(labels)}; "
+                        f"{REDOWNLOAD}")
     if labels.size and int(labels.max()) >= spec.num_classes:
         bad = int(np.argmax(labels >= spec.num_classes))
-        raise DataError(f"{lbl_path}: label {int(labels[bad])} at index {bad} is outside 0..{spec.num_classes - 1}; {REDOWNLOAD}")
+        raise DataError(f"{lbl_path}: label {int(labels[bad])} at index {bad} is outside 0..{spec.num_classes - 1}; "
+                        f"{REDOWNLOAD}")
 
 
 def _urlopen(url: str, timeout: float):
@@ -389,7 +393,8 @@ def _describe(exc: BaseException) -> str:
 def _not_found_message(spec: DatasetSpec, split: str, places: list[Path], failures: list[str] | None) -> str:
     """Where we looked, why downloading did not help, and how to get the files."""
     needed = ", ".join(f.filename for f in spec.splits[split].files)
-    lines = [f"{spec.title} ({spec.name}, {split} split) not found: no directory holds {needed}.", "Searched, in order:"]
+    lines = [f"{spec.title} ({spec.name}, {split} split) not found: no directory holds {needed}.",
+             "Searched, in order:"]
     env_place = None
     if os.environ.get(ENV_VAR):
         env_place = Path(os.environ[ENV_VAR]).expanduser() / spec.name

@@ -9,7 +9,6 @@ from __future__ import annotations
 import numpy as np
 
 
-
 def random_inputs(rng, shapes, dtype=np.float64):
     """Tie-free random values (ties make a max's derivative undefined)."""
     return {n: rng.standard_normal(s).astype(dtype) for n, s in shapes.items()}

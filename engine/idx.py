@@ -130,7 +130,8 @@ def parse_idx(data: bytes, path: str | os.PathLike = "<bytes>") -> np.ndarray:
     dtype, ndim = _DTYPES[data[2]], data[3]
     header = 4 + 4 * ndim
     if len(data) < header:
-        raise _fail(path, f"the header needs {header} bytes for {ndim} dimensions, found {len(data)}: the file is truncated")
+        raise _fail(path, f"the header needs {header} bytes for {ndim} dimensions, found {len(data)}: "
+                          "the file is truncated")
     dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     expected = prod(dims) * dtype.itemsize
     found = len(data) - header
@@ -141,6 +142,7 @@ def parse_idx(data: bytes, path: str | os.PathLike = "<bytes>") -> np.ndarray:
     if found < expected:
         raise _fail(path, f"expected {expected} bytes of {what} for shape {dims}, found {found}: the file is truncated")
     if found > expected:
-        raise _fail(path, f"expected {expected} bytes of {what} for shape {dims}, found {found}: {found - expected} trailing bytes")
+        raise _fail(path, f"expected {expected} bytes of {what} for shape {dims}, found {found}: "
+                          f"{found - expected} trailing bytes")
     array = np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
     return array.astype(dtype.newbyteorder("="))  # astype copies: native byte order, writable

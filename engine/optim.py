@@ -109,8 +109,9 @@ class Adam(SGD):
         for layer, ps in params.items():
             for p, w in ps.items():
                 key = f"{layer}.{p}"
-                one = lambda x: np.asarray(x, w.dtype)  # noqa: E731 - keep float32 float32
-                b1_, b2_, eps, step_, s = one(b1), one(b2), one(self.eps), one(step), self._scratch(w)
+                # scalars in the weights' own dtype, so float32 stays float32
+                b1_, b2_, eps, step_ = (np.asarray(x, w.dtype) for x in (b1, b2, self.eps, step))
+                s = self._scratch(w)
                 for g, w_, m, v in _blocks(grads[layer][p], w, self.m[key], self.v[key]):
                     sb = s[:w_.size]
                     # m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2

@@ -6,8 +6,9 @@ Each field is `Annotated[type, "what it means"]`; `render()` turns the definitio
 """
 from __future__ import annotations
 
+import types
 import typing
-from typing import Annotated, Literal, Optional, TypedDict, Union
+from typing import Annotated, Literal, TypedDict, Union
 
 SCHEMA = "einsum-plan/2"
 
@@ -26,7 +27,7 @@ class View(TypedDict):
 
 class Nested(TypedDict):
     kind: Literal["call", "max", "eye"]
-    function: Optional[str]
+    function: str | None
     indices: list[str]
     shape: list[int]
     strategies: Annotated[list[str], "what runs its argument, or 'view (no copy)'"]
@@ -50,22 +51,22 @@ class Strategy(TypedDict):
                          '"scatter in batch slices", "opt_einsum path", "add of a view", "nested into the result", '
                          '"constant"']
     runs: Annotated[str, "what executes, in words: 'np.matmul, written into the result'"]
-    steps: Annotated[Optional[list[StrategyStep]], "per path step, when the strategy walks opt_einsum's path"]
+    steps: Annotated[list[StrategyStep] | None, "per path step, when the strategy walks opt_einsum's path"]
 
 
 class Step(TypedDict):
     einsum: str
     kind: Annotated[str, "opt_einsum's BLAS label: GEMM, TDOT, DOT, ..., or einsum"]
-    runs: Annotated[Optional[str], "what runs this step; null when the strategy does not walk the path"]
+    runs: Annotated[str | None, "what runs this step; null when the strategy does not walk the path"]
     contracted: list[str]
     scaling: int
-    flops: Annotated[Optional[int], "this step's cost; the steps sum to optimized_flops"]
+    flops: Annotated[int | None, "this step's cost; the steps sum to optimized_flops"]
     elements: Annotated[int, "the step's output size"]
 
 
 class Product(TypedDict):
     einsum: Annotated[str, "the lowering's subscripts, operands in spec order"]
-    runs: Annotated[Optional[str], "the string opt_einsum plans (PathInfo.eq)"]
+    runs: Annotated[str | None, "the string opt_einsum plans (PathInfo.eq)"]
     strategy: Annotated[Strategy, "the road this product takes, chosen once at compile time"]
     path: Annotated[list[list[int]], "opt_einsum's contraction path"]
     scale: Annotated[float, "the term's constant factor (sign, 1/B, ...)"]
@@ -111,7 +112,7 @@ class Algorithm(TypedDict):
     cites: str
     chosen: Annotated[str, '"named in the spec" or "auto, by modelled cost"']
     modelled: Annotated[list[Modelled], "auto: each algorithm that applies, at modelled_at_batch"]
-    modelled_at_batch: Optional[int]
+    modelled_at_batch: int | None
     constants: Annotated[list[ConstantShape], "the named constant tensors it reads"]
     step_flops: Annotated[int, "its contractions in a training step"]
     definition_step_flops: Annotated[int, "those of the definition it replaces"]
@@ -135,7 +136,7 @@ class Block(TypedDict):
     cites: str
     where: str
     dtype: str
-    algorithm: Annotated[Optional[Algorithm], "null: the block runs its definition"]
+    algorithm: Annotated[Algorithm | None, "null: the block runs its definition"]
     inputs: Annotated[list[str], 'a layer: the blocks it reads ("input": the network\'s); others: []']
     chained: Annotated[bool, "it reads just the block before it"]
     random: Annotated[list[RandomMask], "masks drawn before each training step (dropout)"]
@@ -177,14 +178,14 @@ class Totals(TypedDict):
     per_image: PerImage
     by_block: list[BlockTotal]
     largest: Annotated[list[Largest], "the five costliest contractions"]
-    dominant: Annotated[Optional[str], "the id of the costliest"]
+    dominant: Annotated[str | None, "the id of the costliest"]
     not_in_step: list[NotInStep]
 
 
 class SideStep(TypedDict):
     einsum: str
     kind: str
-    flops: Optional[int]
+    flops: int | None
 
 
 class Side(TypedDict):
@@ -246,7 +247,7 @@ def _name(t) -> str:
     origin, args = typing.get_origin(t), typing.get_args(t)
     if origin is list:
         return f"[{_name(args[0])}]"
-    if origin is Union:
+    if origin in (Union, types.UnionType):
         return " | ".join("null" if a is type(None) else _name(a) for a in args)
     if origin is Literal:
         return " | ".join(f'"{a}"' for a in args)
@@ -309,7 +310,7 @@ def _check_value(value, hint, where):
         assert isinstance(value, list), f"{where}: not a list"
         for n, v in enumerate(value):
             _check_value(v, args[0], f"{where}[{n}]")
-    elif origin is Union:
+    elif origin in (Union, types.UnionType):
         for a in args:
             try:
                 _check_value(value, a, where)

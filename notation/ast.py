@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Union
 
 from .printer import LATEX, TEXT, render
 
@@ -111,7 +110,7 @@ class Affine(Printable):
                 coefs[m.index] = coefs.get(m.index, 0) + v
         return {k: v for k, v in coefs.items() if v != 0}, const
 
-    def substitute(self, index: str, replacement: "Affine") -> "Affine":
+    def substitute(self, index: str, replacement: Affine) -> Affine:
         """This term with `index` replaced by another term (coefficients distribute)."""
         out = []
         for m in self.monos:
@@ -146,7 +145,7 @@ class Call(Printable):
     """An elementwise function from the registry applied to an expression: `relu(z[b,i])`."""
 
     func: str
-    arg: "Node"
+    arg: Node
     span: Span = field(default=(0, 0), compare=False)
 
 
@@ -155,7 +154,7 @@ class Max(Printable):
     """`max[p,q] x[...]` (eq. 18): the maximum over the listed indices, positions kept."""
 
     indices: tuple
-    arg: "Node"
+    arg: Node
     span: Span = field(default=(0, 0), compare=False)
 
 
@@ -189,7 +188,7 @@ class Mul(Printable):
     span: Span = field(default=(0, 0), compare=False)
 
 
-Node = Union[Ref, Delta, Call, Max, Num, Sym, Sum, Mul]
+Node = Ref | Delta | Call | Max | Num | Sym | Sum | Mul
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,10 @@ import numpy as np
 
 from . import counters
 from .ast import Max, Ref, expand, free_indices, walk
-from .printer import LATEX, signed
 from .errors import NotationError
-from .lowering import Masks, CompiledSum
+from .lowering import CompiledSum, Masks
 from .parser import parse, parse_einsum
+from .printer import LATEX, signed
 from .sizes import bind
 
 
@@ -74,7 +74,7 @@ class Equation:
         return f"$${self.latex()}$$"
 
     # -- compile ------------------------------------------------------------
-    def compile(self, shapes, symbols=None, optimize="auto") -> "Run":
+    def compile(self, shapes, symbols=None, optimize="auto") -> Run:
         """Bind every size, lower to views and einsum strings, plan each contraction once."""
         shapes = dict(shapes or {})
         symbols = dict(symbols or {})

@@ -39,7 +39,7 @@ class View:
     identity: bool  # the view is the array itself
 
     @classmethod
-    def of(cls, ref: Ref, extents, symbols, array_shape) -> "View":
+    def of(cls, ref: Ref, extents, symbols, array_shape) -> View:
         ndim = len(array_shape)
         linear = [axis.linear(symbols) for axis in ref.axes]
         indices = []

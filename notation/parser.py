@@ -17,8 +17,7 @@ import re
 from fractions import Fraction
 from typing import NamedTuple
 
-from .ast import (Affine, Call, Delta, Max, Mono, Mul, Num, Ref, Sum, Sym, is_extent_name,
-                  is_index_name)
+from .ast import Affine, Call, Delta, Max, Mono, Mul, Num, Ref, Sum, Sym, is_extent_name, is_index_name
 from .errors import NotationError
 from .functions import FUNCTIONS
 

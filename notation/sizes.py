@@ -349,7 +349,7 @@ def finish(b: Binder):
             U = idx.rstrip("'").upper()
             raise b.fail(f"cannot tell the range of index {idx!r}", b.span_of(idx),
                          f"give {U} (its last value) in symbols=, or the shape of the tensor it indexes")
-    for axis, n, where, gather in b.terms():
+    for axis, _n, _where, _gather in b.terms():
         for s in axis.symbols:
             if s not in b.sym:
                 raise b.fail(f"cannot tell the value of {s!r}", axis.span, f"give {s} in symbols=")
@@ -382,7 +382,7 @@ def _scattered_ranges(b: Binder):
 def _unknown_window(b: Binder, t):
     """Where `t` is read in a window with another index of unknown range (s1*i + p with no P), that
     range is what is missing, not a binding of `t`: say so."""
-    for axis, n, where, gather in b.terms():
+    for axis, _n, where, gather in b.terms():
         if not gather or t not in axis.indices:
             continue
         others = [i for i in axis.indices if i != t and i not in b.E]

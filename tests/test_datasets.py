@@ -138,7 +138,8 @@ def test_recompressed_copy_is_accepted_by_content_hash(tmp_path):
     for name in TEST_FILES:
         payload = gzip.decompress((MNIST / name).read_bytes())
         (d / name).write_bytes(gzip.compress(payload, compresslevel=1, mtime=0))
-        assert hashlib.sha256((d / name).read_bytes()).hexdigest() != hashlib.sha256((MNIST / name).read_bytes()).hexdigest()
+        ours, real = ((p / name).read_bytes() for p in (d, MNIST))
+        assert hashlib.sha256(ours).hexdigest() != hashlib.sha256(real).hexdigest()
     assert load("mnist", "test", data_dir=d, download=False).labels[:5].tolist() == [7, 2, 1, 0, 4]
 
 
@@ -373,4 +374,5 @@ def test_real_fashion_mnist(monkeypatch):
             raw = (FASHION / f.filename).read_bytes()
             payload = gzip.decompress(raw)
             assert hashlib.md5(payload).hexdigest() == FASHION_PAYLOAD_MD5[f.filename]
-            assert hashlib.sha256(raw).hexdigest() == f.sha256 or hashlib.sha256(payload).hexdigest() == f.content_sha256
+            digests = hashlib.sha256(raw).hexdigest(), hashlib.sha256(payload).hexdigest()
+            assert digests[0] == f.sha256 or digests[1] == f.content_sha256

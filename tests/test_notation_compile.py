@@ -51,8 +51,11 @@ class Conv(NamedTuple):
         return {"s1": self.s1, "s2": self.s2}
 
 
+ROWS = st.integers(1, 3)
+
+
 @st.composite
-def convs(draw, rows=st.integers(1, 3)):
+def convs(draw, rows=ROWS):
     """Image sizes that fit `rows` windows, plus up to stride-1 leftover entries a window never reaches."""
     s1, s2, kh, kw = draw(strides), draw(strides), draw(kernels), draw(kernels)
     i, j = draw(rows), draw(rows)

@@ -58,7 +58,8 @@ def test_a_function_in_an_elementwise_product_runs_once_per_evaluation(monkeypat
 
 def test_positions_masks_live_in_reused_buffers_only_when_out_is_given():
     eq18 = "z[b,i,j,k] = max[p,q] x[b, s1*i+p, s2*j+q, k]"
-    run = Equation(eq18).compile(shapes={"x": (2, 4, 6, 3), "z": (2, 2, 3, 3)}, symbols={"s1": 2, "s2": 2, "P": 1, "Q": 1})
+    run = Equation(eq18).compile(shapes={"x": (2, 4, 6, 3), "z": (2, 2, 3, 3)},
+                                 symbols={"s1": 2, "s2": 2, "P": 1, "Q": 1})
     rng = np.random.default_rng(3)
     x1, x2 = rng.standard_normal((2, 2, 4, 6, 3)).round(1)  # rounded: ties occur
     out = np.empty(run.result_shape)

@@ -276,10 +276,11 @@ def test_eval_only_refuses_weights_that_are_not_finite(cli, capsys, tmp_path):
 
 
 @needs_mnist
-@pytest.mark.parametrize("flags, named", [(["--lr", "0.5"], "--lr does not apply"),
-                                          (["--epochs", "3", "--optimizer", "sgd"], "--optimizer, --epochs do not apply"),
-                                          (["--limit", "10"], "--limit does not apply")],
-                         ids=["lr", "epochs and optimizer", "limit"])
+@pytest.mark.parametrize("flags, named", [
+    (["--lr", "0.5"], "--lr does not apply"),
+    (["--epochs", "3", "--optimizer", "sgd"], "--optimizer, --epochs do not apply"),
+    (["--limit", "10"], "--limit does not apply"),
+], ids=["lr", "epochs and optimizer", "limit"])
 def test_eval_only_names_training_flags_it_cannot_use(cli, capsys, tmp_path, flags, named):
     path = make_checkpoint(cli, capsys, tmp_path)
     out = one_line_exit(cli, capsys, [*TINY[2:8], "--checkpoint", str(path), "--eval-only", *flags])
@@ -370,7 +371,8 @@ HARMLESS = [
     ("the other network's layers", lambda t: t.replace("units: 1024", "units: 512")),
     ("flow style rewritten as block style", lambda t: t.replace(
         "      - {name: dense, kind: dense, units: 10, activation: softmax, init: zeros}",
-        "      - name: dense\n        kind: dense\n        units: 10\n        activation: softmax\n        init: zeros")),
+        "      - name: dense\n        kind: dense\n        units: 10\n"
+        "        activation: softmax\n        init: zeros")),
 ]
 MEANINGFUL = [
     ("a Jacobian", lambda t: t.replace("db[i] = dz[b,i]      ", "db[i] = 2 * dz[b,i]", 1),
