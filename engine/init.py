@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import UserError
+
 
 def _fans(shape):
     receptive = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
@@ -32,3 +34,10 @@ def ones(rng, shape):
 
 
 INITIALISERS = {"he": he, "glorot": glorot, "zeros": zeros, "ones": ones}
+
+
+def register_initialiser(name: str, init) -> None:
+    """Make `init: name` usable in layers.yaml: init(rng, shape) returns an array of that shape."""
+    if not (isinstance(name, str) and name.isidentifier()) or name in INITIALISERS:
+        raise UserError(f"initialiser name {name!r} must be a new identifier (taken: {sorted(INITIALISERS)})")
+    INITIALISERS[name] = init

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import TrainingError
+
 BLOCK = 1 << 17  # entries per block: the block's five arrays (2.5 MiB in float32) stay in cache
 
 
@@ -143,9 +145,20 @@ class Adam(SGD):
 OPTIMIZERS = {cls.name: cls for cls in (SGD, Momentum, Adam)}
 
 
+def register_optimizer(cls) -> type:
+    """Make `--optimizer NAME` and `training: {optimizer: NAME}` use cls (NAME = cls.name): cls(params, lr)
+    with step(params, grads), state() and load_state(state), as SGD, Momentum and Adam here.
+    Usable as a class decorator."""
+    name = getattr(cls, "name", None)
+    if not (isinstance(name, str) and name.isidentifier()) or name in OPTIMIZERS:
+        raise TrainingError(f"optimizer name {name!r} must be a new identifier (taken: {sorted(OPTIMIZERS)})")
+    OPTIMIZERS[name] = cls
+    return cls
+
+
 def make(name, params, lr):
-    """The optimizer called `name`, or a ValueError listing the valid names."""
+    """The optimizer called `name`, or a TrainingError listing the valid names."""
     try:
         return OPTIMIZERS[name](params, lr)
     except KeyError:
-        raise ValueError(f"optimizer {name!r} not found, valid options are {sorted(OPTIMIZERS)}") from None
+        raise TrainingError(f"optimizer {name!r} not found, valid options are {sorted(OPTIMIZERS)}") from None

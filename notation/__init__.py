@@ -7,7 +7,7 @@
 from .counters import counting
 from .equation import Equation, Run
 from .errors import NotationError, UserError
-from .functions import FUNCTIONS
+from .functions import FUNCTIONS, register_function
 from .parser import TERM_FORMS
 
-__all__ = ["Equation", "Run", "NotationError", "FUNCTIONS", "TERM_FORMS", "counting", "UserError"]
+__all__ = ["Equation", "Run", "NotationError", "FUNCTIONS", "TERM_FORMS", "counting", "UserError", "register_function"]

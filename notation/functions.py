@@ -1,4 +1,5 @@
-"""The registry of elementwise functions an equation may call, each with its derivative's name."""
+"""The registry of elementwise functions an equation may call, each with its derivative's name;
+`register_function` adds one (as opt_einsum's `register_path_fn` adds a path optimizer)."""
 from __future__ import annotations
 
 import math
@@ -141,3 +142,17 @@ FUNCTIONS = {
         Function("id", _id_array, lambda v: v, None, r"\operatorname{id}"),
     ]
 }
+
+
+def register_function(name: str, array: Callable, scalar: Callable, derivative: str | None = None,
+                      latex: str | None = None) -> Function:
+    """Make `name(...)` callable in equations: `array(z, out=None)` evaluates it on arrays, `scalar(v)`
+    in the reference loops, and `derivative` names the registered function that is its f' (so
+    `backward: derive` and the load-time checks can use it).  A name already taken is refused."""
+    from .errors import UserError
+    if not (isinstance(name, str) and name.isidentifier()) or name in ("max", "delta"):
+        raise UserError(f"a function's name must be a plain identifier other than max and delta, not {name!r}")
+    if name in FUNCTIONS:
+        raise UserError(f"function {name!r} is registered already; choose another name")
+    FUNCTIONS[name] = Function(name, array, scalar, derivative, latex or rf"\operatorname{{{name}}}")
+    return FUNCTIONS[name]
