@@ -118,8 +118,8 @@ def test_a_chain_that_disagrees_with_the_definition_stops_the_load_naming_layer_
 
 
 def test_a_wrong_gradient_step_is_named_too():
-    text = spec_with(conv2="fourier").replace("dws[u,v,f,r,k] = dwb[u,v,e,r,g,k] * cm[e,f,g]",
-                                              "dws[u,v,f,r,k] = dwb[u,v,e,r,g,k] * cm[g,f,e]")
+    text = spec_with(conv2="fourier").replace("dw[m,n,r,k] = dwb[u,v,h,r,g,k] * cm[h,f,g]",
+                                              "dw[m,n,r,k] = dwb[u,v,h,r,g,k] * cm[g,f,h]")
     with pytest.raises(SpecError) as exc:
         engine.load(text)
     assert "algorithm 'fourier'" in str(exc.value) and "its gradient 'dw' disagrees" in str(exc.value)
