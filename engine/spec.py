@@ -660,8 +660,8 @@ def order(layers, spec=None, where=None) -> list:
         if layer.name in visiting:
             cycle = visiting[visiting.index(layer.name):] + [layer.name]
             raise spec.error(f"{where}, layer {layer.name!r}, field 'inputs'",
-                             f"the layers form a cycle ({' -> '.join(cycle)}); a layer may only read layers "
-                             "that do not depend on it")
+                             f"the layers' inputs form a cycle ({' reads '.join(cycle)}); a layer may only "
+                             "read layers that do not depend on it")
         visiting.append(layer.name)
         for src in layer.inputs:
             if src in by_name:
