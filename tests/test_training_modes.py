@@ -1,6 +1,8 @@
 """Training a network with batch normalisation and dropout: running statistics and the dropout
 generator are saved in the checkpoint, so a resumed run takes exactly the steps an uninterrupted
 one would, even when Ctrl-C lands halfway through a step; evaluation uses the running statistics."""
+import re
+
 import numpy as np
 import pytest
 
@@ -8,7 +10,7 @@ import engine
 from engine import checkpoint
 from engine.training import Config, Data, Trainer, evaluate
 
-from conftest import SPEC
+from conftest import MNIST, ROOT, SPEC, needs_mnist
 
 SPEC_BYTES = SPEC.read_bytes()
 NETWORK = "seven-layer-bn"
@@ -108,3 +110,19 @@ def test_ctrl_c_halfway_through_a_step_puts_the_statistics_and_generator_back(fr
     resumed.restore(checkpoint.load(path), path)
     resumed.run()
     assert same_bits(everything(resumed.net), uninterrupted[0])
+
+
+@needs_mnist
+def test_eval_only_restores_the_running_statistics_and_gives_the_runs_accuracy(tmp_path, capsys):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("train_script", ROOT / "scripts" / "train.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    ck = tmp_path / "bn.npz"
+    args = ["--network", NETWORK, "--dataset", "mnist", "--data-dir", str(MNIST), "--holdout", "9900",
+            "--test-limit", "64", "--limit", "64", "--batch-size", "32", "--epochs", "1", "--no-progress",
+            "--checkpoint", str(ck)]
+    assert cli.main(args) == 0
+    trained = re.search(r"done: test accuracy ([\d.]+%)", capsys.readouterr().out).group(1)
+    assert cli.main(["--eval-only", "--checkpoint", str(ck), "--data-dir", str(MNIST)]) == 0
+    assert f"test accuracy {trained}" in capsys.readouterr().out
