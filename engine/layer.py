@@ -84,7 +84,8 @@ class Block:
     def error(self, field, message):
         return self.spec.error(f"{self.where}, {field}" if field else self.where, message)
 
-    def _sizes(self, in_shapes):
+    def _input_sizes(self, in_shapes):
+        """Each input axis's size, from every input that names it; inputs that disagree are refused."""
         sizes, first = {}, {}
         for name in self.kind.in_names:
             axes = self.kind.input_axes.get(name, self.kind.inputs)
@@ -100,6 +101,10 @@ class Block:
                                             f"has {axis} = {sizes[axis]}; the inputs' shapes must agree")
                 sizes[axis] = n
                 first.setdefault(axis, name)
+        return sizes
+
+    def _sizes(self, in_shapes):
+        sizes = self._input_sizes(in_shapes)
         for k, v in list(self.hyper.items()):
             v = self.hyper[k] = _whole(v)
             if v is None:

@@ -446,6 +446,28 @@ def _modes(spec, where, body, params, hyper) -> dict:
         if not isinstance(raw, list) or not raw:
             raise spec.error(f"{where}, field 'eval'", "must list the forward equations of eval mode")
         out["eval"] = [_equation(spec, f"{where}, eval[{n}]", src) for n, src in enumerate(raw)]
+    out["state"] = _state(spec, where, body, params)
+    raw = body.get("update") or []
+    if not isinstance(raw, list):
+        raise spec.error(f"{where}, field 'update'", "must list equations giving each state's new value")
+    out["update"] = [_equation(spec, f"{where}, update[{n}]", src) for n, src in enumerate(raw)]
+    for n, eq in enumerate(out["update"]):
+        if eq.result not in out["state"]:
+            raise spec.error(f"{where}, update[{n}]", f"writes {eq.result!r}, which is not declared under state:")
+    random = {}
+    for rname, rbody in _mapping(spec, f"{where}, field 'random'", body.get("random"),
+                                 "{m: {shape: [b, features], bernoulli: keep}}").items():
+        if not isinstance(rbody, dict) or not isinstance(rbody.get("shape"), list) or "bernoulli" not in rbody:
+            raise spec.error(f"{where}, random {rname!r}", "needs {shape: [...], bernoulli: p}: entries 1 with "
+                                                           "probability p, else 0")
+        random[rname] = (tuple(rbody["shape"]), rbody["bernoulli"])
+    out["random"] = random
+    out["bounds"] = _bounds(spec, where, body, hyper)
+    return out
+
+
+def _state(spec, where, body, params) -> dict:
+    """{name: (shape, init)}: tensors kept between steps that are not trained (running statistics)."""
     state = {}
     for sname, sbody in _mapping(spec, f"{where}, field 'state'", body.get("state"),
                                  "{rm: {shape: [channels], init: zeros}}").items():
@@ -458,22 +480,11 @@ def _modes(spec, where, body, params, hyper) -> dict:
         if sname in params:
             raise spec.error(f"{where}, state {sname!r}", "is also a parameter; give it a name of its own")
         state[sname] = (tuple(sbody["shape"]), init)
-    out["state"] = state
-    raw = body.get("update") or []
-    if not isinstance(raw, list):
-        raise spec.error(f"{where}, field 'update'", "must list equations giving each state's new value")
-    out["update"] = [_equation(spec, f"{where}, update[{n}]", src) for n, src in enumerate(raw)]
-    for n, eq in enumerate(out["update"]):
-        if eq.result not in state:
-            raise spec.error(f"{where}, update[{n}]", f"writes {eq.result!r}, which is not declared under state:")
-    random = {}
-    for rname, rbody in _mapping(spec, f"{where}, field 'random'", body.get("random"),
-                                 "{m: {shape: [b, features], bernoulli: keep}}").items():
-        if not isinstance(rbody, dict) or not isinstance(rbody.get("shape"), list) or "bernoulli" not in rbody:
-            raise spec.error(f"{where}, random {rname!r}", "needs {shape: [...], bernoulli: p}: entries 1 with "
-                                                           "probability p, else 0")
-        random[rname] = (tuple(rbody["shape"]), rbody["bernoulli"])
-    out["random"] = random
+    return state
+
+
+def _bounds(spec, where, body, hyper) -> dict:
+    """{hyperparameter: interval text}: the real-valued hyperparameters and the range each must lie in."""
     bounds = {}
     for hname, text in _mapping(spec, f"{where}, field 'bounds'", body.get("bounds"), '{rate: "[0, 1)"}').items():
         if hname not in hyper:
@@ -483,8 +494,7 @@ def _modes(spec, where, body, params, hyper) -> dict:
         except ValueError as e:
             raise spec.error(f"{where}, bounds {hname!r}", str(e)) from None
         bounds[hname] = str(text)
-    out["bounds"] = bounds
-    return out
+    return bounds
 
 
 def interval(text):
