@@ -29,7 +29,7 @@ from .spec import Kind
 # figures for this kind of machine; only their ratios matter, and they are not measured at load,
 # so a given spec and shape always choose the same algorithm (a resume stays bit for bit).
 RATES = {"blas": 90e9, "other": 2e9}  # FLOP/s
-BANDWIDTH = 4e9  # bytes/s
+BANDWIDTH = 10e9  # bytes/s
 
 
 def _whole(value):

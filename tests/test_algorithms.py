@@ -90,6 +90,7 @@ def test_auto_decides_once_at_load_by_modelled_cost_and_says_so():
     text = spec_with(conv1="auto", conv2="auto")
     net = engine.load(text)
     assert net.algorithms["conv1"] == "im2col"  # one input channel: the transforms cost more than they save
+    assert net.algorithms["conv2"] == "fourier"  # 32 channels: 4.8x fewer FLOPs
     doc = plans.collect(net, 32)  # another batch size, the same choice
     chosen = {b["name"]: b["algorithm"] for b in doc["blocks"] if b["algorithm"]}
     assert {name: a["name"] for name, a in chosen.items()} == net.algorithms
