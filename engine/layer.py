@@ -392,6 +392,43 @@ class Block:
             raise self.error("field 'algorithm'", f"algorithm {name!r} does not apply here: {why}; "
                                                   f"choose another ({others})")
         where = f"algorithm {name!r}"
+        names, symbols, masters = self._chain_constants(alg, where)
+        shapes = {self.kind.in_name: self.shapes[self.kind.in_name], **self.param_shapes}
+        shapes.update({c: v.shape for c, v in masters.items()})
+        declared = {**self.kind.shapes, **alg.shapes}
+
+        def compile_all(eqs, part, shape_of):
+            out = []
+            for n, eq in enumerate(eqs):
+                field = f"{where}, {part}[{n}]"
+                if part == "backward" and eq.result in shapes:
+                    raise self.error(field, f"writes {eq.result!r}, which already names a tensor; give it a name "
+                                            "of its own")
+                want = shape_of(eq.result)
+                if want is None and eq.result in declared:
+                    try:
+                        want = tuple(arith.size(e, names) for e in declared[eq.result])
+                    except ValueError as e:
+                        raise self.error(field, str(e)) from None
+                run = self._compile(eq, field, optimize, want, shapes, symbols)
+                shapes[eq.result] = run.result_shape
+                out.append((eq.result, run))
+            return out
+
+        forward = [(r, None, run, tuple(run.shapes)) for r, run in compile_all(
+            alg.forward, "forward", lambda r: self.out_shape if r == self.kind.out_name else None)]
+        if alg.forward[-1].result != self.kind.out_name:
+            raise self.error(f"{where}, forward", f"must end with the equation that writes {self.kind.out_name!r}")
+        grads = {"d" + t: t for t in [self.kind.in_name, *self.param_shapes]}
+        shapes["d" + self.kind.out_name] = self.out_shape
+        compiled = compile_all(alg.backward, "backward", lambda r: shapes[grads[r]] if r in grads else None)
+        backward = self._needed(compiled, grads, where)
+        constants = {c: v.astype(self.dtype) for c, v in masters.items()}
+        return {"name": name, "cites": alg.cites, "forward": forward, "backward": backward,
+                "constants": constants, "masters": masters, "shapes": shapes}
+
+    def _chain_constants(self, alg, where):
+        """The chain's sizes and symbols, and its constants built in float64."""
         names = {**self.sizes, **self.symbols}
         symbols = dict(self.symbols)
         for sym, expr in alg.symbols.items():
@@ -399,7 +436,6 @@ class Block:
                 symbols[sym] = names[sym] = arith.size(expr, names)
             except ValueError as e:
                 raise self.error(f"{where}, symbol {sym!r}", str(e)) from None
-        shapes = {self.kind.in_name: self.shapes[self.kind.in_name], **self.param_shapes}
         masters = {}
         for cname, (form, args) in alg.constants.items():
             try:
@@ -407,57 +443,23 @@ class Block:
             except ValueError as e:
                 raise self.error(f"{where}, constant {cname!r}", str(e)) from None
             masters[cname] = CONSTANTS[form](*values)
-            shapes[cname] = masters[cname].shape
-        declared = {**self.kind.shapes, **alg.shapes}
+        return names, symbols, masters
 
-        def given(result, field):
-            if result not in declared:
-                return None
-            try:
-                shape = tuple(arith.size(e, names) for e in declared[result])
-            except ValueError as e:
-                raise self.error(field, str(e)) from None
-            return shape
-
-        forward = []
-        for n, eq in enumerate(alg.forward):
-            field = f"{where}, forward[{n}]"
-            want = self.out_shape if eq.result == self.kind.out_name else given(eq.result, field)
-            run = self._compile(eq, field, optimize, want, shapes, symbols)
-            shapes[eq.result] = run.result_shape
-            forward.append((eq.result, None, run, tuple(run.shapes)))
-        if alg.forward[-1].result != self.kind.out_name:
-            raise self.error(f"{where}, forward", f"must end with the equation that writes {self.kind.out_name!r}")
-        grads = {"d" + t: t for t in [self.kind.in_name, *self.param_shapes]}
-        shapes["d" + self.kind.out_name] = self.out_shape
-        compiled = []
-        for n, eq in enumerate(alg.backward):
-            field = f"{where}, backward[{n}]"
-            if eq.result in shapes:
-                raise self.error(field, f"writes {eq.result!r}, which already names a tensor; give it a name of "
-                                        "its own")
-            want = shapes[grads[eq.result]] if eq.result in grads else given(eq.result, field)
-            run = self._compile(eq, field, optimize, want, shapes, symbols)
-            shapes[eq.result] = run.result_shape
-            compiled.append((eq.result, run))
-        # the steps the wanted gradients need, each once, in the chain's order
+    def _needed(self, compiled, grads, where):
+        """The backward steps the wanted gradients need, each once, in the chain's order, as
+        (the gradient it serves, result, run, reads)."""
         need = {"d" + t for t in self.wanted if "d" + t in grads}
         missing = need - {r for r, _ in compiled}
         if missing:
             raise self.error(f"{where}, backward", f"no equation writes {sorted(missing)[0]!r}; add it")
-        serves, backward = {}, []
+        serves = {}
         for result, run in reversed(compiled):
             if result in need:
                 serves.setdefault(result, grads.get(result))
                 for r in run.shapes:
                     need.add(r)
                     serves.setdefault(r, serves[result])
-        for result, run in compiled:
-            if result in need:
-                backward.append((serves[result], result, run, tuple(run.shapes)))
-        constants = {c: v.astype(self.dtype) for c, v in masters.items()}
-        return {"name": name, "cites": alg.cites, "forward": forward, "backward": backward,
-                "constants": constants, "masters": masters, "shapes": shapes}
+        return [(serves[r], r, run, tuple(run.shapes)) for r, run in compiled if r in need]
 
     def retyped(self, dtype):
         """The same compiled block running in another dtype: its own buffers, constants cast anew."""

@@ -16,9 +16,9 @@ import opt_einsum as oe
 from notation import parallel
 
 from . import gradcheck, memory
+from .errors import InputError, SpecError
 from .init import INITIALISERS
 from .layer import Block
-from .errors import InputError, SpecError
 from .spec import INPUT, Spec, read
 
 PATH_OPTIONS = set(oe.paths._PATH_OPTIONS) | {"auto", "auto-hq"}  # opt_einsum's registry of path optimizers
@@ -342,7 +342,7 @@ class Network:
         """Each block's declared Jacobians against the derived ones, else central differences; then
         each layer's algorithm against its definition."""
         rng = np.random.default_rng(0)
-        for n, s in enumerate(stages[:-1]):
+        for s in stages[:-1]:
             self._check_one([self._small(s.layer)], rng, tolerance)
             if s.layer.algorithm is not None:
                 self.verify(s.layer, rng)

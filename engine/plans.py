@@ -13,6 +13,7 @@ import textwrap
 from opt_einsum.helpers import flop_count
 
 from .plan_schema import SCHEMA
+
 WIDTH = 100
 FLOPS = ("opt_einsum's PathInfo counts: a step costs the extents of all its indices multiplied, "
          "times (operands - 1, at least 1), plus 1 if it sums an index (GEMM over b,i,j: 2*B*I*J)")
@@ -366,6 +367,14 @@ def _fit(lines, width) -> list:
     return out
 
 
+def _algorithm_note(b) -> str:
+    a = b["algorithm"]
+    if a is None:
+        return ""
+    return (f", algorithm {a['name']}: {_n(a['step_flops'])} FLOPs a step, "
+            f"the definition {_n(a['definition_step_flops'])}")
+
+
 # -- markdown ----------------------------------------------------------------------------------
 def render_markdown(doc: dict) -> str:
     """The document as GitHub markdown: one table row per product, then the totals tables."""
@@ -389,7 +398,8 @@ def render_markdown(doc: dict) -> str:
                 strategy = f"**{p['strategy']['name']}**: {p['strategy']['runs']}"
                 li = p["largest_intermediate"]
                 out.append(" | ".join([
-                    "", f"{b['name']} ({b['kind']})" if first else "", code(c["writes"]) + " " + c["pass"],
+                    "", f"{b['name']} ({b['kind']}{_algorithm_note(b) if c is b['contractions'][0] else ''})"
+                    if first else "", code(c["writes"]) + " " + c["pass"],
                     ((code(c["source"]) if first else "") + term).strip(), cite if first else "", strategy,
                     lowering,
                     f"{code(p['runs'])} {_path(p['path'])}" if p["runs"] else "", steps,

@@ -387,9 +387,30 @@ def _kind(spec, section, name, body, io) -> Kind:
     return kind
 
 
+def _chain(spec, where, part, raw) -> list:
+    if not isinstance(raw, list) or not raw:
+        raise spec.error(where, f"field {part!r} must be a non-empty list of equations")
+    return [_equation(spec, f"{where}, {part}[{n}]", src) for n, src in enumerate(raw)]
+
+
+def _constant(spec, where, c) -> tuple:
+    """(closed form, [argument size expressions]) from {rdft: [width, nw]}."""
+    from notation.constants import CONSTANTS
+    if not isinstance(c, dict) or len(c) != 1:
+        raise spec.error(where, "must be {closed form: [arguments]}, e.g. {rdft: [width, nw]}")
+    (form, args), = c.items()
+    if form not in CONSTANTS:
+        raise spec.error(where, f"no constant {form!r}; valid options are {sorted(CONSTANTS)}")
+    if not isinstance(args, list) or any(isinstance(v, bool) or not isinstance(v, (str, int)) for v in args):
+        raise spec.error(where, f"its arguments must be a list of sizes such as [width, nw], not {_what(args)}")
+    if len(args) != len(CONSTANTS[form].args):
+        raise spec.error(where, f"{form} takes {len(CONSTANTS[form].args)} argument(s) "
+                                f"({', '.join(CONSTANTS[form].args) or 'none'}), not {len(args)}")
+    return form, args
+
+
 def _algorithms(spec, where, body, section) -> dict:
     """{name: Algorithm} from a kind's `algorithms:` mapping."""
-    from notation.constants import CONSTANTS
     if body is None:
         return {}
     if section != "kinds" or not isinstance(body, dict):
@@ -409,27 +430,9 @@ def _algorithms(spec, where, body, section) -> dict:
             raise spec.error(awhere, f"unknown field(s) {sorted(extra)}; valid are {sorted(allowed)}")
         if not a.get("cites"):
             raise spec.error(awhere, "field 'cites' is missing; say which equations it evaluates, e.g. \"(15)\"")
-        constants = {}
-        for cname, c in _mapping(spec, f"{awhere}, field 'constants'", a.get("constants"),
-                                 "{fw: {rdft: [width, nw]}}").items():
-            cwhere = f"{awhere}, constant {cname!r}"
-            if not isinstance(c, dict) or len(c) != 1:
-                raise spec.error(cwhere, "must be {closed form: [arguments]}, e.g. {rdft: [width, nw]}")
-            (form, args), = c.items()
-            if form not in CONSTANTS:
-                raise spec.error(cwhere, f"no constant {form!r}; valid options are {sorted(CONSTANTS)}")
-            if not isinstance(args, list) or any(isinstance(v, bool) or not isinstance(v, (str, int)) for v in args):
-                raise spec.error(cwhere, f"its arguments must be a list of sizes such as [width, nw], not {_what(args)}")
-            if len(args) != len(CONSTANTS[form].args):
-                raise spec.error(cwhere, f"{form} takes {len(CONSTANTS[form].args)} argument(s) "
-                                         f"({', '.join(CONSTANTS[form].args) or 'none'}), not {len(args)}")
-            constants[cname] = (form, args)
-        chains = {}
-        for part in ("forward", "backward"):
-            raw = a.get(part)
-            if not isinstance(raw, list) or not raw:
-                raise spec.error(awhere, f"field {part!r} must be a non-empty list of equations")
-            chains[part] = [_equation(spec, f"{awhere}, {part}[{n}]", src) for n, src in enumerate(raw)]
+        given = _mapping(spec, f"{awhere}, field 'constants'", a.get("constants"), "{fw: {rdft: [width, nw]}}")
+        constants = {cname: _constant(spec, f"{awhere}, constant {cname!r}", c) for cname, c in given.items()}
+        chains = {part: _chain(spec, awhere, part, a.get(part)) for part in ("forward", "backward")}
         requires = _mapping(spec, f"{awhere}, field 'requires'", a.get("requires"), "{stride: 1}")
         symbols = _mapping(spec, f"{awhere}, field 'symbols'", a.get("symbols"), "{nh: height + pb}")
         shapes = _mapping(spec, f"{awhere}, field 'shapes'", a.get("shapes"), "{dzd: [b, height + P, zw, filters]}")

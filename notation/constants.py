@@ -101,3 +101,17 @@ CONSTANTS = {
         Constant("cmul", (), "[re/im, re/im, re/im]", lambda: (2, 2, 2), _cmul, "complex multiplication"),
     ]
 }
+
+
+def register_constant(name: str, args: tuple, shape: Callable, build: Callable, axes: str = "",
+                      doc: str = "") -> Constant:
+    """Make `{name: [arguments]}` usable under an algorithm's `constants:`: `shape(*args)` gives its
+    shape and `build(*args)` its float64 values, from whole-number arguments (sizes, a shift).
+    A name already taken is refused."""
+    from .errors import UserError
+    if not (isinstance(name, str) and name.isidentifier()):
+        raise UserError(f"a constant's name must be a plain identifier, not {name!r}")
+    if name in CONSTANTS:
+        raise UserError(f"constant {name!r} is registered already; choose another name")
+    CONSTANTS[name] = Constant(name, tuple(args), axes, shape, build, doc)
+    return CONSTANTS[name]

@@ -7,8 +7,6 @@ in test_engine_jacobians.py; and against the definition when a network loads.
 """
 import numpy as np
 import pytest
-from conftest import SPEC as SPEC_PATH
-from conftest import spec_with
 
 import engine
 from engine import SpecError, plans
@@ -16,6 +14,9 @@ from engine.layer import Block
 from notation import Equation
 from notation.constants import CONSTANTS
 from notation.reference import evaluate
+
+from conftest import SPEC as SPEC_PATH
+from conftest import spec_with
 
 SPEC = engine.read(SPEC_PATH)
 CONV = SPEC.kinds["conv2d"]
@@ -127,8 +128,8 @@ def test_a_wrong_gradient_step_is_named_too():
 
 
 def test_a_chain_missing_a_gradient_says_which():
-    text = spec_with(conv2="fourier").replace("          - db[k] = dz[b,i,j,k]                                       # (6), (8)\n\n  maxpool",
-                                         "\n  maxpool")
+    last = "          - db[k] = dz[b,i,j,k]                                       # (6), (8)\n\n  maxpool"
+    text = spec_with(conv2="fourier").replace(last, "\n  maxpool")
     with pytest.raises(SpecError) as exc:
         engine.load(text)
     assert "algorithm 'fourier', backward" in str(exc.value) and "no equation writes 'db'" in str(exc.value)
@@ -207,3 +208,38 @@ def test_cmul_multiplies_complex_numbers():
     a, b = 1.5 - 2j, -0.5 + 3j
     got = np.einsum("e,f,efg->g", [a.real, a.imag], [b.real, b.imag], CONSTANTS["cmul"]())
     assert complex(*got) == pytest.approx(a * b)
+
+
+TWICE_FLIPPED = """
+    algorithms:
+      twice_flipped:
+        cites: "(12)"
+        constants: {f: {NAME: [features]}}
+        forward:
+          - xf[b,m] = x[b,i] * f[i,m]
+          - z[b,j] = xf[b,m] * f[m,i] * w[i,j] + b[j]
+        backward:
+          - dx[c,k] = dz[c,j] * w[k,j]
+          - dw[k,m] = dz[b,m] * x[b,k]
+          - db[i] = dz[b,i]
+"""
+
+
+def test_a_registered_constant_can_be_read_by_an_algorithm():
+    import notation
+    name = "flipped_eye_for_test"
+    notation.register_constant(name, ("n",), lambda n: (n, n), lambda n: np.eye(n)[::-1])
+    try:
+        with pytest.raises(notation.UserError, match="registered already"):
+            notation.register_constant(name, ("n",), lambda n: (n, n), lambda n: np.eye(n))
+        # a toy algorithm of dense: (12) with the features reversed twice, through the constant
+        anchor = "      b: db[i] = dz[b,i]                                            # (6), (8)\n"
+        text = SPEC_PATH.read_text()
+        assert anchor in text
+        text = text.replace(anchor, anchor + TWICE_FLIPPED.lstrip("\n").replace("NAME", name), 1)
+        text = text.replace("units: 1024, activation: relu}",
+                            "units: 1024, activation: relu, algorithm: twice_flipped}")
+        net = engine.load(text)  # checked against (12)-(14) at load
+        assert [s.layer.algorithm for s in net.compiled(2) if s.name == "dense1"] == ["twice_flipped"]
+    finally:
+        CONSTANTS.pop(name)
