@@ -774,6 +774,9 @@ def train_main(o, resume_command: str = "", log=print, warn=None) -> int:
     log(f"data: {data.about}")
     net = load_network(spec, network=config.network, seed=config.seed, optimize=getattr(o, "optimize", None))
     log(_describe_net(net, o.spec, config))
+    if config.batch_size > len(data.train_y):
+        log(f"batch {config.batch_size:,} is more than the {len(data.train_y):,} training examples: each step "
+            "takes all of them")
     _check_memory(net, config, len(data.train_y), len(data.test_y))
     trainer = Trainer(net, data, config, spec_hash=digest, spec_file=str(o.spec), checkpoint=o.checkpoint,
                       metrics=o.metrics, progress=getattr(o, "progress", True), log=log, meaning=meaning,
