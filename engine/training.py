@@ -307,7 +307,8 @@ class _Interrupts:
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
-                self.old[sig] = signal.signal(sig, self._handle)
+                if signal.getsignal(sig) != signal.SIG_IGN:  # ignored by whoever started us (nohup, &): kept so
+                    self.old[sig] = signal.signal(sig, self._handle)
             self.installed = True
         return self
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import shutil
 import signal
 import sys
 import threading
@@ -82,9 +83,20 @@ def parser() -> argparse.ArgumentParser:
 
 
 def resume_command(argv) -> str:
-    """This command line again, with --resume."""
+    """This command line again, with --resume, run by this same Python (the project's .venv's)."""
     args = list(argv) + ([] if "--resume" in argv else ["--resume"])
-    return shlex.join(["python3", sys.argv[0] or "scripts/train.py", *args])
+    return shlex.join([interpreter(), sys.argv[0] or "scripts/train.py", *args])
+
+
+def interpreter() -> str:
+    """How to name this Python in a command: python3 where that finds it (an activated .venv),
+    else its path (relative when below the working directory: .venv/bin/python)."""
+    exe = os.path.abspath(sys.executable or "python3")
+    found = shutil.which("python3")
+    if found and os.path.dirname(os.path.abspath(found)) == os.path.dirname(exe):
+        return "python3"
+    rel = os.path.relpath(exe)
+    return exe if rel.startswith("..") else rel
 
 
 def default_checkpoint(o) -> str:
@@ -110,7 +122,7 @@ def main(argv=None, script=False) -> int:
         argv = argv + ["--checkpoint", o.checkpoint]
     main_thread = threading.current_thread() is threading.main_thread()
     old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)} if main_thread else {}
-    if main_thread:
+    if main_thread and old[signal.SIGTERM] != signal.SIG_IGN:
         signal.signal(signal.SIGTERM, _terminate)  # SIGTERM is Ctrl-C here
     try:
         if o.eval_only:
