@@ -425,3 +425,13 @@ def test_a_checkpoint_of_the_old_format_still_resumes_under_the_unchanged_file(t
     with pytest.raises(CheckpointError):
         checkpoint.check_spec(old, "old.npz", checkpoint.fingerprint(meaning), str(SPEC), "seven-layer", meaning,
                               checkpoint.spec_hash(SPEC.read_bytes() + b"#", "seven-layer"))
+
+
+@pytest.mark.parametrize("script", ["train.py", "plan.py"])
+def test_a_python_without_the_dependencies_gets_one_line_on_setting_up(script, tmp_path):
+    code = ("import runpy, sys; sys.modules['numpy'] = None; "
+            f"sys.argv = [{script!r}, '--help']; runpy.run_path({str(ROOT / 'scripts' / script)!r}, run_name='__main__')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert "cannot import numpy" in out.stderr and "bash scripts/setup.sh" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
