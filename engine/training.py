@@ -708,6 +708,23 @@ def _check_plot(path, warn):
     return path
 
 
+def _check_batch(net, config: Config, data: Data, log) -> None:
+    """Say when a batch is the whole training set; refuse one that cannot fit in memory."""
+    if config.batch_size > len(data.train_y):
+        log(f"batch {config.batch_size:,} is more than the {len(data.train_y):,} training examples: each step "
+            "takes all of them")
+    _check_memory(net, config, len(data.train_y), len(data.test_y))
+
+
+def _draw_plot(history, path, title, log, warn) -> None:
+    """The plot after training; a failure to draw it is a warning: it never costs the run."""
+    try:
+        plot_history(history, path, title)
+        log(f"plot: {path}")
+    except Exception as exc:  # noqa: BLE001 -- the checkpoint is saved; the plot is a view of it
+        warn(f"--plot {path}: could not draw it ({one_line(exc) or type(exc).__name__}); the run itself is kept")
+
+
 def _check_memory(net, config: Config, n_train: int, n_test: int, training: bool = True) -> None:
     """Refuse a batch that cannot fit in memory before the first step, from the compiled shapes."""
     from . import memory
@@ -775,10 +792,7 @@ def train_main(o, resume_command: str = "", log=print, warn=None) -> int:
     log(f"data: {data.about}")
     net = load_network(spec, network=config.network, seed=config.seed, optimize=getattr(o, "optimize", None))
     log(_describe_net(net, o.spec, config))
-    if config.batch_size > len(data.train_y):
-        log(f"batch {config.batch_size:,} is more than the {len(data.train_y):,} training examples: each step "
-            "takes all of them")
-    _check_memory(net, config, len(data.train_y), len(data.test_y))
+    _check_batch(net, config, data, log)
     trainer = Trainer(net, data, config, spec_hash=digest, spec_file=str(o.spec), checkpoint=o.checkpoint,
                       metrics=o.metrics, progress=getattr(o, "progress", True), log=log, meaning=meaning,
                       legacy_hash=legacy)
@@ -798,11 +812,7 @@ def train_main(o, resume_command: str = "", log=print, warn=None) -> int:
         log(net.plans(config.batch_size))
     outcome = trainer.run()
     if plot and trainer.history:
-        try:
-            plot_history(trainer.history, plot, f"{config.network} on {config.dataset}")
-            log(f"plot: {plot}")
-        except Exception as exc:  # noqa: BLE001 -- a plot never costs the run: the checkpoint is saved
-            warn(f"--plot {plot}: could not draw it ({one_line(exc) or type(exc).__name__}); the run itself is kept")
+        _draw_plot(trainer.history, plot, f"{config.network} on {config.dataset}", log, warn)
     if outcome.status == "interrupted":
         hint = f"; resume with: {resume_command}" if outcome.saved and resume_command else ""
         warn(outcome.message + hint)

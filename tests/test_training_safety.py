@@ -429,8 +429,9 @@ def test_a_checkpoint_of_the_old_format_still_resumes_under_the_unchanged_file(t
 
 @pytest.mark.parametrize("script", ["train.py", "plan.py"])
 def test_a_python_without_the_dependencies_gets_one_line_on_setting_up(script, tmp_path):
+    path = str(ROOT / "scripts" / script)
     code = ("import runpy, sys; sys.modules['numpy'] = None; "
-            f"sys.argv = [{script!r}, '--help']; runpy.run_path({str(ROOT / 'scripts' / script)!r}, run_name='__main__')")
+            f"sys.argv = [{script!r}, '--help']; runpy.run_path({path!r}, run_name='__main__')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
     assert "cannot import numpy" in out.stderr and "bash scripts/setup.sh" in out.stderr
