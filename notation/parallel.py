@@ -21,6 +21,11 @@ except ImportError:  # pragma: no cover - without it, np.matmul as it is
 
 WORKERS = min(2, os.cpu_count() or 1)
 MIN_FLOPS = 2_000_000  # smaller products run as they are: a hand-off costs tens of microseconds
+# A single GEMM of at least this many FLOPs runs on OpenBLAS's own threads instead.  On a quiet
+# machine they are faster for a large product (dense1's 411 MFLOP (12): 2.3 against 4.8 ms), but on
+# a busy one they collapse (the whole step under load 6: 314 against 103 ms, median), so by default
+# never; NOTATION_BLAS_THREADS_FLOPS=200000000 on a machine of your own.
+BLAS_THREADS_FLOPS = int(os.environ.get("NOTATION_BLAS_THREADS_FLOPS", 10 ** 18))
 _pool = None
 _blas = None
 _depth = 0  # nesting of serial_blas()
@@ -73,6 +78,10 @@ def matmul(a, b, out=None):
         return np.matmul(a, b, out=out)
     if 2 * batch * m * n * k < MIN_FLOPS:
         with serial_blas():
+            return np.matmul(a, b, out=out)
+    if a.ndim == 2 and b.ndim == 2 and 2 * m * n * k >= BLAS_THREADS_FLOPS:
+        _, blas = _setup()
+        with blas.limit(limits=WORKERS):  # one large GEMM: OpenBLAS's own threads
             return np.matmul(a, b, out=out)
     if out is None:
         out = np.empty(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (m, n),

@@ -50,3 +50,10 @@ def test_the_callers_floating_point_error_handling_holds_in_the_workers():
             parallel.matmul(a, a)
     with np.errstate(over="ignore", invalid="ignore"):
         assert np.isinf(parallel.matmul(a, a)).all()
+
+
+def test_large_gemms_may_be_left_to_blas_threads(monkeypatch):
+    monkeypatch.setattr(parallel, "BLAS_THREADS_FLOPS", 0)  # NOTATION_BLAS_THREADS_FLOPS=0
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((64, 300)), rng.standard_normal((300, 200))
+    np.testing.assert_allclose(parallel.matmul(a, b), a @ b, rtol=1e-12, atol=1e-9)
