@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from notation.derive import grad
+
 
 def random_inputs(rng, shapes, dtype=np.float64):
     """Tie-free random values (ties make a max's derivative undefined)."""
@@ -60,20 +62,20 @@ def check_block(blocks, targets, rng, derived_block=None, tolerance=1e-6):
         block.forward(work)
     # a scalar output is the loss itself: its Jacobians assume dJ/dJ = 1 (eq. 26)
     upstream = rng.standard_normal(last.out_shape) if last.out_shape else np.asarray(1.0)
-    work["d" + last.kind.out_name] = np.asarray(upstream, dtype=np.float64)
+    work[grad(last.kind.out_name)] = np.asarray(upstream, dtype=np.float64)
     declared = dict(last.backward(dict(work)))
     results = {}
     if derived_block is not None:
         other = dict(work)
         derived_block.forward(other)
-        other["d" + last.kind.out_name] = work["d" + last.kind.out_name]
+        other[grad(last.kind.out_name)] = work[grad(last.kind.out_name)]
         other = derived_block.backward(other)
         for t in targets:
-            results[t] = ("derived", relative_error(declared["d" + t], other["d" + t]))
+            results[t] = ("derived", relative_error(declared[grad(t)], other[grad(t)]))
         return results
     for t in [t for t in targets if t in env]:
         v = rng.standard_normal(env[t].shape)
         numeric = directional(blocks, env, t, upstream, v)
-        analytic = float(np.sum(declared["d" + t] * v))
+        analytic = float(np.sum(declared[grad(t)] * v))
         results[t] = ("finite differences", abs(numeric - analytic) / max(abs(numeric), abs(analytic), 1e-8))
     return results

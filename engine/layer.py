@@ -13,12 +13,13 @@ reverse mode over the chain, summing a tensor's gradient over the equations that
 from __future__ import annotations
 
 import copy
+from typing import NamedTuple
 
 import numpy as np
 
-from notation import Equation, NotationError
+from notation import Equation, NotationError, Run
 from notation.constants import CONSTANTS
-from notation.derive import derive
+from notation.derive import derive, grad, grad_of
 
 from . import arith
 from .padding import pads
@@ -30,6 +31,34 @@ from .spec import Kind
 # so a given spec and shape always choose the same algorithm (a resume stays bit for bit).
 RATES = {"blas": 90e9, "other": 2e9}  # FLOP/s
 BANDWIDTH = 10e9  # bytes/s
+
+
+class ForwardStep(NamedTuple):
+    """One forward equation, compiled: the tensor it writes, where its max keeps its positions
+    (or None), the run, and the tensors it reads."""
+
+    result: str
+    mask: str | None
+    run: Run
+    reads: tuple
+
+
+class UpdateStep(NamedTuple):
+    """One state update of the training forward (a running mean): the state it writes, run, reads."""
+
+    state: str
+    run: Run
+    reads: tuple
+
+
+class BackwardStep(NamedTuple):
+    """One Jacobian equation, compiled: the tensor whose gradient it serves (`target`, e.g. "x"),
+    the tensor it writes (`dx`, or an intermediate), the run, and the tensors it reads."""
+
+    target: str
+    result: str
+    run: Run
+    reads: tuple
 
 
 def _whole(value):
@@ -227,7 +256,7 @@ class Block:
                     raise self.error(f"positions {eq.result!r}", "this equation has no max[...] to take "
                                                                   "positions from")
                 self.shapes[mask] = run.positions_shape
-            runs.append((eq.result, mask, run, tuple(run.shapes)))
+            runs.append(ForwardStep(eq.result, mask, run, tuple(run.shapes)))
         unused = set(self.param_shapes) - {n for eq in self.kind.forward for n in eq.operands}
         if unused:
             raise self.error(f"param {sorted(unused)[0]!r}", "is declared but no forward equation uses it; "
@@ -247,7 +276,7 @@ class Block:
                 if eq.source in self.spec.comments:
                     self.spec.comments.setdefault(aside.source, self.spec.comments[eq.source])
             run = self._compile(aside, f"update[{n}]", optimize, self.state_shapes[eq.result])
-            runs.append((eq.result, run, tuple(run.shapes)))
+            runs.append(UpdateStep(eq.result, run, tuple(run.shapes)))
         return runs
 
     def jacobians(self, wanted):
@@ -284,12 +313,12 @@ class Block:
                 continue
             parts = []
             for n, eq in enumerate(eqs, 1):
-                term = f"d{name}_{n}"
+                term = f"{grad(name)}_{n}"
                 parts.append(Equation(derive(eq, name, self.kind.positions.get(eq.result), name=term)))
                 self.derived_shapes[term] = self.shapes[name]
             axes = ",".join("ijklmnopqr"[:len(self.shapes[name])])
-            total = " + ".join(f"d{name}_{n}[{axes}]" for n in range(1, len(eqs) + 1))
-            out[name] = parts + [Equation(f"d{name}[{axes}] = {total}")]
+            total = " + ".join(f"{grad(name)}_{n}[{axes}]" for n in range(1, len(eqs) + 1))
+            out[name] = parts + [Equation(f"{grad(name)}[{axes}] = {total}")]
         return out
 
     def _compile_backward(self, optimize, wanted):
@@ -301,8 +330,8 @@ class Block:
         except NotationError as e:
             raise self.error("backward", e.one_line()) from None
         for t in list(jac):
-            self.shapes["d" + t] = self.shapes[t]
-        self.shapes["d" + self.kind.out_name] = self.out_shape
+            self.shapes[grad(t)] = self.shapes[t]
+        self.shapes[grad(self.kind.out_name)] = self.out_shape
         # what each Jacobian reads from outside its own list of equations
         reads = {}
         for t, eqs in jac.items():
@@ -316,17 +345,17 @@ class Block:
             for t in jac:
                 if t in need:
                     for n in reads[t]:
-                        if n.startswith("d") and n[1:] in jac and n[1:] not in need:
-                            need.add(n[1:])
+                        if grad_of(n) in jac and grad_of(n) not in need:
+                            need.add(grad_of(n))
                             changed = True
-        ready = {"d" + self.kind.out_name}
+        ready = {grad(self.kind.out_name)}
         order, pending = [], [t for t in jac if t in need]
         while pending:
             progress = False
             for t in list(pending):
-                if {n for n in reads[t] if n.startswith("d") and n[1:] in jac} <= ready:
+                if {n for n in reads[t] if grad_of(n) in jac} <= ready:
                     order += self._compile_jacobian(t, jac[t], optimize)
-                    ready.add("d" + t)
+                    ready.add(grad(t))
                     pending.remove(t)
                     progress = True
             if not progress:
@@ -340,7 +369,7 @@ class Block:
         for n, eq in enumerate(eqs):
             last = n == len(eqs) - 1
             field = f"backward {t!r}" + ("" if len(eqs) == 1 else f"[{n}]")
-            result = "d" + t if last else eq.result
+            result = grad(t) if last else eq.result
             if not last and eq.result in self.shapes:
                 raise self.error(field, f"writes {eq.result!r}, which already names a tensor of this kind; "
                                         "give the intermediate a name of its own")
@@ -349,7 +378,7 @@ class Block:
                 given = self._shape(self.kind.shapes[eq.result], f"shapes {eq.result!r}")
             run = self._compile(eq, field, optimize, given)
             self.shapes[result] = run.result_shape
-            runs.append((t, result, run, tuple(run.shapes)))
+            runs.append(BackwardStep(t, result, run, tuple(run.shapes)))
         return runs
 
     # -- algorithms --------------------------------------------------------------
@@ -415,12 +444,12 @@ class Block:
                 out.append((eq.result, run))
             return out
 
-        forward = [(r, None, run, tuple(run.shapes)) for r, run in compile_all(
+        forward = [ForwardStep(r, None, run, tuple(run.shapes)) for r, run in compile_all(
             alg.forward, "forward", lambda r: self.out_shape if r == self.kind.out_name else None)]
         if alg.forward[-1].result != self.kind.out_name:
             raise self.error(f"{where}, forward", f"must end with the equation that writes {self.kind.out_name!r}")
-        grads = {"d" + t: t for t in [self.kind.in_name, *self.param_shapes]}
-        shapes["d" + self.kind.out_name] = self.out_shape
+        grads = {grad(t): t for t in [self.kind.in_name, *self.param_shapes]}
+        shapes[grad(self.kind.out_name)] = self.out_shape
         compiled = compile_all(alg.backward, "backward", lambda r: shapes[grads[r]] if r in grads else None)
         backward = self._needed(compiled, grads, where)
         constants = {c: v.astype(self.dtype) for c, v in masters.items()}
@@ -448,7 +477,7 @@ class Block:
     def _needed(self, compiled, grads, where):
         """The backward steps the wanted gradients need, each once, in the chain's order, as
         (the gradient it serves, result, run, reads)."""
-        need = {"d" + t for t in self.wanted if "d" + t in grads}
+        need = {grad(t) for t in self.wanted if grad(t) in grads}
         missing = need - {r for r, _ in compiled}
         if missing:
             raise self.error(f"{where}, backward", f"no equation writes {sorted(missing)[0]!r}; add it")
@@ -459,7 +488,7 @@ class Block:
                 for r in run.shapes:
                     need.add(r)
                     serves.setdefault(r, serves[result])
-        return [(serves[r], r, run, tuple(run.shapes)) for r, run in compiled if r in need]
+        return [BackwardStep(serves[r], r, run, tuple(run.shapes)) for r, run in compiled if r in need]
 
     def retyped(self, dtype):
         """The same compiled block running in another dtype: its own buffers, constants cast anew."""

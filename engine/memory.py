@@ -54,7 +54,7 @@ def buffers(stages, itemsize: int, backward: bool = True) -> tuple[int, int]:
         for block in (s.layer, s.activation):
             if block is None:
                 continue
-            runs = [r[2] for r in block.forward_runs] + ([r[2] for r in block.backward_runs] if backward else [])
+            runs = [f.run for f in block.forward_runs] + ([b.run for b in block.backward_runs] if backward else [])
             for run in runs:
                 kept += int(np.prod(run.result_shape, dtype=object)) * itemsize
                 if run.has_max and run.positions_shape is not None:

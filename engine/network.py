@@ -14,6 +14,7 @@ import numpy as np
 import opt_einsum as oe
 
 from notation import parallel
+from notation.derive import grad
 
 from . import gradcheck, memory
 from .errors import InputError, SpecError
@@ -308,13 +309,13 @@ class Network:
                     s.activation.backward(s.act_env)
                     dz = s.act_env["dz"]
             out = s.layer.out_shape
-            s.env["d" + s.layer.kind.out_name] = dz.reshape(out)
+            s.env[grad(s.layer.kind.out_name)] = dz.reshape(out)
             s.layer.backward(s.env)
-            grads[s.name] = {p: (s.env["d" + p].copy() if copy else s.env["d" + p]) for p in s.layer.param_shapes}
+            grads[s.name] = {p: (s.env[grad(p)].copy() if copy else s.env[grad(p)]) for p in s.layer.param_shapes}
             for in_name, src in s.sources:
                 if src == INPUT:
                     continue
-                dx = s.env["d" + in_name]
+                dx = s.env[grad(in_name)]
                 if src not in douts:
                     douts[src] = dx
                     continue
@@ -370,7 +371,7 @@ class Network:
         block = blocks[-1]
         if block.kind.backward == "derive" or not block.backward_runs:
             return
-        targets = list(dict.fromkeys(t for t, _, _, _ in block.backward_runs))
+        targets = list(dict.fromkeys(step.target for step in block.backward_runs))
         derived = None
         if len(blocks) == 1:
             kind = dataclasses.replace(block.kind, backward="derive")
@@ -380,7 +381,7 @@ class Network:
             except SpecError:  # no derivation for this kind (softmax): finite differences judge it
                 derived = None
         # a derived set that does not cover the targets falls back to finite differences
-        if derived is not None and {t for t, _, _, _ in derived.backward_runs} < set(targets):
+        if derived is not None and {step.target for step in derived.backward_runs} < set(targets):
             derived = None
         results = gradcheck.check_block(blocks, targets, rng, derived)
         for t, (how, err) in results.items():
@@ -397,12 +398,12 @@ class Network:
         names = [block.kind.in_name] + list(block.param_shapes)
         env = gradcheck.random_inputs(rng, {n: block.shapes[n] for n in names})
         upstream = rng.standard_normal(block.out_shape)
-        outputs = [block.kind.out_name] + ["d" + t for t in names if t in block.wanted]
+        outputs = [block.kind.out_name] + [grad(t) for t in names if t in block.wanted]
 
         def run(b, dtype):
             work = {n: v.astype(dtype) for n, v in env.items()}
             b.forward(work)
-            work["d" + b.kind.out_name] = upstream.astype(dtype)
+            work[grad(b.kind.out_name)] = upstream.astype(dtype)
             b.backward(work)
             return {n: np.array(work[n], dtype=np.float64) for n in outputs}
 

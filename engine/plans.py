@@ -53,11 +53,10 @@ def collect(net, batch: int = 64) -> dict:
             contractions = _contractions(net.spec, block, name, block.forward_runs, block.backward_runs,
                                          block is not skip)
             contractions[len(block.forward_runs):len(block.forward_runs)] = [
-                _contraction(net.spec, block, name, "update", state, run, True)
-                for state, run, _ in getattr(block, "update_runs", [])]
+                _contraction(net.spec, block, name, "update", u.state, u.run, True) for u in block.update_runs]
             if role == "layer" and s.name in evals:
-                contractions += [_contraction(net.spec, evals[s.name], name, "eval", result, run, False)
-                                 for result, _, run, _ in evals[s.name].forward_runs]
+                contractions += [_contraction(net.spec, evals[s.name], name, "eval", f.result, f.run, False)
+                                 for f in evals[s.name].forward_runs]
             sources = [src for _, src in s.sources] if role == "layer" else []
             entry = {"name": name, "role": role, "kind": block.kind.name, "cites": block.kind.cites or "",
                      "where": block.where, "dtype": block.dtype.name, "algorithm": None,
@@ -86,8 +85,8 @@ def collect(net, batch: int = 64) -> dict:
 
 
 def _contractions(spec, block, name, forward_runs, backward_runs, in_step) -> list:
-    runs = [("forward", result, run, True) for result, _, run, _ in forward_runs]
-    runs += [("backward", result, run, in_step) for _, result, run, _ in backward_runs]
+    runs = [("forward", f.result, f.run, True) for f in forward_runs]
+    runs += [("backward", b.result, b.run, in_step) for b in backward_runs]
     return [_contraction(spec, block, name, *r) for r in runs]
 
 

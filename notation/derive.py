@@ -16,12 +16,23 @@ from .errors import NotationError
 from .functions import FUNCTIONS
 
 
+def grad(name: str) -> str:
+    """The name of the loss's gradient with respect to a tensor: dz for z (the report's d<t>).
+    The one place that says how such names are formed."""
+    return "d" + name
+
+
+def grad_of(name: str) -> str | None:
+    """The tensor whose gradient `name` is (z for dz), or None: grad's inverse."""
+    return name[1:] if name.startswith("d") and len(name) > 1 else None
+
+
 def derive(equation, wrt: str, positions=None, name=None) -> str:
     """The equation for d<wrt> given d<result>; positions names the mask of a max, if any.
 
     `name` writes the result under another name (one term of a gradient summed at a fan-out)."""
     lhs = equation.lhs
-    upstream = Ref("d" + lhs.name, lhs.axes)
+    upstream = Ref(grad(lhs.name), lhs.axes)
     terms, target = [], None
     for product in equation.products:
         found = [f for f in product.factors if wrt in _names(f)]

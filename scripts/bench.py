@@ -125,10 +125,10 @@ def breakdown(net, batch, rng, repeats=5) -> list:
     for stage in net.compiled(batch):
         for block in [stage.layer] + ([stage.activation] if stage.activation else []):
             where = block.where.split(", ", 1)[-1]
-            for result, _, run, _ in block.forward_runs:
-                labels[run] = f"{where}: {result} (forward)"
-            for _, result, run, _ in block.backward_runs:
-                labels[run] = f"{where}: {result}"
+            for f in block.forward_runs:
+                labels[f.run] = f"{where}: {f.result} (forward)"
+            for b in block.backward_runs:
+                labels[b.run] = f"{where}: {b.result}"
     x = rng.random((batch, 28, 28, 1), dtype=np.float32)
     y = rng.integers(0, 10, batch)
     net.loss_and_grads(x, y, copy=False)
