@@ -290,6 +290,7 @@ def bad_inputs(tmp):
 
 @needs_mnist
 def test_bad_input_is_one_line_on_stderr_and_exit_code_2(cli, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # runs without --checkpoint make their default runs/ folder here
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("EINSUM_DATA_DIR", raising=False)
     monkeypatch.setattr(engine.datasets, "SYSTEM_DIRS", ())
