@@ -32,12 +32,11 @@ from .idx import REDOWNLOAD, DataError, decompress, parse_idx
 
 __all__ = [
     "DATASETS", "Dataset", "DatasetSpec", "FileSpec", "SplitSpec", "DataError",
-    "ENV_VAR", "SYSTEM_DIRS", "SPLITS", "load", "locate", "searched_places", "default_cache_root",
+    "ENV_VAR", "SYSTEM_DIRS", "load", "locate", "searched_places", "default_cache_root",
 ]
 
 ENV_VAR = "EINSUM_DATA_DIR"
 SYSTEM_DIRS: tuple[Path, ...] = (Path("/usr/share/datasets"),)
-SPLITS = ("train", "test")
 TIMEOUT_S = 30.0
 _CHUNK = 1 << 16
 

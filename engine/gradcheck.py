@@ -39,7 +39,7 @@ def directional(blocks, env, name, upstream, direction, h=1e-6) -> float:
     return (pipeline_value(blocks, plus, upstream) - pipeline_value(blocks, minus, upstream)) / (2 * h)
 
 
-def check_block(blocks, targets, rng, derived_block=None, tolerance=1e-6):
+def check_block(blocks, targets, rng, derived_block=None):
     """{target: (how, relative error)} for the Jacobians of the last block, run through `blocks`.
 
     With `derived_block` (the same kind compiled on derived equations), declared and derived

@@ -81,10 +81,6 @@ class Algorithm:
     forward: list  # Equation
     backward: list  # Equation, in order
 
-    @property
-    def where(self) -> str:
-        return f"{self.section[:-1] if self.section != 'activations' else 'activation'} {self.name!r}"
-
 
 @dataclass
 class LayerSpec:

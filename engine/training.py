@@ -404,7 +404,6 @@ class Trainer:
         self.sums = {"loss": 0.0, "seen": 0, "seconds": 0.0}  # of the current epoch so far
         self.history = []         # one record per finished epoch
         self.resumed = False
-        self.loss = None          # the last batch's loss
         self.saved_at = None      # (epoch, batch, step) of the checkpoint on disk, if any
 
     @property
@@ -570,7 +569,6 @@ class Trainer:
                     loss, grads = self._volatile_step(x, self.data.train_y[idx])
                 else:
                     loss, grads = self.net.loss_and_grads(x, self.data.train_y[idx], copy=False)
-                self.loss = loss
                 if not math.isfinite(loss):
                     return loss
                 with interrupts.atomic():  # the update and its bookkeeping happen whole or not at all
