@@ -755,16 +755,7 @@ def train_main(o, resume_command: str = "", log=print, warn=None) -> int:
 
     warn = warn or (lambda line: print(line, file=sys.stderr))
     spec, spec_bytes = _read_spec(o.spec)
-    ckpt = None
-    if o.resume:
-        if not o.checkpoint:
-            raise TrainingError("--resume needs --checkpoint PATH, the checkpoint to continue")
-        ckpt = ckpt_io.load(o.checkpoint)
-        if not isinstance(ckpt.meta.get("config"), dict):
-            raise CheckpointError(f"{o.checkpoint}: it holds no training settings; {ckpt_io.FIX}")
-    elif o.checkpoint and Path(o.checkpoint).exists():
-        raise TrainingError(f"{o.checkpoint} already exists; pass --resume to continue it, or delete it, "
-                            "or give another --checkpoint path")
+    ckpt = _resume_point(o)
     given = {k: getattr(o, k, None) for k in SETTINGS}
     network = given["network"] or spec.network
     config = make_config(spec.training_for(network), network, given, ckpt.meta["config"] if ckpt else None)
@@ -774,18 +765,7 @@ def train_main(o, resume_command: str = "", log=print, warn=None) -> int:
     digest, legacy = ckpt_io.fingerprint(meaning), ckpt_io.spec_hash(spec_bytes, config.network)
     if ckpt is not None:
         ckpt_io.check_spec(ckpt, o.checkpoint, digest, str(o.spec), config.network, meaning, legacy)
-    if o.checkpoint:
-        _check_checkpoint_folder(o.checkpoint, log)
-    if o.metrics:
-        try:
-            Path(o.metrics).parent.mkdir(parents=True, exist_ok=True)
-            open(o.metrics, "a").close()
-        except OSError as exc:
-            raise TrainingError(f"--metrics {o.metrics}: cannot write it ({exc.strerror or exc})") from None
-    plot = getattr(o, "plot", None)
-    if plot:
-        plot = _check_plot(plot, warn)
-
+    plot = _check_outputs(o, log, warn)
     data = load_data(config, o.data_dir, download=not getattr(o, "no_download", False), log=log)
     log(f"data: {data.about}")
     net = load_network(spec, network=config.network, seed=config.seed, optimize=getattr(o, "optimize", None))
@@ -811,6 +791,41 @@ def train_main(o, resume_command: str = "", log=print, warn=None) -> int:
     outcome = trainer.run()
     if plot and trainer.history:
         _draw_plot(trainer.history, plot, f"{config.network} on {config.dataset}", log, warn)
+    return _ending(outcome, trainer, resume_command, log, warn)
+
+
+def _resume_point(o):
+    """The checkpoint to resume, with --resume; else make sure no checkpoint would be overwritten."""
+    if o.resume:
+        if not o.checkpoint:
+            raise TrainingError("--resume needs --checkpoint PATH, the checkpoint to continue")
+        ckpt = ckpt_io.load(o.checkpoint)
+        if not isinstance(ckpt.meta.get("config"), dict):
+            raise CheckpointError(f"{o.checkpoint}: it holds no training settings; {ckpt_io.FIX}")
+        return ckpt
+    if o.checkpoint and Path(o.checkpoint).exists():
+        raise TrainingError(f"{o.checkpoint} already exists; pass --resume to continue it, or delete it, "
+                            "or give another --checkpoint path")
+    return None
+
+
+def _check_outputs(o, log, warn):
+    """Every file the run will write can be written, before any training: checkpoint, metrics, plot.
+    The plot's path, or None."""
+    if o.checkpoint:
+        _check_checkpoint_folder(o.checkpoint, log)
+    if o.metrics:
+        try:
+            Path(o.metrics).parent.mkdir(parents=True, exist_ok=True)
+            open(o.metrics, "a").close()
+        except OSError as exc:
+            raise TrainingError(f"--metrics {o.metrics}: cannot write it ({exc.strerror or exc})") from None
+    plot = getattr(o, "plot", None)
+    return _check_plot(plot, warn) if plot else None
+
+
+def _ending(outcome, trainer, resume_command, log, warn) -> int:
+    """The run's last line and its exit code: 0 done, 1 diverged, 130 or 143 interrupted."""
     if outcome.status == "interrupted":
         hint = f"; resume with: {resume_command}" if outcome.saved and resume_command else ""
         warn(outcome.message + hint)
