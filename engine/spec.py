@@ -311,6 +311,28 @@ def _kind(spec, section, name, body, io) -> Kind:
         raise spec.error(where, f"unknown field(s) {sorted(extra)}; valid are {sorted(allowed)}")
     if not body.get("cites"):
         raise spec.error(where, "field 'cites' is missing; cite the report's equation numbers, e.g. \"(12)-(14)\"")
+    inputs, input_axes = _kind_input(spec, where, body, section)
+    params = _kind_params(spec, where, body)
+    forward, backward = _kind_equations(spec, where, body)
+    hyper, symbols, shapes, positions, activation = _kind_tables(spec, where, body)
+    for pname, (_, init) in params.items():
+        if init not in INITIALISERS and init not in hyper:
+            raise spec.error(f"{where}, param {pname!r}", f"init {init!r} not found, valid options are "
+                                                          f"{sorted(INITIALISERS)} or a hyperparameter name")
+    algorithms = _algorithms(spec, where, body.get("algorithms"), section)
+    if algorithms:
+        hyper.setdefault("algorithm", "auto")
+    modes = _modes(spec, where, body, params, hyper)
+    kind = Kind(name, section, str(body["cites"]), inputs, hyper, symbols, shapes, params, forward, backward,
+                positions, activation, io[0], io[1], algorithms, **modes)
+    if input_axes:
+        kind.in_name = next(iter(input_axes))
+        kind.input_axes = input_axes
+    return kind
+
+
+def _kind_input(spec, where, body, section) -> tuple:
+    """(the input's axes, {input name: axes} for a kind of several named inputs, else {})."""
     raw_input = body.get("input")
     input_axes = {}
     if isinstance(raw_input, dict):  # several named inputs: {x1: [b, height, width, c1], x2: [...]}
@@ -324,7 +346,11 @@ def _kind(spec, section, name, body, io) -> Kind:
     if not isinstance(inputs, (list, tuple)) or not all(isinstance(a, str) and a for a in inputs):
         raise spec.error(f"{where}, field 'input'", f"must list the names of the input's axes, e.g. "
                                                     f"[b, height, width, channels], not {_what(inputs)}")
-    inputs = tuple(inputs)
+    return tuple(inputs), input_axes
+
+
+def _kind_params(spec, where, body) -> dict:
+    """{param: (shape expressions, initialiser or hyperparameter name)}."""
     params = {}
     for pname, pbody in _mapping(spec, f"{where}, field 'params'", body.get("params"),
                                  "{w: {shape: [features, units], init: he}}").items():
@@ -333,6 +359,11 @@ def _kind(spec, section, name, body, io) -> Kind:
         init = _name(spec, f"{where}, param {pname!r}, field 'init'", pbody.get("init", "zeros"),
                      f"an initialiser ({', '.join(sorted(INITIALISERS))}) or a hyperparameter")
         params[pname] = (tuple(pbody["shape"]), init)
+    return params
+
+
+def _kind_equations(spec, where, body) -> tuple:
+    """(forward equations, {target: Jacobian equations} or 'derive')."""
     forward = []
     raw = body.get("forward")
     if raw is None or not isinstance(raw, list):
@@ -350,6 +381,11 @@ def _kind(spec, section, name, body, io) -> Kind:
         for t in backward:
             _name(spec, f"{where}, field 'backward'", t, "the tensor a Jacobian differentiates (x, w, ...)")
         backward = {t: _jacobian(spec, f"{where}, backward {t!r}", src) for t, src in backward.items()}
+    return forward, backward
+
+
+def _kind_tables(spec, where, body) -> tuple:
+    """(hyper, symbols, shapes, positions, activation), each checked for its type."""
     hyper = dict(_mapping(spec, f"{where}, field 'hyper'", body.get("hyper"), "{units: required, init: he}"))
     symbols = dict(_mapping(spec, f"{where}, field 'symbols'", body.get("symbols"), "{s1: stride, P: size - 1}"))
     for sname, expr in symbols.items():
@@ -367,20 +403,7 @@ def _kind(spec, section, name, body, io) -> Kind:
     activation = body.get("activation")
     if activation is not None:
         _name(spec, f"{where}, field 'activation'", activation, "an activation")
-    for pname, (_, init) in params.items():
-        if init not in INITIALISERS and init not in hyper:
-            raise spec.error(f"{where}, param {pname!r}", f"init {init!r} not found, valid options are "
-                                                          f"{sorted(INITIALISERS)} or a hyperparameter name")
-    algorithms = _algorithms(spec, where, body.get("algorithms"), section)
-    if algorithms:
-        hyper.setdefault("algorithm", "auto")
-    modes = _modes(spec, where, body, params, hyper)
-    kind = Kind(name, section, str(body["cites"]), inputs, hyper, symbols, shapes, params, forward, backward,
-                positions, activation, io[0], io[1], algorithms, **modes)
-    if input_axes:
-        kind.in_name = next(iter(input_axes))
-        kind.input_axes = input_axes
-    return kind
+    return hyper, symbols, shapes, positions, activation
 
 
 def _chain(spec, where, part, raw) -> list:
@@ -560,64 +583,11 @@ def _network(spec, name, body) -> NetworkSpec:
     if body["loss"] not in spec.losses:
         raise spec.error(f"{where}, field 'loss'", f"loss {body['loss']!r} not found, valid options are "
                                                    f"{sorted(spec.losses)}")
-    layers, names = [], set()
     if not isinstance(body["layers"], list) or not body["layers"]:
         raise spec.error(f"{where}, field 'layers'", "must be a non-empty list of layers")
+    layers, names = [], set()
     for n, layer in enumerate(body["layers"]):
-        if not isinstance(layer, dict) or "kind" not in layer:
-            raise spec.error(f"{where}, layers[{n}]", "needs at least {name: ..., kind: ...}")
-        lname = layer.get("name", f"layer{n}")
-        if not isinstance(lname, str) or not LAYER_NAME.fullmatch(lname):
-            raise spec.error(f"{where}, layers[{n}], field 'name'",
-                             f"must be a word such as 'conv1' (letters, digits, _ . -), not {_what(lname)}")
-        lwhere = f"{where}, layer {lname!r}"
-        if lname in names:
-            raise spec.error(lwhere, "two layers have this name; names must be unique")
-        names.add(lname)
-        kind = _name(spec, f"{lwhere}, field 'kind'", layer["kind"], f"a kind ({', '.join(sorted(spec.kinds))})")
-        if kind not in spec.kinds:
-            raise spec.error(f"{lwhere}, field 'kind'", f"kind {kind!r} not found, valid options are "
-                                                        f"{sorted(spec.kinds)}")
-        act = _name(spec, f"{lwhere}, field 'activation'", layer.get("activation", "identity"),
-                    f"an activation ({', '.join(sorted(spec.activations))})")
-        if act not in spec.activations:
-            raise spec.error(f"{lwhere}, field 'activation'", f"activation {act!r} not found, valid options "
-                                                              f"are {sorted(spec.activations)}")
-        hyper = {k: v for k, v in layer.items() if k not in ("name", "kind", "activation", "inputs")}
-        extra = set(hyper) - set(spec.kinds[kind].hyper)
-        if extra:
-            raise spec.error(f"{lwhere}, field {sorted(extra)[0]!r}",
-                             f"kind {kind!r} takes no such field; its fields are {sorted(spec.kinds[kind].hyper)}")
-        merged = dict(spec.kinds[kind].hyper)
-        merged.update(hyper)
-        if spec.kinds[kind].algorithms:
-            valid = list(ALGORITHM_CHOICES) + sorted(spec.kinds[kind].algorithms)
-            if merged["algorithm"] not in valid:
-                raise spec.error(f"{lwhere}, field 'algorithm'", f"algorithm {merged['algorithm']!r} not found, "
-                                                                 f"valid options are {valid}")
-        missing = [k for k, v in merged.items() if v == REQUIRED]
-        if missing:
-            raise spec.error(f"{lwhere}, field {missing[0]!r}", f"is required by kind {kind!r}; give it a value")
-        for hname, text in spec.kinds[kind].bounds.items():
-            value = merged[hname]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not within(value, text):
-                raise spec.error(f"{lwhere}, field {hname!r}", f"{hname} = {value!r} is outside {text}; give a "
-                                                               "number in that range")
-        sources = layer.get("inputs", [])
-        if isinstance(sources, str):
-            sources = [sources]
-        if not isinstance(sources, list) or not all(isinstance(v, str) for v in sources):
-            raise spec.error(f"{lwhere}, field 'inputs'", "must name the layers feeding this one, e.g. "
-                                                          "[conv1, skip] ('input' is the network's input)")
-        wanted = len(spec.kinds[kind].in_names)
-        if sources and len(sources) != wanted:
-            raise spec.error(f"{lwhere}, field 'inputs'", f"names {len(sources)} input(s) but kind {kind!r} takes "
-                                                          f"{wanted} ({', '.join(spec.kinds[kind].in_names)})")
-        if not sources and wanted > 1:
-            raise spec.error(f"{lwhere}, field 'inputs'", f"kind {kind!r} takes {wanted} inputs "
-                                                          f"({', '.join(spec.kinds[kind].in_names)}); name the "
-                                                          "layers feeding them")
-        layers.append(LayerSpec(lname, kind, merged, act, tuple(sources)))
+        layers.append(_layer(spec, where, n, layer, names))
     _graph(spec, where, layers)
     loss = spec.losses[body["loss"]]
     if loss.activation and layers[-1].activation != loss.activation:
@@ -628,6 +598,74 @@ def _network(spec, name, body) -> NetworkSpec:
         raise spec.error(f"{where}, field 'training'", f"must be a mapping of training defaults "
                                                        f"({', '.join(sorted(TRAINING_DEFAULTS))})")
     return NetworkSpec(name, str(body.get("cites", "")), tuple(shape), body["loss"], order(layers), dict(training))
+
+
+def _layer(spec, where, n, layer, names) -> LayerSpec:
+    """One entry of a network's layers: its name (unique), kind, activation, hyperparameters, inputs."""
+    if not isinstance(layer, dict) or "kind" not in layer:
+        raise spec.error(f"{where}, layers[{n}]", "needs at least {name: ..., kind: ...}")
+    lname = layer.get("name", f"layer{n}")
+    if not isinstance(lname, str) or not LAYER_NAME.fullmatch(lname):
+        raise spec.error(f"{where}, layers[{n}], field 'name'",
+                         f"must be a word such as 'conv1' (letters, digits, _ . -), not {_what(lname)}")
+    lwhere = f"{where}, layer {lname!r}"
+    if lname in names:
+        raise spec.error(lwhere, "two layers have this name; names must be unique")
+    names.add(lname)
+    kind = _name(spec, f"{lwhere}, field 'kind'", layer["kind"], f"a kind ({', '.join(sorted(spec.kinds))})")
+    if kind not in spec.kinds:
+        raise spec.error(f"{lwhere}, field 'kind'", f"kind {kind!r} not found, valid options are "
+                                                    f"{sorted(spec.kinds)}")
+    act = _name(spec, f"{lwhere}, field 'activation'", layer.get("activation", "identity"),
+                f"an activation ({', '.join(sorted(spec.activations))})")
+    if act not in spec.activations:
+        raise spec.error(f"{lwhere}, field 'activation'", f"activation {act!r} not found, valid options "
+                                                          f"are {sorted(spec.activations)}")
+    merged = _layer_hyper(spec, lwhere, kind, {k: v for k, v in layer.items()
+                                              if k not in ("name", "kind", "activation", "inputs")})
+    return LayerSpec(lname, kind, merged, act, _layer_sources(spec, lwhere, kind, layer.get("inputs", [])))
+
+
+def _layer_hyper(spec, lwhere, kind, hyper) -> dict:
+    """The kind's hyperparameters with the layer's values: known fields, none required left, in bounds."""
+    extra = set(hyper) - set(spec.kinds[kind].hyper)
+    if extra:
+        raise spec.error(f"{lwhere}, field {sorted(extra)[0]!r}",
+                         f"kind {kind!r} takes no such field; its fields are {sorted(spec.kinds[kind].hyper)}")
+    merged = dict(spec.kinds[kind].hyper)
+    merged.update(hyper)
+    if spec.kinds[kind].algorithms:
+        valid = list(ALGORITHM_CHOICES) + sorted(spec.kinds[kind].algorithms)
+        if merged["algorithm"] not in valid:
+            raise spec.error(f"{lwhere}, field 'algorithm'", f"algorithm {merged['algorithm']!r} not found, "
+                                                             f"valid options are {valid}")
+    missing = [k for k, v in merged.items() if v == REQUIRED]
+    if missing:
+        raise spec.error(f"{lwhere}, field {missing[0]!r}", f"is required by kind {kind!r}; give it a value")
+    for hname, text in spec.kinds[kind].bounds.items():
+        value = merged[hname]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not within(value, text):
+            raise spec.error(f"{lwhere}, field {hname!r}", f"{hname} = {value!r} is outside {text}; give a "
+                                                           "number in that range")
+    return merged
+
+
+def _layer_sources(spec, lwhere, kind, sources) -> tuple:
+    """The layers a layer reads (`inputs:`), as many as its kind takes; () for the previous layer."""
+    if isinstance(sources, str):
+        sources = [sources]
+    if not isinstance(sources, list) or not all(isinstance(v, str) for v in sources):
+        raise spec.error(f"{lwhere}, field 'inputs'", "must name the layers feeding this one, e.g. "
+                                                      "[conv1, skip] ('input' is the network's input)")
+    wanted = len(spec.kinds[kind].in_names)
+    if sources and len(sources) != wanted:
+        raise spec.error(f"{lwhere}, field 'inputs'", f"names {len(sources)} input(s) but kind {kind!r} takes "
+                                                      f"{wanted} ({', '.join(spec.kinds[kind].in_names)})")
+    if not sources and wanted > 1:
+        raise spec.error(f"{lwhere}, field 'inputs'", f"kind {kind!r} takes {wanted} inputs "
+                                                      f"({', '.join(spec.kinds[kind].in_names)}); name the "
+                                                      "layers feeding them")
+    return tuple(sources)
 
 
 INPUT = "input"  # the name by which a layer's `inputs:` refers to the network's input
