@@ -386,9 +386,10 @@ class Network:
         results = gradcheck.check_block(blocks, targets, rng, derived)
         for t, (how, err) in results.items():
             if not err <= tolerance:
+                against = "the derived one" if how == "derived" else "central finite differences"
                 raise self.spec.error(f"{block.where}, backward {t!r}",
-                                      f"the declared Jacobian disagrees with {'the derived one' if how == 'derived' else 'central finite differences'} "
-                                      f"by {err:.2e} (relative); fix the equation")
+                                      f"the declared Jacobian disagrees with {against} by {err:.2e} (relative); "
+                                      "fix the equation")
 
 
     def verify(self, block, rng, exact=1e-10, rounded=1e-5):

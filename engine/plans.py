@@ -390,7 +390,8 @@ def render_markdown(doc: dict) -> str:
             for n, p in enumerate(c["products"]):
                 first = n == 0
                 term = f" (term {n + 1} of {len(c['products'])})" if len(c["products"]) > 1 else ""
-                cite = " ".join(filter(None, [c["cite"], "" if c["in_training_step"] else "(not run in a training step)"]))
+                outside = "" if c["in_training_step"] else "(not run in a training step)"
+                cite = " ".join(filter(None, [c["cite"], outside]))
                 lowering = "<br>".join([f"{tag} {text}" for tag, text in _operands(p)] + [_fold(p["fold"])])
                 steps = "<br>".join(f"{s['kind']} {code(s['einsum'])}" + (f" → {s['runs']}" if s["runs"] else "")
                                     for s in p["steps"])

@@ -40,8 +40,9 @@ def finite_difference_error(block, seed=0, entries=40, h=1e-6):
         numeric, exact = [], []
         for idx in picks:
             plus, minus = dict(env), dict(env)
-            plus[t] = value.copy(); plus[t][idx] += h
-            minus[t] = value.copy(); minus[t][idx] -= h
+            plus[t], minus[t] = value.copy(), value.copy()
+            plus[t][idx] += h
+            minus[t][idx] -= h
             numeric.append((objective(block, plus, g) - objective(block, minus, g)) / (2 * h))
             exact.append(analytic[t][idx])
         numeric, exact = np.array(numeric), np.array(exact)
@@ -138,6 +139,7 @@ def test_softmax_cross_entropy_gradient_is_eq_26_and_matches_finite_differences(
     dz = loss.backward(env)["dz"]
     numeric = np.zeros_like(z)
     for idx in np.ndindex(z.shape):
-        e = np.zeros_like(z); e[idx] = 1e-6
+        e = np.zeros_like(z)
+        e[idx] = 1e-6
         numeric[idx] = (J(z + e)[0] - J(z - e)[0]) / 2e-6
     assert np.max(np.abs(numeric - dz)) / np.max(np.abs(dz)) < 1e-6
