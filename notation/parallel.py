@@ -19,7 +19,16 @@ try:  # a well-kept library that finds the BLAS numpy loaded and sets its thread
 except ImportError:  # pragma: no cover - without it, np.matmul as it is
     ThreadpoolController = None
 
-WORKERS = min(2, os.cpu_count() or 1)
+# How many threads of ours share a large product: NOTATION_THREADS, else the machine's cores (2 at
+# most).  With 1, every product runs whole on single-threaded BLAS: beside other work on this
+# 2-core machine that was the fastest (a step 52 ms against 57 ms split, 219 ms on OpenBLAS's two
+# threads); on a quiet machine two threads are.
+def _threads() -> int:
+    given = os.environ.get("NOTATION_THREADS", "")
+    return int(given) if given.isdigit() and int(given) > 0 else min(2, os.cpu_count() or 1)
+
+
+WORKERS = _threads()
 MIN_FLOPS = 2_000_000  # smaller products run as they are: a hand-off costs tens of microseconds
 # A single GEMM of at least this many FLOPs runs on OpenBLAS's own threads instead.  On a quiet
 # machine they are faster for a large product (dense1's 411 MFLOP (12): 2.3 against 4.8 ms), but on
@@ -40,7 +49,8 @@ def _setup():
 
 
 def enabled() -> bool:
-    return WORKERS > 1 and ThreadpoolController is not None and os.environ.get("NOTATION_PARALLEL", "1") != "0"
+    """Whether products are ours to schedule (else numpy's BLAS runs them as it is)."""
+    return ThreadpoolController is not None and os.environ.get("NOTATION_PARALLEL", "1") != "0"
 
 
 @contextmanager
@@ -76,7 +86,7 @@ def matmul(a, b, out=None):
     batch = a.shape[0] if a.ndim == 3 else 1
     if not enabled():
         return np.matmul(a, b, out=out)
-    if 2 * batch * m * n * k < MIN_FLOPS:
+    if WORKERS < 2 or 2 * batch * m * n * k < MIN_FLOPS:
         with serial_blas():
             return np.matmul(a, b, out=out)
     if a.ndim == 2 and b.ndim == 2 and 2 * m * n * k >= BLAS_THREADS_FLOPS:

@@ -57,3 +57,10 @@ def test_large_gemms_may_be_left_to_blas_threads(monkeypatch):
     rng = np.random.default_rng(3)
     a, b = rng.standard_normal((64, 300)), rng.standard_normal((300, 200))
     np.testing.assert_allclose(parallel.matmul(a, b), a @ b, rtol=1e-12, atol=1e-9)
+
+
+def test_one_worker_runs_each_product_whole(monkeypatch):
+    monkeypatch.setattr(parallel, "WORKERS", 1)  # NOTATION_THREADS=1
+    rng = np.random.default_rng(4)
+    a, b = rng.standard_normal((144, 64, 64)), rng.standard_normal((144, 64, 128))
+    np.testing.assert_allclose(parallel.matmul(a, b), np.matmul(a, b), rtol=1e-12, atol=1e-9)
