@@ -50,9 +50,14 @@ def check_block(blocks, targets, rng, derived_block=None):
     inputs = {}
     for block in blocks:
         for name, shape in block.shapes.items():
-            if name in block.param_shapes or name == block.kind.in_name or name == "y":
+            if name in block.param_shapes or name in block.kind.in_names or name == "y":
                 inputs.setdefault(name, shape)
     env = random_inputs(rng, {n: s for n, s in inputs.items() if n != "y"})
+    for block in blocks:  # running statistics (variances positive) and random masks, held fixed
+        env.update({n: rng.uniform(0.5, 1.5, s) for n, s in getattr(block, "state_shapes", {}).items()})
+        if getattr(block, "random", None):
+            block.draw(env, rng)
+            env.update({n: env[n].astype(np.float64) for n, _, _ in block.random})
     if "y" in inputs:
         y = np.zeros(inputs["y"])
         y[np.arange(y.shape[0]), rng.integers(0, y.shape[1], y.shape[0])] = 1.0

@@ -376,7 +376,7 @@ class Network:
         if len(blocks) == 1:
             kind = dataclasses.replace(block.kind, backward="derive")
             try:
-                derived = Block(self.spec, kind, block.hyper, {block.kind.in_name: block.shapes[block.kind.in_name]},
+                derived = Block(self.spec, kind, block.hyper, {n: block.shapes[n] for n in block.kind.in_names},
                                 block.where, self.optimize, needs=targets, dtype=np.float64, algorithm="definition")
             except SpecError:  # no derivation for this kind (softmax): finite differences judge it
                 derived = None

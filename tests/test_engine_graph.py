@@ -228,3 +228,19 @@ def test_the_plans_show_the_graph_the_state_the_masks_and_both_modes():
     text = plans.render_text(doc)
     assert "reads   up, depthwise (their gradients summed back into each)" in text
     assert "random  m 4x16: 1 with probability 0.8" in text and "state   rm 8, rv 8" in text
+
+
+@pytest.mark.parametrize("dx2,ok", [("dx2[b,i,j,k] = dz[b,i,j,k]", True), ("dx2[b,i,j,k] = 2 * dz[b,i,j,k]", False)])
+def test_declared_jacobians_of_a_kind_with_two_inputs_are_checked_at_load(tmp_path, dx2, ok):
+    data = spec_with(res={"cites": "test", "input": [4, 4, 2], "loss": "softmax_cross_entropy", "layers": [
+        {"name": "first", "kind": "conv2d", "filters": 2, "kernel": 3, "padding": "same"},
+        {"name": "conv", "kind": "conv2d", "filters": 2, "kernel": 3, "padding": "same"},
+        {"name": "sum", "kind": "add", "inputs": ["conv", "first"]},
+        {"name": "flat", "kind": "flatten"},
+        {"name": "out", "kind": "dense", "units": 3, "activation": "softmax"}]})
+    data["kinds"]["add"]["backward"] = {"x1": "dx1[b,i,j,k] = dz[b,i,j,k]", "x2": dx2}
+    if ok:
+        engine.load(data, network="res")
+        return
+    with pytest.raises(engine.SpecError, match=r"layer 'sum'.*backward 'x2'.*disagrees with the derived one by"):
+        engine.load(data, network="res")
