@@ -5,7 +5,8 @@
     python3 scripts/bench_products.py --json
 
 Each equation is compiled once and run with out= (as the engine runs it); the hand-written
-np.matmul is what a user would write.  Rounds alternate the two; the ratio is taken per round.
+np.matmul is what a user would write.  Rounds alternate the two, each warmed up first (threads
+left spinning by one side slow the other's first calls); the ratio is taken per round.
 """
 from __future__ import annotations
 
@@ -36,8 +37,15 @@ CASES = [  # (name, equation, shapes, the same with np.matmul)
 ]
 
 
-def timed(fn, repeats):
-    fn()
+SETTLE = 0.5  # seconds for the other side's spinning BLAS threads to go to sleep
+
+
+def timed(fn, repeats, warmup):
+    """Median seconds of fn, after `warmup` untimed calls: BLAS threads the other side left spinning
+    (OpenBLAS's own, or notation.parallel's workers) slow the first calls after a switch."""
+    time.sleep(SETTLE)
+    for _ in range(warmup):
+        fn()
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
@@ -50,6 +58,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5, help="alternating rounds (default 5)")
     ap.add_argument("--repeats", type=int, default=10, help="calls timed per round (default 10)")
+    ap.add_argument("--warmup", type=int, default=5, help="untimed calls before each round (default 5)")
     ap.add_argument("--shrink", type=int, default=1, help="divide the leading axis by this (for a smoke test)")
     ap.add_argument("--json", action="store_true", help="one JSON document instead of a table")
     args = ap.parse_args(argv)
@@ -65,8 +74,8 @@ def main(argv=None):
         notation = functools.partial(run, out=out, **arrays)
         numpy = functools.partial(by_hand, arrays)
         for _ in range(args.rounds):
-            ours.append(timed(notation, args.repeats))
-            hand.append(timed(numpy, args.repeats))
+            ours.append(timed(notation, args.repeats, args.warmup))
+            hand.append(timed(numpy, args.repeats, args.warmup))
             ratios.append(ours[-1] / hand[-1])
         rows.append({"product": name, "equation": source, "strategy": run.strategies[0],
                      "notation_ms": 1e3 * statistics.median(ours), "matmul_ms": 1e3 * statistics.median(hand),
