@@ -185,27 +185,13 @@ class Network:
 
     def set_state(self, state):
         """Load state (running statistics), shape-checked, copied into the network's own arrays."""
-        for layer, shapes in self.state_shapes.items():
-            for name, shape in shapes.items():
-                try:
-                    value = np.asarray(state[layer][name])
-                except KeyError:
-                    raise InputError(f"set_state: missing {layer}.{name} (shape {shape})") from None
-                if value.shape != shape:
-                    raise InputError(f"set_state: {layer}.{name} has shape {value.shape}, expected {shape}")
+        _check_arrays("set_state", self.state_shapes, state)
         for layer, shapes in self.state_shapes.items():
             for name in shapes:
                 np.copyto(self.state[layer][name], np.asarray(state[layer][name], dtype=self.dtype))
     def set_params(self, params):
         """Load weights: every layer and parameter present, each of the right shape."""
-        for layer, shapes in self.param_shapes.items():
-            for p, shape in shapes.items():
-                try:
-                    value = np.asarray(params[layer][p])
-                except KeyError:
-                    raise InputError(f"set_params: missing {layer}.{p} (shape {shape})") from None
-                if value.shape != shape:
-                    raise InputError(f"set_params: {layer}.{p} has shape {value.shape}, expected {shape}")
+        _check_arrays("set_params", self.param_shapes, params)
         for layer, shapes in self.param_shapes.items():
             for p in shapes:
                 self.params[layer][p] = np.array(params[layer][p], dtype=self.dtype)
@@ -426,3 +412,16 @@ def load(source="layers.yaml", network=None, dtype=None, optimize=None, check=Tr
     """A Network from a spec file, YAML string or dict (see README: the spec format)."""
     spec = source if isinstance(source, Spec) else read(source)
     return Network(spec, network, dtype=dtype, optimize=optimize, check=check, seed=seed)
+
+
+def _check_arrays(what, expected, given):
+    """Every {layer: {name: array}} that `expected` names is in `given`, with its shape; else an
+    InputError naming the first that is missing or wrong, before anything is changed."""
+    for layer, shapes in expected.items():
+        for name, shape in shapes.items():
+            try:
+                value = np.asarray(given[layer][name])
+            except (KeyError, TypeError):
+                raise InputError(f"{what}: missing {layer}.{name} (shape {shape})") from None
+            if value.shape != shape:
+                raise InputError(f"{what}: {layer}.{name} has shape {value.shape}, expected {shape}")
