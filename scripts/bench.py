@@ -23,6 +23,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from _shared import timed  # noqa: E402
 
 import engine  # noqa: E402
 from engine.optim import make  # noqa: E402
@@ -101,21 +104,6 @@ class Torch:
     def infer(self):
         with self.torch.no_grad():
             self.model(self.x)
-
-
-def timed(fn, repeats, warmup=0, best=None) -> float:
-    """Median seconds of fn over repeats, after `warmup` untimed calls; the fastest is appended to
-    `best` when given (on a shared machine, the step least disturbed by other work)."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    if best is not None:
-        best.append(min(times))
-    return statistics.median(times)
 
 
 def breakdown(net, batch, rng, repeats=5) -> list:

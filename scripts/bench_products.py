@@ -15,12 +15,14 @@ import functools
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _shared import timed  # noqa: E402
 
 from notation import Equation  # noqa: E402
 
@@ -38,20 +40,6 @@ CASES = [  # (name, equation, shapes, the same with np.matmul)
 
 
 SETTLE = 0.5  # seconds for the other side's spinning BLAS threads to go to sleep
-
-
-def timed(fn, repeats, warmup):
-    """Median seconds of fn, after `warmup` untimed calls: BLAS threads the other side left spinning
-    (OpenBLAS's own, or notation.parallel's workers) slow the first calls after a switch."""
-    time.sleep(SETTLE)
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def main(argv=None):
@@ -74,8 +62,8 @@ def main(argv=None):
         notation = functools.partial(run, out=out, **arrays)
         numpy = functools.partial(by_hand, arrays)
         for _ in range(args.rounds):
-            ours.append(timed(notation, args.repeats, args.warmup))
-            hand.append(timed(numpy, args.repeats, args.warmup))
+            ours.append(timed(notation, args.repeats, args.warmup, settle=SETTLE))
+            hand.append(timed(numpy, args.repeats, args.warmup, settle=SETTLE))
             ratios.append(ours[-1] / hand[-1])
         rows.append({"product": name, "equation": source, "strategy": run.strategies[0],
                      "notation_ms": 1e3 * statistics.median(ours), "matmul_ms": 1e3 * statistics.median(hand),

@@ -24,36 +24,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 
-_started = signal.getsignal(signal.SIGINT)
-_stopped = []  # a Ctrl-C during the imports (an extension module may turn it into an ImportError)
+from _shared import Parser, starting  # noqa: E402
 
-
-def _stop(signum, frame):
-    _stopped.append(signum)
-    raise KeyboardInterrupt
-
-
-if _started == signal.default_int_handler:
-    signal.signal(signal.SIGINT, _stop)
-try:  # Ctrl-C while numpy and the engine load: one line, not a traceback
+with starting("train.py"):  # Ctrl-C while numpy and the engine load: one line, not a traceback
     from engine import UserError, datasets, optim, training
-except (KeyboardInterrupt, ImportError) as _exc:
-    if isinstance(_exc, KeyboardInterrupt) or _stopped:
-        print("train.py: interrupted while starting; nothing was saved by this run", file=sys.stderr)
-        sys.exit(130)
-    print(f"train.py: cannot import {_exc.name or 'a dependency'} ({str(_exc).splitlines()[0]}); set up with "
-          "bash scripts/setup.sh, then run it with .venv/bin/python", file=sys.stderr)
-    sys.exit(2)
-finally:
-    signal.signal(signal.SIGINT, _started)
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse whose errors are one line (no usage block) and exit code 2."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: {message} (see --help)\n")
 
 
 def parser() -> argparse.ArgumentParser:

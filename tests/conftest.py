@@ -46,6 +46,20 @@ def spec_with(**algorithms):
     return text
 
 
+def spec_error(tmp_path, data, network=None) -> str:
+    """The one-line SpecError a spec (a dict) gets when loaded from a file: it names that file."""
+    import yaml
+
+    import engine
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(engine.SpecError) as info:
+        engine.load(path, network=network)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(str(path))
+    return message
+
+
 def train_steps(net, images, labels, steps, batch, lr):
     """Adam on consecutive batches from the start of the data; the loss of every step."""
     from engine.optim import make

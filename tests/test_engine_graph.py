@@ -10,7 +10,7 @@ import yaml
 
 import engine
 
-from conftest import SPEC
+from conftest import SPEC, spec_error
 
 BASE = yaml.safe_load(SPEC.read_text())
 
@@ -135,13 +135,7 @@ def test_the_residual_network_trains_from_the_spec():
 def load_bad(tmp_path, layers, network="bad"):
     data = spec_with(**{network: {"cites": "test", "input": [6, 6, 1], "loss": "softmax_cross_entropy",
                                   "layers": layers}})
-    path = tmp_path / "spec.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    with pytest.raises(engine.SpecError) as info:
-        engine.load(path, network=network)
-    message = str(info.value)
-    assert "\n" not in message and message.startswith(str(path))
-    return message
+    return spec_error(tmp_path, data, network)
 
 
 HEAD = [{"name": "conv", "kind": "conv2d", "filters": 2, "kernel": 3, "padding": "same"}]

@@ -7,7 +7,7 @@ import yaml
 
 import engine
 
-from conftest import SPEC
+from conftest import SPEC, spec_error
 
 BASE = yaml.safe_load(SPEC.read_text())
 
@@ -15,13 +15,7 @@ BASE = yaml.safe_load(SPEC.read_text())
 def load_changed(tmp_path, change, network=None):
     data = copy.deepcopy(BASE)
     change(data)
-    path = tmp_path / "spec.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    with pytest.raises(engine.SpecError) as info:
-        engine.load(path, network=network)
-    message = str(info.value)
-    assert "\n" not in message and message.startswith(str(path))
-    return message
+    return spec_error(tmp_path, data, network)
 
 
 def layer(data, name, net="seven-layer"):
