@@ -20,7 +20,8 @@ from .init import INITIALISERS
 ALGORITHM_CHOICES = ("auto", "definition")  # besides the names of a kind's algorithms
 
 TRAINING_DEFAULTS = {"dataset": "fashion-mnist", "optimizer": "adam", "lr": 0.001, "batch_size": 64,
-                     "epochs": 5, "seed": 0, "dtype": "float32", "optimize": "auto"}
+                     "epochs": 5, "seed": 0, "dtype": "float32", "optimize": "auto", "schedule": "constant",
+                     "augment": "none"}
 REQUIRED = "required"
 
 

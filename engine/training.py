@@ -24,7 +24,7 @@ from tqdm import tqdm
 from notation.errors import one_line
 
 from . import checkpoint as ckpt_io
-from . import datasets, optim
+from . import augment, datasets, optim, schedule
 from .checkpoint import Checkpoint, CheckpointError
 from .datasets import DataError
 from .errors import TrainingError
@@ -59,10 +59,13 @@ class Config:
     limit: int | None = None       # train on the first `limit` training examples
     holdout: int | None = None     # train and test on the test split alone, holding this many out
     test_limit: int | None = None  # test on the first `test_limit` test examples
+    schedule: str = "constant"     # the learning rate of each step (engine/schedule.py)
+    augment: str = "none"          # what changes each training image (engine/augment.py): flip, shift
 
 
-FROM_SPEC = ("dataset", "optimizer", "lr", "batch_size", "epochs", "seed")
+FROM_SPEC = ("dataset", "optimizer", "lr", "batch_size", "epochs", "seed", "schedule", "augment")
 MAY_CHANGE_ON_RESUME = ("epochs",)
+OLD_CHECKPOINTS = {"schedule": "constant", "augment": "none"}  # what a checkpoint from before a setting ran with
 
 
 def make_config(defaults: dict, network: str, given: dict, saved: dict | None = None) -> Config:
@@ -73,7 +76,11 @@ def make_config(defaults: dict, network: str, given: dict, saved: dict | None = 
     if unknown:
         raise TrainingError(f"unknown setting(s) {sorted(unknown)}")
     if saved is not None:
-        values = dict(saved)
+        values = {**OLD_CHECKPOINTS, **saved}
+        if "epochs" in given and given["epochs"] != values.get("epochs") and values["schedule"] in schedule.OVER_EPOCHS:
+            raise TrainingError(f"the checkpoint's {values['schedule']} schedule is planned over its "
+                                f"{values.get('epochs')} epochs, so --epochs cannot change on resume; resume "
+                                "without --epochs, or start a new --checkpoint")
         for k, v in given.items():
             if k not in MAY_CHANGE_ON_RESUME and v != saved.get(k):
                 flag = "--" + k.replace("_", "-")
@@ -116,8 +123,9 @@ def _checked(c: Config) -> Config:
         raise TrainingError(f"optimizer {c.optimizer!r} not found, valid options are {sorted(optim.OPTIMIZERS)}")
     if not isinstance(c.dataset, str) or c.dataset not in datasets.DATASETS:
         raise TrainingError(f"data set {c.dataset!r} not found, valid options are {sorted(datasets.DATASETS)}")
+    schedule.get(c.schedule)
     return dataclasses.replace(
-        c, lr=number("lr", c.lr, float, 0), batch_size=number("batch_size", c.batch_size, int, 1),
+        c, augment=",".join(augment.parse(c.augment)) or "none", lr=number("lr", c.lr, float, 0), batch_size=number("batch_size", c.batch_size, int, 1),
         epochs=number("epochs", c.epochs, int, 1), seed=number("seed", c.seed, int, 0),
         limit=number("limit", c.limit, int, 1, True), holdout=number("holdout", c.holdout, int, 1, True),
         test_limit=number("test_limit", c.test_limit, int, 1, True))
@@ -394,6 +402,11 @@ class Trainer:
         if len(data.train_y) == 0:
             raise TrainingError("no training examples")
         self.opt = optim.make(config.optimizer, net.params, config.lr)
+        self.schedule = schedule.get(config.schedule)
+        self.augment = augment.parse(config.augment)
+        if self.augment and len(net.input_shape) != 3:
+            raise TrainingError(f"augment {config.augment} moves images, but network {net.name!r} takes inputs of "
+                                f"shape {net.input_shape}, not (height, width, channels)")
         self.epoch = 0            # epochs completed
         self.batch = 0            # batches done in the current epoch
         self.step = 0             # updates in all
@@ -416,7 +429,7 @@ class Trainer:
         ckpt_io.check_spec(ckpt, path, self.spec_hash, self.spec_file, self.net.name, self.meaning,
                            self.legacy_hash)
         meta = ckpt.meta
-        saved = dict(meta.get("config", {}))
+        saved = {**OLD_CHECKPOINTS, **meta.get("config", {})}
         mine = dataclasses.asdict(self.config)
         for k in mine:
             if k not in MAY_CHANGE_ON_RESUME and saved.get(k) != mine[k]:
@@ -565,6 +578,9 @@ class Trainer:
                 t0 = time.perf_counter()
                 idx = self.order[self.batch * cfg.batch_size:(self.batch + 1) * cfg.batch_size]
                 x = inputs(self.data.train_x[idx], self.net.input_shape, self.net.dtype)
+                if self.augment:
+                    x = augment.apply(self.augment, x, augment.batch_generator(cfg.seed, self.epoch, self.batch))
+                self.opt.lr = self.schedule(cfg.lr, self.step, cfg.epochs * self.steps_per_epoch)
                 if self.volatile:
                     loss, grads = self._volatile_step(x, self.data.train_y[idx])
                 else:
@@ -635,7 +651,8 @@ class Trainer:
 
 
 # -- the command line's two jobs (scripts/train.py parses the flags) -------------------------
-SETTINGS = ("network", "dataset", "optimizer", "lr", "batch_size", "epochs", "seed", "limit", "holdout", "test_limit")
+SETTINGS = ("network", "dataset", "optimizer", "lr", "batch_size", "epochs", "seed", "limit", "holdout", "test_limit",
+            "schedule", "augment")
 
 
 def _read_spec(path):
@@ -652,7 +669,9 @@ def _count(n: int, noun: str) -> str:
 def _describe_net(net, spec_file, config: Config) -> str:
     count = sum(int(v.size) for ps in net.params.values() for v in ps.values())
     return (f"network: {net.name} of {spec_file} ({count:,} parameters, {net.dtype}); {config.optimizer} "
-            f"lr {config.lr:g}, batch {config.batch_size}, {_count(config.epochs, 'epoch')}, seed {config.seed}")
+            f"lr {config.lr:g}{'' if config.schedule == 'constant' else f' ({config.schedule})'}, batch "
+            f"{config.batch_size}, {_count(config.epochs, 'epoch')}, seed {config.seed}"
+            f"{'' if config.augment == 'none' else f', augment {config.augment}'}")
 
 
 PLOT_FORMATS = ("png", "pdf", "svg", "svgz", "eps", "ps", "jpg", "jpeg", "tif", "tiff", "webp", "pgf", "raw", "rgba")
@@ -840,7 +859,7 @@ def _ending(outcome, trainer, resume_command, log, warn) -> int:
     return 0
 
 
-EVAL_IGNORES = ("optimizer", "lr", "epochs", "seed", "limit", "metrics", "plot")  # training flags
+EVAL_IGNORES = ("optimizer", "lr", "epochs", "seed", "limit", "metrics", "plot", "schedule", "augment")  # training flags
 
 
 def _meta_count(ckpt, path, key) -> int:

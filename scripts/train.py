@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from _shared import Parser, starting  # noqa: E402
 
 with starting("train.py"):  # Ctrl-C while numpy and the engine load: one line, not a traceback
-    from engine import UserError, datasets, optim, training
+    from engine import UserError, datasets, optim, schedule, training
 
 
 def parser() -> argparse.ArgumentParser:
@@ -45,6 +45,10 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-size", type=int, metavar="N", help="examples per update (default: training: batch_size)")
     run.add_argument("--epochs", type=int, metavar="N", help="passes over the training set (default: training: "
                      "epochs); with --resume, more than the checkpoint's trains further")
+    run.add_argument("--schedule", choices=sorted(schedule.SCHEDULES), help="the learning rate over the run: "
+                     "constant, or cosine (from --lr down to 0 over --epochs) (default: training: schedule)")
+    run.add_argument("--augment", metavar="NAMES", help="change each training image at random: flip (mirror), "
+                     "shift (up to 2 pixels), both joined by a comma, or none (default: training: augment)")
     run.add_argument("--seed", type=int, metavar="N", help="seeds the initial weights and each epoch's data order "
                      "(default: training: seed)")
     data = p.add_argument_group("data")
