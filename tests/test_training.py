@@ -1,4 +1,5 @@
 """The trainer: it learns, resumes bit for bit, saves on Ctrl-C, stops on NaN, and says what is wrong in one line."""
+import dataclasses
 import hashlib
 import importlib.util
 import json
@@ -22,6 +23,7 @@ needs_fashion = pytest.mark.skipif(not (FASHION / "train-images-idx3-ubyte.gz").
                                    reason=f"Fashion-MNIST not installed at {FASHION} "
                                           "(apt-get install dataset-fashion-mnist)")
 SPEC_BYTES = SPEC.read_bytes()
+SPEC_DEFAULTS = engine.read(SPEC).training
 
 
 def load_script():
@@ -285,6 +287,10 @@ def bad_inputs(tmp):
         "other settings": (["--checkpoint", str(tmp / "good.npz"), "--resume", "--lr", "0.5"],
                            "the checkpoint was trained with --lr 0.001, not 0.5"),
         "overwriting a run": (["--checkpoint", str(tmp / "good.npz")], "pass --resume to continue it"),
+        "unknown schedule": (["--schedule", "linear"], "invalid choice: 'linear'"),
+        "unknown augmentation": (["--augment", "flip,rotate"], "augmentation 'rotate' not found"),
+        "another schedule on resume": (["--checkpoint", str(tmp / "good.npz"), "--resume", "--schedule", "cosine"],
+                                       "the checkpoint was trained with --schedule constant, not cosine"),
     }
 
 
@@ -363,3 +369,18 @@ def test_a_run_without_checkpoint_flag_still_keeps_one_under_runs(tmp_path):
     kept = list((tmp_path / "runs").glob("softmax-regression-*.npz"))
     assert len(kept) == 1 and f"checkpoint: runs/{kept[0].name}" in run.stdout
     assert checkpoint.load(kept[0]).meta["step"] == 1
+
+
+def test_a_cosine_run_cannot_change_its_epochs_on_resume_but_a_constant_one_can():
+    saved = dataclasses.asdict(training.make_config(SPEC_DEFAULTS, "seven-layer", {"schedule": "cosine", "epochs": 2}))
+    with pytest.raises(training.TrainingError, match="cosine schedule is planned over its 2 epochs"):
+        training.make_config({}, "seven-layer", {"epochs": 4}, saved)
+    saved["schedule"] = "constant"
+    assert training.make_config({}, "seven-layer", {"epochs": 4}, saved).epochs == 4
+
+
+def test_a_checkpoint_from_before_schedules_resumes_as_constant_without_augmentation():
+    saved = dataclasses.asdict(training.make_config(SPEC_DEFAULTS, "seven-layer", {}))
+    del saved["schedule"], saved["augment"]
+    config = training.make_config({}, "seven-layer", {}, saved)
+    assert (config.schedule, config.augment) == ("constant", "none")

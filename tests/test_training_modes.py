@@ -40,8 +40,8 @@ def config(**kw):
                      "batch_size": 16, "epochs": 2, "seed": 0, **kw})
 
 
-def trainer(net, data, path=None, **kw):
-    return Trainer(net, data, config(), spec_hash=checkpoint.spec_hash(SPEC_BYTES, NETWORK), spec_file=str(SPEC),
+def trainer(net, data, path=None, settings=None, **kw):
+    return Trainer(net, data, config(**(settings or {})), spec_hash=checkpoint.spec_hash(SPEC_BYTES, NETWORK), spec_file=str(SPEC),
                    checkpoint=path, progress=False, log=lambda *a: None, **kw)
 
 
@@ -126,3 +126,29 @@ def test_eval_only_restores_the_running_statistics_and_gives_the_runs_accuracy(t
     trained = re.search(r"done: test accuracy ([\d.]+%)", capsys.readouterr().out).group(1)
     assert cli.main(["--eval-only", "--checkpoint", str(ck), "--data-dir", str(MNIST)]) == 0
     assert f"test accuracy {trained}" in capsys.readouterr().out
+
+
+SCHEDULED = {"schedule": "cosine", "augment": "flip,shift"}
+
+
+def test_a_cosine_schedule_with_augmented_images_resumes_bit_for_bit(fresh, data, tmp_path):
+    t = trainer(fresh(), data, settings=SCHEDULED)
+    assert t.run().status == "finished"
+    whole = everything(t.net)
+    path = tmp_path / "run.npz"
+
+    def stop(t):
+        if t.step == 3:
+            raise KeyboardInterrupt
+    assert trainer(fresh(), data, path, SCHEDULED, on_step=stop).run().status == "interrupted"
+    resumed = trainer(fresh(), data, path, SCHEDULED)
+    resumed.restore(checkpoint.load(path), path)
+    assert resumed.run().status == "finished"
+    assert same_bits(everything(resumed.net), whole)
+
+
+def test_schedule_and_augmentation_change_the_run(fresh, data, uninterrupted):
+    for settings in ({"schedule": "cosine"}, {"augment": "flip"}):
+        t = trainer(fresh(), data, settings=settings)
+        t.run()
+        assert not same_bits(everything(t.net), uninterrupted[0]), settings

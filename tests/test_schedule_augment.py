@@ -1,0 +1,71 @@
+"""Learning-rate schedules and augmentation: pure functions of where the run is, each doing what
+its name says, and refused by name when unknown."""
+import math
+
+import numpy as np
+import pytest
+
+from engine import augment, schedule
+from engine.errors import TrainingError
+
+
+def test_constant_keeps_the_rate():
+    assert [schedule.constant(0.1, s, 10) for s in (0, 5, 10)] == [0.1, 0.1, 0.1]
+
+
+def test_cosine_falls_from_the_rate_through_half_to_zero():
+    lr, total = 0.01, 100
+    rates = [schedule.cosine(lr, s, total) for s in range(total + 1)]
+    assert rates[0] == lr and math.isclose(rates[50], lr / 2) and abs(rates[100]) < 1e-18
+    assert all(a > b for a, b in zip(rates, rates[1:]))
+
+
+def test_an_unknown_schedule_lists_the_valid_ones():
+    with pytest.raises(TrainingError, match=r"schedule 'linear' not found, valid options are \['constant', 'cosine'\]"):
+        schedule.get("linear")
+
+
+def images(n=6, h=5, w=7):
+    return np.random.default_rng(1).integers(1, 255, (n, h, w, 1)).astype(np.float32)
+
+
+def test_flip_mirrors_some_images_left_to_right_and_leaves_the_rest():
+    x = images(64)
+    out = augment.apply(("flip",), x.copy(), np.random.default_rng(0))
+    mirrored = [np.array_equal(o, i[:, ::-1]) for o, i in zip(out, x)]
+    kept = [np.array_equal(o, i) for o, i in zip(out, x)]
+    assert all(m != k for m, k in zip(mirrored, kept))
+    assert 16 < sum(mirrored) < 48
+
+
+def test_shift_moves_each_image_by_at_most_two_pixels_filling_with_zeros():
+    x = images(32)
+    out = augment.apply(("shift",), x.copy(), np.random.default_rng(0))
+    moves = set()
+    for o, i in zip(out, x):
+        padded = np.pad(i, ((2, 2), (2, 2), (0, 0)))
+        found = [(dy, dx) for dy in range(5) for dx in range(5)
+                 if np.array_equal(padded[dy:dy + i.shape[0], dx:dx + i.shape[1]], o)]
+        assert found, "not a shift of its own image"
+        moves.add(found[0])
+    assert len(moves) > 5
+
+
+def test_the_same_step_draws_the_same_batch_and_another_step_another():
+    x = images(32)
+
+    def at(epoch, batch):
+        return augment.apply(("flip", "shift"), x.copy(), augment.batch_generator(0, epoch, batch))
+    assert np.array_equal(at(1, 3), at(1, 3))
+    assert not np.array_equal(at(1, 3), at(1, 4)) and not np.array_equal(at(1, 3), at(2, 3))
+
+
+@pytest.mark.parametrize("text, names", [("none", ()), ("", ()), ("flip", ("flip",)), ("flip,shift", ("flip", "shift")),
+                                         ("shift + flip", ("shift", "flip")), (["flip"], ("flip",))])
+def test_augmentations_are_named_joined_by_commas(text, names):
+    assert augment.parse(text) == names
+
+
+def test_an_unknown_augmentation_lists_the_valid_ones():
+    with pytest.raises(TrainingError, match=r"augmentation 'rotate' not found, valid options are \['flip', 'shift'\]"):
+        augment.parse("flip,rotate")
