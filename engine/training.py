@@ -23,8 +23,8 @@ from tqdm import tqdm
 
 from notation.errors import one_line
 
-from . import checkpoint as ckpt_io
 from . import augment, datasets, optim, schedule
+from . import checkpoint as ckpt_io
 from .checkpoint import Checkpoint, CheckpointError
 from .datasets import DataError
 from .errors import TrainingError
@@ -125,7 +125,8 @@ def _checked(c: Config) -> Config:
         raise TrainingError(f"data set {c.dataset!r} not found, valid options are {sorted(datasets.DATASETS)}")
     schedule.get(c.schedule)
     return dataclasses.replace(
-        c, augment=",".join(augment.parse(c.augment)) or "none", lr=number("lr", c.lr, float, 0), batch_size=number("batch_size", c.batch_size, int, 1),
+        c, augment=",".join(augment.parse(c.augment)) or "none", lr=number("lr", c.lr, float, 0),
+        batch_size=number("batch_size", c.batch_size, int, 1),
         epochs=number("epochs", c.epochs, int, 1), seed=number("seed", c.seed, int, 0),
         limit=number("limit", c.limit, int, 1, True), holdout=number("holdout", c.holdout, int, 1, True),
         test_limit=number("test_limit", c.test_limit, int, 1, True))
@@ -859,7 +860,8 @@ def _ending(outcome, trainer, resume_command, log, warn) -> int:
     return 0
 
 
-EVAL_IGNORES = ("optimizer", "lr", "epochs", "seed", "limit", "metrics", "plot", "schedule", "augment")  # training flags
+# training flags
+EVAL_IGNORES = ("optimizer", "lr", "epochs", "seed", "limit", "metrics", "plot", "schedule", "augment")
 
 
 def _meta_count(ckpt, path, key) -> int:

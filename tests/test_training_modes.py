@@ -41,8 +41,8 @@ def config(**kw):
 
 
 def trainer(net, data, path=None, settings=None, **kw):
-    return Trainer(net, data, config(**(settings or {})), spec_hash=checkpoint.spec_hash(SPEC_BYTES, NETWORK), spec_file=str(SPEC),
-                   checkpoint=path, progress=False, log=lambda *a: None, **kw)
+    return Trainer(net, data, config(**(settings or {})), spec_hash=checkpoint.spec_hash(SPEC_BYTES, NETWORK),
+                   spec_file=str(SPEC), checkpoint=path, progress=False, log=lambda *a: None, **kw)
 
 
 def everything(net):
