@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from _shared import timed  # noqa: E402
 
 import engine  # noqa: E402
-from engine.optim import make  # noqa: E402
+from engine.training.optim import make  # noqa: E402
 from notation import counting  # noqa: E402
 
 
@@ -51,7 +51,7 @@ def gemm_gflops(n=2048, repeats=3) -> float:
 
 def step_flops(net, batch) -> tuple:
     """(forward, backward) FLOPs of one training step, as scripts/plan.py counts them (PathInfo)."""
-    from engine.plans import collect
+    from engine.compiler.plans import collect
     totals = collect(net, batch)["totals"]
     return totals["forward_flops"], totals["backward_flops"]
 

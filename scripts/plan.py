@@ -44,7 +44,7 @@ with starting("plan.py"):  # Ctrl-C while numpy and opt_einsum load: one line, n
     from opt_einsum.paths import get_path_fn
 
     import engine
-    from engine import plan_schema, plans
+    from engine.compiler import plan_schema, plans
 
 
 def optimizer(name: str) -> str:

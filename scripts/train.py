@@ -29,7 +29,9 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from _shared import Parser, starting  # noqa: E402
 
 with starting("train.py"):  # Ctrl-C while numpy and the engine load: one line, not a traceback
-    from engine import UserError, datasets, optim, schedule, training
+    from engine import UserError, training
+    from engine.data import datasets
+    from engine.training import optim, schedule
 
 
 def parser() -> argparse.ArgumentParser:

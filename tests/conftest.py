@@ -31,7 +31,7 @@ def mnist_test():
     """The real MNIST test set (10k digits), scaled to [0, 1] as (N, 28, 28, 1)."""
     if not HAVE_MNIST:
         pytest.skip(f"the real MNIST test set is not at {MNIST} (CI places ../shared beside the clone)")
-    from engine import datasets
+    from engine.data import datasets
     data = datasets.load("mnist", "test", data_dir=MNIST, download=False)
     return (data.images.reshape(-1, 28, 28, 1) / 255.0), data.labels.astype(int)
 
@@ -62,7 +62,7 @@ def spec_error(tmp_path, data, network=None) -> str:
 
 def train_steps(net, images, labels, steps, batch, lr):
     """Adam on consecutive batches from the start of the data; the loss of every step."""
-    from engine.optim import make
+    from engine.training.optim import make
     opt = make("adam", net.params, lr)
     losses = []
     for step in range(steps):

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 import engine
-from engine import SpecError, plans
-from engine.layer import Block
+from engine import SpecError
+from engine.compiler import plans
+from engine.compiler.layer import Block
 from notation import Equation
 from notation.constants import CONSTANTS
 from notation.reference import evaluate

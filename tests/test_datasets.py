@@ -1,4 +1,4 @@
-"""engine.datasets: lookup order, verified atomic downloads from a local server, clear errors."""
+"""engine.data.datasets: lookup order, verified atomic downloads from a local server, clear errors."""
 
 import gzip
 import hashlib
@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine import datasets
-from engine.datasets import DATASETS, DataError, DatasetSpec, FileSpec, SplitSpec, load, locate, searched_places
+from engine.data import datasets
+from engine.data.datasets import DATASETS, DataError, DatasetSpec, FileSpec, SplitSpec, load, locate, searched_places
 
 from conftest import MNIST, needs_mnist
 

@@ -210,7 +210,7 @@ def test_the_zoo_network_uses_every_kind_and_trains_from_the_spec_alone():
 
 
 def test_the_plans_show_the_graph_the_state_the_masks_and_both_modes():
-    from engine import plans
+    from engine.compiler import plans
     doc = plans.collect(engine.load(SPEC, network="zoo", check=False), 4)
     blocks = {b["name"]: b for b in doc["blocks"]}
     assert blocks["sum"]["inputs"] == ["up", "depthwise"] and not blocks["sum"]["chained"]

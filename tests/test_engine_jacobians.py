@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import engine
-from engine.layer import Block
+from engine.compiler.layer import Block
 
 from conftest import SPEC as SPEC_PATH
 

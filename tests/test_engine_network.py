@@ -92,7 +92,7 @@ def test_loss_falls_training_on_real_digits(mnist_test):
 
 
 def test_every_heavy_contraction_lands_on_blas():
-    from engine.plans import collect
+    from engine.compiler.plans import collect
     doc = collect(engine.load(SPEC, check=False), batch=64)
     steps = [s for b in doc["blocks"] for c in b["contractions"] for p in c["products"] for s in p["steps"]]
     heavy = [(s["einsum"], s["kind"], s["runs"]) for s in steps if s["flops"] > 5e7]

@@ -1,7 +1,7 @@
 """Zero padding (engine/padding.py): `valid` pads nothing; `same` gives ceil(n / stride) outputs."""
 import pytest
 
-from engine.padding import pads
+from engine.compiler.padding import pads
 
 
 def outputs(n, kernel, stride, before, after):

@@ -1,4 +1,4 @@
-"""engine.idx: the real MNIST test set reads right, and every kind of damage is one clear DataError."""
+"""engine.data.idx: the real MNIST test set reads right, and every kind of damage is one clear DataError."""
 
 import gzip
 import hashlib
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.idx import DataError, read_idx
+from engine.data.idx import DataError, read_idx
 
 from conftest import MNIST, needs_mnist
 

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from engine import optim
-from engine.optim import make
+from engine.training import optim
+from engine.training.optim import make
 
 SHAPES = [(6,), (3, 5)]  # a vector, and a matrix that spans several blocks below
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 import engine
-from engine import plan_schema, plans
+from engine.compiler import plan_schema, plans
 
 from conftest import SPEC, run_script, spec_with
 

@@ -6,7 +6,8 @@ import pytest
 import yaml
 
 import engine
-from engine import init, optim
+from engine.compiler import init
+from engine.training import optim
 from notation import FUNCTIONS, Equation, UserError, register_function
 from notation.derive import derive
 from notation.reference import evaluate_run

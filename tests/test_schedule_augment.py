@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from engine import augment, schedule
 from engine.errors import TrainingError
+from engine.training import augment, schedule
 
 
 def test_constant_keeps_the_rate():

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import engine
-from engine import checkpoint, training
-from engine.checkpoint import CheckpointError
-from engine.training import Config, Data, Trainer
+from engine import training
+from engine.training import Config, Data, Trainer, checkpoint
+from engine.training.checkpoint import CheckpointError
 
 from conftest import MNIST, ROOT, SPEC, needs_mnist, run_script
 
@@ -299,7 +299,7 @@ def test_bad_input_is_one_line_on_stderr_and_exit_code_2(cli, tmp_path, capsys, 
     monkeypatch.chdir(tmp_path)  # runs without --checkpoint make their default runs/ folder here
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("EINSUM_DATA_DIR", raising=False)
-    monkeypatch.setattr(engine.datasets, "SYSTEM_DIRS", ())
+    monkeypatch.setattr(engine.data.datasets, "SYSTEM_DIRS", ())
     common = ["--network", "softmax-regression", "--dataset", "mnist", "--data-dir", str(MNIST), "--holdout", "500",
               "--limit", "64", "--test-limit", "64", "--epochs", "1", "--no-progress"]
     assert cli.main(common + ["--checkpoint", str(tmp_path / "good.npz")]) == 0
@@ -325,7 +325,7 @@ def test_a_notation_error_is_one_line_too(cli, capsys, monkeypatch):
 
     def fail(*a, **kw):
         raise NotationError("the window does not fit", "z[b,i] = x[b, i+p]", hint="use a smaller kernel")
-    monkeypatch.setattr(training, "_read_spec", fail)
+    monkeypatch.setattr(training.loop, "_read_spec", fail)
     assert cli.main(["--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err == "train.py: the window does not fit; use a smaller kernel (in: z[b,i] = x[b, i+p])\n"

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 import engine
-from engine import checkpoint
-from engine.training import Config, Data, Trainer, evaluate
+from engine.training import Config, Data, Trainer, checkpoint, evaluate
 
 from conftest import MNIST, ROOT, SPEC, needs_mnist
 

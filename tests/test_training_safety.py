@@ -15,10 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine import checkpoint, datasets, memory, training
-from engine.checkpoint import CheckpointError
-from engine.idx import DataError, read_idx
-from engine.training import Config, Data, Trainer
+from engine import training
+from engine.compiler import memory
+from engine.data import datasets
+from engine.data.idx import DataError, read_idx
+from engine.training import Config, Data, Trainer, checkpoint
+from engine.training.checkpoint import CheckpointError
 
 from conftest import MNIST, ROOT, SPEC, needs_mnist
 

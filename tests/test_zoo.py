@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import engine
-from engine.layer import Block
+from engine.compiler.layer import Block
 from notation.reference import evaluate_run
 
 from conftest import SPEC

@@ -14,7 +14,7 @@ import yaml
 
 from notation import Equation, NotationError
 
-from .errors import SpecError
+from ..errors import SpecError
 from .init import INITIALISERS
 
 ALGORITHM_CHOICES = ("auto", "definition")  # besides the names of a kind's algorithms

@@ -16,8 +16,8 @@ import opt_einsum as oe
 from notation import parallel
 from notation.derive import grad
 
+from ..errors import InputError, SpecError
 from . import gradcheck, memory
-from .errors import InputError, SpecError
 from .init import INITIALISERS
 from .layer import Block
 from .spec import INPUT, Spec, read

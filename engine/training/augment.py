@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import TrainingError
+from ..errors import TrainingError
 
 SHIFT = 2  # pixels: at most this far in each direction, the edge filled with zeros (black)
 

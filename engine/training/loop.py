@@ -23,11 +23,12 @@ from tqdm import tqdm
 
 from notation.errors import one_line
 
-from . import augment, datasets, optim, schedule
+from ..data import datasets
+from ..data.datasets import DataError
+from ..errors import TrainingError
+from . import augment, optim, schedule
 from . import checkpoint as ckpt_io
 from .checkpoint import Checkpoint, CheckpointError
-from .datasets import DataError
-from .errors import TrainingError
 
 CLASS_NAMES = {
     "mnist": [str(d) for d in range(10)],
@@ -657,7 +658,7 @@ SETTINGS = ("network", "dataset", "optimizer", "lr", "batch_size", "epochs", "se
 
 
 def _read_spec(path):
-    from .spec import read
+    from ..compiler.spec import read
 
     spec = read(Path(path))
     return spec, Path(path).read_bytes()
@@ -745,7 +746,7 @@ def _draw_plot(history, path, title, log, warn) -> None:
 
 def _check_memory(net, config: Config, n_train: int, n_test: int, training: bool = True) -> None:
     """Refuse a batch that cannot fit in memory before the first step, from the compiled shapes."""
-    from . import memory
+    from ..compiler import memory
 
     have = memory.available()
     batch = max(1, min(config.batch_size, max(n_train if training else n_test, 1)))
@@ -771,7 +772,7 @@ def train_main(o, resume_command: str = "", log=print, warn=None) -> int:
     """Train as the options `o` say (the flags of scripts/train.py); the exit code.
 
     Raises SpecError, NotationError, DataError, CheckpointError or TrainingError for bad input."""
-    from .network import load as load_network
+    from ..compiler.network import load as load_network
 
     warn = warn or (lambda line: print(line, file=sys.stderr))
     spec, spec_bytes = _read_spec(o.spec)
@@ -875,7 +876,7 @@ def _meta_count(ckpt, path, key) -> int:
 
 def eval_main(o, log=print) -> int:
     """Accuracy and confusion matrix of a checkpoint on the test set; the exit code."""
-    from .network import load as load_network
+    from ..compiler.network import load as load_network
 
     if not o.checkpoint:
         raise TrainingError("--eval-only needs --checkpoint PATH, the checkpoint to evaluate")

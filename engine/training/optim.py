@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import TrainingError
+from ..errors import TrainingError
 
 BLOCK = 1 << 17  # entries per block: the block's five arrays (2.5 MiB in float32) stay in cache
 

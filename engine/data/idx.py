@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
+from ..errors import DataError
 
 __all__ = ["DataError", "read_idx", "decompress", "parse_idx", "REDOWNLOAD"]
 
@@ -108,7 +108,7 @@ def _declared_size(head) -> int | str | None:
 
 def _check_fits(declared: int, path, head) -> None:
     """A header declaring more than the memory available is damaged (or hostile): refuse before inflating."""
-    from .memory import available, human
+    from ..compiler.memory import available, human
 
     have = available()
     if have is not None and declared > have:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from .errors import TrainingError
+from ..errors import TrainingError
 
 
 def constant(lr: float, step: int, total: int) -> float:
