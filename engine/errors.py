@@ -3,9 +3,26 @@
 SpecError names the file, the layer or kind and the field; the others say which file, setting
 or array is wrong.
 """
+import re
+
 from notation.errors import UserError
 
-__all__ = ["UserError", "SpecError", "DataError", "CheckpointError", "TrainingError", "InputError"]
+__all__ = ["UserError", "SpecError", "DataError", "CheckpointError", "TrainingError", "InputError", "named",
+           "rename"]
+
+
+def named(name: str) -> str:
+    """How an engine message names a setting or run option: `lr`, `data_dir`. The engine never spells a
+    command-line flag; a command line shows each name its own way (`rename`)."""
+    return f"`{name}`"
+
+
+_NAMED = re.compile(r"`([a-z][a-z0-9_]*)`")
+
+
+def rename(text: str, how, names) -> str:
+    """`text` with each of `names` that it names (`lr`) written as how(name) says: a flag, a keyword."""
+    return _NAMED.sub(lambda m: how(m[1]) if m[1] in names else m[0], str(text))
 
 
 class DataError(UserError):

@@ -11,7 +11,8 @@ import numpy as np
 from . import counters
 from .ast import Max, Ref, expand, free_indices, walk
 from .errors import NotationError
-from .lowering import CompiledSum, Masks
+from .lowering import CompiledSum
+from .maxima import Masks
 from .parser import parse, parse_einsum
 from .printer import LATEX, signed
 from .sizes import bind

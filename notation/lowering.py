@@ -14,6 +14,7 @@ CompiledSum is the compiled right side, writing one result.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +24,7 @@ from numpy.lib.stride_tricks import as_strided
 from . import counters
 from .ast import Affine, Call, Delta, Max, Mono, Ref, expand, free_indices
 from .functions import FUNCTIONS
+from .maxima import window_max
 from .sizes import BoundProduct, scale
 from .strategies import choose, make_step
 
@@ -155,11 +157,8 @@ class Fold:
 
 
 def _c_strides(shape):
-    out, acc = [], 1
-    for n in reversed(shape):
-        out.append(acc)
-        acc *= n
-    return tuple(reversed(out))
+    """Element strides of a C-ordered array of `shape`."""
+    return tuple(math.prod(shape[k + 1:]) for k in range(len(shape)))
 
 
 class Operand:
@@ -193,46 +192,6 @@ class Operand:
             if reuse:
                 self.planes = mask.base  # the mask's own buffer, written again next run
         return values
-
-
-def window_max(inner, k, positions=False, out=None, planes=None):
-    """The maximum over the k trailing (window) axes, one strided slice per window offset, and
-    with positions=True a one-hot mask of the first maximum in C order (eq. 18, 19), written
-    into `planes` (window axes first) when given."""
-    window = inner.shape[inner.ndim - k:]
-    offsets = list(np.ndindex(*window))
-    slices = [inner[(Ellipsis,) + o] for o in offsets]
-    if out is None:
-        values = slices[0].copy()
-    else:
-        values = out
-        np.copyto(values, slices[0])
-    for v in slices[1:]:
-        np.maximum(values, v, out=values)
-    if not positions:
-        return values, None
-    # window axes outermost in memory, so each offset's plane is written contiguously
-    if planes is None or planes.shape != window + values.shape or planes.dtype != inner.dtype:
-        planes = np.empty(window + values.shape, dtype=inner.dtype)
-    open_ = np.not_equal(slices[0], values)  # no maximum found yet in this window
-    np.equal(slices[0], values, out=planes[offsets[0]])
-    hit = np.empty(values.shape, dtype=bool)
-    for n, v in enumerate(slices[1:], 1):
-        np.equal(v, values, out=hit)
-        np.logical_and(hit, open_, out=planes[offsets[n]])
-        if n < len(slices) - 1:
-            np.greater(open_, hit, out=open_)  # open and not hit
-    n = values.ndim
-    return values, planes.transpose(tuple(range(k, k + n)) + tuple(range(k)))
-
-
-class Masks(dict):
-    """The positions masks of one evaluation, keyed by each max's place in the source.  With
-    reuse=True they are written into buffers the run keeps, as `out` is: overwritten next run."""
-
-    def __init__(self, reuse=False):
-        super().__init__()
-        self.reuse = reuse
 
 
 class CompiledProduct:

@@ -7,8 +7,8 @@
     python3 scripts/train.py --checkpoint runs/seven.npz --eval-only # accuracy and confusion matrix
 
 Bad input (spec, equations, data, checkpoint, flags) is one line on stderr and exit code 2; a
-non-finite loss exits 1, Ctrl-C 130 and SIGTERM 143 (both save first). The loop itself is
-engine/training.py.
+non-finite loss exits 1, Ctrl-C 130 and SIGTERM 143 (both save first). This script owns the
+command line (every flag, the plot); the run itself is engine/training/run.py.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import shlex
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -30,8 +31,30 @@ from _shared import Parser, starting  # noqa: E402
 
 with starting("train.py"):  # Ctrl-C while numpy and the engine load: one line, not a traceback
     from engine import UserError, training
-    from engine.data import datasets
-    from engine.training import optim, schedule
+    from engine.errors import rename
+    from engine.training import settings
+
+# the flag of each setting and run option the engine names (`lr` in its messages is --lr here)
+FLAGS = {name: "--" + name.replace("_", "-") for name in (*settings.BY_NAME, *settings.RUN_OPTIONS)}
+FLAGS.update(download="--no-download", progress="--no-progress")
+METAVARS = {"lr": "RATE", "augment": "NAMES"}
+GROUPS = {"what to train": ("optimizer", "lr", "batch_size", "epochs", "seed", "schedule", "augment"),
+          "data": ("dataset", "limit", "test_limit", "holdout")}
+
+
+def flags(text) -> str:
+    """An engine message as this command line says it: each setting it names as its flag."""
+    return rename(text, FLAGS.get, FLAGS)
+
+
+def _setting(group, name):
+    """The flag of one setting of engine/training/settings.py, with its help and its spec default."""
+    s = settings.BY_NAME[name]
+    choices = settings.CHOICES.get(name)
+    default = f" (default: training: {name})" if s.in_spec else ""
+    metavar = None if choices else "N" if s.kind is int else METAVARS.get(name, name.upper())
+    group.add_argument(FLAGS[name], type=s.kind, choices=choices() if choices else None, metavar=metavar,
+                       help=s.help + default)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -42,27 +65,15 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--spec", default=str(ROOT / "layers.yaml"), metavar="PATH",
                      help="the spec file (default: layers.yaml at the repository's root)")
     run.add_argument("--network", metavar="NAME", help="which network of the spec (default: the spec's network:)")
-    run.add_argument("--optimizer", choices=sorted(optim.OPTIMIZERS), help="update rule (default: training: optimizer)")
-    run.add_argument("--lr", type=float, help="learning rate (default: training: lr)")
-    run.add_argument("--batch-size", type=int, metavar="N", help="examples per update (default: training: batch_size)")
-    run.add_argument("--epochs", type=int, metavar="N", help="passes over the training set (default: training: "
-                     "epochs); with --resume, more than the checkpoint's trains further")
-    run.add_argument("--schedule", choices=sorted(schedule.SCHEDULES), help="the learning rate over the run: "
-                     "constant, or cosine (from --lr down to 0 over --epochs) (default: training: schedule)")
-    run.add_argument("--augment", metavar="NAMES", help="change each training image at random: flip (mirror), "
-                     "shift (up to 2 pixels), both joined by a comma, or none (default: training: augment)")
-    run.add_argument("--seed", type=int, metavar="N", help="seeds the initial weights and each epoch's data order "
-                     "(default: training: seed)")
+    for name in GROUPS["what to train"]:
+        _setting(run, name)
     data = p.add_argument_group("data")
-    data.add_argument("--dataset", choices=sorted(datasets.DATASETS), help="data set (default: training: dataset)")
+    for name in GROUPS["data"]:
+        _setting(data, name)
     data.add_argument("--data-dir", metavar="DIR", help="directory holding the data set's .gz files (else "
                       "$EINSUM_DATA_DIR, /usr/share/datasets, the download cache)")
-    data.add_argument("--no-download", action="store_true", help="never download; fail if the files are not found")
-    data.add_argument("--limit", type=int, metavar="N", help="train on the first N training examples")
-    data.add_argument("--test-limit", type=int, metavar="N", help="test on the first N test examples")
-    data.add_argument("--holdout", type=int, metavar="N",
-                      help="use the test split alone: hold N of its examples out (a fixed shuffle) for testing and "
-                           "train on the rest (for copies with only the test split, e.g. ../shared/datasets/mnist)")
+    data.add_argument("--no-download", dest="download", action="store_false",
+                      help="never download; fail if the files are not found")
     out = p.add_argument_group("checkpoints and output")
     out.add_argument("--checkpoint", metavar="PATH", help="an .npz written at the end of every epoch and on Ctrl-C "
                      "(atomically); refused if it exists, unless --resume (default: a new "
@@ -71,8 +82,8 @@ def parser() -> argparse.ArgumentParser:
     out.add_argument("--resume", action="store_true", help="continue the --checkpoint run exactly where it stopped")
     out.add_argument("--metrics", metavar="PATH", help="JSON lines: one per step, one per epoch (appended on --resume)")
     out.add_argument("--plans", action="store_true", help="print every compiled contraction (net.plans) first")
-    out.add_argument("--optimize", metavar="NAME", help="opt_einsum's path optimizer for every contraction "
-                     "(default: training: optimize; e.g. auto, greedy, optimal, dp)")
+    out.add_argument("--optimize", metavar="NAME", help=settings.BY_NAME["optimize"].help + " (default: training: "
+                     "optimize)")
     out.add_argument("--plot", metavar="PATH", help="an image of loss and accuracy per epoch (needs matplotlib: "
                      "pip install -e '.[plot]')")
     out.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
@@ -80,6 +91,121 @@ def parser() -> argparse.ArgumentParser:
                      "confusion matrix) with its own settings; --dataset, --holdout, --test-limit, --batch-size "
                      "may override")
     return p
+
+
+def options(o, hold_signals=False) -> training.Options:
+    """The engine's options for the parsed flags `o`."""
+    given = {name: getattr(o, name) for name in ("network", *GROUPS["what to train"], *GROUPS["data"])}
+    return training.Options(spec=o.spec, settings=given, checkpoint=o.checkpoint, resume=o.resume,
+                            metrics=o.metrics, data_dir=o.data_dir, download=o.download, progress=o.progress,
+                            plans=o.plans, optimize=o.optimize, hold_signals=hold_signals)
+
+
+# -- the plot ---------------------------------------------------------------------------------
+PLOT_FORMATS = ("png", "pdf", "svg", "svgz", "eps", "ps", "jpg", "jpeg", "tif", "tiff", "webp", "pgf", "raw", "rgba")
+
+
+def check_plot(path, warn):
+    """The --plot path: a format matplotlib writes, in a folder that takes a file; checked before training.
+    None (with a warning) when matplotlib is not installed."""
+    import importlib.util
+
+    suffix = Path(path).suffix.lower().lstrip(".")
+    formats = PLOT_FORMATS
+    have = importlib.util.find_spec("matplotlib") is not None
+    if have:
+        try:
+            from matplotlib.backend_bases import FigureCanvasBase
+
+            formats = tuple(FigureCanvasBase.get_supported_filetypes())
+        except Exception:  # noqa: BLE001 -- a broken matplotlib install: our own list
+            pass
+    if suffix not in formats:
+        what = f"'.{suffix}' is not an image format matplotlib writes" if suffix else "the name has no image format"
+        raise training.TrainingError(f"--plot {path}: {what}; end it in .png, .pdf or .svg")
+    folder = Path(path).resolve().parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".plot.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise training.TrainingError(f"--plot {path}: cannot write in {folder} ({exc.strerror or exc}); give "
+                                     "another --plot path") from None
+    if not have:
+        warn(f"--plot {path}: matplotlib is not installed, so no plot; pip install -e '.[plot]' to get one "
+             "(training goes on)")
+        return None
+    return path
+
+
+def plot_history(history: list, path, title: str = "") -> None:
+    """Loss (train, test) and test accuracy per epoch as an image; ImportError without matplotlib."""
+    from matplotlib.figure import Figure
+
+    epochs = [h["epoch"] for h in history]
+    fig = Figure(figsize=(9, 3.5))
+    loss_ax, acc_ax = fig.subplots(1, 2)
+    loss_ax.plot(epochs, [h["train_loss"] for h in history], "o-", label="train (mean over the epoch)")
+    loss_ax.plot(epochs, [h["test_loss"] for h in history], "o-", label="test")
+    loss_ax.set(xlabel="epoch", ylabel="cross-entropy loss")
+    loss_ax.legend()
+    acc_ax.plot(epochs, [100 * h["test_accuracy"] for h in history], "o-", color="C2")
+    acc_ax.set(xlabel="epoch", ylabel="test accuracy (%)")
+    for ax in (loss_ax, acc_ax):
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
+def draw_plot(history, path, title, log, warn) -> None:
+    """The plot after training; a failure to draw it is a warning: it never costs the run."""
+    try:
+        plot_history(history, path, title)
+        log(f"plot: {path}")
+    except Exception as exc:  # noqa: BLE001 -- the checkpoint is saved; the plot is a view of it
+        warn(f"--plot {path}: could not draw it ({exc or type(exc).__name__}); the run itself is kept")
+
+
+# -- the two jobs -----------------------------------------------------------------------------
+def train_main(o, resume: str = "", log=print, warn=None, hold_signals=False) -> int:
+    """Train as the flags `o` say; the exit code. Raises a UserError for bad input."""
+    warn = warn or (lambda line: print(line, file=sys.stderr))
+    if o.eval_only:
+        if o.resume:
+            raise training.TrainingError("--eval-only and --resume do not go together")
+        if o.plot:
+            raise training.TrainingError("--eval-only evaluates the checkpoint as it was trained; --plot does not "
+                                         "apply: drop it (or train with --resume)")
+        training.evaluate_checkpoint(options(o), log=log)
+        return 0
+    plot = check_plot(o.plot, warn) if o.plot else None
+    done = training.train(options(o, hold_signals), log=log, warn=warn)
+    if done.outcome is None:  # the checkpoint had all its epochs already
+        return 0
+    if plot and done.trainer.history:
+        draw_plot(done.trainer.history, plot, f"{done.config.network} on {done.config.dataset}", log, warn)
+    return ending(done.outcome, done.trainer, resume, log, warn)
+
+
+def ending(outcome, trainer, resume, log, warn) -> int:
+    """The run's last line and its exit code: 0 done, 1 diverged, 130 or 143 interrupted."""
+    if outcome.status == "interrupted":
+        hint = f"; resume with: {resume}" if outcome.saved and resume else ""
+        warn(outcome.message + hint)
+        return 143 if outcome.signal == signal.SIGTERM else 130
+    if outcome.status == "diverged":
+        warn(outcome.message)
+        return 1
+    ev = outcome.evaluation
+    log(f"done: test accuracy {ev.accuracy:.2%} (loss {ev.loss:.4f}, {ev.count} test examples) after "
+        f"{trainer.epoch} epoch{'' if trainer.epoch == 1 else 's'}; wall time {outcome.seconds:.1f} s, "
+        f"{outcome.images_per_s:.0f} images/s training")
+    return 0
 
 
 def resume_command(argv) -> str:
@@ -114,7 +240,6 @@ def main(argv=None, script=False) -> int:
     are ignored until the process exits, so a hammered Ctrl-C cannot cut the last message short."""
     argv = sys.argv[1:] if argv is None else list(argv)
     o = parser().parse_args(argv)
-    o.hold_signals = script
     if o.no_checkpoint:
         o.checkpoint = None
     elif not (o.checkpoint or o.resume or o.eval_only):
@@ -124,14 +249,16 @@ def main(argv=None, script=False) -> int:
     old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)} if main_thread else {}
     if main_thread and old[signal.SIGTERM] != signal.SIG_IGN:
         signal.signal(signal.SIGTERM, _terminate)  # SIGTERM is Ctrl-C here
+
+    def log(line):
+        print(flags(line))
+
+    def warn(line):
+        print(flags(line), file=sys.stderr)
     try:
-        if o.eval_only:
-            if o.resume:
-                raise training.TrainingError("--eval-only and --resume do not go together")
-            return training.eval_main(o)
-        return training.train_main(o, resume_command(argv))
+        return train_main(o, resume_command(argv), log, warn, hold_signals=script)
     except UserError as exc:  # every bad input: spec, equation, data, checkpoint, setting
-        print(f"train.py: {exc.one_line()}", file=sys.stderr)
+        print(f"train.py: {flags(exc.one_line())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:  # outside the training loop (which saves and reports itself)
         if script and main_thread:

@@ -344,7 +344,7 @@ def test_offline_mnist_names_mirrors_and_data_dir(tmp_path):
     message = str(exc.value)
     for mirror in DATASETS["mnist"].mirrors:
         assert mirror in message
-    assert "--data-dir" in message and datasets.ENV_VAR in message
+    assert "`data_dir`" in message and datasets.ENV_VAR in message  # the setting; train.py shows --data-dir
     assert str(tmp_path / "cache" / "mnist") in message
 
 

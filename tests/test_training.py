@@ -325,7 +325,7 @@ def test_a_notation_error_is_one_line_too(cli, capsys, monkeypatch):
 
     def fail(*a, **kw):
         raise NotationError("the window does not fit", "z[b,i] = x[b, i+p]", hint="use a smaller kernel")
-    monkeypatch.setattr(training.loop, "_read_spec", fail)
+    monkeypatch.setattr(training.run, "read_spec", fail)
     assert cli.main(["--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err == "train.py: the window does not fit; use a smaller kernel (in: z[b,i] = x[b, i+p])\n"
@@ -344,10 +344,10 @@ def test_a_plot_without_matplotlib_says_how_to_get_it_and_trains_on(cli, tmp_pat
     assert not (tmp_path / "p.png").exists()
 
 
-def test_the_plot_is_written_when_matplotlib_is_installed(tmp_path):
+def test_the_plot_is_written_when_matplotlib_is_installed(cli, tmp_path):
     pytest.importorskip("matplotlib")
     history = [{"epoch": e, "train_loss": 1 / e, "test_loss": 1.1 / e, "test_accuracy": 0.8 + e / 100} for e in (1, 2)]
-    training.plot_history(history, tmp_path / "p.png", "test")
+    cli.plot_history(history, tmp_path / "p.png", "test")
     assert (tmp_path / "p.png").stat().st_size > 1000
 
 

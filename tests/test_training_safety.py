@@ -103,7 +103,7 @@ def test_an_unwritable_checkpoint_folder_is_refused_before_training(cli, capsys)
 
 
 @pytest.mark.parametrize("errno_name, advice", [("ENOSPC", "free some space"), ("EACCES", "writable"),
-                                                ("EROFS", "writable"), ("EIO", "give another --checkpoint path")])
+                                                ("EROFS", "writable"), ("EIO", "give another `checkpoint` path")])
 def test_a_failed_save_says_what_to_do_by_its_reason(errno_name, advice):
     import errno
     exc = OSError(getattr(errno, errno_name), os.strerror(getattr(errno, errno_name)))
@@ -134,11 +134,11 @@ def test_a_second_ctrl_c_during_the_save_waits_for_it(mnist_test, tmp_path):
         if t.step == 3:
             os.kill(os.getpid(), signal.SIGINT)  # arrives halfway through the save
         real_save(*args)
-    training.ckpt_io.save = save_with_a_second_ctrl_c
+    training.checkpoint.save = save_with_a_second_ctrl_c
     try:
         outcome = t.run()
     finally:
-        training.ckpt_io.save = real_save
+        training.checkpoint.save = real_save
     assert outcome.status == "interrupted" and outcome.saved, outcome.message
     assert f"saved to {path}" in outcome.message and "another signal during the save waited" in outcome.message
     assert checkpoint.load(path).meta["step"] == 3

@@ -1,8 +1,8 @@
 """The plan document's shape ("einsum-plan/2"), defined once: engine/plans.py builds it,
-scripts/plan.py prints it (`--schema`), and the tests check documents against it.
+scripts/plan.py prints it (its schema option), and the tests check documents against it.
 
 Each field is `Annotated[type, "what it means"]`; `render()` turns the definitions into the text
-`plan.py --schema` shows, and `check(doc)` walks a document key by key and type by type.
+scripts/plan.py shows, and `check(doc)` walks a document key by key and type by type.
 """
 from __future__ import annotations
 
@@ -224,7 +224,7 @@ class Document(TypedDict):
     flops: Annotated[str, "the FLOP convention, in words"]
     blocks: Annotated[list[Block], "in the order training runs them"]
     totals: Totals
-    compare: Annotated[Compare, "only with --compare"]
+    compare: Annotated[Compare, "only when two path optimizers are compared"]
 
 
 OPTIONAL_KEYS = {Document: {"compare"}}

@@ -1,8 +1,8 @@
 """Contraction plans people can read: every contraction of a compiled network, as data and as text.
 
 `collect(net, batch)` gathers each Run's `describe()` and opt_einsum's PathInfo into one plain
-document (its shape: engine/plan_schema.py, printed by `scripts/plan.py --schema`); `compare` sets two documents side by
-side; `render_text` (100 columns) and `render_markdown` print them.  FLOPs, speed-ups and
+document (its shape: engine/compiler/plan_schema.py, which scripts/plan.py prints); `compare` sets two
+documents side by side; `render_text` (100 columns) and `render_markdown` print them.  FLOPs, speed-ups and
 intermediate sizes are PathInfo's; a step's own cost is opt_einsum's `flop_count` with the
 arguments contract_path gives it (PathInfo keeps only the sum, which the steps must match).
 """

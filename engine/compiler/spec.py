@@ -15,13 +15,12 @@ import yaml
 from notation import Equation, NotationError
 
 from ..errors import SpecError
+from ..training.settings import SPEC_DEFAULTS
 from .init import INITIALISERS
 
 ALGORITHM_CHOICES = ("auto", "definition")  # besides the names of a kind's algorithms
 
-TRAINING_DEFAULTS = {"dataset": "fashion-mnist", "optimizer": "adam", "lr": 0.001, "batch_size": 64,
-                     "epochs": 5, "seed": 0, "dtype": "float32", "optimize": "auto", "schedule": "constant",
-                     "augment": "none"}
+TRAINING_DEFAULTS = SPEC_DEFAULTS  # the training: fields and their defaults (engine/training/settings.py)
 REQUIRED = "required"
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from ..errors import named
 from .idx import REDOWNLOAD, DataError, decompress, parse_idx
 
 __all__ = [
@@ -75,8 +76,12 @@ class DatasetSpec:
     mirrors: tuple[str, ...]
     splits: Mapping[str, SplitSpec]
     how_to_get: str
+    classes: tuple[str, ...] = tuple(str(d) for d in range(10))  # the name of each label, in order
     image_shape: tuple[int, int] = (28, 28)
-    num_classes: int = 10
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
 
 
 @dataclass(frozen=True, eq=False)
@@ -130,7 +135,7 @@ DATASETS: dict[str, DatasetSpec] = {
         },
         how_to_get=(
             "download the four .gz files from " + " or ".join(_MNIST_MIRRORS)
-            + " into a directory and pass it with --data-dir DIR (or data_dir=DIR), "
+            + f" into a directory and pass it as {named('data_dir')}, "
             + f"or put them in a mnist/ folder under ${ENV_VAR}"
         ),
     ),
@@ -162,8 +167,11 @@ DATASETS: dict[str, DatasetSpec] = {
         how_to_get=(
             "apt-get install -y dataset-fashion-mnist (puts the files in /usr/share/datasets/fashion-mnist/), "
             "or download the four .gz files from " + " or ".join(_FASHION_MIRRORS)
-            + f" and pass their directory with --data-dir DIR, or put them in a fashion-mnist/ folder under ${ENV_VAR}"
+            + f" and pass their directory as {named('data_dir')}, or put them in a fashion-mnist/ folder under "
+            f"${ENV_VAR}"
         ),
+        classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                 "Ankle boot"),
     ),
 }
 

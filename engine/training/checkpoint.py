@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, named
 
 FORMAT = 1
-FIX = "delete it or give another --checkpoint path"
+FIX = f"delete it or give another {named('checkpoint')} path"
 
 
 @dataclasses.dataclass
@@ -210,17 +210,17 @@ def write_advice(exc: OSError, path) -> str:
 
     folder = Path(path).resolve().parent
     if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
-        return "free some space or give another --checkpoint path"
+        return f"free some space or give another {named('checkpoint')} path"
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return f"make {folder} writable or give a --checkpoint path in a folder you can write"
-    return "give another --checkpoint path"
+        return f"make {folder} writable or give a {named('checkpoint')} path in a folder you can write"
+    return f"give another {named('checkpoint')} path"
 
 
 def load(path) -> Checkpoint:
     """Read a checkpoint; any fault (missing, truncated, not ours, newer format) is one CheckpointError line."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no checkpoint there; run without --resume to start one")
+        raise CheckpointError(f"{path}: no checkpoint there; run without {named('resume')} to start one")
     try:
         with open(path, "rb") as f:
             magic = f.read(6)
@@ -270,16 +270,26 @@ def check_spec(ckpt: Checkpoint, path, expected_hash: str, spec_file: str, netwo
     if isinstance(then, dict) and meaning_ is not None:
         if ckpt.meta.get("network") != network:
             raise CheckpointError(f"{path}: written for network {ckpt.meta.get('network')!r}, not {network!r}; "
-                                  f"pass --network {ckpt.meta.get('network')}, or start a new --checkpoint")
+                                  f"pass {named('network')} {ckpt.meta.get('network')}, or start a new "
+                                  f"{named('checkpoint')}")
         changed = differences(then, meaning_)
         if changed:
             more = f" (and {len(changed) - 3} more)" if len(changed) > 3 else ""
             raise CheckpointError(f"{path}: network {network!r} of {spec_file} no longer means what it was trained "
                                   f"as: {'; '.join(changed[:3])}{more}; undo that change, or start a new "
-                                  "--checkpoint")
+                                  f"{named('checkpoint')}")
         return
     if saved != expected_hash and (legacy_hash is None or saved != legacy_hash):
         raise CheckpointError(
             f"{path}: written for network {ckpt.meta.get('network')!r} of spec {ckpt.meta.get('spec_file')!r} "
             f"(sha256 {str(saved)[:12]}), not network {network!r} of {spec_file!r} as it is now "
-            f"(sha256 {expected_hash[:12]}); use that spec and network, or start a new --checkpoint")
+            f"(sha256 {expected_hash[:12]}); use that spec and network, or start a new {named('checkpoint')}")
+
+
+def meta_count(ckpt, path, key) -> int:
+    """A whole number >= 0 from a checkpoint's meta record, or one CheckpointError line."""
+    value = ckpt.meta.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise CheckpointError(f"{path}: its {key} is {value!r}, not a whole number: the file was damaged or "
+                              f"altered; {FIX}")
+    return value

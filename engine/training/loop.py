@@ -2,7 +2,7 @@
 
 The data order of epoch e is a permutation drawn from ``default_rng([seed, e])``. A checkpoint
 keeps parameters, optimizer state, the epoch's order and the position in it, so a resumed run
-takes exactly the steps an uninterrupted one would. scripts/train.py is the command line.
+takes exactly the steps an uninterrupted one would.
 """
 from __future__ import annotations
 
@@ -10,11 +10,8 @@ import contextlib
 import dataclasses
 import json
 import math
-import os
 import signal
 import sys
-import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -23,200 +20,14 @@ from tqdm import tqdm
 
 from notation.errors import one_line
 
-from ..data import datasets
-from ..data.datasets import DataError
-from ..errors import TrainingError
+from ..data.examples import Data, inputs
+from ..errors import CheckpointError, TrainingError, named
 from . import augment, optim, schedule
 from . import checkpoint as ckpt_io
-from .checkpoint import Checkpoint, CheckpointError
-
-CLASS_NAMES = {
-    "mnist": [str(d) for d in range(10)],
-    "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
-                      "Bag", "Ankle boot"],
-}
-HOLDOUT_SEED = 0  # the --holdout split is the same for every --seed
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (what timeout, docker stop, Slurm and systemd send), handled as Ctrl-C: save, say so, exit 143."""
-
-
-SIGNAL_NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
-
-
-# -- settings --------------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class Config:
-    """Everything that decides a run's trajectory; a checkpoint stores it and a resume must match it."""
-
-    network: str
-    dataset: str
-    optimizer: str
-    lr: float
-    batch_size: int
-    epochs: int
-    seed: int
-    limit: int | None = None       # train on the first `limit` training examples
-    holdout: int | None = None     # train and test on the test split alone, holding this many out
-    test_limit: int | None = None  # test on the first `test_limit` test examples
-    schedule: str = "constant"     # the learning rate of each step (engine/schedule.py)
-    augment: str = "none"          # what changes each training image (engine/augment.py): flip, shift
-
-
-FROM_SPEC = ("dataset", "optimizer", "lr", "batch_size", "epochs", "seed", "schedule", "augment")
-MAY_CHANGE_ON_RESUME = ("epochs",)
-OLD_CHECKPOINTS = {"schedule": "constant", "augment": "none"}  # what a checkpoint from before a setting ran with
-
-
-def make_config(defaults: dict, network: str, given: dict, saved: dict | None = None) -> Config:
-    """The spec's training: defaults overridden by the given (non-None) settings; on resume, the
-    checkpoint's settings, which a given one may not contradict (except epochs, to train longer)."""
-    given = {k: v for k, v in given.items() if v is not None}
-    unknown = set(given) - {f.name for f in dataclasses.fields(Config)}
-    if unknown:
-        raise TrainingError(f"unknown setting(s) {sorted(unknown)}")
-    if saved is not None:
-        values = {**OLD_CHECKPOINTS, **saved}
-        if "epochs" in given and given["epochs"] != values.get("epochs") and values["schedule"] in schedule.OVER_EPOCHS:
-            raise TrainingError(f"the checkpoint's {values['schedule']} schedule is planned over its "
-                                f"{values.get('epochs')} epochs, so --epochs cannot change on resume; resume "
-                                "without --epochs, or start a new --checkpoint")
-        for k, v in given.items():
-            if k not in MAY_CHANGE_ON_RESUME and v != saved.get(k):
-                flag = "--" + k.replace("_", "-")
-                raise TrainingError(f"the checkpoint was trained with {flag} {saved.get(k)}, not {v}; resume "
-                                    f"without {flag} (it continues as it began), or start a new --checkpoint")
-        values.update(given)
-    else:
-        values = {k: defaults.get(k) for k in FROM_SPEC}
-        values["network"] = network
-        values.update(given)
-    try:
-        config = Config(**values)
-    except TypeError as exc:
-        raise TrainingError(f"the checkpoint's settings do not fit this trainer ({exc})") from None
-    return _checked(config)
-
-
-def _checked(c: Config) -> Config:
-    def number(name, value, kind, low, allow_none=False):
-        if value is None and allow_none:
-            return None
-        flag = "--" + name.replace("_", "-")
-        where = f"{flag} (or training: {name} in the spec)" if name in FROM_SPEC else flag
-        try:
-            if isinstance(value, bool):
-                raise ValueError
-            v = kind(value)
-            if kind is int and v != float(value):
-                raise ValueError
-        except (TypeError, ValueError):
-            what = "an integer" if kind is int else "a number"
-            raise TrainingError(f"{where} must be {what}, got {value!r}") from None
-        if kind is float and not (math.isfinite(v) and v > 0):
-            raise TrainingError(f"{where} must be a positive number, got {value!r}")
-        if v < low:
-            raise TrainingError(f"{where} must be at least {low}, got {value!r}")
-        return v
-
-    if c.optimizer not in optim.OPTIMIZERS:
-        raise TrainingError(f"optimizer {c.optimizer!r} not found, valid options are {sorted(optim.OPTIMIZERS)}")
-    if not isinstance(c.dataset, str) or c.dataset not in datasets.DATASETS:
-        raise TrainingError(f"data set {c.dataset!r} not found, valid options are {sorted(datasets.DATASETS)}")
-    schedule.get(c.schedule)
-    return dataclasses.replace(
-        c, augment=",".join(augment.parse(c.augment)) or "none", lr=number("lr", c.lr, float, 0),
-        batch_size=number("batch_size", c.batch_size, int, 1),
-        epochs=number("epochs", c.epochs, int, 1), seed=number("seed", c.seed, int, 0),
-        limit=number("limit", c.limit, int, 1, True), holdout=number("holdout", c.holdout, int, 1, True),
-        test_limit=number("test_limit", c.test_limit, int, 1, True))
-
-
-# -- data ------------------------------------------------------------------------------------
-@dataclasses.dataclass(eq=False)
-class Data:
-    """Train and test examples -- images uint8 in 0..255 (scaled on the fly) or floats in [0, 1] --
-    and a sentence saying what they are and where they came from."""
-
-    train_x: np.ndarray
-    train_y: np.ndarray
-    test_x: np.ndarray
-    test_y: np.ndarray
-    name: str = "arrays"
-    about: str = ""
-    classes: list = dataclasses.field(default_factory=lambda: [str(d) for d in range(10)])
-
-    def __post_init__(self):
-        self.train_y = np.asarray(self.train_y).astype(np.int64)
-        self.test_y = np.asarray(self.test_y).astype(np.int64)
-        if not self.about:
-            self.about = f"{self.name}: train {len(self.train_y)} examples, test {len(self.test_y)} (arrays given)"
-
-
-def holdout_split(images, labels, holdout: int):
-    """(train indices, test indices) of one split: `holdout` examples drawn by a fixed shuffle, both sorted."""
-    n = len(labels)
-    if not 0 < holdout < n:
-        raise TrainingError(f"--holdout {holdout} must leave examples to train on: the split has {n}")
-    perm = np.random.default_rng(HOLDOUT_SEED).permutation(n)
-    return np.sort(perm[holdout:]), np.sort(perm[:holdout])
-
-
-def load_data(config: Config, data_dir=None, download=True, log=print, train=True) -> Data:
-    """The data set of `config`, limited as it says, with a sentence on its sizes and sources.
-
-    train=False loads the test examples alone (for evaluating a checkpoint)."""
-    name = config.dataset
-    spec = datasets.DATASETS[name]
-    classes = CLASS_NAMES.get(name, [str(d) for d in range(spec.num_classes)])
-    if config.holdout is not None:
-        test = datasets.load(name, "test", data_dir=data_dir, download=download)
-        train_idx, test_idx = holdout_split(test.images, test.labels, config.holdout)
-        train_idx, test_idx = train_idx[:config.limit if train else 0], test_idx[:config.test_limit]
-        about = (f"{spec.title} ({name}), its test split alone ({len(test)} examples, from {test.source}) cut by "
-                 f"--holdout {config.holdout} (a fixed shuffle): "
-                 + (f"train on {len(train_idx)}{' (--limit)' if len(train_idx) < len(test) - config.holdout else ''}, "
-                    if train else "")
-                 + f"test on {len(test_idx)}{' (--test-limit)' if len(test_idx) < config.holdout else ''}")
-        return Data(test.images[train_idx], test.labels[train_idx], test.images[test_idx], test.labels[test_idx],
-                    name, about, classes)
-    if not train:
-        test = datasets.load(name, "test", data_dir=data_dir, download=download)
-        n_test = min(config.test_limit or len(test), len(test))
-        about = (f"{spec.title} ({name}): test on {n_test} of {len(test)}"
-                 f"{' (--test-limit)' if n_test < len(test) else ''}, from {test.source}")
-        return Data(test.images[:0], test.labels[:0], test.images[:n_test], test.labels[:n_test], name, about, classes)
-    only_test = datasets.locate(name, "test", data_dir) if datasets.locate(name, "train", data_dir) is None else None
-    if only_test is None:
-        train_split = datasets.load(name, "train", data_dir=data_dir, download=download)
-    else:
-        note = f"{name}: only the test split is here ({only_test}), not the train split"
-        holdout = "--holdout N trains on the test split, holding N of its examples out for testing"
-        if not download:
-            raise TrainingError(f"{note}; {holdout}; or get the train files: {spec.how_to_get}")
-        log(f"{note}; trying to download it ({holdout})")
-        try:
-            train_split = datasets.load(name, "train", data_dir=data_dir, download=True)
-        except DataError as exc:
-            raise DataError(f"{note}, and downloading it failed; {holdout}. In detail: {one_line(exc)}") from None
-    test_split = datasets.load(name, "test", data_dir=data_dir, download=download)
-    n_train = min(config.limit or len(train_split), len(train_split))
-    n_test = min(config.test_limit or len(test_split), len(test_split))
-    where = (f"both from {train_split.source}" if train_split.source == test_split.source
-             else f"from {train_split.source} and {test_split.source}")
-    about = (f"{spec.title} ({name}): train on {n_train} of {len(train_split)}"
-             f"{' (--limit)' if n_train < len(train_split) else ''}, test on {n_test} of {len(test_split)}"
-             f"{' (--test-limit)' if n_test < len(test_split) else ''}; {where}")
-    return Data(train_split.images[:n_train], train_split.labels[:n_train], test_split.images[:n_test],
-                test_split.labels[:n_test], name, about, classes)
-
-
-def inputs(images: np.ndarray, shape: tuple, dtype) -> np.ndarray:
-    """A batch as the network takes it: (B, *shape) in dtype, uint8 pixels scaled to [0, 1]."""
-    dtype = np.dtype(dtype)
-    x = images.astype(dtype) / dtype.type(255) if images.dtype == np.uint8 else images.astype(dtype, copy=False)
-    return x.reshape((len(images),) + tuple(shape))
+from .checkpoint import Checkpoint
+from .evaluation import Evaluation, evaluate
+from .interrupts import Interrupts, Terminated
+from .settings import BY_NAME, OLD_CHECKPOINTS, Config
 
 
 def mask_generator(seed: int):
@@ -230,140 +41,6 @@ def epoch_order(seed: int, epoch: int, n: int):
     state = rng.bit_generator.state
     return state, rng.permutation(n)
 
-
-# -- evaluation -------------------------------------------------------------------------------
-@dataclasses.dataclass
-class Evaluation:
-    """Mean cross-entropy, accuracy and the confusion matrix (rows: true class, columns: predicted)."""
-
-    loss: float
-    accuracy: float
-    confusion: np.ndarray
-    count: int
-
-
-def evaluate(net, images, labels, batch_size: int) -> Evaluation:
-    """The network on a whole set, in batches of `batch_size` (no more than the set holds; the last
-    padded: nothing is re-planned)."""
-    labels = np.asarray(labels).astype(np.int64)
-    n, classes = len(labels), net.classes
-    batch_size = max(1, min(batch_size, n))
-    confusion = np.zeros((classes, classes), dtype=np.int64)
-    loss = 0.0
-    for start in range(0, n, batch_size):
-        x = inputs(images[start:start + batch_size], net.input_shape, net.dtype)
-        m = len(x)
-        if m < batch_size:
-            x = np.concatenate([x, np.zeros((batch_size - m,) + x.shape[1:], x.dtype)])
-        probs = net.forward(x)[:m]
-        y = labels[start:start + m]
-        p = probs[np.arange(m), y].astype(np.float64)
-        loss -= float(np.log(np.maximum(p, np.finfo(np.float64).tiny)).sum())
-        np.add.at(confusion, (y, probs.argmax(axis=1)), 1)
-    return Evaluation(loss / max(n, 1), float(np.trace(confusion)) / max(n, 1), confusion, n)
-
-
-def format_confusion(confusion: np.ndarray, classes) -> str:
-    """The confusion matrix as text, rows true classes, columns predicted, with per-class recall."""
-    k = len(confusion)
-    names = [f"{i} {classes[i]}" if i < len(classes) and classes[i] != str(i) else str(i) for i in range(k)]
-    left = max(len(s) for s in names)
-    width = max(4, len(str(int(confusion.max()))) + 1)
-    lines = ["confusion matrix (rows: true class, columns: predicted)",
-             " " * left + "".join(f"{j:>{width}}" for j in range(k)) + "  recall"]
-    for i in range(k):
-        total = confusion[i].sum()
-        recall = f"{confusion[i, i] / total:7.1%}" if total else "      -"
-        lines.append(f"{names[i]:<{left}}" + "".join(f"{int(v):>{width}}" for v in confusion[i]) + " " + recall)
-    return "\n".join(lines)
-
-
-def plot_history(history: list, path, title: str = "") -> None:
-    """Loss (train, test) and test accuracy per epoch as an image; ImportError without matplotlib."""
-    from matplotlib.figure import Figure
-
-    epochs = [h["epoch"] for h in history]
-    fig = Figure(figsize=(9, 3.5))
-    loss_ax, acc_ax = fig.subplots(1, 2)
-    loss_ax.plot(epochs, [h["train_loss"] for h in history], "o-", label="train (mean over the epoch)")
-    loss_ax.plot(epochs, [h["test_loss"] for h in history], "o-", label="test")
-    loss_ax.set(xlabel="epoch", ylabel="cross-entropy loss")
-    loss_ax.legend()
-    acc_ax.plot(epochs, [100 * h["test_accuracy"] for h in history], "o-", color="C2")
-    acc_ax.set(xlabel="epoch", ylabel="test accuracy (%)")
-    for ax in (loss_ax, acc_ax):
-        ax.grid(alpha=0.3)
-        ax.xaxis.get_major_locator().set_params(integer=True)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-
-
-# -- the loop ---------------------------------------------------------------------------------
-class _Interrupts:
-    """Ctrl-C (or SIGTERM) raises KeyboardInterrupt (Terminated) between updates, never halfway
-    through one; while a checkpoint is being saved, further signals are held until it is written."""
-
-    def __init__(self, warn=None, hold=False):
-        self.depth, self.pending, self.installed, self.old = 0, None, False, {}
-        self.hold = hold          # after an interrupt, keep ignoring signals (the process is about to exit)
-        self.received = None      # the first signal of this run: SIGINT or SIGTERM
-        self.held = 0             # signals that arrived during a shielded save
-        self.shielding = False
-        self.warn = warn or (lambda line: print(line, file=sys.stderr, flush=True))
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                if signal.getsignal(sig) != signal.SIG_IGN:  # ignored by whoever started us (nohup, &): kept so
-                    self.old[sig] = signal.signal(sig, self._handle)
-            self.installed = True
-        return self
-
-    def __exit__(self, *exc):
-        if self.installed:
-            for sig, old in self.old.items():
-                keep = signal.SIG_IGN if self.hold and self.received else old
-                signal.signal(sig, keep if keep is not None else signal.SIG_DFL)
-
-    @staticmethod
-    def exception(signum):
-        return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
-
-    def _handle(self, signum, frame):
-        self.received = self.received or signum
-        if self.shielding:
-            self.held += 1
-            if self.held == 1:
-                self.warn(f"{SIGNAL_NAMES.get(signum, 'signal')} again: the checkpoint is being written; "
-                          "it finishes first")
-        elif self.depth:
-            self.pending = self.pending or signum
-        else:
-            raise self.exception(signum)
-
-    @contextlib.contextmanager
-    def atomic(self):
-        self.depth += 1
-        try:
-            yield
-        finally:
-            self.depth -= 1
-        if self.pending and not self.depth:
-            signum, self.pending = self.pending, None
-            raise self.exception(signum)
-
-    @contextlib.contextmanager
-    def shield(self):
-        """Hold every signal until the block ends (a save after Ctrl-C); they are counted, not raised."""
-        before = self.shielding
-        self.shielding = True
-        try:
-            yield
-        finally:
-            self.shielding = before
 
 
 @dataclasses.dataclass
@@ -434,10 +111,10 @@ class Trainer:
         saved = {**OLD_CHECKPOINTS, **meta.get("config", {})}
         mine = dataclasses.asdict(self.config)
         for k in mine:
-            if k not in MAY_CHANGE_ON_RESUME and saved.get(k) != mine[k]:
-                raise CheckpointError(f"{path}: trained with {k.replace('_', '-')} {saved.get(k)}, not {mine[k]}; "
-                                      "resume with the settings it began with, or start a new --checkpoint")
-        self.epoch, self.batch, self.step = (_meta_count(ckpt, path, k) for k in ("epoch", "batch", "step"))
+            if not (k in BY_NAME and BY_NAME[k].on_resume) and saved.get(k) != mine[k]:
+                raise CheckpointError(f"{path}: trained with {named(k)} {saved.get(k)}, not {mine[k]}; resume "
+                                      f"with the settings it began with, or start a new {named('checkpoint')}")
+        self.epoch, self.batch, self.step = (ckpt_io.meta_count(ckpt, path, k) for k in ("epoch", "batch", "step"))
         try:
             self.net.set_params(ckpt.params)
             self.opt.load_state(ckpt.optim)
@@ -454,11 +131,11 @@ class Trainer:
             raise CheckpointError(f"{path}: incomplete or mismatched checkpoint ({one_line(exc)}); "
                                   f"{ckpt_io.FIX}") from None
         n = len(self.data.train_y)
-        if order.size == 0:  # saved after its last epoch: the next one, should --epochs ask for more
+        if order.size == 0:  # saved after its last epoch: the next one, should more epochs be asked for
             self.rng_state, self.order = epoch_order(self.config.seed, self.epoch, n)
         elif order.shape != (n,):
             raise CheckpointError(f"{path}: its data order is for {order.size} training examples, this data "
-                                  f"has {n}; resume on the same data, or start a new --checkpoint")
+                                  f"has {n}; resume on the same data, or start a new {named('checkpoint')}")
         elif not np.issubdtype(order.dtype, np.integer) or not np.array_equal(np.sort(order), np.arange(n)):
             raise CheckpointError(f"{path}: its data order is not an ordering of the {n} training examples (an "
                                   f"entry repeats or is out of range): the file was altered or damaged; "
@@ -492,7 +169,7 @@ class Trainer:
         self.saved_at = (self.epoch, self.batch, self.step)
         return True
 
-    def _where(self, epoch=None, batch=None, step=None) -> str:
+    def where(self, epoch=None, batch=None, step=None) -> str:
         epoch = self.epoch if epoch is None else epoch
         batch = self.batch if batch is None else batch
         step = self.step + batch - self.batch if step is None else step
@@ -502,10 +179,10 @@ class Trainer:
 
     def _kept(self) -> str:
         if self.checkpoint is None:
-            return "no --checkpoint was given, so nothing is saved"
+            return f"no {named('checkpoint')} was given, so nothing is saved"
         if self.saved_at is None:
             return f"no checkpoint was written yet ({self.checkpoint} does not exist)"
-        return f"{self.checkpoint} still holds {self._where(*self.saved_at)}, untouched"
+        return f"{self.checkpoint} still holds {self.where(*self.saved_at)}, untouched"
 
     # -- running --------------------------------------------------------------------------
     def run(self) -> Outcome:
@@ -514,7 +191,7 @@ class Trainer:
         self._run = {"started": time.perf_counter(), "images": 0, "seconds": 0.0, "evaluation": None}
         with contextlib.ExitStack() as stack:
             metrics = stack.enter_context(open(self.metrics, "a" if self.resumed else "w")) if self.metrics else None
-            interrupts = stack.enter_context(_Interrupts(hold=self.hold_signals))
+            interrupts = stack.enter_context(Interrupts(hold=self.hold_signals))
             # overflow in a diverging step is reported once, as divergence, not as numpy's warnings
             stack.enter_context(np.errstate(over="ignore", invalid="ignore", divide="ignore"))
             self._interrupts = interrupts
@@ -522,8 +199,8 @@ class Trainer:
                 while self.epoch < cfg.epochs:
                     loss = self._train_epoch(interrupts, metrics)
                     if not math.isfinite(loss):
-                        return self._ended("diverged", f"the loss is {loss} at {self._where(batch=self.batch + 1)}: "
-                                           f"training stopped; {self._kept()}. Try a smaller --lr")
+                        return self._ended("diverged", f"the loss is {loss} at {self.where(batch=self.batch + 1)}: "
+                                           f"training stopped; {self._kept()}. Try a smaller {named('lr')}")
                     evaluation = evaluate(self.net, self.data.test_x, self.data.test_y, cfg.batch_size)
                     self._run["evaluation"] = evaluation
                     with interrupts.atomic():
@@ -532,15 +209,15 @@ class Trainer:
                              f"test loss {record['test_loss']:.4f}, test accuracy {record['test_accuracy']:.2%} "
                              f"({record['seconds']:.1f} s, {record['images_per_s']:.0f} img/s)")
                     if not math.isfinite(evaluation.loss) or not self._finite():
-                        return self._ended("diverged", f"the weights are no longer finite at {self._where()}: "
-                                           f"training stopped; {self._kept()}. Try a smaller --lr")
+                        return self._ended("diverged", f"the weights are no longer finite at {self.where()}: "
+                                           f"training stopped; {self._kept()}. Try a smaller {named('lr')}")
                     with interrupts.atomic():  # a signal during the save waits for it
                         saved = self.save()
                     if saved:
-                        self.log(f"saved {self.checkpoint} at {self._where()}")
+                        self.log(f"saved {self.checkpoint} at {self.where()}")
             except KeyboardInterrupt as exc:
                 return self._interrupted(exc, interrupts, metrics)
-        return self._ended("finished", f"finished {_count(cfg.epochs, 'epoch')} ({self.step} steps)",
+        return self._ended("finished", f"finished {count(cfg.epochs, 'epoch')} ({self.step} steps)",
                            self.saved_at is not None)
 
     def _interrupted(self, exc, interrupts, metrics) -> Outcome:
@@ -548,7 +225,7 @@ class Trainer:
         checkpoint stays the resume point."""
         sig = signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT
         what = "stopped by SIGTERM" if sig == signal.SIGTERM else "interrupted"
-        where = self._where()
+        where = self.where()
         with interrupts.shield():
             if metrics:
                 metrics.flush()
@@ -652,280 +329,7 @@ class Trainer:
                        run["images"] / run["seconds"] if run["seconds"] else 0.0, saved)
 
 
-# -- the command line's two jobs (scripts/train.py parses the flags) -------------------------
-SETTINGS = ("network", "dataset", "optimizer", "lr", "batch_size", "epochs", "seed", "limit", "holdout", "test_limit",
-            "schedule", "augment")
 
-
-def _read_spec(path):
-    from ..compiler.spec import read
-
-    spec = read(Path(path))
-    return spec, Path(path).read_bytes()
-
-
-def _count(n: int, noun: str) -> str:
+def count(n: int, noun: str) -> str:
+    """'1 epoch', '5 epochs'."""
     return f"{n} {noun}{'' if n == 1 else 's'}"
-
-
-def _describe_net(net, spec_file, config: Config) -> str:
-    count = sum(int(v.size) for ps in net.params.values() for v in ps.values())
-    return (f"network: {net.name} of {spec_file} ({count:,} parameters, {net.dtype}); {config.optimizer} "
-            f"lr {config.lr:g}{'' if config.schedule == 'constant' else f' ({config.schedule})'}, batch "
-            f"{config.batch_size}, {_count(config.epochs, 'epoch')}, seed {config.seed}"
-            f"{'' if config.augment == 'none' else f', augment {config.augment}'}")
-
-
-PLOT_FORMATS = ("png", "pdf", "svg", "svgz", "eps", "ps", "jpg", "jpeg", "tif", "tiff", "webp", "pgf", "raw", "rgba")
-
-
-def _check_checkpoint_folder(path, log) -> None:
-    """The checkpoint's folder exists and takes a file now, not after an epoch; unfinished files of
-    killed saves beside it are removed."""
-    try:
-        ckpt_io.check_writable(path)
-    except OSError as exc:
-        raise TrainingError(f"--checkpoint {path}: cannot write in {Path(path).resolve().parent} "
-                            f"({exc.strerror or exc}); {ckpt_io.write_advice(exc, path)}") from None
-    gone = ckpt_io.remove_unfinished(path)
-    if gone:
-        log(f"removed {_count(len(gone), 'unfinished checkpoint file')} left by a killed save "
-            f"({', '.join(name for name, _ in gone)}; {sum(n for _, n in gone) / 1e6:.1f} MB)")
-
-
-def _check_plot(path, warn):
-    """The --plot path: a format matplotlib writes, in a folder that takes a file; checked before training.
-    None (with a warning) when matplotlib is not installed."""
-    import importlib.util
-
-    suffix = Path(path).suffix.lower().lstrip(".")
-    formats = PLOT_FORMATS
-    have = importlib.util.find_spec("matplotlib") is not None
-    if have:
-        try:
-            from matplotlib.backend_bases import FigureCanvasBase
-
-            formats = tuple(FigureCanvasBase.get_supported_filetypes())
-        except Exception:  # noqa: BLE001 -- a broken matplotlib install: our own list
-            pass
-    if suffix not in formats:
-        what = f"'.{suffix}' is not an image format matplotlib writes" if suffix else "the name has no image format"
-        raise TrainingError(f"--plot {path}: {what}; end it in .png, .pdf or .svg")
-    folder = Path(path).resolve().parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".plot.", suffix=".tmp")
-        os.close(fd)
-        os.unlink(tmp)
-    except OSError as exc:
-        raise TrainingError(f"--plot {path}: cannot write in {folder} ({exc.strerror or exc}); give another "
-                            "--plot path") from None
-    if not have:
-        warn(f"--plot {path}: matplotlib is not installed, so no plot; pip install -e '.[plot]' to get one "
-             "(training goes on)")
-        return None
-    return path
-
-
-def _check_batch(net, config: Config, data: Data, log) -> None:
-    """Say when a batch is the whole training set; refuse one that cannot fit in memory."""
-    if config.batch_size > len(data.train_y):
-        log(f"batch {config.batch_size:,} is more than the {len(data.train_y):,} training examples: each step "
-            "takes all of them")
-    _check_memory(net, config, len(data.train_y), len(data.test_y))
-
-
-def _draw_plot(history, path, title, log, warn) -> None:
-    """The plot after training; a failure to draw it is a warning: it never costs the run."""
-    try:
-        plot_history(history, path, title)
-        log(f"plot: {path}")
-    except Exception as exc:  # noqa: BLE001 -- the checkpoint is saved; the plot is a view of it
-        warn(f"--plot {path}: could not draw it ({one_line(exc) or type(exc).__name__}); the run itself is kept")
-
-
-def _check_memory(net, config: Config, n_train: int, n_test: int, training: bool = True) -> None:
-    """Refuse a batch that cannot fit in memory before the first step, from the compiled shapes."""
-    from ..compiler import memory
-
-    have = memory.available()
-    batch = max(1, min(config.batch_size, max(n_train if training else n_test, 1)))
-    if have is None:
-        return
-    if training:
-        need = memory.training_need(net, batch, config.optimizer)
-    else:
-        need = memory.inference_need(net, batch)
-    if need <= have:
-        return
-    examples = f"{batch:,} examples a step" + (" (every training example)" if batch < config.batch_size else "")
-    one = memory.training_need(net, 1, config.optimizer if training else None)
-    per = (need - one) / (batch - 1) if batch > 1 else 0  # what each further example adds
-    fits = 1 + int((have - one) // per) if per and have > one else 0
-    fix = f"use --batch-size {fits} or less" if fits >= 1 else "the network itself does not fit: make it smaller"
-    raise TrainingError(f"--batch-size {config.batch_size}: {'training' if training else 'evaluating'} "
-                        f"{config.network!r} on {examples} needs about {memory.human(need)} of memory, but "
-                        f"{memory.human(have)} are available; {fix}")
-
-
-def train_main(o, resume_command: str = "", log=print, warn=None) -> int:
-    """Train as the options `o` say (the flags of scripts/train.py); the exit code.
-
-    Raises SpecError, NotationError, DataError, CheckpointError or TrainingError for bad input."""
-    from ..compiler.network import load as load_network
-
-    warn = warn or (lambda line: print(line, file=sys.stderr))
-    spec, spec_bytes = _read_spec(o.spec)
-    ckpt = _resume_point(o)
-    given = {k: getattr(o, k, None) for k in SETTINGS}
-    network = given["network"] or spec.network
-    config = make_config(spec.training_for(network), network, given, ckpt.meta["config"] if ckpt else None)
-    if config.network not in spec.networks:
-        raise spec.error("network", f"{config.network!r} not found, valid options are {sorted(spec.networks)}")
-    meaning = ckpt_io.meaning(spec, config.network)
-    digest, legacy = ckpt_io.fingerprint(meaning), ckpt_io.spec_hash(spec_bytes, config.network)
-    if ckpt is not None:
-        ckpt_io.check_spec(ckpt, o.checkpoint, digest, str(o.spec), config.network, meaning, legacy)
-    plot = _check_outputs(o, log, warn)
-    data = load_data(config, o.data_dir, download=not getattr(o, "no_download", False), log=log)
-    log(f"data: {data.about}")
-    net = load_network(spec, network=config.network, seed=config.seed, optimize=getattr(o, "optimize", None))
-    log(_describe_net(net, o.spec, config))
-    _check_batch(net, config, data, log)
-    trainer = Trainer(net, data, config, spec_hash=digest, spec_file=str(o.spec), checkpoint=o.checkpoint,
-                      metrics=o.metrics, progress=getattr(o, "progress", True), log=log, meaning=meaning,
-                      legacy_hash=legacy)
-    trainer.hold_signals = getattr(o, "hold_signals", False)
-    if ckpt is not None:
-        trainer.restore(ckpt, o.checkpoint)
-        if trainer.epoch >= config.epochs:
-            last = trainer.history[-1] if trainer.history else {}
-            log(f"{o.checkpoint}: all {_count(trainer.epoch, 'epoch')} done (test accuracy "
-                f"{last.get('test_accuracy', float('nan')):.2%}); pass --epochs N with N > {trainer.epoch} to train "
-                "further, or --eval-only to evaluate it")
-            return 0
-        log(f"resuming from {o.checkpoint} at {trainer._where()}")
-    log(f"checkpoint: {o.checkpoint} (each epoch and on Ctrl-C)" if o.checkpoint
-        else "checkpoint: none (--checkpoint PATH keeps one each epoch and on Ctrl-C)")
-    if getattr(o, "plans", False):
-        log(net.plans(config.batch_size))
-    outcome = trainer.run()
-    if plot and trainer.history:
-        _draw_plot(trainer.history, plot, f"{config.network} on {config.dataset}", log, warn)
-    return _ending(outcome, trainer, resume_command, log, warn)
-
-
-def _resume_point(o):
-    """The checkpoint to resume, with --resume; else make sure no checkpoint would be overwritten."""
-    if o.resume:
-        if not o.checkpoint:
-            raise TrainingError("--resume needs --checkpoint PATH, the checkpoint to continue")
-        ckpt = ckpt_io.load(o.checkpoint)
-        if not isinstance(ckpt.meta.get("config"), dict):
-            raise CheckpointError(f"{o.checkpoint}: it holds no training settings; {ckpt_io.FIX}")
-        return ckpt
-    if o.checkpoint and Path(o.checkpoint).exists():
-        raise TrainingError(f"{o.checkpoint} already exists; pass --resume to continue it, or delete it, "
-                            "or give another --checkpoint path")
-    return None
-
-
-def _check_outputs(o, log, warn):
-    """Every file the run will write can be written, before any training: checkpoint, metrics, plot.
-    The plot's path, or None."""
-    if o.checkpoint:
-        _check_checkpoint_folder(o.checkpoint, log)
-    if o.metrics:
-        try:
-            Path(o.metrics).parent.mkdir(parents=True, exist_ok=True)
-            open(o.metrics, "a").close()
-        except OSError as exc:
-            raise TrainingError(f"--metrics {o.metrics}: cannot write it ({exc.strerror or exc})") from None
-    plot = getattr(o, "plot", None)
-    return _check_plot(plot, warn) if plot else None
-
-
-def _ending(outcome, trainer, resume_command, log, warn) -> int:
-    """The run's last line and its exit code: 0 done, 1 diverged, 130 or 143 interrupted."""
-    if outcome.status == "interrupted":
-        hint = f"; resume with: {resume_command}" if outcome.saved and resume_command else ""
-        warn(outcome.message + hint)
-        return 143 if outcome.signal == signal.SIGTERM else 130
-    if outcome.status == "diverged":
-        warn(outcome.message)
-        return 1
-    ev = outcome.evaluation
-    log(f"done: test accuracy {ev.accuracy:.2%} (loss {ev.loss:.4f}, {ev.count} test examples) after "
-        f"{_count(trainer.epoch, 'epoch')}; wall time {outcome.seconds:.1f} s, "
-        f"{outcome.images_per_s:.0f} images/s training")
-    return 0
-
-
-# training flags
-EVAL_IGNORES = ("optimizer", "lr", "epochs", "seed", "limit", "metrics", "plot", "schedule", "augment")
-
-
-def _meta_count(ckpt, path, key) -> int:
-    """A whole number >= 0 from a checkpoint's meta record, or one CheckpointError line."""
-    value = ckpt.meta.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise CheckpointError(f"{path}: its {key} is {value!r}, not a whole number: the file was damaged or "
-                              f"altered; {ckpt_io.FIX}")
-    return value
-
-
-def eval_main(o, log=print) -> int:
-    """Accuracy and confusion matrix of a checkpoint on the test set; the exit code."""
-    from ..compiler.network import load as load_network
-
-    if not o.checkpoint:
-        raise TrainingError("--eval-only needs --checkpoint PATH, the checkpoint to evaluate")
-    ignored = [f"--{k.replace('_', '-')}" for k in EVAL_IGNORES if getattr(o, k, None) not in (None, False)]
-    if ignored:
-        raise TrainingError(f"--eval-only evaluates the checkpoint as it was trained; {', '.join(ignored)} "
-                            f"{'does' if len(ignored) == 1 else 'do'} not apply: drop "
-                            f"{'it' if len(ignored) == 1 else 'them'} (or train with --resume)")
-    ckpt = ckpt_io.load(o.checkpoint)
-    saved = ckpt.meta.get("config")
-    if not isinstance(saved, dict):
-        raise CheckpointError(f"{o.checkpoint}: it holds no training settings; {ckpt_io.FIX}")
-    spec, spec_bytes = _read_spec(o.spec)
-    network = saved.get("network")
-    if not isinstance(network, str) or network not in spec.networks:
-        raise CheckpointError(f"{o.checkpoint}: it was trained as network {network!r}, which {o.spec} does not "
-                              f"define (it has {sorted(spec.networks)}); give the --spec it was trained with")
-    if o.network and o.network != network:
-        raise TrainingError(f"{o.checkpoint} holds network {network!r}, not {o.network!r}; drop --network")
-    meaning = ckpt_io.meaning(spec, network)
-    ckpt_io.check_spec(ckpt, o.checkpoint, ckpt_io.fingerprint(meaning), str(o.spec), network, meaning,
-                       ckpt_io.spec_hash(spec_bytes, network))
-    epoch, step = (_meta_count(ckpt, o.checkpoint, k) for k in ("epoch", "step"))
-    overrides = {k: getattr(o, k) for k in ("dataset", "batch_size", "holdout", "test_limit")
-                 if getattr(o, k, None) is not None}
-    config = make_config({}, network, {}, {**saved, **overrides})
-    data = load_data(config, o.data_dir, download=not getattr(o, "no_download", False), log=log, train=False)
-    log(f"data: {data.about}")
-    net = load_network(spec, network=network, seed=config.seed, optimize=getattr(o, "optimize", None))
-    try:
-        net.set_params(ckpt.params)
-        if net.state_shapes:
-            net.set_state(ckpt.state)
-    except (ValueError, TypeError) as exc:
-        raise CheckpointError(f"{o.checkpoint}: {exc}; {ckpt_io.FIX}") from None
-    bad = [f"{layer}.{p}" for layer, ps in net.params.items() for p, v in ps.items() if not np.isfinite(v).all()]
-    if bad:
-        raise CheckpointError(f"{o.checkpoint}: its weights are not finite (NaN or infinite) in {', '.join(bad)}; "
-                              "training never saves such weights, so the file was damaged or altered; "
-                              f"{ckpt_io.FIX}")
-    _check_memory(net, config, 0, len(data.test_y), training=False)
-    if getattr(o, "plans", False):
-        log(net.plans(min(config.batch_size, max(len(data.test_y), 1))))
-    log(f"checkpoint: {o.checkpoint}: {network}, {_count(epoch, 'epoch')}, step {step} "
-        f"({config.optimizer} lr {config.lr:g}, batch {saved.get('batch_size')}, trained on {saved.get('dataset')})")
-    t = time.perf_counter()
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        ev = evaluate(net, data.test_x, data.test_y, config.batch_size)
-    log(f"test accuracy {ev.accuracy:.2%} ({int(np.trace(ev.confusion))} of {ev.count}), loss {ev.loss:.4f} "
-        f"({time.perf_counter() - t:.1f} s)")
-    log(format_confusion(ev.confusion, data.classes))
-    return 0

@@ -146,9 +146,9 @@ OPTIMIZERS = {cls.name: cls for cls in (SGD, Momentum, Adam)}
 
 
 def register_optimizer(cls) -> type:
-    """Make `--optimizer NAME` and `training: {optimizer: NAME}` use cls (NAME = cls.name): cls(params, lr)
-    with step(params, grads), state() and load_state(state), as SGD, Momentum and Adam here.
-    Usable as a class decorator."""
+    """Make the setting `optimizer` NAME (training: {optimizer: NAME} in a spec) use cls, NAME = cls.name:
+    cls(params, lr) with step(params, grads), state() and load_state(state), as SGD, Momentum and Adam
+    here; the trainer sets its `lr` before each step (the schedule's rate). Usable as a class decorator."""
     name = getattr(cls, "name", None)
     if not (isinstance(name, str) and name.isidentifier()) or name in OPTIMIZERS:
         raise TrainingError(f"optimizer name {name!r} must be a new identifier (taken: {sorted(OPTIMIZERS)})")

@@ -1,0 +1,238 @@
+"""A whole run from a spec file: train (or resume) a network, or evaluate a checkpoint.
+
+What a command line does, as functions of named options rather than flags: scripts/train.py maps
+its flags to `Options` and the settings named in these messages back to its flags.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..data.examples import Data, load_data
+from ..errors import CheckpointError, TrainingError, named
+from . import checkpoint as ckpt_io
+from .evaluation import evaluate, format_confusion
+from .loop import Outcome, Trainer, count
+from .settings import Config, make_config
+
+EVAL_IGNORES = ("optimizer", "lr", "epochs", "seed", "limit", "schedule", "augment")  # training settings
+EVAL_OVERRIDES = ("dataset", "batch_size", "holdout", "test_limit")  # what an evaluation may change
+
+
+@dataclasses.dataclass
+class Options:
+    """What a run is given: the spec, the settings (None: from the spec or the checkpoint), and where it
+    reads and writes."""
+
+    spec: str | Path = "layers.yaml"
+    settings: dict = dataclasses.field(default_factory=dict)  # network and training settings, by name
+    checkpoint: str | Path | None = None  # written at the end of every epoch and on Ctrl-C
+    resume: bool = False                  # continue `checkpoint` exactly where it stopped
+    metrics: str | Path | None = None     # JSON lines: one per step, one per epoch
+    data_dir: str | Path | None = None
+    download: bool = True
+    progress: bool = True                 # progress bars
+    plans: bool = False                   # log every compiled contraction first
+    optimize: str | None = None           # opt_einsum's path optimizer, instead of the spec's
+    hold_signals: bool = False            # once interrupted, ignore further signals until the process exits
+
+
+@dataclasses.dataclass
+class Trained:
+    """How `train` ended: the outcome (None: the checkpoint had all its epochs already) and the trainer."""
+
+    outcome: Outcome | None
+    trainer: Trainer
+    config: Config
+
+
+def read_spec(path):
+    """The spec and its file's bytes (the legacy checkpoint hash reads them)."""
+    from ..compiler.spec import read
+
+    spec = read(Path(path))
+    return spec, Path(path).read_bytes()
+
+
+def describe(net, spec_file, config: Config) -> str:
+    """One line: the network, its size and the settings it trains with."""
+    size = sum(int(v.size) for ps in net.params.values() for v in ps.values())
+    return (f"network: {net.name} of {spec_file} ({size:,} parameters, {net.dtype}); {config.optimizer} "
+            f"lr {config.lr:g}{'' if config.schedule == 'constant' else f' ({config.schedule})'}, batch "
+            f"{config.batch_size}, {count(config.epochs, 'epoch')}, seed {config.seed}"
+            f"{'' if config.augment == 'none' else f', augment {config.augment}'}")
+
+
+def train(o: Options, log=print, warn=None) -> Trained:
+    """Train (or resume) as `o` says. Raises a UserError (one line) for bad input, before any training."""
+    from ..compiler.network import load as load_network
+
+    spec, spec_bytes = read_spec(o.spec)
+    ckpt = _resume_point(o)
+    given = dict(o.settings)
+    network = given.get("network") or spec.network
+    config = make_config(spec.training_for(network), network, given, ckpt.meta["config"] if ckpt else None)
+    if config.network not in spec.networks:
+        raise spec.error("network", f"{config.network!r} not found, valid options are {sorted(spec.networks)}")
+    meaning = ckpt_io.meaning(spec, config.network)
+    digest, legacy = ckpt_io.fingerprint(meaning), ckpt_io.spec_hash(spec_bytes, config.network)
+    if ckpt is not None:
+        ckpt_io.check_spec(ckpt, o.checkpoint, digest, str(o.spec), config.network, meaning, legacy)
+    _check_outputs(o, log)
+    data = load_data(config, o.data_dir, download=o.download, log=log)
+    log(f"data: {data.about}")
+    net = load_network(spec, network=config.network, seed=config.seed, optimize=o.optimize)
+    log(describe(net, o.spec, config))
+    _check_batch(net, config, data, log)
+    trainer = Trainer(net, data, config, spec_hash=digest, spec_file=str(o.spec), checkpoint=o.checkpoint,
+                      metrics=o.metrics, progress=o.progress, log=log, meaning=meaning, legacy_hash=legacy)
+    trainer.hold_signals = o.hold_signals
+    if ckpt is not None:
+        trainer.restore(ckpt, o.checkpoint)
+        if trainer.epoch >= config.epochs:
+            last = trainer.history[-1] if trainer.history else {}
+            log(f"{o.checkpoint}: all {count(trainer.epoch, 'epoch')} done (test accuracy "
+                f"{last.get('test_accuracy', float('nan')):.2%}); give {named('epochs')} N with N > {trainer.epoch} "
+                f"to train further, or {named('eval_only')} to evaluate it")
+            return Trained(None, trainer, config)
+        log(f"resuming from {o.checkpoint} at {trainer.where()}")
+    log(f"checkpoint: {o.checkpoint} (each epoch and on Ctrl-C)" if o.checkpoint
+        else f"checkpoint: none ({named('checkpoint')} PATH keeps one each epoch and on Ctrl-C)")
+    if o.plans:
+        log(net.plans(config.batch_size))
+    return Trained(trainer.run(), trainer, config)
+
+
+def _resume_point(o: Options):
+    """The checkpoint to resume, with o.resume; else make sure no checkpoint would be overwritten."""
+    if o.resume:
+        if not o.checkpoint:
+            raise TrainingError(f"{named('resume')} needs {named('checkpoint')} PATH, the checkpoint to continue")
+        ckpt = ckpt_io.load(o.checkpoint)
+        if not isinstance(ckpt.meta.get("config"), dict):
+            raise CheckpointError(f"{o.checkpoint}: it holds no training settings; {ckpt_io.FIX}")
+        return ckpt
+    if o.checkpoint and Path(o.checkpoint).exists():
+        raise TrainingError(f"{o.checkpoint} already exists; pass {named('resume')} to continue it, or delete it, "
+                            f"or give another {named('checkpoint')} path")
+    return None
+
+
+def _check_outputs(o: Options, log) -> None:
+    """Every file the run will write can be written, before any training: the checkpoint and the metrics."""
+    if o.checkpoint:
+        _check_checkpoint_folder(o.checkpoint, log)
+    if o.metrics:
+        try:
+            Path(o.metrics).parent.mkdir(parents=True, exist_ok=True)
+            open(o.metrics, "a").close()
+        except OSError as exc:
+            raise TrainingError(f"{named('metrics')} {o.metrics}: cannot write it ({exc.strerror or exc})") from None
+
+
+def _check_checkpoint_folder(path, log) -> None:
+    """The checkpoint's folder exists and takes a file now, not after an epoch; unfinished files of
+    killed saves beside it are removed."""
+    try:
+        ckpt_io.check_writable(path)
+    except OSError as exc:
+        raise TrainingError(f"{named('checkpoint')} {path}: cannot write in {Path(path).resolve().parent} "
+                            f"({exc.strerror or exc}); {ckpt_io.write_advice(exc, path)}") from None
+    gone = ckpt_io.remove_unfinished(path)
+    if gone:
+        log(f"removed {count(len(gone), 'unfinished checkpoint file')} left by a killed save "
+            f"({', '.join(name for name, _ in gone)}; {sum(n for _, n in gone) / 1e6:.1f} MB)")
+
+
+def _check_batch(net, config: Config, data: Data, log) -> None:
+    """Say when a batch is the whole training set; refuse one that cannot fit in memory."""
+    if config.batch_size > len(data.train_y):
+        log(f"batch {config.batch_size:,} is more than the {len(data.train_y):,} training examples: each step "
+            "takes all of them")
+    _check_memory(net, config, len(data.train_y), len(data.test_y))
+
+
+def _check_memory(net, config: Config, n_train: int, n_test: int, training: bool = True) -> None:
+    """Refuse a batch that cannot fit in memory before the first step, from the compiled shapes."""
+    from ..compiler import memory
+
+    have = memory.available()
+    batch = max(1, min(config.batch_size, max(n_train if training else n_test, 1)))
+    if have is None:
+        return
+    if training:
+        need = memory.training_need(net, batch, config.optimizer)
+    else:
+        need = memory.inference_need(net, batch)
+    if need <= have:
+        return
+    examples = f"{batch:,} examples a step" + (" (every training example)" if batch < config.batch_size else "")
+    one = memory.training_need(net, 1, config.optimizer if training else None)
+    per = (need - one) / (batch - 1) if batch > 1 else 0  # what each further example adds
+    fits = 1 + int((have - one) // per) if per and have > one else 0
+    fix = (f"use {named('batch_size')} {fits} or less" if fits >= 1
+           else "the network itself does not fit: make it smaller")
+    raise TrainingError(f"{named('batch_size')} {config.batch_size}: {'training' if training else 'evaluating'} "
+                        f"{config.network!r} on {examples} needs about {memory.human(need)} of memory, but "
+                        f"{memory.human(have)} are available; {fix}")
+
+
+def evaluate_checkpoint(o: Options, log=print) -> int:
+    """Accuracy and confusion matrix of o.checkpoint on the test set, logged; the number of test examples."""
+    from ..compiler.network import load as load_network
+
+    if not o.checkpoint:
+        raise TrainingError(f"{named('eval_only')} needs {named('checkpoint')} PATH, the checkpoint to evaluate")
+    ignored = [named(k) for k in EVAL_IGNORES if o.settings.get(k) is not None] + ([named("metrics")] if o.metrics
+                                                                                   else [])
+    if ignored:
+        raise TrainingError(f"{named('eval_only')} evaluates the checkpoint as it was trained; {', '.join(ignored)} "
+                            f"{'does' if len(ignored) == 1 else 'do'} not apply: drop "
+                            f"{'it' if len(ignored) == 1 else 'them'} (or train with {named('resume')})")
+    ckpt = ckpt_io.load(o.checkpoint)
+    saved = ckpt.meta.get("config")
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{o.checkpoint}: it holds no training settings; {ckpt_io.FIX}")
+    spec, spec_bytes = read_spec(o.spec)
+    network = saved.get("network")
+    if not isinstance(network, str) or network not in spec.networks:
+        raise CheckpointError(f"{o.checkpoint}: it was trained as network {network!r}, which {o.spec} does not "
+                              f"define (it has {sorted(spec.networks)}); give the {named('spec')} it was trained with")
+    if o.settings.get("network") and o.settings["network"] != network:
+        raise TrainingError(f"{o.checkpoint} holds network {network!r}, not {o.settings['network']!r}; drop "
+                            f"{named('network')}")
+    meaning = ckpt_io.meaning(spec, network)
+    ckpt_io.check_spec(ckpt, o.checkpoint, ckpt_io.fingerprint(meaning), str(o.spec), network, meaning,
+                       ckpt_io.spec_hash(spec_bytes, network))
+    epoch, step = (ckpt_io.meta_count(ckpt, o.checkpoint, k) for k in ("epoch", "step"))
+    overrides = {k: o.settings[k] for k in EVAL_OVERRIDES if o.settings.get(k) is not None}
+    config = make_config({}, network, {}, {**saved, **overrides})
+    data = load_data(config, o.data_dir, download=o.download, log=log, train=False)
+    log(f"data: {data.about}")
+    net = load_network(spec, network=network, seed=config.seed, optimize=o.optimize)
+    try:
+        net.set_params(ckpt.params)
+        if net.state_shapes:
+            net.set_state(ckpt.state)
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{o.checkpoint}: {exc}; {ckpt_io.FIX}") from None
+    bad = [f"{layer}.{p}" for layer, ps in net.params.items() for p, v in ps.items() if not np.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"{o.checkpoint}: its weights are not finite (NaN or infinite) in {', '.join(bad)}; "
+                              "training never saves such weights, so the file was damaged or altered; "
+                              f"{ckpt_io.FIX}")
+    _check_memory(net, config, 0, len(data.test_y), training=False)
+    if o.plans:
+        log(net.plans(min(config.batch_size, max(len(data.test_y), 1))))
+    log(f"checkpoint: {o.checkpoint}: {network}, {count(epoch, 'epoch')}, step {step} "
+        f"({config.optimizer} lr {config.lr:g}, batch {saved.get('batch_size')}, trained on {saved.get('dataset')})")
+    t = time.perf_counter()
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        ev = evaluate(net, data.test_x, data.test_y, config.batch_size)
+    log(f"test accuracy {ev.accuracy:.2%} ({int(np.trace(ev.confusion))} of {ev.count}), loss {ev.loss:.4f} "
+        f"({time.perf_counter() - t:.1f} s)")
+    log(format_confusion(ev.confusion, data.classes))
+    return ev.count
