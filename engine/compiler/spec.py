@@ -1,7 +1,7 @@
 """layers.yaml read and checked: kinds, activations, losses, networks, training defaults.
 
 Everything here is structure: names, fields, types.  Sizes and equations are checked when
-a network is built for an input shape (engine.layer), where their values are known.
+a network is built for an input shape (layer.py), where their values are known.
 This module reads the file's top level and its networks' layers; one kind is read in kinds.py,
 the layer graph checked in graph.py, YAML parsed in spec_yaml.py, into the records of records.py.
 """
