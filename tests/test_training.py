@@ -273,6 +273,7 @@ def bad_inputs(tmp):
     edited.write_bytes(SPEC_BYTES.replace(b"activation: softmax, init: zeros}", b"activation: softmax, init: he}"))
     broken = tmp / "broken.npz"
     broken.write_bytes(b"PK\x03\x04 cut short")
+    (tmp / "empty").mkdir(exist_ok=True)
     return {
         "a flag's value": (["--epochs", "two"], "argument --epochs: invalid int value"),
         "a setting's range": (["--lr", "-1"], "--lr (or training: lr in the spec) must be a positive number"),
@@ -288,6 +289,8 @@ def bad_inputs(tmp):
                            "the checkpoint was trained with --lr 0.001, not 0.5"),
         "overwriting a run": (["--checkpoint", str(tmp / "good.npz")], "pass --resume to continue it"),
         "unknown schedule": (["--schedule", "linear"], "invalid choice: 'linear'"),
+        "a data set nowhere, named by its flag": (["--dataset", "mnist", "--data-dir", str(tmp / "empty"),
+                                                   "--no-download"], "into a directory and pass it as --data-dir"),
         "unknown augmentation": (["--augment", "flip,rotate"], "augmentation 'rotate' not found"),
         "another schedule on resume": (["--checkpoint", str(tmp / "good.npz"), "--resume", "--schedule", "cosine"],
                                        "the checkpoint was trained with --schedule constant, not cosine"),

@@ -84,8 +84,8 @@ class Trainer:
         self.schedule = schedule.get(config.schedule)
         self.augment = augment.parse(config.augment)
         if self.augment and len(net.input_shape) != 3:
-            raise TrainingError(f"augment {config.augment} moves images, but network {net.name!r} takes inputs of "
-                                f"shape {net.input_shape}, not (height, width, channels)")
+            raise TrainingError(f"{named('augment')} {config.augment} moves images, but network {net.name!r} takes "
+                                f"inputs of shape {net.input_shape}, not (height, width, channels)")
         self.epoch = 0            # epochs completed
         self.batch = 0            # batches done in the current epoch
         self.step = 0             # updates in all

@@ -10,6 +10,7 @@ import dataclasses
 import math
 import re
 
+from ..data.datasets import DATASETS
 from ..errors import TrainingError
 from . import augment, optim, schedule
 
@@ -26,12 +27,6 @@ class Setting:
     in_spec: bool = True      # may be given in layers.yaml's training: (else only when a run is started)
     in_config: bool = True    # decides the run's trajectory: a checkpoint keeps it and a resume must match
     on_resume: bool = False   # may change when a run resumes (epochs: train longer)
-
-
-def _data_sets():
-    from ..data import DATASETS
-
-    return DATASETS
 
 
 SETTINGS = (
@@ -57,7 +52,7 @@ SETTINGS = (
 )
 BY_NAME = {s.name: s for s in SETTINGS}
 SPEC_DEFAULTS = {s.name: s.default for s in SETTINGS if s.in_spec}  # layers.yaml's training: fields
-CHOICES = {"dataset": lambda: sorted(_data_sets()), "optimizer": lambda: sorted(optim.OPTIMIZERS),
+CHOICES = {"dataset": lambda: sorted(DATASETS), "optimizer": lambda: sorted(optim.OPTIMIZERS),
            "schedule": lambda: sorted(schedule.SCHEDULES)}
 OLD_CHECKPOINTS = {"schedule": "constant", "augment": "none"}  # what a checkpoint from before a setting ran with
 HOLDOUT_SEED = 0  # the holdout split is the same for every seed
