@@ -1,11 +1,13 @@
 """The zoo: every kind and activation of layers.yaml, on small random shapes in float64, runs its
 forward equations as the reference interpreter reads them, and its Jacobians (declared or
-derived) agree with central differences, in training and in eval mode where the two differ."""
+derived) agree with central differences, in training and in eval mode where the two differ; built
+in float32, each agrees with its float64 self to float32's precision."""
 import numpy as np
 import pytest
 
 import engine
 from engine.compiler.layer import Block
+from notation.derive import grad
 from notation.reference import evaluate_run
 
 from conftest import SPEC
@@ -45,7 +47,7 @@ def check_kind(name, in_shapes, mode="train", section="kinds", seed=0, tolerance
     g = rng.standard_normal(block.out_shape)
     work = dict(base)
     block.forward(work)
-    work["d" + out] = g
+    work[grad(out)] = g
     block.backward(work)
 
     def value(env):
@@ -62,10 +64,26 @@ def check_kind(name, in_shapes, mode="train", section="kinds", seed=0, tolerance
             plus, minus = dict(base), dict(base)
             plus[t], minus[t] = base[t] + h * v, base[t] - h * v
             numeric = (value(plus) - value(minus)) / (2 * h)
-            analytic = float(np.sum(work["d" + t] * v))
+            analytic = float(np.sum(work[grad(t)] * v))
             err = abs(numeric - analytic) / max(abs(numeric), abs(analytic), 1e-8)
             assert err < tolerance, f"{section} {name} ({mode}): d{t} is off by {err:.1e} (relative)"
+    check_float32(kind, hyper, in_shapes, mode, section, base, g, work, targets)
     return block
+
+
+def check_float32(kind, hyper, in_shapes, mode, section, base, g, want, targets, tolerance=1e-4):
+    """The same kind built in float32, on the same inputs, masks and upstream gradient, agrees with
+    the float64 forward and gradients to float32's precision (relative to each array's norm)."""
+    block = Block(ZOO, kind, {**kind.hyper, **hyper}, in_shapes, f"{section} {kind.name!r}", dtype=np.float32,
+                  mode=mode)
+    work = {k: v.astype(np.float32) if v.dtype == np.float64 else v for k, v in base.items()}
+    block.forward(work)
+    work[grad(kind.out_name)] = g.astype(np.float32)
+    block.backward(work)
+    for name in [kind.out_name] + [grad(t) for t in targets]:
+        assert work[name].dtype == np.float32, f"{section} {kind.name} ({mode}): {name} is {work[name].dtype}"
+        err = np.linalg.norm(work[name] - want[name]) / max(np.linalg.norm(want[name]), 1e-30)
+        assert err < tolerance, f"{section} {kind.name} ({mode}): {name} in float32 is off by {err:.1e} (relative)"
 
 
 IMAGE = {"x": (3, 6, 5, 2)}
