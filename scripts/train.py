@@ -184,7 +184,7 @@ def train_main(o, resume: str = "", log=print, warn=None, hold_signals=False) ->
         training.evaluate_checkpoint(options(o), log=log)
         return 0
     plot = check_plot(o.plot, warn) if o.plot else None
-    done = training.train(options(o, hold_signals), log=log, warn=warn)
+    done = training.train(options(o, hold_signals), log=log)
     if done.outcome is None:  # the checkpoint had all its epochs already
         return 0
     if plot and done.trainer.history:

@@ -66,7 +66,7 @@ def describe(net, spec_file, config: Config) -> str:
             f"{'' if config.augment == 'none' else f', augment {config.augment}'}")
 
 
-def train(o: Options, log=print, warn=None) -> Trained:
+def train(o: Options, log=print) -> Trained:
     """Train (or resume) as `o` says. Raises a UserError (one line) for bad input, before any training."""
     from ..compiler.network import load as load_network
 

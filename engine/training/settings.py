@@ -100,7 +100,8 @@ def make_config(defaults: dict, network: str, given: dict, saved: dict | None = 
     given = {k: v for k, v in given.items() if v is not None}
     unknown = set(given) - {f.name for f in dataclasses.fields(Config)}
     if unknown:
-        raise TrainingError(f"unknown setting(s) {sorted(unknown)}; valid are {sorted(BY_NAME)}")
+        raise TrainingError(f"unknown setting(s) {sorted(unknown)}; valid are "
+                            f"{sorted(f.name for f in dataclasses.fields(Config))}")
     if saved is not None:
         values = {**OLD_CHECKPOINTS, **saved}
         if "epochs" in given and given["epochs"] != values.get("epochs") and values["schedule"] in schedule.OVER_EPOCHS:
