@@ -11,11 +11,16 @@ import sys
 import time
 from contextlib import contextmanager
 
+_deferred = []  # a Ctrl-C that came between a script's imports and its main (see `starting`, `go_on`)
+
 
 @contextmanager
-def starting(prog: str):
+def starting(prog: str, defer: bool = False):
     """Around a script's heavy imports: a Ctrl-C (which an extension module may turn into an
-    ImportError) or a missing dependency is one line and exit 130 or 2, not a traceback."""
+    ImportError) or a missing dependency is one line and exit 130 or 2, not a traceback.
+
+    defer=True (run as a program): a Ctrl-C after the imports, before `go_on()` inside main's
+    own handling, is held rather than raised at module level, where nothing could catch it."""
     started = signal.getsignal(signal.SIGINT)
     stopped = []
 
@@ -23,7 +28,8 @@ def starting(prog: str):
         stopped.append(signum)
         raise KeyboardInterrupt
 
-    if started == signal.default_int_handler:
+    mine = started == signal.default_int_handler
+    if mine:
         signal.signal(signal.SIGINT, stop)
     try:
         yield
@@ -35,7 +41,16 @@ def starting(prog: str):
               "bash scripts/setup.sh, then run it with .venv/bin/python", file=sys.stderr)
         sys.exit(2)
     finally:
-        signal.signal(signal.SIGINT, started)
+        signal.signal(signal.SIGINT, (lambda signum, frame: _deferred.append(signum)) if mine and defer else started)
+
+
+def go_on() -> None:
+    """Ctrl-C raises again from here on; one that came since `starting(defer=True)` is raised now."""
+    if signal.getsignal(signal.SIGINT) not in (signal.SIG_IGN, signal.SIG_DFL, None):
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if _deferred:
+        _deferred.clear()
+        raise KeyboardInterrupt
 
 
 class Parser(argparse.ArgumentParser):

@@ -27,9 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from _shared import Parser, starting  # noqa: E402
+from _shared import Parser, go_on, starting  # noqa: E402
 
-with starting("train.py"):  # Ctrl-C while numpy and the engine load: one line, not a traceback
+with starting("train.py", defer=__name__ == "__main__"):  # Ctrl-C while the engine loads: one line
     from engine import UserError, training
     from engine.errors import rename
     from engine.training import settings
@@ -286,6 +286,7 @@ def interrupted_outside(o, argv, exc) -> str:
 
 if __name__ == "__main__":
     try:
+        go_on()
         code = main(script=True)
     except KeyboardInterrupt as exc:  # while the flags were read, before anything ran
         print(f"train.py: {'stopped by SIGTERM' if isinstance(exc, training.Terminated) else 'interrupted'}; "
