@@ -79,6 +79,25 @@ def _part(err, a, b, out):
         np.matmul(a, b, out=out)
 
 
+def each(fn, items) -> None:
+    """fn(part) for WORKERS interleaved parts of `items` (items[0::2], items[1::2] on two workers),
+    each on a thread of ours, or fn(items) whole with one worker; for work that splits into
+    independent pieces (an optimizer's blocks), where the order of the pieces cannot matter."""
+    items = list(items)
+    if not enabled() or WORKERS < 2 or len(items) < 2:
+        fn(items)
+        return
+    pool, _ = _setup()
+    err = np.geterr()
+    for f in [pool.submit(_each_part, err, fn, items[k::WORKERS]) for k in range(WORKERS)]:
+        f.result()
+
+
+def _each_part(err, fn, part):
+    with np.errstate(**err):
+        fn(part)
+
+
 def matmul(a, b, out=None):
     """np.matmul(a, b, out=out), the work split over WORKERS threads of single-threaded BLAS."""
     m, k = a.shape[-2], a.shape[-1]

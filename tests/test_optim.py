@@ -65,3 +65,14 @@ def test_an_update_lands_in_the_parameter_array_itself():
     w = np.ones((4, 3))[:, ::2]  # a strided view: updating a flattened copy would lose the step
     with pytest.raises(ValueError, match="C-contiguous"):
         make("sgd", {"l": {"w": w}}, 0.1).step({"l": {"w": w}}, {"l": {"w": np.ones_like(w)}})
+
+
+@pytest.mark.parametrize("name", ["sgd", "momentum", "adam"])
+def test_the_same_bits_on_one_thread_or_two(monkeypatch, name):
+    """Adam's blocks are shared between the cores; the result does not depend on how."""
+    from notation import parallel
+    results = []
+    for workers in (1, 2):
+        monkeypatch.setattr(parallel, "WORKERS", workers)
+        results.append(run(name, 0.01, shape=(3, 5))[2])
+    np.testing.assert_array_equal(results[0], results[1])

@@ -64,3 +64,11 @@ def test_one_worker_runs_each_product_whole(monkeypatch):
     rng = np.random.default_rng(4)
     a, b = rng.standard_normal((144, 64, 64)), rng.standard_normal((144, 64, 128))
     np.testing.assert_allclose(parallel.matmul(a, b), np.matmul(a, b), rtol=1e-12, atol=1e-9)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_each_shares_the_pieces_out_between_the_workers_each_once(monkeypatch, workers):
+    monkeypatch.setattr(parallel, "WORKERS", workers)
+    parts = []
+    parallel.each(parts.append, range(7))
+    assert sorted(map(tuple, parts)) == sorted(tuple(range(k, 7, workers)) for k in range(workers))
