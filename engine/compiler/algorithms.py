@@ -2,6 +2,8 @@
 the layer's shapes with its constants, keeping only the backward steps the wanted gradients need."""
 from __future__ import annotations
 
+import numpy as np
+
 from notation.constants import CONSTANTS
 from notation.derive import grad
 
@@ -83,6 +85,8 @@ class Algorithms:
         shapes[grad(self.kind.out_name)] = self.out_shape
         compiled = compile_all(alg.backward, "backward", lambda r: shapes[grads[r]] if r in grads else None)
         backward = self._needed(compiled, grads, where)
+        read = {n for step in forward + backward for n in step.reads}
+        masters = {c: v for c, v in masters.items() if c in read}  # a constant only folded into others goes
         constants = {c: v.astype(self.dtype) for c, v in masters.items()}
         return {"name": name, "cites": alg.cites, "forward": forward, "backward": backward,
                 "constants": constants, "masters": masters, "shapes": shapes}
@@ -98,6 +102,11 @@ class Algorithms:
                 raise self.error(f"{where}, symbol {sym!r}", str(e)) from None
         masters = {}
         for cname, (form, args) in alg.constants.items():
+            if form == "=":  # a product of the constants above, folded once here in float64
+                run = self._compile(args, f"{where}, constant {cname!r}", "auto",
+                                    known={c: v.shape for c, v in masters.items()}, symbols=symbols)
+                masters[cname] = run(out=np.empty(run.result_shape), **{c: masters[c] for c in run.shapes})
+                continue
             try:
                 values = [arith.size(a, names) for a in args]
             except ValueError as e:

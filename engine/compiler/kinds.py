@@ -123,11 +123,23 @@ def _chain(spec, where, part, raw) -> list:
     return [_equation(spec, f"{where}, {part}[{n}]", src) for n, src in enumerate(raw)]
 
 
-def _constant(spec, where, c) -> tuple:
-    """(closed form, [argument size expressions]) from {rdft: [width, nw]}."""
+def _constant(spec, where, c, earlier) -> tuple:
+    """(closed form, [argument size expressions]) from {rdft: [width, nw]}, or ("=", Equation) from
+    an equation over the constants before it (a product folded once per compile)."""
     from notation.constants import CONSTANTS
+    if isinstance(c, str):
+        eq = _equation(spec, where, c)
+        name = where.rsplit("'", 2)[-2]
+        if eq.result != name:
+            raise spec.error(where, f"its equation writes {eq.result!r}; write {name}[...] = ...")
+        unknown = sorted(set(eq.operands) - set(earlier))
+        if unknown:
+            raise spec.error(where, f"reads {unknown[0]!r}, which is not a constant above it; a constant's "
+                                    "equation reads only the constants listed before it")
+        return "=", eq
     if not isinstance(c, dict) or len(c) != 1:
-        raise spec.error(where, "must be {closed form: [arguments]}, e.g. {rdft: [width, nw]}")
+        raise spec.error(where, "must be {closed form: [arguments]}, e.g. {rdft: [width, nw]}, or an equation "
+                                "over the constants above it")
     (form, args), = c.items()
     if form not in CONSTANTS:
         raise spec.error(where, f"no constant {form!r}; valid options are {sorted(CONSTANTS)}")
@@ -161,7 +173,9 @@ def _algorithms(spec, where, body, section) -> dict:
         if not a.get("cites"):
             raise spec.error(awhere, "field 'cites' is missing; say which equations it evaluates, e.g. \"(15)\"")
         given = _mapping(spec, f"{awhere}, field 'constants'", a.get("constants"), "{fw: {rdft: [width, nw]}}")
-        constants = {cname: _constant(spec, f"{awhere}, constant {cname!r}", c) for cname, c in given.items()}
+        constants = {}
+        for cname, c in given.items():
+            constants[cname] = _constant(spec, f"{awhere}, constant {cname!r}", c, constants)
         chains = {part: _chain(spec, awhere, part, a.get(part)) for part in ("forward", "backward")}
         requires = _mapping(spec, f"{awhere}, field 'requires'", a.get("requires"), "{stride: 1}")
         symbols = _mapping(spec, f"{awhere}, field 'symbols'", a.get("symbols"), "{nh: height + pb}")

@@ -62,7 +62,7 @@ class Algorithm:
     requires: dict  # hyperparameter -> the value this algorithm needs (stride: 1)
     symbols: dict
     shapes: dict
-    constants: dict  # name -> (registry name, [argument size expressions])
+    constants: dict  # name -> (registry name, [argument size expressions]) or ("=", Equation over those above)
     forward: list  # Equation
     backward: list  # Equation, in order
 
