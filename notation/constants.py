@@ -79,6 +79,24 @@ def _irdft(size, n, shift):
     return np.stack([h * np.cos(t), -h * np.sin(t)], axis=1)
 
 
+def _unit(n, k):
+    """[a]: the k-th of n unit vectors; unit(2, 0) = (1, 0) is a real number as a complex one."""
+    if not 0 <= k < n:
+        raise ValueError(f"unit({n}, {k}): k must be at least 0 and less than n")
+    out = np.zeros(n)
+    out[k] = 1.0
+    return out
+
+
+def _hermitian(size):
+    """[v, u]: the half spectrum's bins v = 0..size//2 picked from the size bins u, each weighted
+    by how often it counts in the full spectrum (hermitian_weights): with the complex inverse DFT,
+    the inverse of a half spectrum, complex, whose real part is irdft's."""
+    out = np.zeros((size // 2 + 1, size))
+    out[np.arange(size // 2 + 1), np.arange(size // 2 + 1)] = hermitian_weights(size)
+    return out
+
+
 def _cmul():
     """[e, f, g]: complex multiplication, (a b)[g] = a[e] b[f] cmul[e,f,g]."""
     m = np.zeros((2, 2, 2))
@@ -99,6 +117,9 @@ CONSTANTS = {
                  lambda size, n, shift: (size // 2 + 1, 2, n), _irdft,
                  "inverse real DFT of a half spectrum with Hermitian weights, samples shift..shift+n-1"),
         Constant("cmul", (), "[re/im, re/im, re/im]", lambda: (2, 2, 2), _cmul, "complex multiplication"),
+        Constant("unit", ("n", "k"), "[entry]", lambda n, k: (n,), _unit, "the k-th unit vector of n entries"),
+        Constant("hermitian", ("size",), "[half bin, bin]", lambda size: (size // 2 + 1, size), _hermitian,
+                 "a half spectrum's bins from the full one, with the Hermitian weights"),
     ]
 }
 

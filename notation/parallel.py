@@ -98,11 +98,22 @@ def _each_part(err, fn, part):
         fn(part)
 
 
+def _along(x, axis, ndim, cut):
+    """x's part of a cut along `axis` of an ndim-dimensional broadcast stack (all of x if it is broadcast there)."""
+    k = axis - (ndim - x.ndim)
+    if k < 0 or x.shape[k] == 1:
+        return x
+    key = [slice(None)] * x.ndim
+    key[k] = cut
+    return x[tuple(key)]
+
+
 def matmul(a, b, out=None):
     """np.matmul(a, b, out=out), the work split over WORKERS threads of single-threaded BLAS."""
     m, k = a.shape[-2], a.shape[-1]
     n = b.shape[-1]
-    batch = a.shape[0] if a.ndim == 3 else 1
+    stack = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    batch = int(np.prod(stack, dtype=np.int64))
     if not enabled():
         return np.matmul(a, b, out=out)
     if WORKERS < 2 or 2 * batch * m * n * k < MIN_FLOPS:
@@ -113,14 +124,14 @@ def matmul(a, b, out=None):
         with blas.limit(limits=WORKERS):  # one large GEMM: OpenBLAS's own threads
             return np.matmul(a, b, out=out)
     if out is None:
-        out = np.empty(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (m, n),
-                       dtype=np.result_type(a, b))
+        out = np.empty(stack + (m, n), dtype=np.result_type(a, b))
     pool, _ = _setup()
     halves, parts = [], []
-    if a.ndim == 3 and batch >= WORKERS:  # along the batch
-        cuts = np.linspace(0, batch, WORKERS + 1).astype(int)
-        bb = (lambda s: b[s]) if b.ndim == 3 else (lambda s: b)
-        halves = [(a[s], bb(s), out[s]) for s in (slice(cuts[i], cuts[i + 1]) for i in range(WORKERS))]
+    if stack and max(stack) >= WORKERS:  # along the stack's longest axis
+        axis = int(np.argmax(stack))
+        cuts = np.linspace(0, stack[axis], WORKERS + 1).astype(int)
+        halves = [tuple(_along(t, axis, len(stack) + 2, slice(cuts[i], cuts[i + 1])) for t in (a, b, out))
+                  for i in range(WORKERS)]
     elif a.ndim == 2 and b.ndim == 2 and m >= 2 * WORKERS and m * n >= 4096:  # along the rows
         cuts = np.linspace(0, m, WORKERS + 1).astype(int)
         halves = [(a[s], b, out[s]) for s in (slice(cuts[i], cuts[i + 1]) for i in range(WORKERS))]

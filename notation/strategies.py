@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import counters, parallel
+from . import counters, parallel, stacked
 
 
 # -- pairwise steps of a path ----------------------------------------------------------------
@@ -283,6 +283,35 @@ class BatchedGemm(Path):
     name = "batched GEMM"
 
 
+class Stacked(Path):
+    """One GEMM per block of a stack, on strided views of the operands and the result: no
+    transposing copy in or out (notation/stacked.py); the plain path where a layout differs."""
+
+    name = "stacked GEMM"
+
+    def __init__(self, product, writes, steps, block):
+        super().__init__(product, writes, steps)
+        self.block = block
+        self.into = "written into the result"
+
+    @property
+    def runs(self):
+        return self.block.describe()["runs"] + ", written into the result"
+
+    def describe(self) -> dict:
+        return {"name": self.name, "runs": self.runs, "steps": [self.block.describe()]}
+
+    def run(self, arrays, out, positions):
+        p = self.product
+        values = [p.operands[k].evaluate(arrays, out.dtype, positions) for k in p.order]
+        left = list(values)
+        parts = [left.pop(k) for k in p.path_info.contraction_list[0][0]]  # the order opt_einsum's einsum names them
+        if self.block(*parts, out) is None:
+            contract(self.steps, p.path_info.contraction_list, values, out=out)
+        if p.scale != 1.0:
+            out *= np.asarray(p.scale, dtype=out.dtype)
+
+
 class SliceScatter(Strategy):
     """A looped scatter over a large result, run in slices of its leading (batch) index so each
     slice-add reads a result still in cache."""
@@ -347,6 +376,13 @@ def choose(product, first: bool) -> Strategy:
     last = len(info.contraction_list) - 1
     steps = [make_step(c[2], info.size_dict, prefer_out=writes and n == last)
              for n, c in enumerate(info.contraction_list)]
+    if writes and len(steps) == 1 and isinstance(steps[0], MatmulStep) and all(
+            op.kind == "view" for op in ops):
+        einsum = info.contraction_list[0][2]
+        shapes = [tuple(info.size_dict[i] for i in part) for part in einsum.split("->")[0].split(",")]
+        block = stacked.plan(einsum, info.size_dict)
+        if block is not None and stacked.copies(steps[0], *shapes):
+            return Stacked(p, writes, steps, block)
     if any(isinstance(s, MatmulStep) and s.batch for s in steps):
         return BatchedGemm(p, writes, steps)
     if writes and len(steps) == 1 and isinstance(steps[0], MatmulStep) and steps[0].direct:

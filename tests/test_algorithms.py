@@ -112,7 +112,9 @@ def test_an_unknown_algorithm_names_the_choices(tmp_path):
 
 
 def test_a_chain_that_disagrees_with_the_definition_stops_the_load_naming_layer_chain_and_error():
-    text = spec_with(conv2="fourier").replace("gw: {irdft: [nw, zw, Q - pl]}", "gw: {irdft: [nw, zw, Q]}")
+    right = "gi: {idft: [nw, zw, Q - pl]}"
+    assert right in spec_with(conv2="fourier")
+    text = spec_with(conv2="fourier").replace(right, "gi: {idft: [nw, zw, Q]}")  # the shift forgotten
     with pytest.raises(SpecError) as exc:
         engine.load(text)
     msg = str(exc.value)
@@ -180,7 +182,7 @@ def test_the_plan_names_the_algorithm_its_flops_and_the_definitions():
     assert a["definition_step_flops"] > 2 * a["step_flops"]
     text = net.plans(batch=8)
     assert "algorithm fourier ((15)-(17) as products of spectra), named in the spec:" in text
-    assert "in place of the definition's" in text and "constants fw 14x9x2" in text
+    assert "in place of the definition's" in text and "constants fr 14x16x2, fc 2x14x9x2, kb 5x5x16x9x2x2" in text
 
 
 # -- the closed forms against numpy.fft ------------------------------------------------------

@@ -20,7 +20,7 @@ def test_json_report_has_throughput_flops_memory_and_a_breakdown():
     rows = {r["contraction"]: r for r in row["breakdown"]}
     assert "GEMM into the result" in rows["layer 'conv1' (conv2d): z (forward)"]["strategies"]  # im2col
     assert "gather copy" in rows["layer 'conv1' (conv2d): xc (forward)"]["strategies"]
-    assert "batched GEMM" in rows["layer 'conv2' (conv2d): zs (forward)"]["strategies"]  # fourier, per frequency
+    assert "stacked GEMM" in rows["layer 'conv2' (conv2d): zs (forward)"]["strategies"]  # fourier, per frequency
     assert list(rows)[-2:] == ["(whole step, excluding the update)", "(the update: adam)"]
     gemm, whole = rows["(all GEMM into the result)"]["ms"], rows["(whole step, excluding the update)"]["ms"]
     assert 0 < gemm < whole

@@ -96,9 +96,10 @@ def test_every_heavy_contraction_lands_on_blas():
     doc = collect(engine.load(SPEC, check=False), batch=64)
     steps = [s for b in doc["blocks"] for c in b["contractions"] for p in c["products"] for s in p["steps"]]
     heavy = [(s["einsum"], s["kind"], s["runs"]) for s in steps if s["flops"] > 5e7]
-    # conv1 (im2col, channels first): (15), (17); conv2 (fourier): the per-frequency products of (15)-(17) and the
-    # two transforms along the height; dense1: (12)-(14)
-    assert len(heavy) == 10
+    # conv1 (im2col, channels first): (15), (17); conv2 (fourier): the kernel's spectrum and (17) back to the
+    # taps, the per-frequency products of (15)-(17), the inverse transforms of z and dz; dense1: (12)-(14)
+    assert len(heavy) == 14
     assert all(runs.startswith("np.matmul") for _, _, runs in heavy), heavy
     assert ("pqrbij,pqrk->bijk", "GEMM", "np.matmul") in heavy  # conv1's (15) on its windows, channels first
-    assert sum(runs == "np.matmul, batched over (u,v)" for _, _, runs in heavy) == 3  # (15)-(17) per frequency
+    assert sum("(u,v)" in runs for _, _, runs in heavy) == 3  # (15)-(17) per frequency, batched over the bins
+    assert sum("blocks" in runs and "no copy" in runs for _, _, runs in heavy) == 6  # stacked, in place

@@ -21,6 +21,8 @@ ROADS = [  # equation, shapes, symbols, the strategy, what it says runs
     ("z[b,i,j,k] = max[p,q] x[b, 2*i+p, 2*j+q, k]", {"x": (2, 4, 4, 3)}, {"P": 1, "Q": 1},
      "nested into the result", "window max, out=result"),
     ("db[k] = dz[b,k]", {"dz": (5, 3)}, {}, "opt_einsum path", "np.einsum, written into the result"),
+    ("xs[b,u,v,g,r] = xh[b,u,f,c,r] * fc[f,c,v,g]", {"xh": (2, 3, 2, 14, 32), "fc": (2, 14, 9, 2)}, {},
+     "stacked GEMM", "np.matmul over 6 blocks (b,u) of 32x28 @ 28x18, no copy, written into the result"),
 ]
 
 

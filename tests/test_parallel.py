@@ -72,3 +72,13 @@ def test_each_shares_the_pieces_out_between_the_workers_each_once(monkeypatch, w
     parts = []
     parallel.each(parts.append, range(7))
     assert sorted(map(tuple, parts)) == sorted(tuple(range(k, 7, workers)) for k in range(workers))
+
+
+@pytest.mark.parametrize("a_stack, b_stack", [((1, 6), (5, 6)), ((5, 1), (1, 6)), ((), (5, 6)), ((30,), ())])
+def test_a_stack_of_blocks_with_either_side_broadcast_splits_along_its_longest_axis(a_stack, b_stack):
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal(a_stack + (40, 30))
+    b = rng.standard_normal(b_stack + (30, 50))
+    out = np.empty(np.broadcast_shapes(a_stack, b_stack) + (40, 50))
+    assert parallel.matmul(a, b, out=out) is out
+    np.testing.assert_allclose(out, np.matmul(a, b), rtol=1e-12, atol=1e-9)

@@ -109,9 +109,9 @@ class Algorithms:
                 continue
             try:
                 values = [arith.size(a, names) for a in args]
+                masters[cname] = CONSTANTS[form](*values)
             except ValueError as e:
                 raise self.error(f"{where}, constant {cname!r}", str(e)) from None
-            masters[cname] = CONSTANTS[form](*values)
         return names, symbols, masters
 
     def _needed(self, compiled, grads, where):

@@ -9,7 +9,7 @@ import numpy as np
 RATES = {"blas": 90e9, "other": 2e9}  # FLOP/s
 BANDWIDTH = 10e9  # bytes/s
 
-BLAS_ROADS = ("GEMM", "batched GEMM", "TDOT")
+BLAS_ROADS = ("GEMM", "batched GEMM", "stacked GEMM", "TDOT")
 
 
 def modelled_seconds(runs, itemsize) -> float:

@@ -1,0 +1,156 @@
+"""GEMMs over stacked blocks: one pairwise product as np.matmul over strided views, with no copy.
+
+A product such as `xs[b,u,v,g,r] = xh[b,u,f,c,r] * fc[f,c,v,g]` is no single GEMM without
+moving `r` (a transposing copy in, another out), but for each (b, u) it is the product of the
+block xh[b,u][(f,c), r] with fc[(f,c), (v,g)], written straight into xs[b,u].  np.matmul runs
+such a stack of blocks on BLAS when each block has a unit stride, with the constant broadcast
+(stride 0) over the stack.  `plan()` looks for the grouping with the fewest blocks: the summed
+indices K and the free indices of each side (L, R) each a run of consecutive axes, so every
+group is one stride, in the operands and the result alike; the rest is the stack.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import product as cartesian
+
+import numpy as np
+
+from . import parallel
+
+MIN_BLOCK_FLOPS = 8192  # smaller blocks cost more in calls than a transposing copy saves
+
+
+def _runs(idx: str, allowed) -> list:
+    """Every run of consecutive letters of idx drawn from `allowed`, longest first."""
+    out = []
+    for i in range(len(idx)):
+        for j in range(len(idx), i, -1):
+            if all(c in allowed for c in idx[i:j]):
+                out.append(idx[i:j])
+    return sorted(set(out), key=lambda r: -len(r))
+
+
+def _unit(idx: str, groups) -> bool:
+    """Whether idx's last axis (its unit stride in C order) ends one of the block's two groups."""
+    return any(g and g[-1] == idx[-1] for g in groups)
+
+
+def plan(einsum: str, sizes: dict):
+    """The StackedGemm for a pairwise `x,y->out` with the fewest blocks, or None."""
+    inputs, out = einsum.split("->")
+    parts = inputs.split(",")
+    if len(parts) != 2 or not out:
+        return None
+    x, y = parts
+    con = "".join(i for i in x if i in y and i not in out)
+    if not con or any(i not in out for i in x + y if i not in con):
+        return None
+    if con not in _runs(x, con) or con not in _runs(y, con):
+        return None  # the summed indices are not consecutive, or not in the same order, on both sides
+    xfree = [i for i in x if i not in y]
+    yfree = [i for i in y if i not in x]
+    best = None
+    for left, right in cartesian(_runs(x, xfree), _runs(y, yfree)):
+        if left not in _runs(out, left) or right not in _runs(out, right):
+            continue
+        if not (_unit(x, (left, con)) and _unit(y, (con, right)) and _unit(out, (left, right))):
+            continue
+        stack = "".join(i for i in out if i not in left + right)
+        size = lambda s: int(np.prod([sizes[i] for i in s], dtype=np.int64))  # noqa: E731
+        block = 2 * size(left) * size(con) * size(right)
+        key = (size(stack), -block)
+        if block >= MIN_BLOCK_FLOPS and (best is None or key < best[0]):
+            best = (key, StackedGemm(einsum, x, y, out, stack, left, con, right,
+                                     size(stack), (size(left), size(con), size(right))))
+    return best[1] if best else None
+
+
+def _view(a, idx: str, groups):
+    """a (indexed by idx) as one axis per group, each group's axes merged (a view, never a copy);
+    a group with none of a's indices is a broadcast axis of size 1.  None if a group is not one
+    stride in a's memory."""
+    shape, strides = [], []
+    for g in groups:
+        axes = [idx.index(i) for i in g if i in idx]
+        if not axes:
+            shape.append(1)
+            strides.append(0)
+            continue
+        for p, q in zip(axes, axes[1:]):
+            if a.shape[q] != 1 and a.strides[p] != a.strides[q] * a.shape[q]:
+                return None
+        shape.append(int(np.prod([a.shape[k] for k in axes])))
+        strides.append(a.strides[axes[-1]])
+    return np.lib.stride_tricks.as_strided(a, tuple(shape), tuple(strides), writeable=True)
+
+
+@dataclass(frozen=True)
+class StackedGemm:
+    """A pairwise step as np.matmul over a stack of strided blocks, written into the result."""
+
+    einsum: str
+    x: str
+    y: str
+    out: str
+    stack: str  # indices of the stack, in the result's order
+    left: str  # x's free indices in a block (its rows)
+    con: str  # summed
+    right: str  # y's free indices in a block (its columns)
+    blocks: int
+    block: tuple  # (rows, summed, columns) of one block
+    kind = "stacked GEMM"
+    direct = True
+
+    def views(self, x, y, out):
+        s = list(self.stack)
+        return (_view(x, self.x, s + [self.left, self.con]), _view(y, self.y, s + [self.con, self.right]),
+                _view(out, self.out, s + [self.left, self.right]))
+
+    def __call__(self, x, y, out):
+        """Runs into `out` when every view is one stride per group (the layouts planned for), else
+        returns None so the caller takes its other road."""
+        a, b, c = self.views(x, y, out)
+        if a is None or b is None or c is None:
+            return None
+        parallel.matmul(a, b, out=c)
+        return out
+
+    def describe(self) -> dict:
+        m, k, n = self.block
+        return {"kind": self.kind, "runs": f"np.matmul over {self.blocks:,} blocks ({','.join(self.stack)}) "
+                                           f"of {m}x{k} @ {k}x{n}, no copy"}
+
+
+def _c_strides(shape) -> list:
+    strides, acc = [], 1
+    for n in reversed(shape):
+        strides.append(acc)
+        acc *= n
+    return strides[::-1]
+
+
+def _free(shape, perm, merged) -> bool:
+    """Whether a C-ordered array of `shape`, transposed by perm and reshaped to `merged`, is a view with a
+    unit stride in one of its last two axes (what np.matmul hands BLAS without a copy)."""
+    c = _c_strides(shape)
+    shape, strides = [shape[p] for p in perm], [c[p] for p in perm]
+    out, k = [], 0
+    for n in merged:
+        axes, size = [], 1
+        while k < len(shape) and (size < n or (n == 1 and not axes and shape[k] == 1)):
+            axes.append(k)
+            size *= shape[k]
+            k += 1
+        if size != n:
+            return False
+        live = [a for a in axes if shape[a] != 1]
+        if any(strides[p] != strides[q] * shape[q] for p, q in zip(live, live[1:])):
+            return False
+        out.append(strides[live[-1]] if live else 0)
+    return len(out) < 2 or 1 in out[-2:] or merged[-1] == 1 or merged[-2] == 1
+
+
+def copies(step, x_shape, y_shape) -> bool:
+    """Whether a MatmulStep copies an operand or its result (a transposition BLAS cannot read)."""
+    xs, ys = (y_shape, x_shape) if step.swap else (x_shape, y_shape)
+    return not (step.direct and _free(xs, step.x_perm, step.x_shape) and _free(ys, step.y_perm, step.y_shape))
