@@ -141,7 +141,7 @@ class Run:
             nested += [{"kind": "eye", "function": None, "indices": list(op.indices), "shape": list(op.shape),
                         "strategies": []} for op in p.operands if op.kind == "eye"]
             entry = {"einsum": p.einsum, "scale": p.scale, "strategy": strategy, "views": views,
-                     "nested": nested, "fold": p.fold.summary(), "steps": [], "naive_flops": 0,
+                     "nested": nested, "fold": p.fold.summary(p.strategy.writes), "steps": [], "naive_flops": 0,
                      "optimized_flops": 0, "speedup": 1.0, "largest_intermediate": 0}
             info = p.path_info
             if info is not None:
@@ -184,6 +184,7 @@ class Run:
                              f"{p['largest_intermediate']:,}")
             fold = p["fold"]
             how = {"in place": "written in place", "strided add": "one strided add",
+                   "strided write": "written through one strided view, each entry once,",
                    "slice-add": f"slice-add looped over ({','.join(fold['loop'])}), {fold['adds']} adds"}
             lines.append(f"  result {how[fold['kind']]} to ({','.join(fold['indices'])}) {tuple(fold['shape'])}")
         return "\n".join(lines)

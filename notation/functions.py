@@ -22,11 +22,12 @@ class Function:
 
 
 def _drelu_array(z, out=None):
-    # eq. (21): 1 above zero, 1/2 at zero (the central difference), 0 below, as (sign + 1) / 2:
-    # three in-place passes, which measured 6x faster than np.heaviside(z, 0.5) here
-    out = np.sign(z, out=out)
-    out += np.asarray(1, dtype=out.dtype)
-    out *= np.asarray(0.5, dtype=out.dtype)
+    # eq. (21): 1 above zero, 1/2 at zero (the central difference), 0 below: z > 0, then 1/2 where z
+    # is exactly 0, found by one read of z (np.all) and mended only where there are any; two passes
+    # over z instead of the three of (sign + 1) / 2 (6x faster than np.heaviside(z, 0.5) already)
+    out = np.greater(z, 0, out=np.empty(z.shape, np.result_type(z, np.float32)) if out is None else out)
+    if not np.all(z):
+        out[z == 0] = 0.5
     return out
 
 

@@ -125,6 +125,9 @@ class Fold:
                 keep = trial
         self.loop = tuple(self.view.indices[k] for k in range(len(self.view.indices)) if k not in keep)
         self.plain = self.view.identity
+        # one strided view that reaches every entry once (2x2 windows at stride 2, as (19) scatters):
+        # writing through it overwrites the whole result, so nothing needs zeroing first
+        self.covers = not self.loop and not self.broadcast and math.prod(self.view.shape) == math.prod(result_shape)
 
     def __call__(self, out: np.ndarray, result: np.ndarray):
         target = self.view(out, writeable=True)
@@ -148,9 +151,11 @@ class Fold:
             skey = tuple(0 if (k != slice(None) and src.shape[n] == 1) else k for n, k in enumerate(key))
             target[tuple(key)] += src[skey]
 
-    def summary(self) -> dict:
-        """How the product's result reaches the result array."""
+    def summary(self, writes=False) -> dict:
+        """How the product's result reaches the result array (`writes`: its strategy overwrites it)."""
         kind = "in place" if self.plain else ("slice-add" if self.loop else "strided add")
+        if kind == "strided add" and writes and self.covers:
+            kind = "strided write"
         return {"kind": kind, "indices": list(self.view.indices), "shape": list(self.view.shape),
                 "loop": list(self.loop), "adds": int(np.prod([self.view.shape[self.view.indices.index(i)]
                                                                for i in self.loop])) if self.loop else 1}

@@ -4,36 +4,57 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import parallel
+
+SPLIT = 1 << 16  # results at least this large are shared between the workers, by their first axis
+
 
 def window_max(inner, k, positions=False, out=None, planes=None):
     """The maximum over the k trailing (window) axes, one strided slice per window offset, and
-    with positions=True a one-hot mask of the first maximum in C order (eq. 18, 19), written
-    into `planes` (window axes first) when given."""
+    with positions=True a one-hot mask (bool) of the first maximum in C order (eq. 18, 19),
+    written into `planes` (window axes first) when given.  A large one runs in two halves of its
+    first axis on the workers of notation.parallel."""
     window = inner.shape[inner.ndim - k:]
-    offsets = list(np.ndindex(*window))
-    slices = [inner[(Ellipsis,) + o] for o in offsets]
-    if out is None:
-        values = slices[0].copy()
+    shape = inner.shape[:inner.ndim - k]
+    values = np.empty(shape, dtype=inner.dtype) if out is None else out
+    if positions and (planes is None or planes.shape != window + shape or planes.dtype != bool):
+        planes = np.empty(window + shape, dtype=bool)
+    n = values.ndim
+    if values.size >= SPLIT and shape[0] >= 2 and parallel.WORKERS >= 2:
+        cuts = np.linspace(0, shape[0], parallel.WORKERS + 1).astype(int)
+        halves = [slice(cuts[i], cuts[i + 1]) for i in range(parallel.WORKERS)]
+        at = (slice(None),) * k
+        parallel.each(lambda part: [_window_max(inner[h], window, values[h], planes[at + (h,)] if positions
+                                                else None) for h in part], halves)
     else:
-        values = out
-        np.copyto(values, slices[0])
-    for v in slices[1:]:
-        np.maximum(values, v, out=values)
+        _window_max(inner, window, values, planes if positions else None)
     if not positions:
         return values, None
-    # window axes outermost in memory, so each offset's plane is written contiguously
-    if planes is None or planes.shape != window + values.shape or planes.dtype != inner.dtype:
-        planes = np.empty(window + values.shape, dtype=inner.dtype)
-    open_ = np.not_equal(slices[0], values)  # no maximum found yet in this window
-    np.equal(slices[0], values, out=planes[offsets[0]])
-    hit = np.empty(values.shape, dtype=bool)
-    for n, v in enumerate(slices[1:], 1):
-        np.equal(v, values, out=hit)
-        np.logical_and(hit, open_, out=planes[offsets[n]])
-        if n < len(slices) - 1:
-            np.greater(open_, hit, out=open_)  # open and not hit
-    n = values.ndim
     return values, planes.transpose(tuple(range(k, k + n)) + tuple(range(k)))
+
+
+def _window_max(inner, window, values, planes):
+    offsets = list(np.ndindex(*window))
+    slices = [inner[(Ellipsis,) + o] for o in offsets]
+    if len(slices) == 1:
+        np.copyto(values, slices[0])
+    else:
+        np.maximum(slices[0], slices[1], out=values)
+    for v in slices[2:]:
+        np.maximum(values, v, out=values)
+    if planes is None:
+        return
+    # window axes outermost in memory, so each offset's plane is written contiguously
+    np.equal(slices[0], values, out=planes[offsets[0]])
+    if len(slices) == 1:
+        return
+    open_ = np.logical_not(planes[offsets[0]])  # no maximum found yet in this window
+    for n, v in enumerate(slices[1:], 1):
+        hit = planes[offsets[n]]
+        np.equal(v, values, out=hit)
+        hit &= open_
+        if n < len(slices) - 1:
+            open_ ^= hit  # open and not hit
 
 
 class Masks(dict):

@@ -215,7 +215,7 @@ class Elementwise(Strategy):
         overwrite = (not p.fold.loop and not p.fold.broadcast
                      and set(p.fold.view.indices) == set(p.out_indices))
         self.in_place = first and (p.direct or overwrite)
-        self.writes = first and p.direct
+        self.writes = first and (p.direct or (overwrite and p.fold.covers))
         self.runs = "np.multiply" + (", out=result" if self.in_place else ", then folded")
 
     def run(self, arrays, out, positions):

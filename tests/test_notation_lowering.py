@@ -34,6 +34,24 @@ def test_window_max_marks_only_the_first_of_tied_maxima():
     assert values.tolist() == [3.0] and mask.tolist() == [[[1.0, 0.0], [0.0, 0.0]]]
 
 
+@pytest.mark.parametrize("window", [(2, 2), (3,), (1, 2), (2, 2, 2)])
+def test_window_max_in_halves_on_the_workers_is_the_same_as_whole(monkeypatch, window):
+    """A large max is split between the workers by its first axis; ties (many zeros, as after a
+    ReLU) still go to the first maximum of each window, and nothing differs from the whole run."""
+    from notation import maxima
+    rng = np.random.default_rng(0)
+    inner = np.maximum(rng.integers(-3, 3, size=(5, 4, 3) + window), 0).astype(np.float32)
+    whole = lowering.window_max(inner, len(window), positions=True)
+    monkeypatch.setattr(maxima, "SPLIT", 1)
+    halves = lowering.window_max(inner, len(window), positions=True)
+    for a, b in zip(whole, halves):
+        np.testing.assert_array_equal(a, b)
+    flat = inner.reshape(inner.shape[:3] + (-1,))
+    first = np.eye(flat.shape[-1], dtype=bool)[np.argmax(flat, axis=-1)]  # argmax: the first maximum
+    np.testing.assert_array_equal(whole[1].reshape(first.shape), first)
+    np.testing.assert_array_equal(whole[0], flat.max(axis=-1))
+
+
 def test_plan_names_the_views_the_gemm_and_the_scatter_of_eq16():
     text = Equation(EQ16).compile(shapes={"dz": (2, 4, 4, 3), "w": (3, 3, 2, 3), "dx": (2, 9, 9, 2)},
                                   symbols={"s1": 2, "s2": 2}).plan()

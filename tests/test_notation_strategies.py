@@ -90,3 +90,18 @@ def test_a_compiled_run_shows_as_a_table_of_its_products():
     assert table[2].startswith("| term | strategy | runs |")
     assert table[4].startswith("| 1 | GEMM into the result | np.matmul, written into the result | `bi,ij->bj` |")
     assert table[5].startswith("| 2 | add of a view |")
+
+
+@pytest.mark.parametrize("size, stride, covers", [(2, 2, True), (3, 2, False), (2, 3, False)])
+def test_a_scatter_that_reaches_every_entry_once_overwrites_and_others_start_from_zero(size, stride, covers):
+    """(19) at stride = window writes each entry of dx once: no zeroing first, and what the buffer
+    held before is gone; windows that overlap or leave gaps start from zero and add."""
+    n = stride * 3 + size - stride
+    run = Equation("dx[b, s1*i+p, s2*j+q, k] = dz[b,i,j,k] * m[b,i,j,k,p,q]").compile(
+        shapes={"dz": (2, 3, 3, 4), "m": (2, 3, 3, 4, size, size), "dx": (2, n, n, 4)}, symbols={"s1": stride, "s2": stride})
+    assert (run.describe()["products"][0]["fold"]["kind"] == "strided write") == covers
+    rng = np.random.default_rng(0)
+    arrays = {"dz": rng.standard_normal((2, 3, 3, 4)), "m": rng.random((2, 3, 3, 4, size, size)) < 0.3}
+    out = np.full((2, n, n, 4), np.nan)
+    run(out=out, **arrays)
+    np.testing.assert_allclose(out, evaluate_run(run, **arrays), rtol=1e-12, atol=1e-12)

@@ -34,7 +34,7 @@ class Nested(TypedDict):
 
 
 class Fold(TypedDict):
-    kind: Literal["in place", "strided add", "slice-add"]
+    kind: Literal["in place", "strided add", "strided write", "slice-add"]
     indices: list[str]
     shape: list[int]
     loop: list[str]

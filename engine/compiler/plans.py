@@ -232,6 +232,8 @@ def _fold(f) -> str:
         return f"written in place, {where}"
     if f["kind"] == "strided add":
         return f"scattered by one strided add to {where}"
+    if f["kind"] == "strided write":
+        return f"written through one strided view of {where}, each entry once (no zeroing)"
     return f"scattered to {where}, slice-add looped over {','.join(f['loop'])} ({f['adds']} adds)"
 
 
