@@ -98,7 +98,8 @@ def test_a_scatter_that_reaches_every_entry_once_overwrites_and_others_start_fro
     held before is gone; windows that overlap or leave gaps start from zero and add."""
     n = stride * 3 + size - stride
     run = Equation("dx[b, s1*i+p, s2*j+q, k] = dz[b,i,j,k] * m[b,i,j,k,p,q]").compile(
-        shapes={"dz": (2, 3, 3, 4), "m": (2, 3, 3, 4, size, size), "dx": (2, n, n, 4)}, symbols={"s1": stride, "s2": stride})
+        shapes={"dz": (2, 3, 3, 4), "m": (2, 3, 3, 4, size, size), "dx": (2, n, n, 4)},
+        symbols={"s1": stride, "s2": stride})
     assert (run.describe()["products"][0]["fold"]["kind"] == "strided write") == covers
     rng = np.random.default_rng(0)
     arrays = {"dz": rng.standard_normal((2, 3, 3, 4)), "m": rng.random((2, 3, 3, 4, size, size)) < 0.3}
