@@ -25,6 +25,10 @@ def _drelu_array(z, out=None):
     # eq. (21): 1 above zero, 1/2 at zero (the central difference), 0 below: z > 0, then 1/2 where z
     # is exactly 0, found by one read of z (np.all) and mended only where there are any; two passes
     # over z instead of the three of (sign + 1) / 2 (6x faster than np.heaviside(z, 0.5) already)
+    # Asked for no buffer (a factor of a product, as in (21)), it may give a bool array: the same
+    # 0s and 1s, a quarter of the bytes to write and read back
+    if out is None and np.all(z):
+        return np.greater(z, 0)
     out = np.greater(z, 0, out=np.empty(z.shape, np.result_type(z, np.float32)) if out is None else out)
     if not np.all(z):
         out[z == 0] = 0.5
