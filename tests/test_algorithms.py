@@ -277,3 +277,29 @@ def test_a_bad_folded_constant_is_one_line_naming_it(folded, says):
     with pytest.raises(SpecError) as exc:
         engine.read(text)
     assert "constant 'kb'" in str(exc.value) and says in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_the_kernels_spectrum_is_computed_again_only_when_the_kernel_changes(monkeypatch):
+    """wb reads only w and constants: a forward on the same weights (inference, evaluation) keeps it,
+    a changed w (a training step, an edit in place) computes it again, and the result is always
+    the one a fresh network gives."""
+    net = engine.load(spec_with(conv2="fourier"))
+    rng = np.random.default_rng(0)
+    x = rng.random((4, 28, 28, 1), dtype=np.float32)
+    block = net.compiled(4)[2].layer
+    wb = next(step.run for step in block.forward_runs if step.result == "wb")
+    calls = []
+    real = type(wb).__call__
+    monkeypatch.setattr(type(wb), "__call__", lambda self, *a, **k: (calls.append(self is wb), real(self, *a, **k))[1])
+    first = net.forward(x)
+    np.testing.assert_array_equal(net.forward(x), first)
+    assert calls.count(True) == 1  # the second forward kept the spectrum
+    net.params["conv2"]["w"][0, 0, 0, 0] += 0.5
+    changed = net.forward(x)
+    assert calls.count(True) == 2
+    fresh = engine.load(spec_with(conv2="fourier"))
+    for layer, ps in net.params.items():
+        for p, w in ps.items():
+            fresh.params[layer][p][...] = w
+    np.testing.assert_array_equal(changed, fresh.forward(x))
+    assert not np.array_equal(changed, first)
