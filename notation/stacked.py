@@ -76,11 +76,12 @@ def _view(a, idx: str, groups):
             shape.append(1)
             strides.append(0)
             continue
-        for p, q in zip(axes, axes[1:]):
-            if a.shape[q] != 1 and a.strides[p] != a.strides[q] * a.shape[q]:
+        live = [k for k in axes if a.shape[k] != 1]  # a size-1 axis may carry any stride
+        for p, q in zip(live, live[1:]):
+            if a.strides[p] != a.strides[q] * a.shape[q]:
                 return None
         shape.append(int(np.prod([a.shape[k] for k in axes])))
-        strides.append(a.strides[axes[-1]])
+        strides.append(a.strides[live[-1]] if live else 0)
     return np.lib.stride_tricks.as_strided(a, tuple(shape), tuple(strides), writeable=True)
 
 
