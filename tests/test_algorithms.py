@@ -210,6 +210,21 @@ def test_dft_constants_match_numpy_fft(n, size):
     np.testing.assert_allclose(got, np.fft.irfft(half, size)[(np.arange(n) + shift) % size], atol=1e-12)
 
 
+@pytest.mark.parametrize("size,n,shift", [(16, 14, 2), (9, 7, 1), (8, 8, 0)])
+def test_hermitian_weights_with_the_complex_inverse_give_the_real_inverse_as_their_real_part(size, n, shift):
+    """fourier's gc (the width's inverse of a half spectrum, complex): its real part is irdft's."""
+    gc = np.einsum("vt,tejf->vejf", CONSTANTS["hermitian"](size), CONSTANTS["idft"](size, n, shift))
+    np.testing.assert_allclose(gc[..., 0], CONSTANTS["irdft"](size, n, shift), rtol=0, atol=1e-15)
+    assert CONSTANTS["unit"](2, 0).tolist() == [1.0, 0.0] and CONSTANTS["unit"](3, 2).tolist() == [0, 0, 1]
+
+
+def test_a_unit_vector_out_of_range_is_one_line_naming_the_constant():
+    text = SPEC_PATH.read_text().replace("re: {unit: [2, 0]}", "re: {unit: [2, 2]}")
+    with pytest.raises(SpecError) as exc:
+        engine.load(text)
+    assert "constant 're'" in str(exc.value) and "k must be at least 0 and less than n" in str(exc.value)
+
+
 def test_cmul_multiplies_complex_numbers():
     a, b = 1.5 - 2j, -0.5 + 3j
     got = np.einsum("e,f,efg->g", [a.real, a.imag], [b.real, b.imag], CONSTANTS["cmul"]())
