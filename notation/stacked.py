@@ -10,6 +10,7 @@ group is one stride, in the operands and the result alike; the rest is the stack
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from itertools import product as cartesian
 
@@ -80,7 +81,7 @@ def _view(a, idx: str, groups):
         for p, q in zip(live, live[1:]):
             if a.strides[p] != a.strides[q] * a.shape[q]:
                 return None
-        shape.append(int(np.prod([a.shape[k] for k in axes])))
+        shape.append(math.prod(a.shape[k] for k in axes))
         strides.append(a.strides[live[-1]] if live else 0)
     return np.lib.stride_tricks.as_strided(a, tuple(shape), tuple(strides), writeable=True)
 
