@@ -1,5 +1,7 @@
 """Shared fixtures: where the repository's spec and the shared MNIST test files are."""
 import atexit
+import importlib.util
+import os
 import shutil
 import subprocess
 import sys
@@ -7,16 +9,37 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import settings
-from hypothesis.configuration import set_hypothesis_home_dir
 
-# hypothesis keeps nothing in the working tree (no example database, its caches in a temporary
-# folder): a test run leaves the clone as it found it
-settings.register_profile("no-database", database=None)
-settings.load_profile("no-database")
-_HYPOTHESIS_HOME = tempfile.mkdtemp(prefix="hypothesis-")
-set_hypothesis_home_dir(_HYPOTHESIS_HOME)
-atexit.register(shutil.rmtree, _HYPOTHESIS_HOME, ignore_errors=True)
+# Collected by a Python without the project's dependencies (a system python3 before set-up), the
+# suite says so in one line instead of one ModuleNotFoundError per test module
+MISSING = [m for m in ("numpy", "opt_einsum", "yaml", "hypothesis") if importlib.util.find_spec(m) is None]
+
+
+def pytest_configure(config):
+    if not MISSING:
+        return
+    venv = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "python"
+    if venv.is_file() and "NOTATION_TESTS_REEXEC" not in os.environ:
+        # set up already: the same run, in the project's Python (python3 -m pytest then just works)
+        os.environ["NOTATION_TESTS_REEXEC"] = "1"
+        sys.stdout.flush()
+        os.execv(str(venv), [str(venv), "-m", "pytest", *config.invocation_params.args])
+    raise pytest.UsageError(
+            f"{sys.executable} lacks the project's dependencies ({', '.join(MISSING)}); run `bash scripts/setup.sh`, "
+            "then the tests with `.venv/bin/python -m pytest -q` (the README's command)")
+
+
+if not MISSING:
+    from hypothesis import settings
+    from hypothesis.configuration import set_hypothesis_home_dir
+
+    # hypothesis keeps nothing in the working tree (no example database, its caches in a temporary
+    # folder): a test run leaves the clone as it found it
+    settings.register_profile("no-database", database=None)
+    settings.load_profile("no-database")
+    _HYPOTHESIS_HOME = tempfile.mkdtemp(prefix="hypothesis-")
+    set_hypothesis_home_dir(_HYPOTHESIS_HOME)
+    atexit.register(shutil.rmtree, _HYPOTHESIS_HOME, ignore_errors=True)
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "layers.yaml"
