@@ -27,10 +27,11 @@ def _drelu_array(z, out=None):
     # over z instead of the three of (sign + 1) / 2 (6x faster than np.heaviside(z, 0.5) already)
     # Asked for no buffer (a factor of a product, as in (21)), it may give a bool array: the same
     # 0s and 1s, a quarter of the bytes to write and read back
-    if out is None and np.all(z):
+    exact_zeros = not np.all(z)
+    if out is None and not exact_zeros:
         return np.greater(z, 0)
     out = np.greater(z, 0, out=np.empty(z.shape, np.result_type(z, np.float32)) if out is None else out)
-    if not np.all(z):
+    if exact_zeros:
         out[z == 0] = 0.5
     return out
 

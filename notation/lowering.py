@@ -26,7 +26,7 @@ from .ast import Affine, Call, Delta, Max, Mono, Ref, expand, free_indices
 from .functions import FUNCTIONS
 from .maxima import window_max
 from .sizes import BoundProduct, scale
-from .strategies import choose, make_step
+from .strategies import c_strides, choose, make_step
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ def _injective_table(coefs, shape) -> bool:
     for row, n in zip(coefs, shape):
         for a, c in enumerate(row):
             extent[a] += abs(c) * (n - 1)
-    elem = _c_strides(extent)
+    elem = c_strides(extent)
     return _injective([sum(c * s for c, s in zip(row, elem)) for row in coefs], shape)
 
 
@@ -115,7 +115,7 @@ class Fold:
         self.result_indices = tuple(result_indices)  # axes of the product's einsum result
         self.broadcast = tuple(i for i in self.view.indices if i not in result_indices)
         # probe with unit element strides: which indices can be sliced at once, which looped
-        elem = _c_strides(result_shape)
+        elem = c_strides(result_shape)
         strides = [sum(c * s for c, s in zip(row, elem)) for row in self.view.coefs]
         order = sorted(range(len(self.view.indices)), key=lambda k: -self.view.shape[k])
         keep = []
@@ -159,11 +159,6 @@ class Fold:
         return {"kind": kind, "indices": list(self.view.indices), "shape": list(self.view.shape),
                 "loop": list(self.loop), "adds": int(np.prod([self.view.shape[self.view.indices.index(i)]
                                                                for i in self.loop])) if self.loop else 1}
-
-
-def _c_strides(shape):
-    """Element strides of a C-ordered array of `shape`."""
-    return tuple(math.prod(shape[k + 1:]) for k in range(len(shape)))
 
 
 class Operand:

@@ -21,11 +21,9 @@ def window_max(inner, k, positions=False, out=None, planes=None):
         planes = np.empty(window + shape, dtype=bool)
     n = values.ndim
     if values.size >= SPLIT and shape[0] >= 2 and parallel.WORKERS >= 2:
-        cuts = np.linspace(0, shape[0], parallel.WORKERS + 1).astype(int)
-        halves = [slice(cuts[i], cuts[i + 1]) for i in range(parallel.WORKERS)]
         at = (slice(None),) * k
         parallel.each(lambda part: [_window_max(inner[h], window, values[h], planes[at + (h,)] if positions
-                                                else None) for h in part], halves)
+                                                else None) for h in part], parallel.cuts(shape[0]))
     else:
         _window_max(inner, window, values, planes if positions else None)
     if not positions:

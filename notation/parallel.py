@@ -74,9 +74,10 @@ def serial_blas():
         _depth -= 1
 
 
-def _part(err, a, b, out):
+def _under(err, fn, *args, **kwargs):
+    """fn(*args) on a worker, with the caller's floating-point error handling (threads do not inherit it)."""
     with np.errstate(**err):
-        np.matmul(a, b, out=out)
+        return fn(*args, **kwargs)
 
 
 def each(fn, items) -> None:
@@ -89,13 +90,14 @@ def each(fn, items) -> None:
         return
     pool, _ = _setup()
     err = np.geterr()
-    for f in [pool.submit(_each_part, err, fn, items[k::WORKERS]) for k in range(WORKERS)]:
+    for f in [pool.submit(_under, err, fn, items[k::WORKERS]) for k in range(WORKERS)]:
         f.result()
 
 
-def _each_part(err, fn, part):
-    with np.errstate(**err):
-        fn(part)
+def cuts(n: int) -> list:
+    """n split into WORKERS consecutive slices of (nearly) equal length, one per worker."""
+    ends = np.linspace(0, n, WORKERS + 1).astype(int)
+    return [slice(ends[i], ends[i + 1]) for i in range(WORKERS)]
 
 
 def _along(x, axis, ndim, cut):
@@ -129,22 +131,17 @@ def matmul(a, b, out=None):
     halves, parts = [], []
     if stack and max(stack) >= WORKERS:  # along the stack's longest axis
         axis = int(np.argmax(stack))
-        cuts = np.linspace(0, stack[axis], WORKERS + 1).astype(int)
-        halves = [tuple(_along(t, axis, len(stack) + 2, slice(cuts[i], cuts[i + 1])) for t in (a, b, out))
-                  for i in range(WORKERS)]
+        halves = [tuple(_along(t, axis, len(stack) + 2, s) for t in (a, b, out)) for s in cuts(stack[axis])]
     elif a.ndim == 2 and b.ndim == 2 and m >= 2 * WORKERS and m * n >= 4096:  # along the rows
-        cuts = np.linspace(0, m, WORKERS + 1).astype(int)
-        halves = [(a[s], b, out[s]) for s in (slice(cuts[i], cuts[i + 1]) for i in range(WORKERS))]
+        halves = [(a[s], b, out[s]) for s in cuts(m)]
     elif a.ndim == 2 and b.ndim == 2 and k >= 64 * WORKERS:  # a thin result: along the sum, then added
-        cuts = np.linspace(0, k, WORKERS + 1).astype(int)
         parts = [np.empty_like(out) for _ in range(WORKERS - 1)]
-        halves = [(a[:, s], b[s], dest) for s, dest in zip(
-            (slice(cuts[i], cuts[i + 1]) for i in range(WORKERS)), [out] + parts)]
+        halves = [(a[:, s], b[s], dest) for s, dest in zip(cuts(k), [out] + parts)]
     with serial_blas():
         if not halves:
             return np.matmul(a, b, out=out)
         err = np.geterr()  # the caller's floating-point error handling, which threads do not inherit
-        for f in [pool.submit(_part, err, *h) for h in halves]:
+        for f in [pool.submit(_under, err, np.matmul, a_, b_, out=o_) for a_, b_, o_ in halves]:
             f.result()
         for p in parts:
             out += p

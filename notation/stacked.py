@@ -50,6 +50,7 @@ def plan(einsum: str, sizes: dict):
         return None  # the summed indices are not consecutive, or not in the same order, on both sides
     xfree = [i for i in x if i not in y]
     yfree = [i for i in y if i not in x]
+    size = lambda s: math.prod(sizes[i] for i in s)  # noqa: E731
     best = None
     for left, right in cartesian(_runs(x, xfree), _runs(y, yfree)):
         if left not in _runs(out, left) or right not in _runs(out, right):
@@ -57,7 +58,6 @@ def plan(einsum: str, sizes: dict):
         if not (_unit(x, (left, con)) and _unit(y, (con, right)) and _unit(out, (left, right))):
             continue
         stack = "".join(i for i in out if i not in left + right)
-        size = lambda s: int(np.prod([sizes[i] for i in s], dtype=np.int64))  # noqa: E731
         block = 2 * size(left) * size(con) * size(right)
         key = (size(stack), -block)
         if block >= MIN_BLOCK_FLOPS and (best is None or key < best[0]):
@@ -122,37 +122,3 @@ class StackedGemm:
         return {"kind": self.kind, "runs": f"np.matmul over {self.blocks:,} blocks ({','.join(self.stack)}) "
                                            f"of {m}x{k} @ {k}x{n}, no copy"}
 
-
-def _c_strides(shape) -> list:
-    strides, acc = [], 1
-    for n in reversed(shape):
-        strides.append(acc)
-        acc *= n
-    return strides[::-1]
-
-
-def _free(shape, perm, merged) -> bool:
-    """Whether a C-ordered array of `shape`, transposed by perm and reshaped to `merged`, is a view with a
-    unit stride in one of its last two axes (what np.matmul hands BLAS without a copy)."""
-    c = _c_strides(shape)
-    shape, strides = [shape[p] for p in perm], [c[p] for p in perm]
-    out, k = [], 0
-    for n in merged:
-        axes, size = [], 1
-        while k < len(shape) and (size < n or (n == 1 and not axes and shape[k] == 1)):
-            axes.append(k)
-            size *= shape[k]
-            k += 1
-        if size != n:
-            return False
-        live = [a for a in axes if shape[a] != 1]
-        if any(strides[p] != strides[q] * shape[q] for p, q in zip(live, live[1:])):
-            return False
-        out.append(strides[live[-1]] if live else 0)
-    return len(out) < 2 or 1 in out[-2:] or merged[-1] == 1 or merged[-2] == 1
-
-
-def copies(step, x_shape, y_shape) -> bool:
-    """Whether a MatmulStep copies an operand or its result (a transposition BLAS cannot read)."""
-    xs, ys = (y_shape, x_shape) if step.swap else (x_shape, y_shape)
-    return not (step.direct and _free(xs, step.x_perm, step.x_shape) and _free(ys, step.y_perm, step.y_shape))

@@ -8,6 +8,7 @@ matrices, where opt_einsum itself would fall back to `np.einsum`, off BLAS.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,6 +57,12 @@ class MatmulStep:
         runs = "np.matmul" + (f", batched over ({','.join(self.batch)})" if self.batch else "")
         return {"kind": self.kind, "runs": runs}
 
+    def copies(self, x_shape, y_shape) -> bool:
+        """Whether, on C-ordered operands of these shapes, it copies an operand (what _blasable does at
+        run time) or its result (not `direct`): decided when compiling."""
+        xs, ys = (y_shape, x_shape) if self.swap else (x_shape, y_shape)
+        return not (self.direct and _free(xs, self.x_perm, self.x_shape) and _free(ys, self.y_perm, self.y_shape))
+
 
 @dataclass(frozen=True)
 class EinsumStep:
@@ -83,6 +90,32 @@ def _blasable(a):
         if rows % item == 0 and cols % item == 0 and all(x >= 0 for x in s):
             return a
     return np.ascontiguousarray(a)
+
+
+def c_strides(shape) -> tuple:
+    """Element strides of a C-ordered array of `shape`."""
+    return tuple(math.prod(shape[k + 1:]) for k in range(len(shape)))
+
+
+def _free(shape, perm, merged) -> bool:
+    """Whether a C-ordered array of `shape`, transposed by perm and reshaped to `merged`, is a view that
+    _blasable would pass as it is (one unit stride in its trailing matrix)."""
+    c = c_strides(shape)
+    shape, strides = [shape[p] for p in perm], [c[p] for p in perm]
+    out, k = [], 0
+    for n in merged:
+        axes, size = [], 1
+        while k < len(shape) and (size < n or (n == 1 and not axes and shape[k] == 1)):
+            axes.append(k)
+            size *= shape[k]
+            k += 1
+        if size != n:
+            return False
+        live = [a for a in axes if shape[a] != 1]
+        if any(strides[p] != strides[q] * shape[q] for p, q in zip(live, live[1:])):
+            return False
+        out.append(strides[live[-1]] if live else 0)
+    return len(out) < 2 or 1 in out[-2:] or merged[-1] == 1 or merged[-2] == 1
 
 
 def make_step(einsum: str, sizes: dict, prefer_out: bool):
@@ -381,7 +414,7 @@ def choose(product, first: bool) -> Strategy:
         einsum = info.contraction_list[0][2]
         shapes = [tuple(info.size_dict[i] for i in part) for part in einsum.split("->")[0].split(",")]
         block = stacked.plan(einsum, info.size_dict)
-        if block is not None and stacked.copies(steps[0], *shapes):
+        if block is not None and steps[0].copies(*shapes):
             return Stacked(p, writes, steps, block)
     if any(isinstance(s, MatmulStep) and s.batch for s in steps):
         return BatchedGemm(p, writes, steps)

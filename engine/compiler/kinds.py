@@ -123,13 +123,12 @@ def _chain(spec, where, part, raw) -> list:
     return [_equation(spec, f"{where}, {part}[{n}]", src) for n, src in enumerate(raw)]
 
 
-def _constant(spec, where, c, earlier) -> tuple:
+def _constant(spec, where, name, c, earlier) -> tuple:
     """(closed form, [argument size expressions]) from {rdft: [width, nw]}, or ("=", Equation) from
     an equation over the constants before it (a product folded once per compile)."""
     from notation.constants import CONSTANTS
     if isinstance(c, str):
         eq = _equation(spec, where, c)
-        name = where.rsplit("'", 2)[-2]
         if eq.result != name:
             raise spec.error(where, f"its equation writes {eq.result!r}; write {name}[...] = ...")
         unknown = sorted(set(eq.operands) - set(earlier))
@@ -175,7 +174,7 @@ def _algorithms(spec, where, body, section) -> dict:
         given = _mapping(spec, f"{awhere}, field 'constants'", a.get("constants"), "{fw: {rdft: [width, nw]}}")
         constants = {}
         for cname, c in given.items():
-            constants[cname] = _constant(spec, f"{awhere}, constant {cname!r}", c, constants)
+            constants[cname] = _constant(spec, f"{awhere}, constant {cname!r}", cname, c, constants)
         chains = {part: _chain(spec, awhere, part, a.get(part)) for part in ("forward", "backward")}
         requires = _mapping(spec, f"{awhere}, field 'requires'", a.get("requires"), "{stride: 1}")
         symbols = _mapping(spec, f"{awhere}, field 'symbols'", a.get("symbols"), "{nh: height + pb}")

@@ -59,6 +59,7 @@ class Block(Sizes, Jacobians, Algorithms):
         self.backward_runs = self._compile_backward(optimize, wanted)
         self.buffers = {}
         self.memo = {}  # result -> (its buffer, copies of the parameters it was last computed from)
+        self.kept = (None, {})  # (the runs it was worked out for, _from_params())
         self.uniform = {}  # the random masks' uniform draws, float64 whatever the dtype
         # the definition's runs stay, to check the algorithm against and to cost it in plans
         self.definition = (self.forward_runs, self.backward_runs)
@@ -165,21 +166,31 @@ class Block(Sizes, Jacobians, Algorithms):
             buf = self.buffers[name] = np.empty(shape, dtype=self.dtype)
         return buf
 
-    def _unchanged(self, result, reads, env):
-        """Whether a result read from parameters and constants alone (the kernel's spectrum) is still
-        in its buffer from parameters equal to these: then it is not computed again (inference, eval).
-        Otherwise it notes the parameters it is about to be computed from."""
-        params = [n for n in reads if n in self.param_shapes]
-        if len(params) + sum(n in self.constants for n in reads) != len(reads) or not params:
+    def _from_params(self) -> dict:
+        """{result: the parameters it reads} for the forward results read from parameters and constants
+        alone (the kernel's spectrum), worked out once per list of runs."""
+        if self.kept[0] is not self.forward_runs:
+            known = set(self.param_shapes) | set(self.constants)
+            self.kept = (self.forward_runs, {r: [n for n in reads if n in self.param_shapes]
+                                             for r, _, _, reads in self.forward_runs
+                                             if set(reads) <= known and set(reads) & set(self.param_shapes)})
+        return self.kept[1]
+
+    def _unchanged(self, result, env):
+        """Whether such a result is still in its buffer from parameters equal to these: then it is not
+        computed again (inference, evaluation).  Otherwise notes the parameters it is computed from."""
+        params = self._from_params().get(result)
+        if params is None:
             return False
-        memo = self.memo.get(result)
-        if memo is not None and memo[0] is self.buffers.get(result) and all(
-                np.array_equal(env[n], memo[1][n]) for n in params):
+        buf, seen = self.memo.get(result, (None, None))
+        if buf is self.buffers[result] and all(np.array_equal(env[n], seen[n]) for n in params):
             return True
-        if memo is None or memo[0] is not self.buffers.get(result):
-            memo = self.memo[result] = (self.buffers.get(result), {n: env[n].copy() for n in params})
-        for n in params:
-            np.copyto(memo[1][n], env[n])
+        if seen is None:
+            seen = {n: env[n].copy() for n in params}
+        else:  # the copies kept, refilled: nothing allocated per step
+            for n in params:
+                np.copyto(seen[n], env[n])
+        self.memo[result] = (self.buffers[result], seen)
         return False
 
     def forward(self, env, keep_positions=True):
@@ -188,7 +199,7 @@ class Block(Sizes, Jacobians, Algorithms):
             env.update(self.constants)
         for result, mask, run, reads in self.forward_runs:
             out = self._buffer(result, run.result_shape)
-            if self._unchanged(result, reads, env):
+            if self._unchanged(result, env):
                 env[result] = out
                 continue
             if mask is not None and keep_positions:
