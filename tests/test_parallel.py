@@ -10,7 +10,7 @@ from notation import parallel
     ((7, 30, 40), (40, 50)),          # a batch against one matrix
     ((3136, 800), (800, 64)),         # tall: cut along the rows
     ((64, 3136), (3136, 1024)),       # wide: cut along the columns
-    ((5, 60), (60, 33)),              # wide, an odd number of columns
+    ((40, 300), (300, 301)),          # wide, an odd number of columns
     ((25, 50176), (50176, 32)),       # thin result: cut along the sum, then added
     ((3, 4), (4, 5)),                 # small: as it is
 ])
