@@ -25,11 +25,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from _shared import timed  # noqa: E402
+from _shared import starting, timed  # noqa: E402
 
-import engine  # noqa: E402
-from engine.training.optim import make  # noqa: E402
-from notation import counting  # noqa: E402
+with starting("bench.py"):
+    import engine
+    from engine.training.optim import make
+    from notation import counting
 
 
 def peak_rss_mib() -> float:

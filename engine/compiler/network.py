@@ -18,6 +18,7 @@ from notation.derive import grad
 
 from ..errors import InputError, SpecError
 from . import gradcheck, memory
+from . import reorder as reordering
 from .init import INITIALISERS
 from .layer import Block
 from .spec import INPUT, Spec, read
@@ -36,13 +37,14 @@ class Stage:
     act_env: dict
     sources: tuple = ()  # (input name, source layer or "input") for each of the kind's inputs
     grad_sum: np.ndarray | None = None  # where the gradients of layers reading this one's output are summed
+    relu_of: str | None = None  # a max pool running the ReLU of the layer before it (engine/compiler/reorder.py)
 
 
 class Network:
     """A network built from a spec; see engine.load."""
 
     def __init__(self, spec: Spec, network: str | None = None, dtype=None, optimize=None, check=True,
-                 seed=None):
+                 seed=None, reorder=True):
         self.spec = spec
         self.name = network or spec.network
         if not isinstance(self.name, str):
@@ -63,6 +65,9 @@ class Network:
         self._compiled, self._auto = {}, {}
         self.modal = any(self.spec.kinds[layer.kind].modal for layer in self.net.layers)
         self.random = any(self.spec.kinds[layer.kind].random for layer in self.net.layers)
+        # {layer: the max pool after it that runs its ReLU}: same forward, quarter of the ReLU's work
+        self.reordered = reordering.pairs(spec, self.net.layers) if reorder else {}
+        self._relu_of = {pool: layer for layer, pool in self.reordered.items()}
         self.algorithms = self._resolve_algorithms()  # layer -> the algorithm it runs (or "definition")
         stages = self._build(2, np.float64)  # shapes, names and parameters; also the load-time checks
         self.classes = stages[-2].layer.out_shape[-1]
@@ -97,6 +102,7 @@ class Network:
     def _build(self, batch, dtype, mode="train"):
         shapes = {INPUT: (batch,) + self.input_shape}
         stages = []
+        by_name = {layer.name: layer for layer in self.net.layers}
         train = mode == "train"
         for layer in self.net.layers:  # in an order where each layer follows its sources
             kind = self.spec.kinds[layer.kind]
@@ -120,13 +126,19 @@ class Network:
                 block.chain.setdefault("auto", self._auto[layer.name])  # how `auto` decided, for the plans
             out = block.out_shape
             act_kind = self.spec.activations[layer.activation]
+            where = f"{self._where(layer)}, activation {act_kind.name!r}"
+            relu_of = self._relu_of.get(layer.name)
+            if relu_of is not None:
+                act_kind = self.spec.activations[by_name[relu_of].activation]
+                where = (f"{self._where(layer)}, activation {act_kind.name!r} of layer {relu_of!r}, run after "
+                         "the pool ((18) and (20) commute)")
             act = None
-            if act_kind.forward:
+            if act_kind.forward and layer.name not in self.reordered:
                 flat = (out[0], int(np.prod(out[1:])))
-                act = Block(self.spec, act_kind, {}, {"z": flat},
-                            f"{self._where(layer)}, activation {act_kind.name!r}", self.optimize,
+                act = Block(self.spec, act_kind, {}, {"z": flat}, where, self.optimize,
                             needs={"z"} if train else set(), dtype=dtype)
-            stages.append(Stage(layer.name, block, act, {}, {}, tuple(zip(kind.in_names, layer.inputs))))
+            stages.append(Stage(layer.name, block, act, {}, {}, tuple(zip(kind.in_names, layer.inputs)),
+                                relu_of=relu_of))
             shapes[layer.name] = out
         last = stages[-1]
         loss_shapes = dict(last.activation.shapes if last.activation else {"z": last.layer.out_shape})
@@ -294,6 +306,8 @@ class Network:
                     s.act_env["da"] = da.reshape(da.shape[0], -1)
                     s.activation.backward(s.act_env)
                     dz = s.act_env["dz"]
+                    if s.relu_of is not None:
+                        reordering.at_zero_maxima(s.layer, s.env[s.sources[0][0]], s.act_env["z"], dz)
             out = s.layer.out_shape
             s.env[grad(s.layer.kind.out_name)] = dz.reshape(out)
             s.layer.backward(s.env)
@@ -330,6 +344,8 @@ class Network:
         each layer's algorithm against its definition."""
         rng = np.random.default_rng(0)
         for s in stages[:-1]:
+            if s.relu_of is not None:
+                reordering.verify(self, s, rng)
             self._check_one([self._small(s.layer)], rng, tolerance)
             if s.layer.algorithm is not None:
                 self.verify(s.layer, rng)
@@ -408,10 +424,12 @@ class Network:
                                           "choose another algorithm")
 
 
-def load(source="layers.yaml", network=None, dtype=None, optimize=None, check=True, seed=None) -> Network:
-    """A Network from a spec file, YAML string or dict (see README: the spec format)."""
+def load(source="layers.yaml", network=None, dtype=None, optimize=None, check=True, seed=None,
+         reorder=True) -> Network:
+    """A Network from a spec file, YAML string or dict (see README: the spec format).  reorder=False
+    runs each ReLU before the max pool after it, in the definition's order (engine/compiler/reorder.py)."""
     spec = source if isinstance(source, Spec) else read(source)
-    return Network(spec, network, dtype=dtype, optimize=optimize, check=check, seed=seed)
+    return Network(spec, network, dtype=dtype, optimize=optimize, check=check, seed=seed, reorder=reorder)
 
 
 def _check_arrays(what, expected, given):
