@@ -67,7 +67,8 @@ class Network:
         self.random = any(self.spec.kinds[layer.kind].random for layer in self.net.layers)
         # {layer: the max pool after it that runs its ReLU}: same forward, quarter of the ReLU's work
         self.reordered = reordering.pairs(spec, self.net.layers) if reorder else {}
-        self._relu_of = {pool: layer for layer, pool in self.reordered.items()}
+        layers = {layer.name: layer for layer in self.net.layers}
+        self._relu_of = {pool: layers[layer] for layer, pool in self.reordered.items()}  # pool -> its ReLU's layer
         self.algorithms = self._resolve_algorithms()  # layer -> the algorithm it runs (or "definition")
         stages = self._build(2, np.float64)  # shapes, names and parameters; also the load-time checks
         self.classes = stages[-2].layer.out_shape[-1]
@@ -102,7 +103,6 @@ class Network:
     def _build(self, batch, dtype, mode="train"):
         shapes = {INPUT: (batch,) + self.input_shape}
         stages = []
-        by_name = {layer.name: layer for layer in self.net.layers}
         train = mode == "train"
         for layer in self.net.layers:  # in an order where each layer follows its sources
             kind = self.spec.kinds[layer.kind]
@@ -129,16 +129,16 @@ class Network:
             where = f"{self._where(layer)}, activation {act_kind.name!r}"
             relu_of = self._relu_of.get(layer.name)
             if relu_of is not None:
-                act_kind = self.spec.activations[by_name[relu_of].activation]
-                where = (f"{self._where(layer)}, activation {act_kind.name!r} of layer {relu_of!r}, run after "
-                         "the pool ((18) and (20) commute)")
+                act_kind = self.spec.activations[relu_of.activation]
+                where = (f"{self._where(layer)}, activation {act_kind.name!r} of layer {relu_of.name!r}, run "
+                         "after the pool ((18) and (20) commute)")
             act = None
             if act_kind.forward and layer.name not in self.reordered:
                 flat = (out[0], int(np.prod(out[1:])))
                 act = Block(self.spec, act_kind, {}, {"z": flat}, where, self.optimize,
                             needs={"z"} if train else set(), dtype=dtype)
             stages.append(Stage(layer.name, block, act, {}, {}, tuple(zip(kind.in_names, layer.inputs)),
-                                relu_of=relu_of))
+                                relu_of=relu_of.name if relu_of else None))
             shapes[layer.name] = out
         last = stages[-1]
         loss_shapes = dict(last.activation.shapes if last.activation else {"z": last.layer.out_shape})
@@ -345,7 +345,7 @@ class Network:
         rng = np.random.default_rng(0)
         for s in stages[:-1]:
             if s.relu_of is not None:
-                reordering.verify(self, s, rng)
+                reordering.verify(self, s, self._relu_of[s.name], rng)
             self._check_one([self._small(s.layer)], rng, tolerance)
             if s.layer.algorithm is not None:
                 self.verify(s.layer, rng)

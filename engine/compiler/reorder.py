@@ -12,6 +12,8 @@ This is an algorithm, not a new meaning: `engine.load(..., reorder=False)` runs 
 """
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 
 from notation.derive import grad
@@ -24,10 +26,7 @@ def pairs(spec, layers) -> dict:
     """{layer: the max pool after it} where the layer's ReLU can run after that pool: the pool is
     the next layer, reads only this one, has no activation of its own, and nothing else reads the
     layer; the pool is not the network's last layer (the loss reads that one's activation)."""
-    readers = {}
-    for layer in layers:
-        for src in layer.inputs:
-            readers[src] = readers.get(src, 0) + 1
+    readers = Counter(src for layer in layers for src in layer.inputs)
     found = {}
     for layer, pool in zip(layers[:-2], layers[1:-1]):
         if (spec.activations[layer.activation].name == "relu" and spec.kinds[pool.kind].name == "maxpool"
@@ -49,20 +48,19 @@ def at_zero_maxima(pool, x, pooled, dz) -> None:
     dz[(pooled.reshape(shape) == 0) & (first != 0)] = 0
 
 
-def verify(net, stage, rng, tolerance=1e-12) -> None:
+def verify(net, stage, layer, rng, tolerance=1e-12) -> None:
     """A pool stage running the ReLU of the layer before it, against the definition's order (that
     ReLU, then the pool), in float64 on a random input rich in exact zeros and ties: the output and
-    the input's gradient.  A disagreement stops the load, naming the pool and the ReLU."""
+    the input's gradient; `layer` is the one whose ReLU the pool runs.  A disagreement stops the load,
+    naming the pool and the ReLU."""
     pool, relu = stage.layer, stage.activation
     x_name, z_name = pool.kind.in_name, pool.kind.out_name
     shape = pool.shapes[x_name]
-    layer = next(layer for layer in net.net.layers if layer.name == stage.relu_of)
-    relu_definition = Block(net.spec, net.spec.activations[layer.activation], {},
-                            {"z": (shape[0], int(np.prod(shape[1:])))}, relu.where, net.optimize,
-                            needs={"z"}, dtype=np.float64)
-    z = rng.integers(-2, 3, size=pool.shapes[x_name]).astype(np.float64) / 2  # zeros and ties in most windows
+    flat_in, flat_out = (shape[0], int(np.prod(shape[1:]))), relu.shapes["z"]
+    relu_definition = Block(net.spec, net.spec.activations[layer.activation], {}, {"z": flat_in}, relu.where,
+                            net.optimize, needs={"z"}, dtype=np.float64)
+    z = rng.integers(-2, 3, size=shape).astype(np.float64) / 2  # zeros and ties in most windows
     upstream = rng.standard_normal(pool.out_shape)
-    flat_in, flat_out = relu_definition.shapes["z"], relu.shapes["z"]
 
     act = {"z": z.reshape(flat_in)}
     relu_definition.forward(act)
@@ -90,5 +88,6 @@ def verify(net, stage, rng, tolerance=1e-12) -> None:
     for what, got, want in (("its output", got_out, want_out), ("its input's gradient", got_dx, want_dx)):
         err = gradcheck.relative_error(got, want)
         if not err <= tolerance:
-            raise net.spec.error(relu.where, f"{what} disagrees with the definition's order (the ReLU before the pool) "
-                               f"by {err:.2e} (relative, float64); load with reorder=False to run that order")
+            raise net.spec.error(relu.where, f"{what} disagrees with the definition's order (the ReLU before the "
+                                             f"pool) by {err:.2e} (relative, float64); load with reorder=False "
+                                             "to run that order")
