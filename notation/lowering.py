@@ -141,7 +141,8 @@ class Fold:
                      for i in self.view.indices]
             src = src.reshape(shape)
         if not self.loop:
-            target += src
+            if not (self.broadcast and _add_repeated(target, src)):
+                target += src
             return
         pos = [self.view.indices.index(i) for i in self.loop]
         for values in itertools.product(*(range(self.view.shape[p]) for p in pos)):
@@ -159,6 +160,25 @@ class Fold:
         return {"kind": kind, "indices": list(self.view.indices), "shape": list(self.view.shape),
                 "loop": list(self.loop), "adds": int(np.prod([self.view.shape[self.view.indices.index(i)]
                                                                for i in self.loop])) if self.loop else 1}
+
+
+ROW = 4096  # entries a repeated row is tiled to (_add_repeated)
+
+
+def _add_repeated(target, src) -> bool:
+    """target += src where src repeats along target's leading axes with short rows (a bias b[k] over
+    z[b,i,j,k]): added as a row tiled to about ROW entries, since numpy's loop over a 32-entry row
+    is twice as slow (conv1's bias: 0.6 against 0.3 ms at batch 64).  False where that does not apply."""
+    k = next((n for n in range(src.ndim) if src.shape[n] != 1), src.ndim)
+    if not target.flags.c_contiguous or src.ndim != target.ndim or src.shape[k:] != target.shape[k:]:
+        return False
+    row, lead = math.prod(target.shape[k:]), math.prod(target.shape[:k])
+    reps = max((r for r in range(1, ROW // max(row, 1) + 1) if lead % r == 0), default=1)
+    if reps == 1:
+        return False
+    flat = target.reshape(-1, reps * row)
+    np.add(flat, np.tile(src.reshape(row), reps), out=flat)
+    return True
 
 
 class Operand:

@@ -45,6 +45,20 @@ def test_a_bias_is_added_from_its_view_and_a_sum_of_terms_keeps_one_strategy_eac
     assert run.strategies == ("GEMM into the result", "add of a view")
 
 
+@pytest.mark.parametrize("shape", [(6, 5, 4, 3), (7, 13, 32), (1, 3), (2, 64, 64), (5, 1024)])
+def test_a_bias_on_the_last_axis_is_added_exactly_as_numpy_broadcasts_it(shape):
+    """A short row repeated over the leading axes is added tiled (faster), to the same bits; a prime
+    number of rows, one row, or a row too long to tile take numpy's own broadcast."""
+    idx = "bijk"[:len(shape) - 1] + "c"
+    run = Equation(f"z[{','.join(idx)}] = x[{','.join(idx)}] * 2 + b[c]").compile(
+        shapes={"x": shape, "b": shape[-1:]})
+    rng = np.random.default_rng(len(shape))
+    x, b = rng.standard_normal(shape), rng.standard_normal(shape[-1:])
+    np.testing.assert_array_equal(run(x=x, b=b), x * 2 + b)
+    out = np.empty(shape)[..., ::-1][..., ::-1]  # a result written through another run's buffer
+    np.testing.assert_array_equal(run(x=x, b=b, out=out), x * 2 + b)
+
+
 def test_a_large_looped_scatter_runs_in_batch_slices(monkeypatch):
     monkeypatch.setattr(notation.lowering, "CHUNK_ELEMENTS", 32 * 3 * 8 * 3 * 8 * 4)  # 32 images a slice
     shapes = {"dz": (64, 8, 8, 4), "w": (3, 3, 4, 4), "dx": (64, 17, 17, 4)}
