@@ -26,7 +26,8 @@ from .ast import Affine, Call, Delta, Max, Mono, Ref, expand, free_indices
 from .functions import FUNCTIONS
 from .maxima import window_max
 from .sizes import BoundProduct, scale
-from .strategies import c_strides, choose, make_step
+from .steps import c_strides, make_step
+from .strategies import choose
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ index there), hence the speed-ups of 0.5.
 
 Each product also names its strategy: the road that actually runs it, chosen once when the
 network is compiled (GEMM into the result, batched GEMM, gather copy, elementwise ufunc, scatter
-in batch slices, opt_einsum path, ...), and each path step says what runs it (np.matmul,
+in batch slices, sum as GEMV, opt_einsum path, ...), and each path step says what runs it (np.matmul,
 batched or not, or np.einsum).
 
 JSON (`--format json`) follows the schema "einsum-plan/2", defined once in engine/plan_schema.py;

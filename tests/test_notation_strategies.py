@@ -20,7 +20,10 @@ ROADS = [  # equation, shapes, symbols, the strategy, what it says runs
      "opt_einsum path", "np.matmul, folded"),
     ("z[b,i,j,k] = max[p,q] x[b, 2*i+p, 2*j+q, k]", {"x": (2, 4, 4, 3)}, {"P": 1, "Q": 1},
      "nested into the result", "window max, out=result"),
-    ("db[k] = dz[b,k]", {"dz": (5, 3)}, {}, "opt_einsum path", "np.einsum, written into the result"),
+    ("db[k] = dz[b,k]", {"dz": (5, 3)}, {}, "sum as GEMV", "np.matmul, ones @ matrix, written into the result"),
+    ("s[b] = 2 * x[b,i,j]", {"x": (5, 3, 4)}, {}, "sum as GEMV", "np.matmul, matrix @ ones, written into the result"),
+    ("db[P-k] = dz[b,k]", {"dz": (5, 3)}, {"P": 2}, "sum as GEMV", "np.matmul, ones @ matrix, folded"),
+    ("t[i] = x[2*i, j]", {"x": (6, 3)}, {}, "opt_einsum path", "np.einsum, written into the result"),
     ("xs[b,u,v,g,r] = xh[b,u,f,c,r] * fc[f,c,v,g]", {"xh": (2, 3, 2, 14, 32), "fc": (2, 14, 9, 2)}, {},
      "stacked GEMM", "np.matmul over 6 blocks (b,u) of 32x28 @ 28x18, no copy, written into the result"),
 ]
@@ -120,3 +123,12 @@ def test_a_scatter_that_reaches_every_entry_once_overwrites_and_others_start_fro
     out = np.full((2, n, n, 4), np.nan)
     run(out=out, **arrays)
     np.testing.assert_allclose(out, evaluate_run(run, **arrays), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.float32, np.float64])
+def test_a_sum_over_leading_axes_equals_numpy_s_sum(dtype):
+    """(6), (8)'s bias gradient runs as a GEMV against ones; whole numbers take numpy's own sum."""
+    run = Equation("db[k] = dz[b,i,k]").compile(shapes={"dz": (7, 5, 3)})
+    dz = np.random.default_rng(1).integers(-9, 9, size=(7, 5, 3)).astype(dtype)
+    assert run.strategies == ("sum as GEMV",)
+    np.testing.assert_array_equal(run(dz=dz), dz.sum(axis=(0, 1)))

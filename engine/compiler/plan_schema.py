@@ -50,7 +50,7 @@ class StrategyStep(TypedDict):
 class Strategy(TypedDict):
     name: Annotated[str, '"GEMM into the result", "batched GEMM", "stacked GEMM", "gather copy", "elementwise ufunc", '
                          '"scatter in batch slices", "opt_einsum path", "add of a view", "nested into the result", '
-                         '"constant"']
+                         '"sum as GEMV", "constant"']
     runs: Annotated[str, "what executes, in words: 'np.matmul, written into the result'"]
     steps: Annotated[list[StrategyStep] | None, "per path step, when the strategy walks opt_einsum's path"]
 

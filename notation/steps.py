@@ -1,0 +1,160 @@
+"""Pairwise steps of an opt_einsum path: a (batched) GEMM on np.matmul, or np.einsum.
+
+A step that keeps an index of both operands (a batch index) runs on `np.matmul` over stacked
+matrices, where opt_einsum itself would fall back to `np.einsum`, off BLAS.  `make_step` picks
+the step once per entry of the path's contraction list; `contract` walks them.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import parallel
+
+
+@dataclass(frozen=True)
+class MatmulStep:
+    """One pairwise step on np.matmul: x[B,L,K] @ y[B,K,R] -> [B,L,R], batched over B.
+
+    Axis groups are ordered so the result lands in the step's output order when it can
+    (`direct`), else it is returned as a transposed view of the matmul's (B,L,R) result."""
+
+    einsum: str
+    x_perm: tuple  # transpose of the first operand to (B, L, K)
+    y_perm: tuple  # transpose of the second operand to (B, K, R)
+    x_shape: tuple  # (nB, nL, nK), or (nL, nK) with no batch index
+    y_shape: tuple
+    out_perm: tuple  # from the matmul's (B..., L..., R...) axes to the step's output order
+    out_shape: tuple  # the matmul's result, unmerged: (B..., L..., R...)
+    swap: bool  # operands exchanged so the result reads (B, R, L)
+    direct: bool  # (B, L, R) is the output's own order: matmul can write a C-ordered result
+    batch: tuple
+
+    @property
+    def kind(self) -> str:
+        return "batched GEMM" if self.batch else "GEMM"
+
+    def __call__(self, x, y, out=None):
+        if self.swap:
+            x, y = y, x
+        a = _blasable(x.transpose(self.x_perm).reshape(self.x_shape))
+        b = _blasable(y.transpose(self.y_perm).reshape(self.y_shape))
+        if out is not None and self.direct and out.flags.c_contiguous:
+            parallel.matmul(a, b, out=out.reshape(self.x_shape[:-2] + (self.x_shape[-2], self.y_shape[-1])))
+            return out
+        result = parallel.matmul(a, b).reshape(self.out_shape).transpose(self.out_perm)
+        if out is not None:
+            np.copyto(out, result)
+            return out
+        return result
+
+    def describe(self) -> dict:
+        runs = "np.matmul" + (f", batched over ({','.join(self.batch)})" if self.batch else "")
+        return {"kind": self.kind, "runs": runs}
+
+    def copies(self, x_shape, y_shape) -> bool:
+        """Whether, on C-ordered operands of these shapes, it copies an operand (what _blasable does at
+        run time) or its result (not `direct`): decided when compiling."""
+        xs, ys = (y_shape, x_shape) if self.swap else (x_shape, y_shape)
+        return not (self.direct and _free(xs, self.x_perm, self.x_shape) and _free(ys, self.y_perm, self.y_shape))
+
+
+@dataclass(frozen=True)
+class EinsumStep:
+    """A pairwise (or single-operand) step that is no matrix product: np.einsum runs it."""
+
+    einsum: str
+    kind: str = "einsum"
+
+    def __call__(self, *values, out=None):
+        return np.einsum(self.einsum, *values, out=out)
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "runs": "np.einsum"}
+
+
+def _blasable(a):
+    """The array itself when BLAS can read its trailing matrices (one unit-stride axis), else a copy:
+    np.matmul would otherwise take its slow loop without BLAS."""
+    if a.ndim < 2 or a.size == 0:
+        return a
+    s, n, item = a.strides, a.shape, a.itemsize
+    rows, cols = s[-2], s[-1]
+    if (cols == item and (rows >= max(n[-1], 1) * item or n[-2] == 1)) or (
+            rows == item and (cols >= max(n[-2], 1) * item or n[-1] == 1)):
+        if rows % item == 0 and cols % item == 0 and all(x >= 0 for x in s):
+            return a
+    return np.ascontiguousarray(a)
+
+
+def c_strides(shape) -> tuple:
+    """Element strides of a C-ordered array of `shape`."""
+    return tuple(math.prod(shape[k + 1:]) for k in range(len(shape)))
+
+
+def _free(shape, perm, merged) -> bool:
+    """Whether a C-ordered array of `shape`, transposed by perm and reshaped to `merged`, is a view that
+    _blasable would pass as it is (one unit stride in its trailing matrix)."""
+    c = c_strides(shape)
+    shape, strides = [shape[p] for p in perm], [c[p] for p in perm]
+    out, k = [], 0
+    for n in merged:
+        axes, size = [], 1
+        while k < len(shape) and (size < n or (n == 1 and not axes and shape[k] == 1)):
+            axes.append(k)
+            size *= shape[k]
+            k += 1
+        if size != n:
+            return False
+        live = [a for a in axes if shape[a] != 1]
+        if any(strides[p] != strides[q] * shape[q] for p, q in zip(live, live[1:])):
+            return False
+        out.append(strides[live[-1]] if live else 0)
+    return len(out) < 2 or 1 in out[-2:] or merged[-1] == 1 or merged[-2] == 1
+
+
+def make_step(einsum: str, sizes: dict, prefer_out: bool):
+    """The step for one entry of opt_einsum's contraction list: a (batched) GEMM where the indices
+    split into batch, free and contracted groups, else np.einsum.  With prefer_out the groups
+    follow the output's order, so the result can be written in place."""
+    inputs, out = einsum.split("->")
+    parts = inputs.split(",")
+    if len(parts) != 2 or any(len(set(p)) != len(p) for p in parts):
+        return EinsumStep(einsum)
+    x, y = parts
+    con = [i for i in x if i in y and i not in out]
+    if not con or any(i not in out and i not in con for i in x + y):
+        return EinsumStep(einsum)  # an outer product, or an index summed within one operand
+    batch = [i for i in out if i in x and i in y]
+    left = [i for i in out if i in x and i not in y]
+    right = [i for i in out if i in y and i not in x]
+    if not prefer_out:  # follow the operands' own orders: fewer copies when the result is folded anyway
+        batch = [i for i in x if i in batch]
+        left = [i for i in x if i in left]
+        right = [i for i in y if i in right]
+    swap = prefer_out and "".join(batch + right + left) == out and "".join(batch + left + right) != out
+    if swap:
+        x, y, left, right = y, x, right, left
+    con = [i for i in (y if swap else x) if i in con] if not prefer_out else [i for i in x if i in con]
+    size = lambda idx: int(np.prod([sizes[i] for i in idx], dtype=np.int64))  # noqa: E731
+    lead = (size(batch),) if batch else ()
+    order = batch + left + right
+    return MatmulStep(
+        einsum=einsum,
+        x_perm=tuple(x.index(i) for i in batch + left + con),
+        y_perm=tuple(y.index(i) for i in batch + con + right),
+        x_shape=lead + (size(left), size(con)), y_shape=lead + (size(con), size(right)),
+        out_perm=tuple(order.index(i) for i in out), out_shape=tuple(sizes[i] for i in order),
+        swap=swap, direct="".join(order) == out, batch=tuple(batch))
+
+
+def contract(steps, contraction_list, values, out=None):
+    """Run opt_einsum's path over the operands: each step pops its operands, appends its result."""
+    values = list(values)
+    last = len(steps) - 1
+    for n, (step, c) in enumerate(zip(steps, contraction_list)):
+        parts = [values.pop(k) for k in c[0]]
+        values.append(step(*parts, out=out if n == last else None))
+    return values[0]
