@@ -27,7 +27,7 @@ from .functions import FUNCTIONS
 from .maxima import window_max
 from .sizes import BoundProduct, scale
 from .steps import c_strides, make_step
-from .strategies import choose
+from .strategies import choose, fuse_bias
 
 
 @dataclass(frozen=True)
@@ -218,6 +218,8 @@ class Operand:
 class CompiledProduct:
     """One product: its operands, its planned contraction, its fold, and the strategy that runs it."""
 
+    fused = False  # run by the product before it (strategies.fuse_bias), not on its own
+
     def __init__(self, plan: BoundProduct, extents, symbols, shapes, result_shape, optimize, letters,
                  first=True):
         factors, lhs = self._rename_deltas(plan.factors, plan.lhs, extents)
@@ -384,6 +386,7 @@ class CompiledSum:
         self.products = [CompiledProduct(p, extents, symbols, shapes, result_shape, optimize, self.letters,
                                         first=(n == 0)) for n, p in enumerate(bound)]
         self.needs_zero = not (self.products and self.products[0].strategy.writes)
+        fuse_bias(self.products)
 
     @classmethod
     def sub(cls, node, out_indices, extents, symbols, shapes, optimize, letters):
@@ -423,7 +426,8 @@ class CompiledSum:
         elif self.needs_zero:
             out[...] = 0
         for p in self.products:
-            p.run(arrays, out, positions)
+            if not p.fused:
+                p.run(arrays, out, positions)
         return out
 
 

@@ -110,43 +110,66 @@ def _along(x, axis, ndim, cut):
     return x[tuple(key)]
 
 
-def matmul(a, b, out=None):
-    """np.matmul(a, b, out=out), the work split over WORKERS threads of single-threaded BLAS."""
+def _product(a, b, out, add):
+    """out = a @ b, then out += add (a bias, while the part is still in cache)."""
+    out = np.matmul(a, b, out=out)
+    if add is not None:
+        np.add(out, add, out=out)
+    return out
+
+
+def _cut(add, axis, s):
+    """add's part of a cut along `axis` of the result (all of it where add is constant there)."""
+    if add is None or add.shape[axis] == 1:
+        return add
+    key = [slice(None)] * add.ndim
+    key[axis] = s
+    return add[tuple(key)]
+
+
+def matmul(a, b, out=None, add=None):
+    """np.matmul(a, b, out=out) (plus `add`, broadcast to the result: each worker adds its part of it
+    right after its product, on its own core), the work split over WORKERS threads of single-threaded BLAS."""
     m, k = a.shape[-2], a.shape[-1]
     n = b.shape[-1]
     stack = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     batch = int(np.prod(stack, dtype=np.int64))
+    if out is None and add is not None:
+        out = np.empty(stack + (m, n), dtype=np.result_type(a, b))
     if not enabled():
-        return np.matmul(a, b, out=out)
+        return _product(a, b, out, add)
     if WORKERS < 2 or 2 * batch * m * n * k < MIN_FLOPS:
         with serial_blas():
-            return np.matmul(a, b, out=out)
+            return _product(a, b, out, add)
     if a.ndim == 2 and b.ndim == 2 and 2 * m * n * k >= BLAS_THREADS_FLOPS:
         _, blas = _setup()
         with blas.limit(limits=WORKERS):  # one large GEMM: OpenBLAS's own threads
-            return np.matmul(a, b, out=out)
+            return _product(a, b, out, add)
     if out is None:
         out = np.empty(stack + (m, n), dtype=np.result_type(a, b))
     pool, _ = _setup()
     halves, parts = [], []
     if stack and max(stack) >= WORKERS:  # along the stack's longest axis
         axis = int(np.argmax(stack))
-        halves = [tuple(_along(t, axis, len(stack) + 2, s) for t in (a, b, out)) for s in cuts(stack[axis])]
+        halves = [tuple(_along(t, axis, len(stack) + 2, s) for t in (a, b, out))
+                  + (None if add is None else _along(add, axis, len(stack) + 2, s),) for s in cuts(stack[axis])]
     elif a.ndim == 2 and b.ndim == 2 and n > m and n >= 16 * WORKERS and m * n >= 4096:  # along the columns
         # each worker packs its own part of the larger operand b, not all of it: a few rows against a
         # wide b (dense1's (12), (13) at batch 64: 3.3-3.8 against 3.7-4.5 ms split by rows)
-        halves = [(a, b[:, s], out[:, s]) for s in cuts(n)]
+        halves = [(a, b[:, s], out[:, s], _cut(add, 1, s)) for s in cuts(n)]
     elif a.ndim == 2 and b.ndim == 2 and m >= 2 * WORKERS and m * n >= 4096:  # along the rows
-        halves = [(a[s], b, out[s]) for s in cuts(m)]
+        halves = [(a[s], b, out[s], _cut(add, 0, s)) for s in cuts(m)]
     elif a.ndim == 2 and b.ndim == 2 and k >= 64 * WORKERS:  # a thin result: along the sum, then added
         parts = [np.empty_like(out) for _ in range(WORKERS - 1)]
-        halves = [(a[:, s], b[s], dest) for s, dest in zip(cuts(k), [out] + parts)]
+        halves = [(a[:, s], b[s], dest, None) for s, dest in zip(cuts(k), [out] + parts)]
     with serial_blas():
         if not halves:
-            return np.matmul(a, b, out=out)
+            return _product(a, b, out, add)
         err = np.geterr()  # the caller's floating-point error handling, which threads do not inherit
-        for f in [pool.submit(_under, err, np.matmul, a_, b_, out=o_) for a_, b_, o_ in halves]:
+        for f in [pool.submit(_under, err, _product, *half) for half in halves]:
             f.result()
         for p in parts:
             out += p
+        if parts and add is not None:
+            out += add
     return out

@@ -108,13 +108,19 @@ class StackedGemm:
         return (_view(x, self.x, s + [self.left, self.con]), _view(y, self.y, s + [self.con, self.right]),
                 _view(out, self.out, s + [self.left, self.right]))
 
-    def __call__(self, x, y, out):
+    @property
+    def groups(self) -> tuple:
+        """The result's letters of each axis of the product as np.matmul sees it: the stack's, L, R."""
+        return tuple(self.stack) + (self.left, self.right)
+
+    def __call__(self, x, y, out, add=None):
         """Runs into `out` when every view is one stride per group (the layouts planned for), else
-        returns None so the caller takes its other road."""
+        returns None so the caller takes its other road.  `add` (notation.steps.addend on `groups`) is
+        added to each block as it is made."""
         a, b, c = self.views(x, y, out)
         if a is None or b is None or c is None:
             return None
-        parallel.matmul(a, b, out=c)
+        parallel.matmul(a, b, out=c, add=add)
         return out
 
     def describe(self) -> dict:

@@ -31,19 +31,24 @@ class MatmulStep:
     swap: bool  # operands exchanged so the result reads (B, R, L)
     direct: bool  # (B, L, R) is the output's own order: matmul can write a C-ordered result
     batch: tuple
+    groups: tuple = ()  # the output's letters of B, L and R, in its order (where `direct`)
 
     @property
     def kind(self) -> str:
         return "batched GEMM" if self.batch else "GEMM"
 
-    def __call__(self, x, y, out=None):
+    def __call__(self, x, y, out=None, add=None):
+        """The product (into out when given); `add`, laid out by addend() for this step's groups, is
+        added to each part of it as soon as that part is made (only with a C-ordered out, `direct`)."""
         if self.swap:
             x, y = y, x
         a = _blasable(x.transpose(self.x_perm).reshape(self.x_shape))
         b = _blasable(y.transpose(self.y_perm).reshape(self.y_shape))
         if out is not None and self.direct and out.flags.c_contiguous:
-            parallel.matmul(a, b, out=out.reshape(self.x_shape[:-2] + (self.x_shape[-2], self.y_shape[-1])))
+            parallel.matmul(a, b, out=out.reshape(self.x_shape[:-2] + (self.x_shape[-2], self.y_shape[-1])), add=add)
             return out
+        if add is not None:
+            raise ValueError("an addend needs a C-ordered result written in place")
         result = parallel.matmul(a, b).reshape(self.out_shape).transpose(self.out_perm)
         if out is not None:
             np.copyto(out, result)
@@ -147,14 +152,35 @@ def make_step(einsum: str, sizes: dict, prefer_out: bool):
         y_perm=tuple(y.index(i) for i in batch + con + right),
         x_shape=lead + (size(left), size(con)), y_shape=lead + (size(con), size(right)),
         out_perm=tuple(order.index(i) for i in out), out_shape=tuple(sizes[i] for i in order),
-        swap=swap, direct="".join(order) == out, batch=tuple(batch))
+        swap=swap, direct="".join(order) == out, batch=tuple(batch),
+        groups=tuple("".join(g) for g in ((batch,) if batch else ()) + (left, right)))
 
 
-def contract(steps, contraction_list, values, out=None):
-    """Run opt_einsum's path over the operands: each step pops its operands, appends its result."""
+def addend(lined, letters: str, groups, extents: dict) -> np.ndarray:
+    """An array `lined` up with a result indexed by `letters` (size 1 where it does not vary, as a bias
+    b[k] over z[b,i,j,k]), laid out on a product's axis groups (each group's letters merged into one
+    axis, in the result's order): size 1 where it is constant over a group, else the group whole, so
+    np.add(part of the product, same part of it) adds it entry for entry.  A small copy (a bias)."""
+    t = lined.transpose([letters.index(i) for g in groups for i in g])
+    full, shape, k = [], [], 0
+    for g in groups:
+        if all(t.shape[k + n] == 1 for n in range(len(g))):
+            full += [1] * len(g)
+            shape.append(1)
+        else:
+            full += [extents[i] for i in g]
+            shape.append(math.prod(extents[i] for i in g))
+        k += len(g)
+    return np.ascontiguousarray(np.broadcast_to(t, full)).reshape(shape)
+
+
+def contract(steps, contraction_list, values, out=None, add=None):
+    """Run opt_einsum's path over the operands: each step pops its operands, appends its result; the
+    last writes into `out` and adds `add` (a MatmulStep's, laid out by addend())."""
     values = list(values)
     last = len(steps) - 1
     for n, (step, c) in enumerate(zip(steps, contraction_list)):
         parts = [values.pop(k) for k in c[0]]
-        values.append(step(*parts, out=out if n == last else None))
+        extra = {"add": add} if n == last and add is not None else {}
+        values.append(step(*parts, out=out if n == last else None, **extra))
     return values[0]

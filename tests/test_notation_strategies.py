@@ -132,3 +132,35 @@ def test_a_sum_over_leading_axes_equals_numpy_s_sum(dtype):
     dz = np.random.default_rng(1).integers(-9, 9, size=(7, 5, 3)).astype(dtype)
     assert run.strategies == ("sum as GEMV",)
     np.testing.assert_array_equal(run(dz=dz), dz.sum(axis=(0, 1)))
+
+
+FUSED = [  # a product that writes the result, then a bias: the bias is added by the product's workers
+    ("z[b,j] = x[b,i] * w[i,j] + b[j]", {"x": (64, 300), "w": (300, 512), "b": (512,)}),  # cut along columns
+    ("z[b,j] = x[b,i] * w[i,j] + b[j]", {"x": (512, 300), "w": (300, 64), "b": (64,)}),  # cut along rows
+    ("z[b,j] = x[b,i] * w[i,j] + b[b]", {"x": (8, 4000), "w": (4000, 8), "b": (8,)}),  # cut along the sum
+    ("z[b,i,j,k] = xc[p,q,r,b,i,j] * w[P-p, Q-q, r, k] + b[k]",
+     {"xc": (3, 3, 2, 4, 10, 10), "w": (3, 3, 2, 16), "b": (16,)}),  # conv1's (15), im2col
+    ("z[b,i,j,k] = zj[b,u,e,j,k] * gr[u,e,i] + b[k]",
+     {"zj": (6, 16, 2, 14, 64), "gr": (16, 2, 14), "b": (64,)}),  # conv2's (15), a stacked GEMM
+]
+
+
+@pytest.mark.parametrize("source,shapes", FUSED, ids=[f"{s} {shapes}" for s, shapes in FUSED])
+def test_a_bias_after_a_product_is_added_by_its_workers_to_the_same_bits(source, shapes):
+    """The same adds as the product, then the bias: numpy's z + b, bit for bit, however the product is cut."""
+    run = Equation(source).compile(shapes=shapes, symbols={"P": 2, "Q": 2})
+    product = Equation(source.rsplit(" + ", 1)[0]).compile(shapes=shapes, symbols={"P": 2, "Q": 2})
+    rng = np.random.default_rng(5)
+    arrays = {n: rng.standard_normal(s).astype(np.float32) for n, s in shapes.items()}
+    assert "added to each worker's part as it is made" in run.describe()["products"][0]["strategy"]["runs"]
+    assert "added by the product before it" in run.plan()
+    bias = source.rsplit(" + ", 1)[1]  # b[j], b[b] or b[k]: lined up with the result's axes
+    lhs = source.split("[", 1)[1].split("]", 1)[0].split(",")
+    lined = arrays["b"].reshape([-1 if i == bias[2] else 1 for i in lhs])
+    np.testing.assert_array_equal(run(**arrays), product(**{n: a for n, a in arrays.items() if n != "b"}) + lined)
+
+
+def test_an_addend_as_large_as_the_result_is_added_on_its_own():
+    run = Equation("z[b,j] = x[b,i] * w[i,j] + y[b,j]").compile(shapes={"x": (64, 30), "w": (30, 50), "y": (64, 50)})
+    assert "added" not in run.describe()["products"][0]["strategy"]["runs"]
+    assert run.describe()["products"][1]["strategy"]["runs"] == "the view folded into the result"
