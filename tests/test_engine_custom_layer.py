@@ -90,3 +90,39 @@ backward:
     assert str(forward) == "z[b,j] = x[b,i] * w[i,j]" and spec.cite(forward) == "(12)"
     loss, grads = net.loss_and_grads(np.random.default_rng(0).random((2, 28, 28, 1)), np.array([1, 2]))
     assert np.isfinite(loss) and grads["out"]["w"].shape == (14 * 14 * 4, 10)
+
+
+SQUARED_WEIGHTS = yaml.safe_load("""
+cites: "(12) with each weight squared, through a tensor of its own"
+input: [b, features]
+hyper: {units: required}
+params:
+  w: {shape: [features, units], init: he}
+forward:
+  - v[i,j] = 2 * w[i,j]
+  - u[i,j] = square(v[i,j])
+  - z[b,j] = x[b,i] * u[i,j]
+backward: derive
+""")
+
+
+def test_a_result_of_the_weights_alone_is_kept_until_they_change_even_through_another(monkeypatch):
+    """u reads v, which reads only w: a forward on the same weights keeps both; a changed w computes both again."""
+    data = spec_with_custom_layers()
+    data["kinds"]["squared"] = SQUARED_WEIGHTS
+    data["networks"]["custom"]["layers"][3:3] = [{"name": "sq", "kind": "squared", "units": 6}]
+    net = engine.load(data, dtype="float64")
+    x = np.random.default_rng(0).random((3, 28, 28, 1))
+    block = next(s.layer for s in net.compiled(3, "eval") if s.name == "sq")
+    runs = {step.result: step.run for step in block.forward_runs}
+    calls = []
+    real = type(runs["u"]).__call__
+    monkeypatch.setattr(type(runs["u"]), "__call__",
+                        lambda self, *a, **k: (calls.append(next((r for r, run in runs.items() if run is self), None)),
+                                               real(self, *a, **k))[1])
+    first = net.forward(x)
+    np.testing.assert_array_equal(net.forward(x), first)
+    assert calls.count("u") == 1 and calls.count("v") == 1
+    net.params["sq"]["w"][0, 0] += 0.5
+    assert not np.array_equal(net.forward(x), first)
+    assert calls.count("u") == 2 and calls.count("v") == 2

@@ -167,13 +167,17 @@ class Block(Sizes, Jacobians, Algorithms):
         return buf
 
     def _from_params(self) -> dict:
-        """{result: the parameters it reads} for the forward results read from parameters and constants
-        alone (the kernel's spectrum), worked out once per list of runs."""
+        """{result: the parameters it depends on} for the forward results computed from parameters and
+        constants alone, directly or through such results (the kernel's spectrum and its blocks),
+        worked out once per list of runs."""
         if self.kept[0] is not self.forward_runs:
-            known = set(self.param_shapes) | set(self.constants)
-            self.kept = (self.forward_runs, {r: [n for n in reads if n in self.param_shapes]
-                                             for r, _, _, reads in self.forward_runs
-                                             if set(reads) <= known and set(reads) & set(self.param_shapes)})
+            known, found = set(self.param_shapes) | set(self.constants), {}
+            for r, _, _, reads in self.forward_runs:
+                if set(reads) <= known | set(found):
+                    params = {n for n in reads if n in self.param_shapes}.union(*(found.get(n, ()) for n in reads))
+                    if params:
+                        found[r] = sorted(params)
+            self.kept = (self.forward_runs, found)
         return self.kept[1]
 
     def _unchanged(self, result, env):
