@@ -244,6 +244,19 @@ class GemmIntoResult(Path):
         contract(self.steps, p.path_info.contraction_list, values, out=out, add=add)
 
 
+class TurnedGemm(Path):
+    """A GEMM that would read a large operand transposed, run with that operand first as it lies in
+    memory; the small result is copied into place (notation/steps.py, MatmulStep.turned)."""
+
+    name = "GEMM, turned"
+
+    @property
+    def runs(self):
+        big = max(self.product.operands, key=lambda op: math.prod(op.shape))
+        name = big.view.name if big.kind == "view" else "the large operand"
+        return f"np.matmul with {name} first, as it lies in memory, copied into the result"
+
+
 class BatchedGemm(Path):
     """A path with a batch index in a pairwise step: np.matmul over the stacked matrices."""
 
@@ -388,6 +401,10 @@ def choose(product, first: bool) -> Strategy:
     last = len(info.contraction_list) - 1
     steps = [make_step(c[2], info.size_dict, prefer_out=writes and n == last)
              for n, c in enumerate(info.contraction_list)]
+    turned = steps[0].turned(info.size_dict) if writes and len(steps) == 1 and isinstance(steps[0], MatmulStep) \
+        else None
+    if turned is not None:
+        return TurnedGemm(p, writes, [turned])
     if writes and len(steps) == 1 and isinstance(steps[0], MatmulStep) and all(
             op.kind == "view" for op in ops):
         einsum = info.contraction_list[0][2]

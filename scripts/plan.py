@@ -19,7 +19,7 @@ db[k] = dz[b,k] 2*B*K as optimised, but B*K as "naive" (opt_einsum's naive count
 index there), hence the speed-ups of 0.5.
 
 Each product also names its strategy: the road that actually runs it, chosen once when the
-network is compiled (GEMM into the result, batched GEMM, gather copy, elementwise ufunc, scatter
+network is compiled (GEMM into the result, GEMM, turned, batched GEMM, gather copy, elementwise ufunc, scatter
 in batch slices, sum as GEMV, opt_einsum path, ...), and each path step says what runs it (np.matmul,
 batched or not, or np.einsum).
 

@@ -164,3 +164,24 @@ def test_an_addend_as_large_as_the_result_is_added_on_its_own():
     run = Equation("z[b,j] = x[b,i] * w[i,j] + y[b,j]").compile(shapes={"x": (64, 30), "w": (30, 50), "y": (64, 50)})
     assert "added" not in run.describe()["products"][0]["strategy"]["runs"]
     assert run.describe()["products"][1]["strategy"]["runs"] == "the view folded into the result"
+
+
+@pytest.mark.parametrize("source,shapes", [
+    ("dx[c,k] = dz[c,j] * w[k,j]", {"dz": (2, 64), "w": (64, 64)}),  # w too small to matter
+    ("z[b,j] = x[b,i] * w[i,j]", {"x": (2, 4096), "w": (4096, 64)}),  # w read as it lies already
+    ("dx[c,k] = dz[c,j] * w[k,j]", {"dz": (1024, 64), "w": (1024, 64)}),  # a result as large as w
+])
+def test_a_gemm_is_turned_only_to_read_a_large_operand_as_it_lies(source, shapes):
+    assert Equation(source).compile(shapes=shapes).strategies == ("GEMM into the result",)
+
+
+def test_a_large_operand_read_transposed_comes_first_and_the_small_result_is_copied_into_place(monkeypatch):
+    """(13)'s dx = dz w^T reads w[k,j] with its summed j last in memory: run as w dz^T, turned back."""
+    monkeypatch.setattr(notation.steps, "TURN_SIZE", 64)  # the size at which it pays, scaled down
+    run = Equation("dx[c,k] = dz[c,j] * w[k,j]").compile(shapes={"dz": (2, 16), "w": (40, 16)})
+    strategy = run.describe()["products"][0]["strategy"]
+    assert (strategy["name"], strategy["runs"]) == (
+        "GEMM, turned", "np.matmul with w first, as it lies in memory, copied into the result")
+    rng = np.random.default_rng(2)
+    dz, w = rng.standard_normal((2, 16)), rng.standard_normal((40, 16))
+    np.testing.assert_allclose(run(dz=dz, w=w), evaluate_run(run, dz=dz, w=w), rtol=1e-12, atol=1e-12)

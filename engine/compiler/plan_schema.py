@@ -48,7 +48,8 @@ class StrategyStep(TypedDict):
 
 
 class Strategy(TypedDict):
-    name: Annotated[str, '"GEMM into the result", "batched GEMM", "stacked GEMM", "gather copy", "elementwise ufunc", '
+    name: Annotated[str, '"GEMM into the result", "GEMM, turned", "batched GEMM", "stacked GEMM", "gather copy", '
+                         '"elementwise ufunc", '
                          '"scatter in batch slices", "opt_einsum path", "add of a view", "nested into the result", '
                          '"sum as GEMV", "constant"']
     runs: Annotated[str, "what executes, in words: 'np.matmul, written into the result'"]
