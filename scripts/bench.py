@@ -178,8 +178,8 @@ def main(argv=None):
                 p.error("--only pytorch needs PyTorch: pip install torch==2.13.0")
             contenders = contenders[1:]
         train, infer, fastest = defaultdict(list), defaultdict(list), defaultdict(list)
-        for _ in range(args.rounds):
-            for c in contenders:
+        for r in range(args.rounds):
+            for c in contenders if r % 2 == 0 else contenders[::-1]:  # neither side always timed first
                 train[c.name].append(timed(c.train_step, args.repeats, args.warmup, fastest[c.name]))
                 infer[c.name].append(timed(c.infer, args.repeats, args.warmup))
         row = {"batch": batch, "flops_forward": fwd, "flops_backward": bwd,
@@ -196,6 +196,10 @@ def main(argv=None):
             row["ratio_infer"] = row["engine"]["infer_images_per_s"] / row["pytorch"]["infer_images_per_s"]
             row["ratio_train_fastest"] = (row["pytorch"]["fastest_train_step_ms"]
                                           / row["engine"]["fastest_train_step_ms"])
+            # each round's own ratio, the two sides timed back to back: steadier where the machine's
+            # speed drifts from round to round (a shared host)
+            row["ratio_train_paired"] = statistics.median(p / e for e, p in zip(train["engine"], train["pytorch"]))
+            row["ratio_infer_paired"] = statistics.median(p / e for e, p in zip(infer["engine"], infer["pytorch"]))
         if args.breakdown:
             row["breakdown"] = breakdown(eng.net, batch, rng)
         report["batches"].append(row)
@@ -219,7 +223,8 @@ def print_row(row, gemm):
     if "pytorch" in row:
         t = row["pytorch"]
         ratio = (f"; ratio engine/pytorch: train {row['ratio_train']:.2f}, infer {row['ratio_infer']:.2f}"
-                 f" (fastest steps: {row['ratio_train_fastest']:.2f})" if "ratio_train" in row else " (timed alone)")
+                 f" (round by round: {row['ratio_train_paired']:.2f}, {row['ratio_infer_paired']:.2f}; fastest "
+                 f"steps: {row['ratio_train_fastest']:.2f})" if "ratio_train" in row else " (timed alone)")
         print(f"          pytorch {t['train_images_per_s']:,.0f} train img/s ({t['train_step_ms']:.1f} ms/step), "
               f"{t['infer_images_per_s']:,.0f} infer img/s{ratio}")
     print(f"          cold start {row['cold_start_s']:.2f} s, peak RSS {row['peak_rss_mib']:.0f} MiB")
