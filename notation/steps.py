@@ -37,9 +37,11 @@ class MatmulStep:
     def kind(self) -> str:
         return "batched GEMM" if self.batch else "GEMM"
 
-    def __call__(self, x, y, out=None, add=None):
+    def __call__(self, x, y, out=None, add=None, scratch=None):
         """The product (into out when given); `add`, laid out by addend() for this step's groups, is
-        added to each part of it as soon as that part is made (only with a C-ordered out, `direct`)."""
+        added to each part of it as soon as that part is made (only with a C-ordered out, `direct`).
+        A result that is not `direct` is made in `scratch` (x_shape[:-2] + (L, R), kept by the caller
+        between runs) when given, then copied into out."""
         if self.swap:
             x, y = y, x
         a = _blasable(x.transpose(self.x_perm).reshape(self.x_shape))
@@ -49,7 +51,7 @@ class MatmulStep:
             return out
         if add is not None:
             raise ValueError("an addend needs a C-ordered result written in place")
-        result = parallel.matmul(a, b).reshape(self.out_shape).transpose(self.out_perm)
+        result = parallel.matmul(a, b, out=scratch).reshape(self.out_shape).transpose(self.out_perm)
         if out is not None:
             np.copyto(out, result)
             return out
@@ -202,13 +204,13 @@ def addend(lined, letters: str, groups, extents: dict) -> np.ndarray:
     return np.ascontiguousarray(np.broadcast_to(t, full)).reshape(shape)
 
 
-def contract(steps, contraction_list, values, out=None, add=None):
+def contract(steps, contraction_list, values, out=None, **last_step):
     """Run opt_einsum's path over the operands: each step pops its operands, appends its result; the
-    last writes into `out` and adds `add` (a MatmulStep's, laid out by addend())."""
+    last writes into `out`, given `last_step`'s keywords (a MatmulStep's `add` and `scratch`)."""
     values = list(values)
     last = len(steps) - 1
     for n, (step, c) in enumerate(zip(steps, contraction_list)):
         parts = [values.pop(k) for k in c[0]]
-        extra = {"add": add} if n == last and add is not None else {}
+        extra = {k: v for k, v in last_step.items() if v is not None} if n == last else {}
         values.append(step(*parts, out=out if n == last else None, **extra))
     return values[0]

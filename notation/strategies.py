@@ -165,6 +165,7 @@ class SumGemv(Strategy):
     def run(self, arrays, out, positions):
         p = self.product
         x = p.operands[0].evaluate(arrays, out.dtype, positions)
+        direct = self.writes and out.dtype == x.dtype and out.flags.c_contiguous and x.dtype.kind in "fc"
         if x.dtype.kind not in "fc":  # integers and booleans: numpy's own sum, as einsum would
             result = np.einsum(p.einsum, x)
         else:
@@ -174,50 +175,75 @@ class SumGemv(Strategy):
             matrix = x.reshape((self.summed, -1) if self.leading else (-1, self.summed))
             pair = (ones, matrix) if self.leading else (matrix, ones)
             with parallel.serial_blas():  # a memory-bound GEMV: one thread, the same bits on every run
-                if self.writes and out.dtype == x.dtype and out.flags.c_contiguous:
-                    np.matmul(*pair, out=out.reshape(-1))
-                    if p.scale != 1.0:
-                        out *= np.asarray(p.scale, dtype=out.dtype)
-                    return
-                result = np.matmul(*pair).reshape(tuple(p.extents[i] for i in p.out_indices))
-        if self.writes:
-            out[...] = result
-            if p.scale != 1.0:
-                out *= np.asarray(p.scale, dtype=out.dtype)
+                result = np.matmul(*pair, out=out.reshape(-1) if direct else None)
+            result = result.reshape(tuple(p.extents[i] for i in p.out_indices))
+        if not self.writes:
+            self._finish(out, result)
             return
-        self._finish(out, result)
+        if not direct:
+            out[...] = result
+        if p.scale != 1.0:
+            out *= np.asarray(p.scale, dtype=out.dtype)
 
 
 class Path(Strategy):
     """opt_einsum's path, step by step: (batched) GEMMs on np.matmul, the rest on np.einsum; the
-    last step writes the result in place when the product is the equation's result, else it is folded."""
+    last step writes the result in place when the product is the equation's result, else it is folded.
+    A result copied into place is made in a buffer kept between runs, not a fresh one each time."""
 
     name = "opt_einsum path"
+    bias = None  # the next product, added by this one's workers (fuse_bias; GEMM into the result, stacked)
 
     def __init__(self, product, writes, steps):
         super().__init__(product)
         self.writes, self.steps = writes, steps
-        if writes and isinstance(steps[-1], MatmulStep) and not steps[-1].direct:
+        self.copied = writes and isinstance(steps[-1], MatmulStep) and not steps[-1].direct
+        self.scratch = {}  # dtype -> the buffer a copied result is made in
+        if self.copied:
             self.into = "copied into the result"
         else:
             self.into = "written into the result" if writes else "folded"
 
     @property
     def runs(self):
-        return " then ".join(s.describe()["runs"] for s in self.steps) + f", {self.into}"
+        return " then ".join(s.describe()["runs"] for s in self.steps) + f", {self.into}" + self._bias_runs()
+
+    def _bias_runs(self) -> str:
+        return f", {self.bias.strategy.term} added to each worker's part as it is made" if self.bias else ""
 
     def describe(self) -> dict:
         return {"name": self.name, "runs": self.runs, "steps": [s.describe() for s in self.steps]}
+
+    def _scratch(self, dtype):
+        if not self.copied:
+            return None
+        buf = self.scratch.get(dtype)
+        if buf is None:
+            step = self.steps[-1]
+            buf = self.scratch[dtype] = np.empty(step.x_shape[:-2] + (step.x_shape[-2], step.y_shape[-1]), dtype)
+        return buf
 
     def run(self, arrays, out, positions):
         p = self.product
         values = [p.operands[k].evaluate(arrays, out.dtype, positions) for k in p.order]
         if self.writes:
-            contract(self.steps, p.path_info.contraction_list, values, out=out)
+            add = _addend(self, arrays, out)
+            contract(self.steps, p.path_info.contraction_list, values, out=out, add=add,
+                     scratch=self._scratch(out.dtype))
             if p.scale != 1.0:
                 out *= np.asarray(p.scale, dtype=out.dtype)
+            self._bias_after(add, arrays, out, positions)
             return
         self._finish(out, contract(self.steps, p.path_info.contraction_list, values))
+
+    def _bias_after(self, add, arrays, out, positions):
+        """The fused bias, added on its own where the product could not take it (no `add` was made)."""
+        if add is None and self.bias is not None:
+            self.bias.strategy.run(arrays, out, positions)
+
+    def groups(self):
+        """The result's letters on each axis of the product as np.matmul sees it (a fused bias's layout)."""
+        return self.steps[0].groups
 
 
 class GemmIntoResult(Path):
@@ -225,23 +251,6 @@ class GemmIntoResult(Path):
     (`fuse_bias`) is added by the GEMM's workers, each to its part as soon as it is made."""
 
     name = "GEMM into the result"
-    bias = None  # the product added in this one's epilogue, set by fuse_bias
-
-    @property
-    def runs(self):
-        bias = f", {self.bias.strategy.term} added to each worker's part as it is made" if self.bias else ""
-        return super().runs + bias
-
-    def run(self, arrays, out, positions):
-        add = _addend(self, arrays, out)
-        if add is None:
-            super().run(arrays, out, positions)
-            if self.bias is not None:
-                self.bias.strategy.run(arrays, out, positions)
-            return
-        p = self.product
-        values = [p.operands[k].evaluate(arrays, out.dtype, positions) for k in p.order]
-        contract(self.steps, p.path_info.contraction_list, values, out=out, add=add)
 
 
 class TurnedGemm(Path):
@@ -268,7 +277,6 @@ class Stacked(Path):
     transposing copy in or out (notation/stacked.py); the plain path where a layout differs."""
 
     name = "stacked GEMM"
-    bias = None  # the product added in this one's epilogue, set by fuse_bias
 
     def __init__(self, product, writes, steps, block):
         super().__init__(product, writes, steps)
@@ -277,8 +285,10 @@ class Stacked(Path):
 
     @property
     def runs(self):
-        return self.block.describe()["runs"] + ", written into the result" + (
-            f", {self.bias.strategy.term} added to each worker's part as it is made" if self.bias else "")
+        return self.block.describe()["runs"] + ", written into the result" + self._bias_runs()
+
+    def groups(self):
+        return self.block.groups
 
     def describe(self) -> dict:
         return {"name": self.name, "runs": self.runs, "steps": [self.block.describe()]}
@@ -294,8 +304,7 @@ class Stacked(Path):
             add = None
         if p.scale != 1.0:
             out *= np.asarray(p.scale, dtype=out.dtype)
-        if add is None and self.bias is not None:
-            self.bias.strategy.run(arrays, out, positions)
+        self._bias_after(add, arrays, out, positions)
 
 
 class SliceScatter(Strategy):
@@ -347,8 +356,7 @@ def fuse_bias(products) -> None:
         return
     if not (isinstance(q.strategy, AddView) and q.fold.plain and tuple(q.fold.view.indices) == p.out_indices):
         return
-    groups = s.block.groups if isinstance(s, Stacked) else s.steps[0].groups
-    letters = p.einsum.split("->")[1]
+    groups, letters = s.groups(), p.einsum.split("->")[1]
     sizes = p.path_info.size_dict
     bias = q.einsum.split("->")[0]
     if not groups or sorted("".join(groups)) != sorted(letters):
@@ -356,7 +364,7 @@ def fuse_bias(products) -> None:
     small = math.prod(math.prod(sizes[i] for i in g) if set(g) & set(bias) else 1 for g in groups)
     if small * 8 > math.prod(sizes[i] for i in letters):
         return  # more than a bias: laying it out would copy as much as it saves
-    s.bias, s.letters, s.groups = q, letters, groups
+    s.bias = q
     q.fused = True
     q.strategy.runs = "added by the product before it, to each of its parts"
 
@@ -366,8 +374,9 @@ def _addend(strategy, arrays, out):
     none or the result is not C-ordered (then it is added on its own, after the product)."""
     if strategy.bias is None or not out.flags.c_contiguous:
         return None
+    p = strategy.product
     lined = strategy.bias.strategy.lined(arrays, out)
-    return addend(lined, strategy.letters, strategy.groups, strategy.product.path_info.size_dict)
+    return addend(lined, p.einsum.split("->")[1], strategy.groups(), p.path_info.size_dict)
 
 
 def _broadcast_to(indices, out_indices, extents):
