@@ -1,4 +1,6 @@
 """notation.parallel.matmul is np.matmul, whichever way it cuts the work over its threads."""
+import threading
+
 import numpy as np
 import pytest
 
@@ -84,3 +86,40 @@ def test_a_stack_of_blocks_with_either_side_broadcast_splits_along_its_longest_a
     out = np.empty(np.broadcast_shapes(a_stack, b_stack) + (40, 50))
     assert parallel.matmul(a, b, out=out) is out
     np.testing.assert_allclose(out, np.matmul(a, b), rtol=1e-12, atol=1e-9)
+
+
+def test_the_caller_runs_one_part_itself_and_a_helper_the_other(monkeypatch):
+    monkeypatch.setattr(parallel, "WORKERS", 2)
+    threads = {}
+    parallel.each(lambda part: threads.setdefault(tuple(part), threading.current_thread()), range(4))
+    assert threads[(0, 2)] is threading.current_thread()
+    assert threads[(1, 3)].name.startswith("notation-matmul")
+
+
+def test_an_error_in_a_helpers_part_reaches_the_caller_and_the_helpers_carry_on(monkeypatch):
+    monkeypatch.setattr(parallel, "WORKERS", 2)
+
+    def fails_on_the_helper(part):
+        if threading.current_thread().name.startswith("notation-matmul"):
+            raise KeyError(part)
+
+    with pytest.raises(KeyError):
+        parallel.each(fails_on_the_helper, range(4))
+    parts = []
+    parallel.each(parts.append, range(4))
+    assert sorted(map(tuple, parts)) == [(0, 2), (1, 3)]
+
+
+def test_a_split_inside_a_helpers_part_runs_there_instead_of_waiting_for_itself(monkeypatch):
+    monkeypatch.setattr(parallel, "WORKERS", 2)
+    rng = np.random.default_rng(6)
+    a, b = rng.standard_normal((2, 144, 64, 64)), rng.standard_normal((144, 64, 128))
+    products = [None, None]
+
+    def part(ks):
+        for k in ks:
+            products[k] = parallel.matmul(a[k], b)  # itself split in two
+
+    parallel.each(part, range(2))
+    for k in range(2):
+        np.testing.assert_allclose(products[k], np.matmul(a[k], b), rtol=1e-12, atol=1e-9)
