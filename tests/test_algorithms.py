@@ -123,10 +123,10 @@ def test_a_chain_that_disagrees_with_the_definition_stops_the_load_naming_layer_
 
 
 def test_a_wrong_gradient_step_is_named_too():
-    right = "dw[m,n,r,k] = dwb[u,v,e,r,g,k] * kb[m,n,u,v,e,g]"
+    right = "dwg[g,m,n,r,k] = dwb[u,v,e,r,g,k] * kt[g,m,n,u,v,e]"
     text = spec_with(conv2="fourier")
     assert right in text
-    text = text.replace(right, "dw[m,n,r,k] = dwb[u,v,e,r,g,k] * kb[m,n,u,v,g,e]")  # the block transposed
+    text = text.replace(right, "dwg[g,m,n,r,k] = dwb[u,v,e,r,g,k] * kt[e,m,n,u,v,g]")  # the block transposed
     with pytest.raises(SpecError) as exc:
         engine.load(text)
     assert "algorithm 'fourier'" in str(exc.value) and "its gradient 'dw' disagrees" in str(exc.value)
@@ -182,7 +182,8 @@ def test_the_plan_names_the_algorithm_its_flops_and_the_definitions():
     assert a["definition_step_flops"] > 2 * a["step_flops"]
     text = net.plans(batch=8)
     assert "algorithm fourier ((15)-(17) as products of spectra), named in the spec:" in text
-    assert "in place of the definition's" in text and "constants fr 14x16x2, fc 2x14x9x2, kb 5x5x16x9x2x2" in text
+    assert "in place of the definition's" in text
+    assert "constants fr 14x16x2, fc 2x14x9x2, kg 2x16x9x2x5x5, kt 2x5x5x16x9x2" in text
 
 
 # -- the closed forms against numpy.fft ------------------------------------------------------
@@ -270,15 +271,17 @@ FOLDED = "kb: kb[m,n,u,v,e,g] = kh[m,h,u,f] * kw[n,v,h] * cm[e,f,g]"
 
 
 def test_a_constant_may_be_a_product_of_the_constants_above_it_folded_once():
-    """fourier's kb is kh, kw and cm folded at compile time: the chain reads kb alone, and kb is
-    that product (float64, from the closed forms)."""
+    """fourier's kb is kh, kw and cm folded at compile time, and kg, kt are kb laid out for the
+    stacked GEMMs of the kernel's spectrum and of (17): the chain reads kg and kt alone, each that
+    product (float64, from the closed forms)."""
     assert FOLDED in SPEC_PATH.read_text()
     net = engine.load(spec_with(conv2="fourier"), dtype=np.float64)
     block = net.compiled(2)[2].layer
-    assert "kb" in block.constants and not {"kh", "kw", "cm"} & set(block.constants)
+    assert {"kg", "kt"} <= set(block.constants) and not {"kh", "kw", "cm", "kb"} & set(block.constants)
     kh, kw, cm = CONSTANTS["dft"](5, 16), CONSTANTS["rdft"](5, 16), CONSTANTS["cmul"]()
-    np.testing.assert_allclose(block.constants["kb"], np.einsum("mhuf,nvh,efg->mnuveg", kh, kw, cm),
-                               rtol=0, atol=1e-15)
+    kb = np.einsum("mhuf,nvh,efg->mnuveg", kh, kw, cm)
+    np.testing.assert_allclose(block.constants["kg"], kb.transpose(5, 2, 3, 4, 0, 1), rtol=0, atol=1e-15)
+    np.testing.assert_allclose(block.constants["kt"], kb.transpose(5, 0, 1, 2, 3, 4), rtol=0, atol=1e-15)
 
 
 @pytest.mark.parametrize("folded, says", [
