@@ -1,5 +1,7 @@
 """notation.parallel.matmul is np.matmul, whichever way it cuts the work over its threads."""
+import signal
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -123,3 +125,27 @@ def test_a_split_inside_a_helpers_part_runs_there_instead_of_waiting_for_itself(
     parallel.each(part, range(2))
     for k in range(2):
         np.testing.assert_allclose(products[k], np.matmul(a[k], b), rtol=1e-12, atol=1e-9)
+
+
+def test_a_ctrl_c_while_the_caller_waits_is_raised_once_the_helper_is_done(monkeypatch):
+    monkeypatch.setattr(parallel, "WORKERS", 2)
+    interrupted, done = threading.Event(), []
+
+    def on_sigint(signum, frame):
+        interrupted.set()
+        raise KeyboardInterrupt
+
+    def part(ks):
+        if threading.current_thread().name.startswith("notation-matmul"):
+            interrupted.wait(10)  # still working when the interrupt comes
+            time.sleep(0.05)
+            done.append(ks)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        threading.Timer(0.05, signal.pthread_kill, (threading.get_ident(), signal.SIGINT)).start()
+        with pytest.raises(KeyboardInterrupt):
+            parallel.each(part, range(2))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert done == [[1]]  # the helper's part finished before the caller went on
