@@ -13,6 +13,7 @@ CompiledSum is the compiled right side, writing one result.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass
@@ -166,6 +167,13 @@ class Fold:
 ROW = 4096  # entries a repeated row is tiled to (_add_repeated)
 
 
+@functools.lru_cache(maxsize=256)
+def _tiling(row: int, lead: int) -> tuple:
+    """(reps, row): the most rows, at most ROW entries together, that divide `lead` evenly; worked
+    out once per shape (each step asks again)."""
+    return next(r for r in range(max(1, min(ROW // max(row, 1), lead)), 0, -1) if lead % r == 0), row
+
+
 def _add_repeated(target, src) -> bool:
     """target += src where src repeats along target's leading axes with short rows (a bias b[k] over
     z[b,i,j,k]): added as a row tiled to about ROW entries, since numpy's loop over a 32-entry row
@@ -173,8 +181,7 @@ def _add_repeated(target, src) -> bool:
     k = next((n for n in range(src.ndim) if src.shape[n] != 1), src.ndim)
     if not target.flags.c_contiguous or src.ndim != target.ndim or src.shape[k:] != target.shape[k:]:
         return False
-    row, lead = math.prod(target.shape[k:]), math.prod(target.shape[:k])
-    reps = max((r for r in range(1, ROW // max(row, 1) + 1) if lead % r == 0), default=1)
+    reps, row = _tiling(math.prod(target.shape[k:]), math.prod(target.shape[:k]))
     if reps == 1:
         return False
     flat = target.reshape(-1, reps * row)

@@ -93,3 +93,20 @@ def test_any_layout_gives_einsums_result(order_x, order_y, order_out, sizes):
     src = f"z[{','.join(out)}] = x[{','.join(x)}] * y[{','.join(y)}]"
     run = Equation(src).compile(shapes={"x": xs.shape, "y": ys.shape})
     np.testing.assert_allclose(run(x=xs, y=ys), want, rtol=1e-10, atol=1e-10)
+
+
+def test_the_same_buffers_again_reuse_their_views_and_new_ones_get_their_own():
+    """A run's buffers come back every step, so their block views are made once; other arrays are
+    viewed afresh (a product written into the wrong array would fail here)."""
+    dims = dict(b=4, u=3, f=2, c=14, r=32, v=9, g=2)
+    block = stacked.plan("bufcr,fcvg->buvgr", dims)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((4, 3, 2, 14, 32))
+    y = rng.standard_normal((2, 14, 9, 2))
+    out, other = np.empty((4, 3, 9, 2, 32)), np.empty((4, 3, 9, 2, 32))
+    first = block.views(x, y, out)
+    assert all(a is b for a, b in zip(block.views(x, y, out), first))  # made once
+    for dest in (other, out):
+        x[...] = rng.standard_normal(x.shape)
+        assert block(x, y, dest) is dest
+        np.testing.assert_allclose(dest, np.einsum("bufcr,fcvg->buvgr", x, y), rtol=1e-10, atol=1e-10)
