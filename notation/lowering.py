@@ -168,10 +168,10 @@ ROW = 4096  # entries a repeated row is tiled to (_add_repeated)
 
 
 @functools.lru_cache(maxsize=256)
-def _tiling(row: int, lead: int) -> tuple:
-    """(reps, row): the most rows, at most ROW entries together, that divide `lead` evenly; worked
-    out once per shape (each step asks again)."""
-    return next(r for r in range(max(1, min(ROW // max(row, 1), lead)), 0, -1) if lead % r == 0), row
+def _tiling(row: int, lead: int) -> int:
+    """The most rows, at most ROW entries together, that divide `lead` evenly; worked out once per
+    shape (every step asks again)."""
+    return next(r for r in range(max(1, min(ROW // max(row, 1), lead)), 0, -1) if lead % r == 0)
 
 
 def _add_repeated(target, src) -> bool:
@@ -181,7 +181,8 @@ def _add_repeated(target, src) -> bool:
     k = next((n for n in range(src.ndim) if src.shape[n] != 1), src.ndim)
     if not target.flags.c_contiguous or src.ndim != target.ndim or src.shape[k:] != target.shape[k:]:
         return False
-    reps, row = _tiling(math.prod(target.shape[k:]), math.prod(target.shape[:k]))
+    row = math.prod(target.shape[k:])
+    reps = _tiling(row, math.prod(target.shape[:k]))
     if reps == 1:
         return False
     flat = target.reshape(-1, reps * row)
