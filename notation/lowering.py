@@ -22,7 +22,7 @@ import numpy as np
 import opt_einsum as oe
 from numpy.lib.stride_tricks import as_strided
 
-from . import counters
+from . import counters, parallel
 from .ast import Affine, Call, Delta, Max, Mono, Ref, expand, free_indices
 from .functions import FUNCTIONS
 from .maxima import window_max
@@ -212,7 +212,9 @@ class Operand:
         if inner is None:
             inner = self.argument.evaluate(arrays, positions=positions)
         if self.kind == "call":
-            return self.func.array(inner, out=out)
+            if out is None:
+                return self.func.array(inner, out=out)
+            return parallel.elementwise(self.func.array, (inner,), out)
         want = positions is not None and self.key not in positions  # one mask per max, however often used
         reuse = want and positions.reuse
         values, mask = window_max(inner, len(self.max), want, out, self.planes if reuse else None)

@@ -68,7 +68,11 @@ class GatherCopy(Strategy):
 
     def run(self, arrays, out, positions):
         op = self.product.operands[0]
-        np.copyto(out, op.view(arrays[op.view.name]).transpose(self.product.perm))
+        parallel.elementwise(_copy, (op.view(arrays[op.view.name]).transpose(self.product.perm),), out)
+
+
+def _copy(view, out):
+    np.copyto(out, view)
 
 
 class AddView(Strategy):
@@ -122,14 +126,18 @@ class Elementwise(Strategy):
                 [p.fold.view.indices.index(i) for i in p.out_indices])
         else:
             dest = np.empty(self.out_shape, dtype=dtype)
-        np.multiply(values[0], values[1], out=dest)
-        for v in values[2:]:
-            np.multiply(dest, v, out=dest)
-        if p.scale != 1.0:
-            dest *= np.asarray(p.scale, dtype=dtype)
+        parallel.elementwise(self._multiply, values, dest)
         if not self.in_place:
             with counters.timing("scatter-add (fold)"):
                 p.fold(out, dest)
+
+
+    def _multiply(self, *values, out):
+        np.multiply(values[0], values[1], out=out)
+        for v in values[2:]:
+            np.multiply(out, v, out=out)
+        if self.product.scale != 1.0:
+            out *= np.asarray(self.product.scale, dtype=out.dtype)
 
 
 class SumGemv(Strategy):

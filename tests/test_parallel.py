@@ -149,3 +149,30 @@ def test_a_ctrl_c_while_the_caller_waits_is_raised_once_the_helper_is_done(monke
     finally:
         signal.signal(signal.SIGINT, previous)
     assert done == [[1]]  # the helper's part finished before the caller went on
+
+
+def test_a_large_elementwise_pass_is_cut_between_the_threads_with_the_same_bits(monkeypatch):
+    monkeypatch.setattr(parallel, "WORKERS", 2)
+    rng = np.random.default_rng(7)
+    dz = rng.standard_normal((64, 14, 14, 32)).astype(np.float32)
+    mask = rng.random((64, 14, 14, 32, 2, 2)) < 0.25
+    out = np.empty((64, 14, 2, 14, 2, 32), np.float32).transpose(0, 1, 3, 5, 2, 4)  # a pool's (19), strided
+    threads = set()
+
+    def multiply(a, b, out):
+        threads.add(threading.current_thread().name)
+        np.multiply(a, b, out=out)
+
+    assert parallel.elementwise(multiply, (dz[..., None, None], mask), out) is out
+    assert np.array_equal(out, dz[..., None, None] * mask)
+    assert len(threads) == 2 and any(t.startswith("notation-matmul") for t in threads)
+
+
+@pytest.mark.parametrize("shape", [(3, 5), (1, 1 << 19)])
+def test_a_small_pass_or_one_without_a_first_axis_to_cut_runs_whole_here(monkeypatch, shape):
+    monkeypatch.setattr(parallel, "WORKERS", 2)
+    threads = []
+    out = np.empty(shape)
+    parallel.elementwise(lambda x, out: threads.append(threading.current_thread()) or np.negative(x, out=out),
+                         (np.ones(shape[-1]),), out)
+    assert threads == [threading.current_thread()] and (out == -1).all()
