@@ -159,20 +159,26 @@ def each(fn, items) -> None:
     crew.run([(_under, (err, fn, items[k::WORKERS])) for k in range(WORKERS)])
 
 
-def _cut_pass(fn, inputs, out, s):
-    """fn on the part s of out's first axis (each input's part, or all of one broadcast along that axis)."""
-    fn(*[v[s] if v.ndim == out.ndim and v.shape[0] == out.shape[0] else v for v in inputs], out=out[s])
+def _cut_pass(fn, inputs, out, axis, s):
+    """fn on the part s of out's axis (each input's part, or all of one broadcast along that axis)."""
+    fn(*[_along(v, axis, out.ndim, s) for v in inputs], out=_along(out, axis, out.ndim, s))
+
+
+def _even_axis(shape):
+    """The outermost axis that cuts into WORKERS parts of (nearly) equal size, if any."""
+    return next((k for k, n in enumerate(shape) if n >= WORKERS and (n % WORKERS == 0 or n >= 8 * WORKERS)), None)
 
 
 def elementwise(fn, inputs, out):
     """fn(*inputs, out=out) for an elementwise fn (inputs broadcast against out), a large one cut
-    along out's first axis between the workers: each entry is computed as it would be whole."""
-    if not enabled() or WORKERS < 2 or out.size < MIN_ENTRIES or out.ndim == 0 or out.shape[0] < WORKERS:
+    along an outer axis of out between the workers: each entry is computed as it would be whole."""
+    axis = _even_axis(out.shape) if enabled() and WORKERS >= 2 and out.size >= MIN_ENTRIES else None
+    if axis is None:
         fn(*inputs, out=out)
         return out
     crew, _ = _setup()
     err = np.geterr()
-    crew.run([(_under, (err, _cut_pass, fn, inputs, out, s)) for s in cuts(out.shape[0])])
+    crew.run([(_under, (err, _cut_pass, fn, inputs, out, axis, s)) for s in cuts(out.shape[axis])])
     return out
 
 

@@ -151,25 +151,40 @@ def test_a_ctrl_c_while_the_caller_waits_is_raised_once_the_helper_is_done(monke
     assert done == [[1]]  # the helper's part finished before the caller went on
 
 
-def test_a_large_elementwise_pass_is_cut_between_the_threads_with_the_same_bits(monkeypatch):
+def _parts(monkeypatch, fn):
+    """fn, recording the size of the part each thread was given."""
     monkeypatch.setattr(parallel, "WORKERS", 2)
+    parts = {}
+
+    def recorded(*inputs, out):
+        parts[threading.current_thread().name] = out.size
+        fn(*inputs, out=out)
+    return recorded, parts
+
+
+def test_a_large_elementwise_pass_is_cut_between_the_threads_with_the_same_bits(monkeypatch):
     rng = np.random.default_rng(7)
-    dz = rng.standard_normal((64, 14, 14, 32)).astype(np.float32)
+    dz = rng.standard_normal((64, 14, 14, 32, 1, 1)).astype(np.float32)
     mask = rng.random((64, 14, 14, 32, 2, 2)) < 0.25
-    out = np.empty((64, 14, 2, 14, 2, 32), np.float32).transpose(0, 1, 3, 5, 2, 4)  # a pool's (19), strided
-    threads = set()
-
-    def multiply(a, b, out):
-        threads.add(threading.current_thread().name)
-        np.multiply(a, b, out=out)
-
-    assert parallel.elementwise(multiply, (dz[..., None, None], mask), out) is out
-    assert np.array_equal(out, dz[..., None, None] * mask)
-    assert len(threads) == 2 and any(t.startswith("notation-matmul") for t in threads)
+    dx = np.empty((64, 14, 2, 14, 2, 32), np.float32).transpose(0, 1, 3, 5, 2, 4)  # a pool's (19), strided
+    multiply, parts = _parts(monkeypatch, np.multiply)
+    assert parallel.elementwise(multiply, (dz, mask), dx) is dx
+    assert np.array_equal(dx, dz * mask)
+    assert len(parts) == 2 and any(t.startswith("notation-matmul") for t in parts)
+    assert len(set(parts.values())) == 1  # two equal halves
 
 
-@pytest.mark.parametrize("shape", [(3, 5), (1, 1 << 19)])
-def test_a_small_pass_or_one_without_a_first_axis_to_cut_runs_whole_here(monkeypatch, shape):
+def test_a_pass_is_cut_along_the_outermost_axis_that_halves_evenly(monkeypatch):
+    windows = np.arange(64 * 28 * 28 * 25, dtype=np.float32).reshape(64, 28, 28, 5, 5, 1)
+    xc = np.empty((5, 5, 1, 64, 28, 28), np.float32)  # im2col's windows, channels first: 5 rows cut 2 against 3
+    copy, parts = _parts(monkeypatch, lambda v, out: np.copyto(out, v))
+    parallel.elementwise(copy, (windows.transpose(3, 4, 5, 0, 1, 2),), xc)
+    assert np.array_equal(xc, windows.transpose(3, 4, 5, 0, 1, 2))
+    assert sorted(parts.values()) == [xc.size // 2] * 2  # cut along b, the first even axis
+
+
+@pytest.mark.parametrize("shape", [(3, 5), (3,) * 12])  # small; large, but no axis cuts evenly
+def test_a_small_pass_or_one_without_an_even_cut_runs_whole_here(monkeypatch, shape):
     monkeypatch.setattr(parallel, "WORKERS", 2)
     threads = []
     out = np.empty(shape)
