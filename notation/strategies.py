@@ -68,11 +68,7 @@ class GatherCopy(Strategy):
 
     def run(self, arrays, out, positions):
         op = self.product.operands[0]
-        parallel.elementwise(_copy, (op.view(arrays[op.view.name]).transpose(self.product.perm),), out)
-
-
-def _copy(view, out):
-    np.copyto(out, view)
+        np.copyto(out, op.view(arrays[op.view.name]).transpose(self.product.perm))
 
 
 class AddView(Strategy):
