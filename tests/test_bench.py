@@ -1,7 +1,12 @@
 """scripts/bench.py reports what issue 6 asks for; speed itself is a benchmark, never asserted here."""
+import importlib.util
+import itertools
 import json
+import time
 
-from conftest import run_script
+import pytest
+
+from conftest import ROOT, run_script
 
 
 def bench(*args):
@@ -38,3 +43,66 @@ def test_batched_products_report_the_notation_beside_np_matmul():
                                              "o[b,h,i,d] = p[b,h,i,j] * v[b,h,j,d]",
                                              "z[v,u,b,k] = x[v,u,b,r] * w[v,u,r,k]"]
     assert all(r["strategy"] == "batched GEMM" and r["notation_ms"] > 0 and r["ratio"] > 0 for r in rows)
+
+
+@pytest.fixture
+def side_by_side(monkeypatch):
+    """scripts/bench.py's main with a stand-in for PyTorch (not a dependency of the tests), both
+    sides logging their calls: (side, what) in order."""
+    spec = importlib.util.spec_from_file_location("bench", ROOT / "scripts" / "bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    calls = []
+
+    class Engine(bench.Engine):
+        def train_step(self):
+            calls.append(("engine", "train"))
+            super().train_step()
+
+        def infer(self):
+            calls.append(("engine", "infer"))
+            super().infer()
+
+    class Torch:
+        name = "pytorch"
+
+        def __init__(self, batch, rng, threads=2):
+            calls.clear()  # the engine's first step (its cold start) is not a timed round's
+
+        def train_step(self):
+            calls.append(("pytorch", "train"))
+            time.sleep(0.002)
+
+        def infer(self):
+            calls.append(("pytorch", "infer"))
+            time.sleep(0.001)
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: object() if name == "torch" else find_spec(name, *a))
+    monkeypatch.setattr(bench, "Engine", Engine)
+    monkeypatch.setattr(bench, "Torch", Torch)
+    return bench, calls
+
+
+def test_side_by_side_each_side_warms_up_before_every_timed_round_and_neither_always_goes_first(side_by_side,
+                                                                                                 capsys):
+    bench, calls = side_by_side
+    bench.main(["--batch", "2", "--rounds", "2", "--repeats", "3", "--warmup", "2", "--json"])
+    runs = [(side, what, len(list(group))) for (side, what), group in itertools.groupby(calls)]
+    assert runs == [("engine", "train", 5), ("engine", "infer", 5), ("pytorch", "train", 5), ("pytorch", "infer", 5),
+                    ("pytorch", "train", 5), ("pytorch", "infer", 5), ("engine", "train", 5), ("engine", "infer", 5)]
+    (row,) = json.loads(capsys.readouterr().out)["batches"]
+    e, p = row["engine"], row["pytorch"]
+    assert p["train_step_ms"] >= 2 and p["fastest_train_step_ms"] <= p["train_step_ms"]
+    assert row["ratio_train"] == pytest.approx(e["train_images_per_s"] / p["train_images_per_s"])
+    assert row["ratio_infer"] == pytest.approx(e["infer_images_per_s"] / p["infer_images_per_s"])
+    assert row["ratio_train_paired"] > 0 and row["ratio_infer_paired"] > 0
+
+
+def test_one_side_alone_is_timed_without_the_other_and_without_a_ratio(side_by_side, capsys):
+    bench, calls = side_by_side
+    bench.main(["--batch", "2", "--rounds", "2", "--repeats", "1", "--warmup", "0", "--only", "pytorch"])
+    assert {side for side, _ in calls} == {"pytorch"}
+    out = capsys.readouterr().out
+    assert "engine not timed (--only pytorch)" in out and "(timed alone)" in out and "ratio" not in out
