@@ -47,6 +47,9 @@ _blas = None
 _depth = 0  # nesting of serial_blas()
 
 
+_PENDING = object()  # a helper's part not yet done
+
+
 class _Crew:
     """WORKERS - 1 helper threads; the calling thread runs the first part of every split itself.
 
@@ -69,39 +72,45 @@ class _Crew:
     def _serve(self, inbox):
         self.local.helper = True
         while True:
-            fn, args, answer = inbox.get()
+            fn, args, answer, outcomes, k = inbox.get()
             try:
                 fn(*args)
-                answer.put(None)
+                outcomes[k] = None
             except BaseException as e:  # handed back to the caller, raised there
-                answer.put(e)
+                outcomes[k] = e
+            answer.put(k)  # wakes the caller; the outcome is already in place
 
     def run(self, calls) -> None:
         """fn(*args) for each (fn, args) of calls, the first here, the others on the helpers; raises the
-        first error once all are done.  Inside a helper (a nested split), everything runs here."""
+        first error once all are done.  Inside a helper (a nested split), everything runs here.
+
+        A Ctrl-C (KeyboardInterrupt, raised only on the main thread) is raised once every part handed
+        to a helper is done.  It can land after `answer.get()` has taken a helper's wake-up and
+        before it is kept, so the caller counts the outcomes the helpers wrote, never the wake-ups:
+        counting those hung a training run hit by several Ctrl-Cs."""
         if getattr(self.local, "helper", False):
             for fn, args in calls:
                 fn(*args)
             return
         answer, handed = queue.SimpleQueue(), calls[1:1 + len(self.inboxes)]
-        for inbox, (fn, args) in zip(self.inboxes, handed):
-            inbox.put((fn, args, answer))
-        errors = []
-        for fn, args in calls[:1] + calls[1 + len(handed):]:
+        outcomes, sent, errors = [_PENDING] * len(handed), 0, []
+        try:
+            for inbox, (fn, args) in zip(self.inboxes, handed):
+                inbox.put((fn, args, answer, outcomes, sent))
+                sent += 1  # a Ctrl-C just before this line leaves that part unwaited for, never a hang
+            for fn, args in calls[:1] + calls[1 + len(handed):]:
+                try:
+                    fn(*args)
+                except BaseException as e:
+                    errors.append(e)
+        except BaseException as interrupt:  # a Ctrl-C between the hand-offs
+            errors.insert(0, interrupt)
+        while any(o is _PENDING for o in outcomes[:sent]):  # every helper finishes before the caller moves on
             try:
-                fn(*args)
-            except BaseException as e:
-                errors.append(e)
-        pending = len(handed)
-        while pending:  # every helper finishes before the caller moves on, even on a Ctrl-C
-            try:
-                e = answer.get()
-            except BaseException as interrupt:  # raised here once the helpers are done
+                answer.get()
+            except BaseException as interrupt:  # raised once the helpers are done
                 errors.insert(0, interrupt)
-                continue
-            pending -= 1
-            if e is not None:
-                errors.append(e)
+        errors += [o for o in outcomes[:sent] if o is not None]
         if errors:
             raise errors[0]
 

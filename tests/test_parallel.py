@@ -1,4 +1,5 @@
 """notation.parallel.matmul is np.matmul, whichever way it cuts the work over its threads."""
+import queue
 import signal
 import threading
 import time
@@ -191,3 +192,37 @@ def test_a_small_pass_or_one_without_an_even_cut_runs_whole_here(monkeypatch, sh
     parallel.elementwise(lambda x, out: threads.append(threading.current_thread()) or np.negative(x, out=out),
                          (np.ones(shape[-1]),), out)
     assert threads == [threading.current_thread()] and (out == -1).all()
+
+
+def test_a_ctrl_c_landing_as_the_caller_takes_a_helpers_wake_up_does_not_hang_it(monkeypatch):
+    monkeypatch.setattr(parallel, "WORKERS", 2)
+    parallel._setup()
+
+    class LosesTheFirstWakeUp(queue.SimpleQueue):
+        lost = False
+
+        def get(self, *args, **kwargs):
+            item = super().get(*args, **kwargs)
+            if not LosesTheFirstWakeUp.lost:  # as a signal handler would, before the caller keeps it
+                LosesTheFirstWakeUp.lost = True
+                raise KeyboardInterrupt
+            return item
+
+    monkeypatch.setattr(parallel.queue, "SimpleQueue", LosesTheFirstWakeUp)
+    done, outcome = [], []
+
+    def part(items):
+        time.sleep(0.2 if threading.current_thread().name.startswith("notation-matmul") else 0)
+        done.append(threading.current_thread().name)
+
+    def caller():
+        try:
+            parallel.each(part, range(2))
+        except KeyboardInterrupt:
+            outcome.append("interrupted")
+
+    thread = threading.Thread(target=caller, daemon=True)
+    thread.start()
+    thread.join(timeout=10)
+    assert not thread.is_alive(), "the caller hung, waiting for a wake-up it had already taken"
+    assert outcome == ["interrupted"] and len(done) == 2  # raised once the helper's part was done
