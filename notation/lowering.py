@@ -212,9 +212,9 @@ class Operand:
         if inner is None:
             inner = self.argument.evaluate(arrays, positions=positions)
         if self.kind == "call":
-            if out is None:
-                return self.func.array(inner, out=out)
-            return parallel.elementwise(self.func.array, (inner,), out)
+            if out is None:  # the function picks its result's type (drelu's may be bool)
+                return self.func.array(inner)
+            return parallel.elementwise(self.func.array, (inner,), out)  # a large one on both cores
         want = positions is not None and self.key not in positions  # one mask per max, however often used
         reuse = want and positions.reuse
         values, mask = window_max(inner, len(self.max), want, out, self.planes if reuse else None)

@@ -127,8 +127,8 @@ class Elementwise(Strategy):
             with counters.timing("scatter-add (fold)"):
                 p.fold(out, dest)
 
-
     def _multiply(self, *values, out):
+        """The product of the values into out (run on a part of it by each worker), then its scale."""
         np.multiply(values[0], values[1], out=out)
         for v in values[2:]:
             np.multiply(out, v, out=out)
