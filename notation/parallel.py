@@ -1,4 +1,4 @@
-"""Matrix products on two cores that hold up when the machine is busy.
+"""Matrix products (and large elementwise passes) on two cores that hold up when the machine is busy.
 
 OpenBLAS's own threads wait for each other inside every call; when another process holds a core
 that wait turns into milliseconds per call (a batched product of 144 small GEMMs measured 2 ms
