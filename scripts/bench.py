@@ -109,7 +109,9 @@ class Torch:
 
 def breakdown(net, batch, rng, repeats=5) -> list:
     """Milliseconds per contraction of one training step, split by the strategy that runs each part
-    (notation.counting(): exclusive times, so a nested function counts under its own strategy)."""
+    (notation.counting(): exclusive times, so a nested function counts under its own strategy); each
+    figure the median over `repeats` steps, each step counted on its own, so one disturbed step on a
+    shared machine does not skew a row."""
     labels = {}
     for stage in net.compiled(batch):
         for block in [stage.layer] + ([stage.activation] if stage.activation else []):
@@ -120,23 +122,34 @@ def breakdown(net, batch, rng, repeats=5) -> list:
                 labels[b.run] = f"{where}: {b.result}"
     x = rng.random((batch, 28, 28, 1), dtype=np.float32)
     y = rng.integers(0, 10, batch)
-    net.loss_and_grads(x, y, copy=False)
-    with counting() as counts:
-        total = time.perf_counter()
-        for _ in range(repeats):
-            net.loss_and_grads(x, y, copy=False)
-        total = (time.perf_counter() - total) / repeats
-    ms = 1e3 / repeats
-    rows = [{"contraction": labels.get(run, str(run.equation)), "ms": seconds * ms,
-             "strategies": {k: v * ms for k, v in sorted(counts.runs[run].items(), key=lambda kv: -kv[1])}}
-            for run, seconds in sorted(counts.totals.items(), key=lambda kv: -kv[1])]
-    for name, seconds in sorted(counts.strategies.items(), key=lambda kv: -kv[1]):
-        rows.append({"contraction": f"(all {name})", "ms": seconds * ms})
-    rows.append({"contraction": "(whole step, excluding the update)", "ms": 1e3 * total})
-    opt = make("adam", net.params, 1e-3)
-    _, grads = net.loss_and_grads(x, y, copy=False)
     params = {l: {p: w.copy() for p, w in ps.items()} for l, ps in net.params.items()}  # leave net as it is
-    rows.append({"contraction": "(the update: adam)", "ms": 1e3 * timed(lambda: opt.step(params, grads), repeats)})
+    opt = make("adam", params, 1e-3)
+    steps, whole, update = [], [], []
+    for _ in range(2 + repeats):  # two untimed; Adam after each, on copies, as a training step runs it
+        with counting() as counts:
+            t = time.perf_counter()
+            _, grads = net.loss_and_grads(x, y, copy=False)
+            whole.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        opt.step(params, grads)
+        update.append(time.perf_counter() - t)
+        steps.append(counts)
+    steps, whole, update = steps[2:], whole[2:], update[2:]
+
+    def ms(values):
+        return 1e3 * statistics.median(values)
+
+    totals = {run: ms([c.totals.get(run, 0.0) for c in steps]) for run in steps[0].totals}
+    rows = []
+    for run, total in sorted(totals.items(), key=lambda kv: -kv[1]):
+        parts = {name: ms([c.runs[run].get(name, 0.0) for c in steps]) for name in steps[0].runs[run]}
+        rows.append({"contraction": labels.get(run, str(run.equation)), "ms": total,
+                     "strategies": dict(sorted(parts.items(), key=lambda kv: -kv[1]))})
+    strategies = {name: ms([c.strategies.get(name, 0.0) for c in steps]) for name in steps[0].strategies}
+    for name, value in sorted(strategies.items(), key=lambda kv: -kv[1]):
+        rows.append({"contraction": f"(all {name})", "ms": value})
+    rows.append({"contraction": "(whole step, excluding the update)", "ms": ms(whole)})
+    rows.append({"contraction": "(the update: adam)", "ms": ms(update)})
     return rows
 
 
