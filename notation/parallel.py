@@ -156,6 +156,14 @@ def _under(err, fn, *args, **kwargs):
         return fn(*args, **kwargs)
 
 
+def _share(fn, parts) -> None:
+    """fn(*part) for each part, one per worker (the first on the calling thread), each under the
+    caller's floating-point error handling, which threads do not inherit."""
+    crew, _ = _setup()
+    err = np.geterr()
+    crew.run([(_under, (err, fn) + tuple(part)) for part in parts])
+
+
 def each(fn, items) -> None:
     """fn(part) for WORKERS interleaved parts of `items` (items[0::2], items[1::2] on two workers),
     each on a thread of ours, or fn(items) whole with one worker; for work that splits into
@@ -164,9 +172,7 @@ def each(fn, items) -> None:
     if not enabled() or WORKERS < 2 or len(items) < 2:
         fn(items)
         return
-    crew, _ = _setup()
-    err = np.geterr()
-    crew.run([(_under, (err, fn, items[k::WORKERS])) for k in range(WORKERS)])
+    _share(fn, [(items[k::WORKERS],) for k in range(WORKERS)])
 
 
 def _cut_pass(fn, inputs, out, axis, s):
@@ -186,9 +192,7 @@ def elementwise(fn, inputs, out):
     if axis is None:
         fn(*inputs, out=out)
         return out
-    crew, _ = _setup()
-    err = np.geterr()
-    crew.run([(_under, (err, _cut_pass, fn, inputs, out, axis, s)) for s in cuts(out.shape[axis])])
+    _share(_cut_pass, [(fn, inputs, out, axis, s) for s in cuts(out.shape[axis])])
     return out
 
 
@@ -199,7 +203,10 @@ def cuts(n: int) -> list:
 
 
 def _along(x, axis, ndim, cut):
-    """x's part of a cut along `axis` of an ndim-dimensional broadcast stack (all of x if it is broadcast there)."""
+    """x's part of a cut along `axis` of an ndim-dimensional broadcast stack (all of x if it is broadcast
+    there; None stays None: no addend)."""
+    if x is None:
+        return None
     k = axis - (ndim - x.ndim)
     if k < 0 or x.shape[k] == 1:
         return x
@@ -214,15 +221,6 @@ def _product(a, b, out, add):
     if add is not None:
         np.add(out, add, out=out)
     return out
-
-
-def _cut(add, axis, s):
-    """add's part of a cut along `axis` of the result (all of it where add is constant there)."""
-    if add is None or add.shape[axis] == 1:
-        return add
-    key = [slice(None)] * add.ndim
-    key[axis] = s
-    return add[tuple(key)]
 
 
 def matmul(a, b, out=None, add=None):
@@ -245,26 +243,23 @@ def matmul(a, b, out=None, add=None):
             return _product(a, b, out, add)
     if out is None:
         out = np.empty(stack + (m, n), dtype=np.result_type(a, b))
-    crew, _ = _setup()
     halves, parts = [], []
     if stack and max(stack) >= WORKERS:  # along the stack's longest axis
         axis = int(np.argmax(stack))
-        halves = [tuple(_along(t, axis, len(stack) + 2, s) for t in (a, b, out))
-                  + (None if add is None else _along(add, axis, len(stack) + 2, s),) for s in cuts(stack[axis])]
+        halves = [tuple(_along(t, axis, len(stack) + 2, s) for t in (a, b, out, add)) for s in cuts(stack[axis])]
     elif a.ndim == 2 and b.ndim == 2 and n > m and n >= 16 * WORKERS and m * n >= 4096:  # along the columns
         # each worker packs its own part of the larger operand b, not all of it: a few rows against a
         # wide b (dense1's (12), (13) at batch 64: 3.3-3.8 against 3.7-4.5 ms split by rows)
-        halves = [(a, b[:, s], out[:, s], _cut(add, 1, s)) for s in cuts(n)]
+        halves = [(a, b[:, s], out[:, s], _along(add, 1, 2, s)) for s in cuts(n)]
     elif a.ndim == 2 and b.ndim == 2 and m >= 2 * WORKERS and m * n >= 4096:  # along the rows
-        halves = [(a[s], b, out[s], _cut(add, 0, s)) for s in cuts(m)]
+        halves = [(a[s], b, out[s], _along(add, 0, 2, s)) for s in cuts(m)]
     elif a.ndim == 2 and b.ndim == 2 and k >= 64 * WORKERS:  # a thin result: along the sum, then added
         parts = [np.empty_like(out) for _ in range(WORKERS - 1)]
         halves = [(a[:, s], b[s], dest, None) for s, dest in zip(cuts(k), [out] + parts)]
     with serial_blas():
         if not halves:
             return _product(a, b, out, add)
-        err = np.geterr()  # the caller's floating-point error handling, which threads do not inherit
-        crew.run([(_under, (err, _product) + tuple(half)) for half in halves])
+        _share(_product, halves)
         for p in parts:
             out += p
         if parts and add is not None:
