@@ -29,6 +29,7 @@ from _shared import starting, timed  # noqa: E402
 
 with starting("bench.py"):
     import engine
+    from engine.training import fused
     from engine.training.optim import make
     from notation import counting
 
@@ -55,6 +56,15 @@ def step_flops(net, batch) -> tuple:
     from engine.compiler.plans import collect
     totals = collect(net, batch)["totals"]
     return totals["forward_flops"], totals["backward_flops"]
+
+
+def start_report(as_json: bool) -> dict:
+    """The figures every row is read against: numpy's GEMM rate, and how Adam's update runs (this
+    waits for numba's kernel, so every timed update runs as it will once a run is under way)."""
+    report = {"gemm_gflops": gemm_gflops(), "numpy": np.__version__, "update": fused.describe(), "batches": []}
+    if not as_json:
+        print(f"Adam's update: {report['update']}")
+    return report
 
 
 class Engine:
@@ -181,7 +191,7 @@ def main(argv=None):
         if not have_torch:
             print("PyTorch is not installed: engine figures only. For the side-by-side run: "
                   "pip install torch==2.13.0", file=sys.stderr)
-    report = {"gemm_gflops": gemm_gflops(), "numpy": np.__version__, "batches": []}
+    report = start_report(args.json)
     for batch in args.batch:
         eng = Engine(args.spec, batch, rng)
         fwd, bwd = step_flops(eng.net, batch)

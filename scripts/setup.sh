@@ -36,4 +36,8 @@ if ! "$VENV/bin/python" -c "" 2>/dev/null; then
   fi
 fi
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
+# numba: Adam's update in one pass (engine/training/fused.py); optional, as a Python too new for its
+# wheels must still set up: without it the update takes numpy's passes, to the same bits
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[fast]' \
+  || echo "setup: numba did not install; Adam's update takes numpy's passes (the same results, slower)" >&2
 echo "setup: done; the project's Python is $VENV/bin/python (or run: . $VENV/bin/activate)" >&2

