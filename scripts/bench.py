@@ -29,9 +29,8 @@ from _shared import starting, timed  # noqa: E402
 
 with starting("bench.py"):
     import engine
-    from engine.training import fused
     from engine.training.optim import make
-    from notation import counting
+    from notation import counting, fused
 
 
 def peak_rss_mib() -> float:
@@ -59,11 +58,11 @@ def step_flops(net, batch) -> tuple:
 
 
 def start_report(as_json: bool) -> dict:
-    """The figures every row is read against: numpy's GEMM rate, and how Adam's update runs (this
-    waits for numba's kernel, so every timed update runs as it will once a run is under way)."""
-    report = {"gemm_gflops": gemm_gflops(), "numpy": np.__version__, "update": fused.describe(), "batches": []}
+    """The figures every row is read against: numpy's GEMM rate, and whether the fused loops run (this
+    waits for numba's kernels, so every timed step runs as it will once a run is under way)."""
+    report = {"gemm_gflops": gemm_gflops(), "numpy": np.__version__, "fused": fused.describe(), "batches": []}
     if not as_json:
-        print(f"Adam's update: {report['update']}")
+        print(f"loops fused by numba: {report['fused']}")
     return report
 
 

@@ -1,9 +1,12 @@
 """Optimizers follow their textbook updates; SGD is the report's eq. (6)-(9)."""
+import sys
+
 import numpy as np
 import pytest
 
-from engine.training import fused, optim
+from engine.training import optim
 from engine.training.optim import make
+from notation import fused
 
 SHAPES = [(6,), (3, 5)]  # a vector, and a matrix that spans several blocks below
 
@@ -19,11 +22,11 @@ def block(request, monkeypatch):
 def update(request, monkeypatch):
     """Every rule holds whether Adam's blocks take numpy's passes or numba's one pass."""
     if request.param == "numpy passes":
-        monkeypatch.setenv("ENGINE_FUSED", "0")
+        monkeypatch.setenv("NOTATION_FUSED", "0")
     else:
         pytest.importorskip("numba")
-        monkeypatch.setenv("ENGINE_FUSED", "1")
-        assert fused.adam(wait=True) is not None, fused.describe()
+        monkeypatch.setenv("NOTATION_FUSED", "1")
+        assert fused.get("adam", wait=True) is not None, fused.describe()
     return request.param
 
 
@@ -99,7 +102,7 @@ def test_adams_one_pass_gives_the_bits_of_numpys_passes(monkeypatch, dtype):
     """numba's kernel does numpy's float operations in their order: the same bits, step after step,
     whichever runs (a run starts on numpy's passes while the kernel loads)."""
     pytest.importorskip("numba")
-    assert fused.adam(wait=True) is not None, fused.describe()
+    assert fused.get("adam", wait=True) is not None, fused.describe()
     rng = np.random.default_rng(1)
     w0 = rng.standard_normal((7, 5)).astype(dtype)
     params = {"numpy": {"l": {"w": w0.copy()}}, "numba": {"l": {"w": w0.copy()}}}
@@ -107,7 +110,7 @@ def test_adams_one_pass_gives_the_bits_of_numpys_passes(monkeypatch, dtype):
     for _ in range(5):
         g = {"l": {"w": rng.standard_normal((7, 5)).astype(dtype) * 10.0 ** rng.integers(-6, 3)}}
         for k in ("numpy", "numba"):
-            monkeypatch.setenv("ENGINE_FUSED", "0" if k == "numpy" else "1")
+            monkeypatch.setenv("NOTATION_FUSED", "0" if k == "numpy" else "1")
             opts[k].step(params[k], g)
     np.testing.assert_array_equal(params["numpy"]["l"]["w"], params["numba"]["l"]["w"])
     for slot in ("m", "v"):
@@ -117,8 +120,8 @@ def test_adams_one_pass_gives_the_bits_of_numpys_passes(monkeypatch, dtype):
 
 def test_adam_updates_through_the_kernel_once_it_is_ready(monkeypatch):
     pytest.importorskip("numba")
-    kernel, calls = fused.adam(wait=True), []
-    monkeypatch.setattr(fused, "_kernel", lambda *args: calls.append(args) or kernel(*args))
+    kernel, calls = fused.get("adam", wait=True), []
+    monkeypatch.setitem(fused._ready, "adam", lambda *args: calls.append(args) or kernel(*args))
     w = np.ones(10, np.float32)
     make("adam", {"l": {"w": w}}, 0.1).step({"l": {"w": w}}, {"l": {"w": np.ones_like(w)}})
     assert len(calls) == -(-w.size // optim.BLOCK)  # once per block
@@ -126,13 +129,15 @@ def test_adam_updates_through_the_kernel_once_it_is_ready(monkeypatch):
     np.testing.assert_allclose(w, 0.9, rtol=1e-6)  # the first step moves each weight by lr
 
 
-def test_without_numba_the_update_says_it_runs_numpys_passes(monkeypatch):
-    monkeypatch.setenv("ENGINE_FUSED", "0")
-    assert fused.adam() is None and fused.describe() == "numpy passes (ENGINE_FUSED=0)"
-    monkeypatch.setenv("ENGINE_FUSED", "1")
-    monkeypatch.setattr(fused, "_kernel", None)
-    monkeypatch.setattr(fused, "_loader", None)
+def test_without_numba_the_update_runs_numpys_passes_and_says_so(monkeypatch):
+    monkeypatch.setenv("NOTATION_FUSED", "0")
+    assert fused.get("adam") is None and fused.describe() == "numpy passes (NOTATION_FUSED=0)"
+    monkeypatch.setenv("NOTATION_FUSED", "1")
+    monkeypatch.setattr(fused, "_ready", {})
+    monkeypatch.setattr(fused, "_loaders", {})
     monkeypatch.setattr(fused, "_why", "not loaded yet")
-    monkeypatch.setitem(__import__("sys").modules, "numba", None)  # import numba fails, as when not installed
-    assert fused.adam(wait=True) is None
-    assert fused.describe().startswith("numpy passes: numba is not installed")
+    monkeypatch.setitem(sys.modules, "numba", None)  # import numba fails, as when it is not installed
+    assert fused.get("adam", wait=True) is None
+    assert fused.describe() == "numpy passes: numba is not installed (scripts/setup.sh installs it)"
+    w0, grads, w = run("adam", 0.01)  # the update still runs, on numpy's passes
+    assert not np.array_equal(w, w0)
