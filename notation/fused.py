@@ -1,87 +1,74 @@
-"""Loops numpy cannot fuse, compiled by numba: each does numpy's float operations in numpy's order
-(no fused multiply-add, no reordering: numba's default, not fastmath), so it gives the same bits,
-in fewer passes over memory.
+"""Loops numpy cannot fuse, in C: each does the float operations of the numpy passes it replaces, in
+their order and rounded alike, so it gives the same bits in fewer passes over memory (fused.c).
 
-numba is optional (scripts/setup.sh installs it).  The kernels load on a thread of their own at the
-first use, so nothing waits for them: until they are ready, without numba, or with NOTATION_FUSED=0,
-numpy runs, to the same bits.  A kernel is registered by name (`register`) with its signatures, and
-compiled with the others the first time any is asked for (`get`); its compiled code is cached on disk.
+scripts/setup.sh builds fused.c into _fused.so beside this file where a C compiler is at hand;
+without it, or with NOTATION_FUSED=0, numpy's passes run, to the same bits.  A kernel is called with
+numpy arrays (1-d, contiguous) and numbers; it runs without the GIL (ctypes releases it), so the two
+halves of a split run at once.
 """
 from __future__ import annotations
 
+import ctypes
 import os
-import threading
+from pathlib import Path
 
-_kernels = {}   # name -> (the Python function, its numba signatures)
-_ready = {}     # name -> the compiled kernel
-_loaders = {}   # name -> the thread that compiles it (started at the first get)
-_why = "not loaded yet"
-_lock = threading.Lock()
+import numpy as np
+
+LIBRARY = Path(__file__).with_name("_fused.so")
+VERSION = 1  # fused.c's FUSED_VERSION: a library built from another fused.c is not used
+_C = {np.dtype(np.float32): ctypes.c_float, np.dtype(np.float64): ctypes.c_double}
+_state = {"lib": None, "why": None}
 
 
 def enabled() -> bool:
     return os.environ.get("NOTATION_FUSED", "1") != "0"
 
 
-def register(name: str, fn, signatures) -> None:
-    """Compile fn when the kernels load, for the signatures that signatures(numba.types) lists;
-    get(name) then returns it."""
-    with _lock:
-        _kernels[name] = (fn, signatures)
-
-
-def _load(names):
-    global _why
-    try:
-        import numba
-        for name in names:
-            fn, signatures = _kernels[name]
-            signatures = signatures(numba.types)
-            # nogil: the two halves of a split run on two threads at once; error_model="numpy": a
-            # division by zero gives inf as numpy's does, and no check stops a loop's vectorising
-            _ready[name] = numba.njit(signatures, nogil=True, cache=True, error_model="numpy")(fn)
-        _why = f"numba {numba.__version__}"
-    except ImportError:
-        _why = "numba is not installed (scripts/setup.sh installs it)"
-    except Exception as e:  # a broken numba install: numpy runs, to the same bits
-        for name in names:
-            _ready.pop(name, None)
-        _why = f"numba could not compile the kernels ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
-
-
-def get(name: str, wait: bool = False):
-    """The compiled kernel `name`, or None while the kernels load, without numba, or with
-    NOTATION_FUSED=0.  The first call starts loading every kernel registered by then, on a thread
-    of their own; wait=True waits for them."""
-    if not enabled():
+def _library():
+    """The built library, or None with the reason in _state["why"] (looked for once)."""
+    if _state["lib"] is not None or _state["why"] is not None:
+        return _state["lib"]
+    if not LIBRARY.exists():
+        _state["why"] = f"{LIBRARY.name} is not built (scripts/setup.sh builds it with a C compiler)"
         return None
-    kernel = _ready.get(name)
-    if kernel is not None:
-        return kernel
-    if name not in _kernels:
-        raise KeyError(f"no fused kernel {name!r}; registered: {sorted(_kernels)}")
-    with _lock:
-        loader = _loaders.get(name)
-        if loader is None:
-            pending = [n for n in _kernels if n not in _loaders]
-            # not a daemon: a process that ends while numba compiles waits for it rather than tearing
-            # the compiler down halfway (a second or two, once: the compiled code is cached)
-            loader = threading.Thread(target=_load, args=(pending,), name="notation-fused-load")
-            _loaders.update(dict.fromkeys(pending, loader))
-            loader.start()
-    if wait:
-        loader.join()
-    return _ready.get(name)
+    try:
+        lib = ctypes.CDLL(str(LIBRARY))
+        version = lib.fused_version()
+    except (OSError, AttributeError) as e:
+        _state["why"] = f"{LIBRARY.name} does not load ({e}); run scripts/setup.sh again"
+        return None
+    if version != VERSION:
+        _state["why"] = f"{LIBRARY.name} is from another fused.c (version {version}, want {VERSION}); " \
+                        "run scripts/setup.sh again"
+        return None
+    for dtype, c in _C.items():
+        f = getattr(lib, f"adam_{dtype.name}")
+        f.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_ssize_t] + [c] * 4
+        f.restype = None
+    _state["lib"] = lib
+    return lib
+
+
+def _address(a: np.ndarray) -> int:
+    return a.__array_interface__["data"][0]
+
+
+def adam(g, w, m, v, b1, b2, eps, step) -> bool:
+    """Adam's update of the 1-d contiguous blocks w, m, v from g in one pass (engine/training/optim.py
+    writes it as numpy's passes), if the library is at hand and the four share a float dtype; False
+    where it does not apply, so the caller runs numpy's passes."""
+    lib = _library() if enabled() else None
+    dtype = w.dtype
+    if lib is None or dtype not in _C or any(a.dtype != dtype or not a.flags.c_contiguous for a in (g, m, v)) or \
+            not (w.flags.c_contiguous and w.flags.writeable and m.flags.writeable and v.flags.writeable) or \
+            not g.size == w.size == m.size == v.size:
+        return False
+    getattr(lib, f"adam_{dtype.name}")(_address(g), _address(w), _address(m), _address(v), w.size, b1, b2, eps, step)
+    return True
 
 
 def describe() -> str:
-    """Which fused kernels run here, or why numpy's passes do (waits for the kernels to load)."""
+    """Whether the fused loops run here, or why numpy's passes do."""
     if not enabled():
         return "numpy passes (NOTATION_FUSED=0)"
-    ready = [n for n in sorted(_kernels) if get(n, wait=True) is not None]
-    return f"{', '.join(ready)} fused ({_why})" if ready else f"numpy passes: {_why}"
-
-
-def arrays(t, dtype, readonly=(False, True)):
-    """1-d contiguous arrays of dtype, writable and read-only (an input may be either)."""
-    return [t.Array(dtype, 1, "C", readonly=r) for r in readonly]
+    return f"fused loops in C ({LIBRARY.name})" if _library() is not None else f"numpy passes: {_state['why']}"

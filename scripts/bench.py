@@ -58,11 +58,11 @@ def step_flops(net, batch) -> tuple:
 
 
 def start_report(as_json: bool) -> dict:
-    """The figures every row is read against: numpy's GEMM rate, and whether the fused loops run (this
-    waits for numba's kernels, so every timed step runs as it will once a run is under way)."""
+    """The figures every row is read against: numpy's GEMM rate, and whether Adam's update runs fused
+    (notation/fused.c) or as numpy's passes."""
     report = {"gemm_gflops": gemm_gflops(), "numpy": np.__version__, "fused": fused.describe(), "batches": []}
     if not as_json:
-        print(f"loops fused by numba: {report['fused']}")
+        print(f"Adam's update: {report['fused']}")
     return report
 
 

@@ -36,8 +36,13 @@ if ! "$VENV/bin/python" -c "" 2>/dev/null; then
   fi
 fi
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
-# numba: Adam's update in one pass (engine/training/fused.py); optional, as a Python too new for its
-# wheels must still set up: without it the update takes numpy's passes, to the same bits
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[fast]' \
-  || echo "setup: numba did not install; Adam's update takes numpy's passes (the same results, slower)" >&2
+# Adam's update in one pass (notation/fused.c), where a C compiler is at hand; without it numpy's
+# passes run, to the same bits.  -ffp-contract=off: no fused multiply-add, so the bits are numpy's
+if command -v cc >/dev/null; then
+  cc -O3 -fPIC -shared -ffp-contract=off -fno-math-errno -o notation/_fused.so notation/fused.c \
+    || echo "setup: could not build notation/_fused.so; Adam's update takes numpy's passes (the same results, slower)" >&2
+else
+  echo "setup: no C compiler (cc); Adam's update takes numpy's passes (the same results, slower)." \
+       "For the faster one: apt-get install gcc, then run this again" >&2
+fi
 echo "setup: done; the project's Python is $VENV/bin/python (or run: . $VENV/bin/activate)" >&2

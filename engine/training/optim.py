@@ -5,7 +5,7 @@ arrays, so a checkpoint can hold it and a resumed run continues exactly. Updates
 by block, so each block's temporaries stay in cache instead of streaming every full-size
 array through memory once per arithmetic step (Adam: 20 ms a step at batch 64 becomes 11), and
 Adam's blocks are shared between the machine's cores (notation.parallel.each; 12 ms becomes 7) and,
-with numba, each block is updated in one pass instead of twelve (notation.fused; 3.5 ms becomes 1.8).
+where notation/fused.c is built, each block is updated in one pass instead of twelve (3.5 ms becomes 1.8).
 """
 from __future__ import annotations
 
@@ -125,11 +125,9 @@ class Adam(SGD):
         parallel.each(self._update, work)  # each block on its own: the same bits however they are shared
 
     def _update(self, work):
-        kernel = fused.get("adam")  # one pass per block where numba has it ready: the same bits
         for (g, w_, m, v), (b1_, b2_, eps, step_) in work:
-            if kernel is not None and g.dtype == w_.dtype and w_.dtype in (np.float32, np.float64):
-                kernel(g, w_, m, v, b1_.item(), b2_.item(), eps.item(), step_.item())
-                continue
+            if fused.adam(g, w_, m, v, b1_.item(), b2_.item(), eps.item(), step_.item()):
+                continue  # the passes below in one, in C (notation/fused.c): the same bits
             sb = self._scratch(w_)[:w_.size]
             # m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
             m -= g
@@ -156,22 +154,6 @@ class Adam(SGD):
             self.m[k][...] = state[f"m/{k}"]
             self.v[k][...] = state[f"v/{k}"]
 
-
-def _adam(g, w, m, v, b1, b2, eps, step):  # pragma: no cover - compiled by numba, run outside Python
-    """Adam._update's passes as one loop: the same float operations in the same order, so the same bits."""
-    for i in range(w.size):
-        gi = g[i]
-        mi = (m[i] - gi) * b1 + gi      # m = b1 m + (1 - b1) g
-        sq = gi * gi
-        vi = (v[i] - sq) * b2 + sq      # v = b2 v + (1 - b2) g^2
-        m[i] = mi
-        v[i] = vi
-        w[i] -= mi / (np.sqrt(vi) + eps) * step  # w -= step m / (sqrt(v) + eps)
-
-
-# blocks of g (read-only or not), w, m and v, then beta1, beta2, eps and the step size, in the weights' dtype
-fused.register("adam", _adam, lambda t: [t.void(g, *[t.Array(f, 1, "C")] * 3, f, f, f, f)
-                                         for f in (t.float32, t.float64) for g in fused.arrays(t, f)])
 
 OPTIMIZERS = {cls.name: cls for cls in (SGD, Momentum, Adam)}
 
