@@ -9,15 +9,23 @@ halves of a split run at once.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
 
+SOURCE = Path(__file__).with_name("fused.c")
 LIBRARY = Path(__file__).with_name("_fused.so")
-VERSION = 1  # fused.c's FUSED_VERSION: a library built from another fused.c is not used
 _C = {np.dtype(np.float32): ctypes.c_float, np.dtype(np.float64): ctypes.c_double}
 _state = {"lib": None, "why": None}
+_lock = threading.Lock()
+
+
+def source_hash() -> int:
+    """The first 16 hex digits of fused.c's SHA-256, as scripts/setup.sh builds them into the library."""
+    return int(hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:16], 16)
 
 
 def enabled() -> bool:
@@ -26,27 +34,28 @@ def enabled() -> bool:
 
 def _library():
     """The built library, or None with the reason in _state["why"] (looked for once)."""
-    if _state["lib"] is not None or _state["why"] is not None:
+    with _lock:
+        if _state["lib"] is None and _state["why"] is None:
+            _state["lib"], _state["why"] = _load()
         return _state["lib"]
+
+
+def _load():
     if not LIBRARY.exists():
-        _state["why"] = f"{LIBRARY.name} is not built (scripts/setup.sh builds it with a C compiler)"
-        return None
+        return None, f"{LIBRARY.name} is not built (scripts/setup.sh builds it with a C compiler)"
     try:
         lib = ctypes.CDLL(str(LIBRARY))
-        version = lib.fused_version()
+        lib.fused_source.restype = ctypes.c_ulonglong
+        built_from = lib.fused_source()
     except (OSError, AttributeError) as e:
-        _state["why"] = f"{LIBRARY.name} does not load ({e}); run scripts/setup.sh again"
-        return None
-    if version != VERSION:
-        _state["why"] = f"{LIBRARY.name} is from another fused.c (version {version}, want {VERSION}); " \
-                        "run scripts/setup.sh again"
-        return None
+        return None, f"{LIBRARY.name} does not load ({e}); run scripts/setup.sh again"
+    if built_from != source_hash():
+        return None, f"{LIBRARY.name} was built from another {SOURCE.name}; run scripts/setup.sh again"
     for dtype, c in _C.items():
         f = getattr(lib, f"adam_{dtype.name}")
         f.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_ssize_t] + [c] * 4
         f.restype = None
-    _state["lib"] = lib
-    return lib
+    return lib, None
 
 
 def _address(a: np.ndarray) -> int:
@@ -65,6 +74,11 @@ def adam(g, w, m, v, b1, b2, eps, step) -> bool:
         return False
     getattr(lib, f"adam_{dtype.name}")(_address(g), _address(w), _address(m), _address(v), w.size, b1, b2, eps, step)
     return True
+
+
+def available() -> bool:
+    """Whether the fused loops run (the library built from this fused.c, and NOTATION_FUSED not 0)."""
+    return enabled() and _library() is not None
 
 
 def describe() -> str:

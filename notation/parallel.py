@@ -196,10 +196,11 @@ def elementwise(fn, inputs, out):
     return out
 
 
-def cuts(n: int) -> list:
-    """n split into WORKERS consecutive slices of (nearly) equal length, one per worker."""
-    ends = np.linspace(0, n, WORKERS + 1).astype(int)
-    return [slice(ends[i], ends[i + 1]) for i in range(WORKERS)]
+def cuts(n: int, parts: int | None = None) -> list:
+    """n split into `parts` (WORKERS) consecutive slices of (nearly) equal length, one per worker."""
+    parts = parts or WORKERS
+    ends = np.linspace(0, n, parts + 1).astype(int)
+    return [slice(ends[i], ends[i + 1]) for i in range(parts)]
 
 
 def _along(x, axis, ndim, cut):

@@ -39,7 +39,9 @@ fi
 # Adam's update in one pass (notation/fused.c), where a C compiler is at hand; without it numpy's
 # passes run, to the same bits.  -ffp-contract=off: no fused multiply-add, so the bits are numpy's
 if command -v cc >/dev/null; then
-  cc -O3 -fPIC -shared -ffp-contract=off -fno-math-errno -o notation/_fused.so notation/fused.c \
+  source_hash="$("$VENV/bin/python" -c 'from notation.fused import source_hash; print(source_hash())')"
+  cc -O3 -fPIC -shared -ffp-contract=off -fno-math-errno -DFUSED_SOURCE="${source_hash}ULL" \
+     -o notation/_fused.so notation/fused.c \
     || echo "setup: could not build notation/_fused.so; Adam's update takes numpy's passes (the same results, slower)" >&2
 else
   echo "setup: no C compiler (cc); Adam's update takes numpy's passes (the same results, slower)." \

@@ -4,7 +4,7 @@ import pytest
 
 from engine.training import optim
 from engine.training.optim import make
-from notation import fused
+from notation import fused, parallel
 
 SHAPES = [(6,), (3, 5)]  # a vector, and a matrix that spans several blocks below
 
@@ -108,7 +108,7 @@ def test_adams_one_pass_gives_the_bits_of_numpys_passes(monkeypatch, dtype):
     params = {"numpy": {"l": {"w": w0.copy()}}, "fused": {"l": {"w": w0.copy()}}}
     opts = {k: make("adam", p, 0.01) for k, p in params.items()}
     for _ in range(5):
-        g = {"l": {"w": rng.standard_normal((7, 5)).astype(dtype) * 10.0 ** rng.integers(-6, 3)}}
+        g = {"l": {"w": (rng.standard_normal((7, 5)) * 10.0 ** rng.integers(-6, 3)).astype(dtype)}}
         for k in ("numpy", "fused"):
             monkeypatch.setenv("NOTATION_FUSED", "0" if k == "numpy" else "1")
             opts[k].step(params[k], g)
@@ -125,7 +125,7 @@ def test_adam_updates_through_the_fused_loop_where_it_is_built(monkeypatch):
     monkeypatch.setattr(fused, "adam", lambda *args: calls.append(args) or real(*args))
     w = np.ones(10, np.float32)
     make("adam", {"l": {"w": w}}, 0.1).step({"l": {"w": w}}, {"l": {"w": np.ones_like(w)}})
-    assert len(calls) == -(-w.size // optim.BLOCK)  # once per block
+    assert len(calls) == parallel.WORKERS  # once per worker: no cache-sized blocks
     assert all(np.shares_memory(c[1], w) for c in calls)  # on the weights themselves, not a copy
     np.testing.assert_allclose(w, 0.9, rtol=1e-6)  # the first step moves each weight by lr
 
@@ -139,3 +139,16 @@ def test_without_the_library_the_update_runs_numpys_passes_and_says_so(monkeypat
     assert fused.describe() == "numpy passes: _fused.so is not built (scripts/setup.sh builds it with a C compiler)"
     w0, grads, w = run("adam", 0.01)  # the update still runs, on numpy's passes
     assert not np.array_equal(w, w0)
+
+
+def test_a_gradient_of_another_dtype_takes_numpys_passes_to_the_same_result(monkeypatch):
+    """float64 gradients for float32 weights: the fused loop declines, numpy's passes update."""
+    results = []
+    for flag in ("0", "1"):
+        monkeypatch.setenv("NOTATION_FUSED", flag)
+        w = np.linspace(-1, 1, 1001, dtype=np.float32)
+        opt = make("adam", {"l": {"w": w}}, 0.01)
+        for k in range(3):
+            opt.step({"l": {"w": w}}, {"l": {"w": np.cos(np.arange(w.size) + k)}})
+        results.append(w)
+    np.testing.assert_array_equal(results[0], results[1])

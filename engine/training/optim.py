@@ -27,11 +27,14 @@ def _flat(a: np.ndarray) -> np.ndarray:
     return a.reshape(-1)
 
 
-def _blocks(grad, *updated):
-    """Matching flat slices of the gradient and the arrays updated in place, BLOCK at a time."""
+def _blocks(grad, *updated, parts=None):
+    """Matching flat slices of the gradient and the arrays updated in place, BLOCK at a time, or cut
+    into `parts` nearly equal ones (a fused update needs no cache-sized blocks, only one per worker)."""
     flat = [np.ravel(grad)] + [_flat(a) for a in updated]
-    for start in range(0, flat[0].size, BLOCK):
-        yield tuple(f[start:start + BLOCK] for f in flat)
+    n = flat[0].size
+    cuts = parallel.cuts(n, parts) if parts else [slice(s, s + BLOCK) for s in range(0, n, BLOCK)]
+    for cut in cuts:
+        yield tuple(f[cut] for f in flat)
 
 
 class SGD:
@@ -45,8 +48,9 @@ class SGD:
         self.scratch = {}  # one block of workspace per thread, reused: no allocation per step
 
     def _scratch(self, like: np.ndarray) -> np.ndarray:
-        """This thread's workspace for one block of `like`; grows to BLOCK entries at most, once."""
-        need, me = min(BLOCK, like.size), threading.get_ident()
+        """This thread's workspace for one block `like` (BLOCK entries at most, but for a parameter
+        the fused update declined), grown as needed and then reused."""
+        need, me = like.size, threading.get_ident()
         s = self.scratch.get(me)
         if s is None or s.dtype != like.dtype or s.size < need:
             s = self.scratch[me] = np.empty(need, like.dtype)
@@ -116,12 +120,15 @@ class Adam(SGD):
         b1, b2 = self.beta1, self.beta2
         step = self.lr * np.sqrt(1 - b2 ** self.t) / (1 - b1 ** self.t)
         work = []
+        fusing = fused.available()  # one pass in C: no cache-sized blocks, one per worker
         for layer, ps in params.items():
             for p, w in ps.items():
                 key = f"{layer}.{p}"
+                parts = parallel.WORKERS if fusing and grads[layer][p].dtype == w.dtype else None
                 # scalars in the weights' own dtype, so float32 stays float32
                 scalars = tuple(np.asarray(x, w.dtype) for x in (b1, b2, self.eps, step))
-                work += [(block, scalars) for block in _blocks(grads[layer][p], w, self.m[key], self.v[key])]
+                work += [(block, scalars) for block in _blocks(grads[layer][p], w, self.m[key], self.v[key],
+                                                               parts=parts)]
         parallel.each(self._update, work)  # each block on its own: the same bits however they are shared
 
     def _update(self, work):
