@@ -65,7 +65,8 @@ def _address(a: np.ndarray) -> int:
 def adam(g, w, m, v, b1, b2, eps, step) -> bool:
     """Adam's update of the 1-d contiguous blocks w, m, v from g in one pass (engine/training/optim.py
     writes it as numpy's passes), if the library is at hand and the four share a float dtype; False
-    where it does not apply, so the caller runs numpy's passes."""
+    where it does not apply, so the caller runs numpy's passes.  The four must not overlap (they do
+    not: the weights, their gradient and the optimizer's two moments)."""
     lib = _library() if enabled() else None
     dtype = w.dtype
     if lib is None or dtype not in _C or any(a.dtype != dtype or not a.flags.c_contiguous for a in (g, m, v)) or \

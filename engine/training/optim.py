@@ -5,7 +5,8 @@ arrays, so a checkpoint can hold it and a resumed run continues exactly. Updates
 by block, so each block's temporaries stay in cache instead of streaming every full-size
 array through memory once per arithmetic step (Adam: 20 ms a step at batch 64 becomes 11), and
 Adam's blocks are shared between the machine's cores (notation.parallel.each; 12 ms becomes 7) and,
-where notation/fused.c is built, each block is updated in one pass instead of twelve (3.5 ms becomes 1.8).
+where notation/fused.c is built, each worker's part is updated in one pass instead of twelve (3.5 ms
+becomes about 2).
 """
 from __future__ import annotations
 
