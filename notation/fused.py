@@ -55,6 +55,10 @@ def _load():
         f = getattr(lib, f"adam_{dtype.name}")
         f.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_ssize_t] + [c] * 4
         f.restype = None
+        for other in (dtype.name, "bool"):
+            f = getattr(lib, f"multiply_{dtype.name}_{other}")
+            f.argtypes = [ctypes.c_void_p] * 7
+            f.restype = None
     return lib, None
 
 
@@ -74,6 +78,40 @@ def adam(g, w, m, v, b1, b2, eps, step) -> bool:
             not g.size == w.size == m.size == v.size:
         return False
     getattr(lib, f"adam_{dtype.name}")(_address(g), _address(w), _address(m), _address(v), w.size, b1, b2, eps, step)
+    return True
+
+
+ROW = 256  # multiply's last axis at most this long: on longer rows numpy's own loop is as fast or faster
+
+
+def _strides(x: np.ndarray, ndim: int) -> np.ndarray:
+    """x's strides in entries over ndim axes (leading axes added), 0 where x is broadcast."""
+    pad = ndim - x.ndim
+    return np.array([0] * pad + [0 if n == 1 else s // x.itemsize for n, s in zip(x.shape, x.strides)], np.intp)
+
+
+def multiply(a, b, out) -> bool:
+    """np.multiply(a, b, out=out) in one C loop, the same bits, where numpy's cost per row outweighs
+    its work: out up to 6-d, float, its last axis short (<= ROW) and contiguous in all three (a and b
+    broadcast against out on the others); b, or a, may be bool.  False where it does not apply."""
+    if not (enabled() and out.ndim <= 6 and out.dtype in _C and 0 < out.shape[-1] <= ROW) or a.dtype == bool:
+        if a.dtype == bool and b.dtype != bool:
+            return multiply(b, a, out)  # a * b == b * a, to the bit
+        return False
+    n, size = out.shape[-1], out.itemsize
+    if a.dtype != out.dtype or b.dtype not in (out.dtype, np.dtype(bool)) or out.strides[-1] != size or \
+            max(a.ndim, b.ndim) > out.ndim or any(x.shape[-1] != n or x.strides[-1] != x.itemsize for x in (a, b)) or \
+            any(s % x.itemsize for x in (a, b, out) for s in x.strides) or not out.flags.writeable or \
+            any(m not in (1, o) for x in (a, b) for m, o in zip(x.shape[::-1], out.shape[::-1])):
+        return False
+    lib = _library()
+    if lib is None:
+        return False
+    shape = np.array((1,) * (6 - out.ndim) + out.shape, np.intp)
+    strides = [_strides(x, 6) for x in (a, b, out)]
+    kernel = getattr(lib, f"multiply_{out.dtype.name}_{b.dtype.name}")
+    kernel(_address(a), _address(strides[0]), _address(b), _address(strides[1]), _address(out),
+           _address(strides[2]), _address(shape))
     return True
 
 

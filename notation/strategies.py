@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from . import counters, parallel, stacked
+from . import counters, fused, parallel, stacked
 from .steps import MatmulStep, addend, contract, make_step
 
 
@@ -109,7 +109,11 @@ class Elementwise(Strategy):
                      and set(p.fold.view.indices) == set(p.out_indices))
         self.in_place = first and (p.direct or overwrite)
         self.writes = first and (p.direct or (overwrite and p.fold.covers))
-        self.runs = "np.multiply" + (", out=result" if self.in_place else ", then folded")
+        # two operands in short rows (a pool's (19): rows of 32 channels): numpy's cost per row would
+        # outweigh the work, so one C loop runs them, to the same bits (fused.multiply decides per call)
+        rows = len(p.operands) == 2 and 0 < (self.out_shape or (0,))[-1] <= fused.ROW
+        self.runs = ("np.multiply in one C loop (notation/fused.c) where built" if rows else "np.multiply") + \
+            (", out=result" if self.in_place else ", then folded")
 
     def run(self, arrays, out, positions):
         p = self.product
@@ -128,8 +132,10 @@ class Elementwise(Strategy):
                 p.fold(out, dest)
 
     def _multiply(self, *values, out):
-        """The product of the values into out (run on a part of it by each worker), then its scale."""
-        np.multiply(values[0], values[1], out=out)
+        """The product of the values into out (run on a part of it by each worker), then its scale;
+        two values in rows of a few channels (a pool's (19)) in one C loop, the same bits."""
+        if not fused.multiply(values[0], values[1], out):
+            np.multiply(values[0], values[1], out=out)
         for v in values[2:]:
             np.multiply(out, v, out=out)
         if self.product.scale != 1.0:

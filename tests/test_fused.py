@@ -1,8 +1,12 @@
 """notation.fused: loops in C that give numpy's bits, used only where built from this fused.c."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from notation import fused
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -45,3 +49,64 @@ def test_arrays_it_cannot_take_go_to_numpy():
     assert fused.adam(np.ones(8, np.float32), w, np.zeros(8, np.float32), np.zeros(8, np.float32), 0.9, 0.999,
                       1e-8, 0.1)  # the same, all float32, contiguous and writable: it runs
     assert (w < 1.0).all()
+
+
+def _pool_gradient_operands(rng, dtype, b=3, i=4, j=5, c=8):
+    """(19)'s operands as the notation lines them up: dz broadcast over the window offsets, the mask a
+    strided view of its planes [p, q, b, i, j, c], dx's view [b, i, p, j, q, c]."""
+    dz = rng.standard_normal((b, i, 1, j, 1, c)).astype(dtype)
+    dz.flat[::7] = -0.0
+    dz.flat[3] = np.nan
+    planes = rng.random((2, 2, b, i, j, c)) < 0.3
+    mask = planes.transpose(2, 3, 0, 4, 1, 5)
+    return dz, mask, np.empty((b, i, 2, j, 2, c), dtype)
+
+
+@pytest.mark.usefixtures("built")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("order", ["float, bool", "bool, float", "float, float"])
+def test_multiply_gives_numpys_bits_on_broadcast_strided_operands(dtype, order):
+    """NaN, -0.0 and 0 x negative (-0.0) included; a bool counts as 0 or 1, as numpy casts it."""
+    rng = np.random.default_rng(3)
+    dz, mask, out = _pool_gradient_operands(rng, dtype)
+    other = mask if order != "float, float" else rng.standard_normal(mask.shape).astype(dtype)[:, :, ::-1]
+    a, b = (other, dz) if order == "bool, float" else (dz, other)
+    want = np.multiply(a, b, out=np.empty_like(out))
+    assert fused.multiply(a, b, out)
+    np.testing.assert_array_equal(out.view(f"u{out.itemsize}"), want.view(f"u{out.itemsize}"))
+
+
+@pytest.mark.usefixtures("built")
+def test_multiply_leaves_to_numpy_what_it_does_not_speed_up():
+    """Long rows (numpy's loop is as fast), a strided or broadcast last axis, mixed floats, integers."""
+    rng = np.random.default_rng(4)
+    long_rows = np.ones((4, fused.ROW + 1), np.float32)
+    strided = np.ones((4, 16), np.float32)[:, ::2]
+    f32, f64 = np.ones((4, 8), np.float32), np.ones((4, 8))
+    for a, b, out in ((long_rows, long_rows, long_rows.copy()), (strided, strided, np.empty((4, 8), np.float32)),
+                      (f32, f32[:, :1], f32.copy()), (f32, f64, f32.copy()),
+                      (f32.astype(int), f32.astype(int), f32.astype(int))):
+        assert not fused.multiply(a, b, out)
+    dz, mask, out = _pool_gradient_operands(rng, np.float32)
+    out[...] = 7.0
+    assert not fused.multiply(dz, mask[:, :, :1, :, :1, :].repeat(3, axis=2), out)  # shapes that do not broadcast
+    np.testing.assert_array_equal(out, 7.0)
+
+
+def test_the_network_computes_the_same_bits_with_the_fused_loops_or_without(monkeypatch):
+    """A training step's loss and every gradient, the pools' (19) and Adam's update fused or not."""
+    import engine
+    net = engine.load(ROOT / "layers.yaml", dtype="float64")
+    rng = np.random.default_rng(5)
+    x = rng.random((4, 28, 28, 1))
+    x[:, :8] = 0.0  # flat background: ties in the pools' windows
+    y = np.arange(4)
+    runs = []
+    for flag in ("0", "1"):
+        monkeypatch.setenv("NOTATION_FUSED", flag)
+        loss, grads = net.loss_and_grads(x, y)
+        runs.append((loss, grads))
+    assert runs[0][0] == runs[1][0]
+    for layer, ps in runs[0][1].items():
+        for p, g in ps.items():
+            np.testing.assert_array_equal(g, runs[1][1][layer][p])

@@ -13,7 +13,7 @@ ROADS = [  # equation, shapes, symbols, the strategy, what it says runs
     ("xc[b,i,j,p,q,r] = xp[b, s1*i+p, s2*j+q, r]", {"xp": (2, 7, 7, 3), "xc": (2, 3, 3, 3, 3, 3)},
      {"s1": 2, "s2": 2}, "gather copy", "np.copyto(result, view)"),
     ("dz[c,i] = da[c,i] * drelu(z[c,i])", {"da": (3, 4), "z": (3, 4)}, {},
-     "elementwise ufunc", "np.multiply, out=result"),
+     "elementwise ufunc", "np.multiply in one C loop (notation/fused.c) where built, out=result"),
     ("s[b,h,i,j] = q[b,h,i,d] * k[b,h,j,d]", {"q": (2, 3, 4, 5), "k": (2, 3, 6, 5)}, {},
      "batched GEMM", "np.matmul, batched over (b,h), written into the result"),
     ("dw[P-p, Q-q, r, k] = dz[b,i,j,k] * xc[b,i,j,p,q,r]", {"dz": (2, 3, 3, 4), "xc": (2, 3, 3, 2, 2, 3)}, {},
