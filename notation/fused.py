@@ -2,9 +2,9 @@
 their order and rounded alike, so it gives the same bits in fewer passes over memory (fused.c).
 
 scripts/setup.sh builds fused.c into _fused.so beside this file where a C compiler is at hand;
-without it, or with NOTATION_FUSED=0, numpy's passes run, to the same bits.  A kernel is called with
-numpy arrays (1-d, contiguous) and numbers; it runs without the GIL (ctypes releases it), so the two
-halves of a split run at once.
+without it, or with NOTATION_FUSED=0, numpy's passes run, to the same bits.  Each function here
+says False where its loop does not apply (the caller then runs numpy); a loop runs without the GIL
+(ctypes releases it), so the two halves of a split run at once.
 """
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ def multiply(a, b, out) -> bool:
     """np.multiply(a, b, out=out) in one C loop, the same bits, where numpy's cost per row outweighs
     its work: out up to 6-d, float, its last axis short (<= ROW) and contiguous in all three (a and b
     broadcast against out on the others); b, or a, may be bool.  False where it does not apply."""
-    if not (enabled() and out.ndim <= 6 and out.dtype in _C and 0 < out.shape[-1] <= ROW) or a.dtype == bool:
+    if not (enabled() and 1 <= out.ndim <= 6 and out.dtype in _C and 0 < out.shape[-1] <= ROW) or a.dtype == bool:
         if a.dtype == bool and b.dtype != bool:
             return multiply(b, a, out)  # a * b == b * a, to the bit
         return False
@@ -102,7 +102,8 @@ def multiply(a, b, out) -> bool:
     if a.dtype != out.dtype or b.dtype not in (out.dtype, np.dtype(bool)) or out.strides[-1] != size or \
             max(a.ndim, b.ndim) > out.ndim or any(x.shape[-1] != n or x.strides[-1] != x.itemsize for x in (a, b)) or \
             any(s % x.itemsize for x in (a, b, out) for s in x.strides) or not out.flags.writeable or \
-            any(m not in (1, o) for x in (a, b) for m, o in zip(x.shape[::-1], out.shape[::-1])):
+            any(m not in (1, o) for x in (a, b) for m, o in zip(x.shape[::-1], out.shape[::-1])) or \
+            any(np.may_share_memory(out, x) for x in (a, b)):  # numpy buffers an overlap; this loop would not
         return False
     lib = _library()
     if lib is None:

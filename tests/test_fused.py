@@ -87,6 +87,10 @@ def test_multiply_leaves_to_numpy_what_it_does_not_speed_up():
                       (f32, f32[:, :1], f32.copy()), (f32, f64, f32.copy()),
                       (f32.astype(int), f32.astype(int), f32.astype(int))):
         assert not fused.multiply(a, b, out)
+    scalar = np.ones((), np.float32)
+    assert not fused.multiply(scalar, scalar, scalar.copy())  # nothing to loop over
+    row = np.arange(8, dtype=np.float32)
+    assert not fused.multiply(row[1:], row[1:], row[:7])  # out overlaps an operand, shifted
     dz, mask, out = _pool_gradient_operands(rng, np.float32)
     out[...] = 7.0
     assert not fused.multiply(dz, mask[:, :, :1, :, :1, :].repeat(3, axis=2), out)  # shapes that do not broadcast
