@@ -32,6 +32,11 @@ def enabled() -> bool:
     return os.environ.get("NOTATION_FUSED", "1") != "0"
 
 
+def _lib():
+    """The library where the fused loops run (built from this fused.c, NOTATION_FUSED not 0), else None."""
+    return _library() if enabled() else None
+
+
 def _library():
     """The built library, or None with the reason in _state["why"] (looked for once)."""
     with _lock:
@@ -71,7 +76,7 @@ def adam(g, w, m, v, b1, b2, eps, step) -> bool:
     writes it as numpy's passes), if the library is at hand and the four share a float dtype; False
     where it does not apply, so the caller runs numpy's passes.  The four must not overlap (they do
     not: the weights, their gradient and the optimizer's two moments)."""
-    lib = _library() if enabled() else None
+    lib = _lib()
     dtype = w.dtype
     if lib is None or dtype not in _C or any(a.dtype != dtype or not a.flags.c_contiguous for a in (g, m, v)) or \
             not (w.flags.c_contiguous and w.flags.writeable and m.flags.writeable and v.flags.writeable) or \
@@ -94,9 +99,9 @@ def multiply(a, b, out) -> bool:
     """np.multiply(a, b, out=out) in one C loop, the same bits, where numpy's cost per row outweighs
     its work: out up to 6-d, float, its last axis short (<= ROW) and contiguous in all three (a and b
     broadcast against out on the others); b, or a, may be bool.  False where it does not apply."""
-    if not (enabled() and 1 <= out.ndim <= 6 and out.dtype in _C and 0 < out.shape[-1] <= ROW) or a.dtype == bool:
-        if a.dtype == bool and b.dtype != bool:
-            return multiply(b, a, out)  # a * b == b * a, to the bit
+    if a.dtype == bool:
+        a, b = b, a  # a * b == b * a, to the bit
+    if not (1 <= out.ndim <= 6 and out.dtype in _C and 0 < out.shape[-1] <= ROW):
         return False
     n, size = out.shape[-1], out.itemsize
     if a.dtype != out.dtype or b.dtype not in (out.dtype, np.dtype(bool)) or out.strides[-1] != size or \
@@ -105,7 +110,7 @@ def multiply(a, b, out) -> bool:
             any(m not in (1, o) for x in (a, b) for m, o in zip(x.shape[::-1], out.shape[::-1])) or \
             any(np.may_share_memory(out, x) for x in (a, b)):  # numpy buffers an overlap; this loop would not
         return False
-    lib = _library()
+    lib = _lib()
     if lib is None:
         return False
     shape = np.array((1,) * (6 - out.ndim) + out.shape, np.intp)
@@ -118,11 +123,11 @@ def multiply(a, b, out) -> bool:
 
 def available() -> bool:
     """Whether the fused loops run (the library built from this fused.c, and NOTATION_FUSED not 0)."""
-    return enabled() and _library() is not None
+    return _lib() is not None
 
 
 def describe() -> str:
     """Whether the fused loops run here, or why numpy's passes do."""
     if not enabled():
         return "numpy passes (NOTATION_FUSED=0)"
-    return f"fused loops in C ({LIBRARY.name})" if _library() is not None else f"numpy passes: {_state['why']}"
+    return f"fused loops in C ({LIBRARY.name})" if available() else f"numpy passes: {_state['why']}"

@@ -36,15 +36,16 @@ if ! "$VENV/bin/python" -c "" 2>/dev/null; then
   fi
 fi
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
-# Adam's update in one pass (notation/fused.c), where a C compiler is at hand; without it numpy's
-# passes run, to the same bits.  -ffp-contract=off: no fused multiply-add, so the bits are numpy's
+# The fused loops (notation/fused.c: Adam's update in one pass, a pool's (19) without numpy's cost per
+# row), where a C compiler is at hand; without it numpy's passes run, to the same bits.
+# -ffp-contract=off: no fused multiply-add, so the bits are numpy's
 if command -v cc >/dev/null; then
   source_hash="$("$VENV/bin/python" -c 'from notation.fused import source_hash; print(source_hash())')"
   cc -O3 -fPIC -shared -ffp-contract=off -fno-math-errno -DFUSED_SOURCE="${source_hash}ULL" \
      -o notation/_fused.so notation/fused.c \
-    || echo "setup: could not build notation/_fused.so; Adam's update takes numpy's passes (the same results, slower)" >&2
+    || echo "setup: could not build notation/_fused.so; numpy's passes run instead (the same results, slower)" >&2
 else
-  echo "setup: no C compiler (cc); Adam's update takes numpy's passes (the same results, slower)." \
+  echo "setup: no C compiler (cc); numpy's passes run instead of notation/fused.c (the same results, slower)." \
        "For the faster one: apt-get install gcc, then run this again" >&2
 fi
 echo "setup: done; the project's Python is $VENV/bin/python (or run: . $VENV/bin/activate)" >&2

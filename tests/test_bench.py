@@ -35,7 +35,7 @@ def test_json_report_has_throughput_flops_memory_and_a_breakdown():
 def test_tables_by_default():
     text = bench("--batch", "2", "--rounds", "1", "--repeats", "1", "--no-torch")
     first, rest = text.split("\n", 1)
-    assert first.startswith("Adam's update: ") and ("fused loops in C" in first or "numpy passes" in first)
+    assert first.startswith("fused loops: ") and ("fused loops in C" in first or "numpy passes" in first)
     assert rest.startswith("batch 2: engine ") and "cold start" in rest and "peak RSS" in rest
 
 
