@@ -59,3 +59,58 @@ MULTIPLY(multiply_float32_float32, float, float)
 MULTIPLY(multiply_float32_bool, float, unsigned char)
 MULTIPLY(multiply_float64_float64, double, double)
 MULTIPLY(multiply_float64_bool, double, unsigned char)
+
+/* numpy's maximum: a NaN wins (the first's, if both are), and of two equal values (0.0 and -0.0) the
+ * second, as np.maximum gives them.  Written as a select, so GCC makes it vector compares. */
+#define MAXIMUM(a, b) (((a) > (b) || (a) != (a)) ? (a) : (b))
+#define CHUNK 256
+
+/* (18)'s max over a window of w offsets, and, where planes is given, (19)'s one-hot positions of the
+ * first maximum in the window's C order, as notation/maxima.py's numpy passes make them: values =
+ * max(max(x0, x1), x2)...; plane o = (xo == values) and no earlier plane hit.  Over up to 4 outer
+ * axes of n[0..3] entries and rows of n[4] entries, contiguous in x, values and planes alike; xs, vs
+ * and ps are the outer strides (in entries) of x, values and the planes, xo and po each offset's
+ * start in x and in planes.  numpy pays a call per row of a few channels for each of its passes. */
+#define WINDOW_MAX(NAME, T)                                                                             \
+    void NAME(const T *x, const ptrdiff_t *xs, const ptrdiff_t *xo, ptrdiff_t w, T *values,             \
+              const ptrdiff_t *vs, unsigned char *planes, const ptrdiff_t *ps, const ptrdiff_t *po,     \
+              const ptrdiff_t *n) {                                                                     \
+        unsigned char seen[CHUNK];                                                                      \
+        for (ptrdiff_t i0 = 0; i0 < n[0]; i0++)                                                         \
+        for (ptrdiff_t i1 = 0; i1 < n[1]; i1++)                                                         \
+        for (ptrdiff_t i2 = 0; i2 < n[2]; i2++)                                                         \
+        for (ptrdiff_t i3 = 0; i3 < n[3]; i3++)                                                         \
+        for (ptrdiff_t k0 = 0; k0 < n[4]; k0 += CHUNK) {                                                \
+            const ptrdiff_t m = n[4] - k0 < CHUNK ? n[4] - k0 : CHUNK;                                  \
+            const T *row = x + i0 * xs[0] + i1 * xs[1] + i2 * xs[2] + i3 * xs[3] + k0;                  \
+            T *restrict v = values + i0 * vs[0] + i1 * vs[1] + i2 * vs[2] + i3 * vs[3] + k0;            \
+            const T *restrict a = row + xo[0];                                                          \
+            if (w == 1) {                                                                               \
+                for (ptrdiff_t k = 0; k < m; k++) v[k] = a[k];                                          \
+            } else {                                                                                    \
+                const T *restrict b = row + xo[1];                                                      \
+                for (ptrdiff_t k = 0; k < m; k++) v[k] = MAXIMUM(a[k], b[k]);                           \
+            }                                                                                           \
+            for (ptrdiff_t o = 2; o < w; o++) {                                                         \
+                const T *restrict b = row + xo[o];                                                      \
+                for (ptrdiff_t k = 0; k < m; k++) v[k] = MAXIMUM(v[k], b[k]);                           \
+            }                                                                                           \
+            if (!planes)                                                                                \
+                continue;                                                                               \
+            unsigned char *at = planes + i0 * ps[0] + i1 * ps[1] + i2 * ps[2] + i3 * ps[3] + k0;        \
+            unsigned char *restrict h = at + po[0];                                                     \
+            for (ptrdiff_t k = 0; k < m; k++) seen[k] = h[k] = a[k] == v[k];                            \
+            for (ptrdiff_t o = 1; o < w; o++) {                                                         \
+                const T *restrict b = row + xo[o];                                                      \
+                h = at + po[o];                                                                         \
+                for (ptrdiff_t k = 0; k < m; k++) {                                                     \
+                    unsigned char hit = (b[k] == v[k]) & !seen[k];                                      \
+                    h[k] = hit;                                                                         \
+                    seen[k] |= hit;                                                                     \
+                }                                                                                       \
+            }                                                                                           \
+        }                                                                                               \
+    }
+
+WINDOW_MAX(window_max_float32, float)
+WINDOW_MAX(window_max_float64, double)

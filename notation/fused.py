@@ -64,6 +64,9 @@ def _load():
             f = getattr(lib, f"multiply_{dtype.name}_{other}")
             f.argtypes = [ctypes.c_void_p] * 7
             f.restype = None
+        f = getattr(lib, f"window_max_{dtype.name}")
+        f.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_ssize_t] + [ctypes.c_void_p] * 6
+        f.restype = None
     return lib, None
 
 
@@ -101,24 +104,89 @@ def multiply(a, b, out) -> bool:
     broadcast against out on the others); b, or a, may be bool.  False where it does not apply."""
     if a.dtype == bool:
         a, b = b, a  # a * b == b * a, to the bit
+    plan = _plan(("multiply", a.dtype, a.shape, a.strides, b.dtype, b.shape, b.strides, out.dtype, out.shape,
+                  out.strides), _multiply_plan, a, b, out)
+    lib = _lib() if plan else None
+    if lib is None or not out.flags.writeable or any(np.may_share_memory(out, x) for x in (a, b)):
+        return False  # numpy buffers an overlap; this loop would not
+    kernel, ints, at = plan
+    step = ints.itemsize
+    getattr(lib, kernel)(_address(a), at, _address(b), at + 6 * step, _address(out), at + 12 * step, at + 18 * step)
+    return True
+
+
+def _multiply_plan(a, b, out):
+    """multiply's kernel and the index array it reads (the strides of a, b and out, then the shape), or
+    False where the loop does not apply."""
     if not (1 <= out.ndim <= 6 and out.dtype in _C and 0 < out.shape[-1] <= ROW):
         return False
     n, size = out.shape[-1], out.itemsize
     if a.dtype != out.dtype or b.dtype not in (out.dtype, np.dtype(bool)) or out.strides[-1] != size or \
             max(a.ndim, b.ndim) > out.ndim or any(x.shape[-1] != n or x.strides[-1] != x.itemsize for x in (a, b)) or \
-            any(s % x.itemsize for x in (a, b, out) for s in x.strides) or not out.flags.writeable or \
-            any(m not in (1, o) for x in (a, b) for m, o in zip(x.shape[::-1], out.shape[::-1])) or \
-            any(np.may_share_memory(out, x) for x in (a, b)):  # numpy buffers an overlap; this loop would not
-        return False
-    lib = _lib()
-    if lib is None:
+            any(s % x.itemsize for x in (a, b, out) for s in x.strides) or \
+            any(m not in (1, o) for x in (a, b) for m, o in zip(x.shape[::-1], out.shape[::-1])):
         return False
     shape = np.array((1,) * (6 - out.ndim) + out.shape, np.intp)
-    strides = [_strides(x, 6) for x in (a, b, out)]
-    kernel = getattr(lib, f"multiply_{out.dtype.name}_{b.dtype.name}")
-    kernel(_address(a), _address(strides[0]), _address(b), _address(strides[1]), _address(out),
-           _address(strides[2]), _address(shape))
+    ints = np.concatenate([_strides(x, 6) for x in (a, b, out)] + [shape])
+    return f"multiply_{out.dtype.name}_{b.dtype.name}", ints, _address(ints)
+
+
+_layouts = {}  # a loop's layouts (shapes, strides, dtypes) -> its kernel and index array, or False
+
+
+def _plan(layout, make, *arrays):
+    """The kernel, index array (and its address) for this layout of the arrays, made once by make and kept."""
+    plan = _layouts.get(layout)
+    if plan is None:
+        if len(_layouts) >= 256:  # a few per network; more only where shapes keep changing
+            _layouts.clear()
+        plan = _layouts[layout] = make(*arrays)
+    return plan
+
+
+def window_max(inner, k, values, planes=None) -> bool:
+    """(18)'s max over inner's k trailing (window) axes into values, and where planes is given (bool,
+    the window's axes first) (19)'s one-hot positions of each first maximum, in one C loop: the same
+    bits as notation/maxima.py's numpy passes, NaN and -0.0 included.  values up to 5-d, float, with
+    its last axis contiguous in inner, values and planes alike.  False where it does not apply."""
+    layout = ("window_max", k, inner.dtype, values.dtype, inner.shape, inner.strides, values.shape, values.strides) + \
+        ((None,) if planes is None else (planes.dtype, planes.shape, planes.strides))
+    plan = _plan(layout, _window_plan, inner, k, values, planes)
+    lib = _lib() if plan else None
+    if lib is None or not values.flags.writeable or np.may_share_memory(values, inner) or \
+            planes is not None and (not planes.flags.writeable or np.may_share_memory(planes, values)):
+        return False
+    kernel, w, ints, at = plan
+    step = ints.itemsize
+    getattr(lib, kernel)(_address(inner), at, at + 4 * step, w, _address(values), at + (4 + w) * step,
+                         None if planes is None else _address(planes), None if planes is None else at + (13 + w) * step,
+                         None if planes is None else at + (17 + w) * step, at + (8 + w) * step)
     return True
+
+
+def _window_plan(inner, k, values, planes):
+    """The kernel, the window's size and the index array WINDOW_MAX (fused.c) reads for this layout, or
+    False where the loop does not apply."""
+    n = values.ndim
+    if not (1 <= n <= 5 and values.dtype in _C and inner.dtype == values.dtype and inner.ndim == n + k) or \
+            inner.shape[:n] != values.shape or 0 in inner.shape or \
+            any(s % values.itemsize for x in (inner, values) for s in x.strides):
+        return False
+    window = inner.shape[n:]
+    if planes is not None and (planes.dtype != bool or planes.shape != window + values.shape):
+        return False
+    rows = (inner, values) + ((planes[(0,) * k],) if planes is not None else ())
+    if values.shape[-1] > 1 and any(x.strides[n - 1] != x.itemsize for x in rows):
+        return False
+    size, offsets = values.itemsize, list(np.ndindex(*window))
+    outer = lambda x, unit: (0,) * (5 - n) + tuple(s // unit for s in x.strides[:n - 1])  # noqa: E731
+    start = lambda strides, unit: [sum(o * s // unit for o, s in zip(off, strides)) for off in offsets]  # noqa: E731
+    # xs, xo, vs, n (the outer axes, padded to 4, then the row), ps, po: in the order WINDOW_MAX reads them
+    ints = [*outer(inner, size), *start(inner.strides[n:], size), *outer(values, size), *(1,) * (5 - n), *values.shape]
+    if planes is not None:
+        ints += [*outer(planes[(0,) * k], 1), *start(planes.strides[:k], 1)]
+    ints = np.array(ints, np.intp)
+    return f"window_max_{values.dtype.name}", len(offsets), ints, _address(ints)
 
 
 def available() -> bool:

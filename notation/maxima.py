@@ -1,10 +1,11 @@
 """Max-reductions over windows (eq. 18) and the positions of their first maxima, which route the
-gradient back (eq. 19): one strided slice per window offset, no copy of the windows."""
+gradient back (eq. 19): one strided slice per window offset, no copy of the windows; in one C loop
+(notation/fused.py) where built, numpy's passes otherwise, to the same bits."""
 from __future__ import annotations
 
 import numpy as np
 
-from . import parallel
+from . import fused, parallel
 
 SPLIT = 1 << 16  # results at least this large are shared between the workers, by their first axis
 
@@ -32,6 +33,8 @@ def window_max(inner, k, positions=False, out=None, planes=None):
 
 
 def _window_max(inner, window, values, planes):
+    if fused.window_max(inner, len(window), values, planes):  # one C loop where built, the same bits
+        return
     offsets = list(np.ndindex(*window))
     slices = [inner[(Ellipsis,) + o] for o in offsets]
     if len(slices) == 1:

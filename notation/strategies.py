@@ -55,7 +55,8 @@ class NestedIntoResult(Strategy):
     @property
     def runs(self):
         op = self.product.operands[0]
-        return f"{op.func.name}(..., out=result)" if op.kind == "call" else "window max, out=result"
+        return f"{op.func.name}(..., out=result)" if op.kind == "call" else \
+            "window max in one C loop (notation/fused.c) where built, out=result"
 
     def run(self, arrays, out, positions):
         self.product.operands[0].evaluate(arrays, out.dtype, positions, out=out)

@@ -3,8 +3,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from numpy.lib.stride_tricks import as_strided
 
 from notation import fused
+from notation.maxima import window_max
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -13,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def built(monkeypatch):
     monkeypatch.setenv("NOTATION_FUSED", "1")
     if fused.describe().startswith("numpy passes"):
-        pytest.skip(f"Adam's fused update: {fused.describe()}")
+        pytest.skip(f"the fused loops: {fused.describe()}")
 
 
 @pytest.mark.usefixtures("built")
@@ -97,20 +101,79 @@ def test_multiply_leaves_to_numpy_what_it_does_not_speed_up():
     np.testing.assert_array_equal(out, 7.0)
 
 
+def _windows(x, size, stride):
+    """(18)'s windows of x [b, h, w, c] as notation lowers them: a view [b, i, j, c, p, q], no copy."""
+    b, h, w, c = x.shape
+    sb, sh, sw, sc = x.strides
+    shape = (b, (h - size) // stride + 1, (w - size) // stride + 1, c, size, size)
+    return as_strided(x, shape, (sb, stride * sh, stride * sw, sc, sh, sw), writeable=False)
+
+
+def _bits(a):
+    return a.view(f"u{a.itemsize}")
+
+
+@pytest.mark.usefixtures("built")
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(dtype=st.sampled_from([np.float32, np.float64]), b=st.integers(1, 3), h=st.integers(1, 9), w=st.integers(1, 9),
+       c=st.integers(1, 300), size=st.integers(1, 3), stride=st.integers(1, 3), positions=st.booleans(),
+       seed=st.integers(0, 2 ** 16))
+def test_window_max_gives_numpys_values_and_first_maxima(monkeypatch, dtype, b, h, w, c, size, stride, positions,
+                                                         seed):
+    """(18)'s values and (19)'s positions, the C loop against numpy's passes, to the bit: ties (the
+    first in the window's C order wins), NaN (it wins; no position), -0.0 against 0.0 (numpy's sign),
+    rows longer than the C loop's chunk of 256 channels and overlapping windows included."""
+    if size > min(h, w):
+        return
+    rng = np.random.default_rng(seed)
+    x = (rng.integers(-2, 3, size=(b, h, w, c)) * 0.5).astype(dtype)
+    x[rng.random(x.shape) < 0.2] = -0.0
+    x[rng.random(x.shape) < 0.05] = np.nan
+    inner = _windows(x, size, stride)
+    runs = []
+    for flag in ("0", "1"):
+        monkeypatch.setenv("NOTATION_FUSED", flag)
+        runs.append(window_max(inner, 2, positions=positions))
+    (want, want_at), (got, got_at) = runs
+    np.testing.assert_array_equal(_bits(got), _bits(want))
+    if positions:
+        np.testing.assert_array_equal(got_at, want_at)
+        assert got_at.sum(axis=(-2, -1)).max() <= 1  # one position per window at most
+
+
+@pytest.mark.usefixtures("built")
+def test_window_max_leaves_to_numpy_what_it_cannot_take():
+    """Rows that are not contiguous (channels first), integers, a result overlapping its input: False,
+    and nothing written."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2, 6, 6, 4)).astype(np.float32)
+    channels_first = _windows(np.ascontiguousarray(x.transpose(0, 3, 1, 2)).transpose(0, 2, 3, 1), 2, 2)
+    values = np.full((2, 3, 3, 4), 7.0, np.float32)
+    for inner, out in ((channels_first, values), (_windows(x.astype(np.int32), 2, 2), values.astype(np.int32)),
+                       (_windows(values, 1, 1), values)):
+        assert not fused.window_max(inner, 2, out)
+    np.testing.assert_array_equal(values, 7.0)
+    assert fused.window_max(_windows(x, 2, 2), 2, values)  # NHWC windows of floats: it runs
+    np.testing.assert_array_equal(values, _windows(x, 2, 2).max(axis=(-2, -1)))
+
+
 def test_the_network_computes_the_same_bits_with_the_fused_loops_or_without(monkeypatch):
-    """A training step's loss and every gradient, the pools' (19) and Adam's update fused or not."""
+    """A training step's loss and every gradient, and an inference, with the pools' (18) and (19) and
+    Adam's update fused or not."""
     import engine
     net = engine.load(ROOT / "layers.yaml", dtype="float64")
     rng = np.random.default_rng(5)
     x = rng.random((4, 28, 28, 1))
     x[:, :8] = 0.0  # flat background: ties in the pools' windows
     y = np.arange(4)
-    runs = []
+    runs, outputs = [], []
     for flag in ("0", "1"):
         monkeypatch.setenv("NOTATION_FUSED", flag)
         loss, grads = net.loss_and_grads(x, y)
         runs.append((loss, grads))
+        outputs.append(net.forward(x))
     assert runs[0][0] == runs[1][0]
+    np.testing.assert_array_equal(outputs[0], outputs[1])
     for layer, ps in runs[0][1].items():
         for p, g in ps.items():
             np.testing.assert_array_equal(g, runs[1][1][layer][p])

@@ -19,7 +19,7 @@ ROADS = [  # equation, shapes, symbols, the strategy, what it says runs
     ("dw[P-p, Q-q, r, k] = dz[b,i,j,k] * xc[b,i,j,p,q,r]", {"dz": (2, 3, 3, 4), "xc": (2, 3, 3, 2, 2, 3)}, {},
      "opt_einsum path", "np.matmul, folded"),
     ("z[b,i,j,k] = max[p,q] x[b, 2*i+p, 2*j+q, k]", {"x": (2, 4, 4, 3)}, {"P": 1, "Q": 1},
-     "nested into the result", "window max, out=result"),
+     "nested into the result", "window max in one C loop (notation/fused.c) where built, out=result"),
     ("db[k] = dz[b,k]", {"dz": (5, 3)}, {}, "sum as GEMV", "np.matmul, ones @ matrix, written into the result"),
     ("s[b] = 2 * x[b,i,j]", {"x": (5, 3, 4)}, {}, "sum as GEMV", "np.matmul, matrix @ ones, written into the result"),
     ("db[P-k] = dz[b,k]", {"dz": (5, 3)}, {"P": 2}, "sum as GEMV", "np.matmul, ones @ matrix, folded"),
