@@ -59,7 +59,7 @@ def step_flops(net, batch) -> tuple:
 
 def start_report(as_json: bool) -> dict:
     """The figures every row is read against: numpy's GEMM rate, and whether the fused loops of
-    notation/fused.c (Adam's update, a pool's (19)) run or numpy's passes."""
+    notation/fused.c (Adam's update, a pool's (18) and (19)) run or numpy's passes."""
     report = {"gemm_gflops": gemm_gflops(), "numpy": np.__version__, "fused": fused.describe(), "batches": []}
     if not as_json:
         print(f"fused loops: {report['fused']}")
