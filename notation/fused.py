@@ -67,7 +67,20 @@ def _load():
         f = getattr(lib, f"window_max_{dtype.name}")
         f.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_ssize_t] + [ctypes.c_void_p] * 6
         f.restype = None
+    for name, args, result in (("flag_wait", [ctypes.c_void_p, ctypes.c_int, ctypes.c_longlong], ctypes.c_int),
+                               ("flag_load", [ctypes.c_void_p], ctypes.c_int),
+                               ("flag_store", [ctypes.c_void_p, ctypes.c_int], None),
+                               ("flag_exchange", [ctypes.c_void_p, ctypes.c_int], ctypes.c_int)):
+        f = getattr(lib, name)
+        f.argtypes, f.restype = args, result
     return lib, None
+
+
+def flags():
+    """The library whose flag_wait, flag_load, flag_store and flag_exchange (fused.c) hand work between
+    threads without waking a sleeping one (notation/crew.py), or None where it is not built or
+    NOTATION_FUSED is 0."""
+    return _lib()
 
 
 def _address(a: np.ndarray) -> int:

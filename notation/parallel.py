@@ -10,12 +10,13 @@ waits on a thread it cannot see.
 from __future__ import annotations
 
 import functools
+import math
 import os
-import queue
-import threading
 from contextlib import contextmanager
 
 import numpy as np
+
+from .crew import Crew
 
 try:  # a well-kept library that finds the BLAS numpy loaded and sets its thread count
     from threadpoolctl import ThreadpoolController
@@ -48,78 +49,10 @@ _blas = None
 _depth = 0  # nesting of serial_blas()
 
 
-_PENDING = object()  # a helper's part not yet done
-
-
-class _Crew:
-    """WORKERS - 1 helper threads; the calling thread runs the first part of every split itself.
-
-    A hand-off is a put on a helper's queue and a get of its answer: 55-65 µs on this VM against
-    90-140 for concurrent.futures (its futures, conditions and work items), and the caller works
-    meanwhile instead of waiting for two threads to wake (a step makes about twenty splits)."""
-
-    def __init__(self):
-        self.inboxes = []
-        self.local = threading.local()  # .helper is True on the crew's own threads
-
-    def grow(self, helpers: int) -> None:
-        """At least `helpers` helper threads (WORKERS - 1; more if WORKERS was raised since)."""
-        while len(self.inboxes) < helpers:
-            inbox = queue.SimpleQueue()
-            name = f"notation-matmul-{len(self.inboxes)}"
-            threading.Thread(target=self._serve, args=(inbox,), name=name, daemon=True).start()
-            self.inboxes.append(inbox)
-
-    def _serve(self, inbox):
-        self.local.helper = True
-        while True:
-            fn, args, answer, outcomes, k = inbox.get()
-            try:
-                fn(*args)
-                outcomes[k] = None
-            except BaseException as e:  # handed back to the caller, raised there
-                outcomes[k] = e
-            answer.put(k)  # wakes the caller; the outcome is already in place
-
-    def run(self, calls) -> None:
-        """fn(*args) for each (fn, args) of calls, the first here, the others on the helpers; raises the
-        first error once all are done.  Inside a helper (a nested split), everything runs here.
-
-        A Ctrl-C (KeyboardInterrupt, raised only on the main thread) is raised once every part handed
-        to a helper is done.  It can land after `answer.get()` has taken a helper's wake-up and
-        before it is kept, so the caller counts the outcomes the helpers wrote, never the wake-ups:
-        counting those hung a training run hit by several Ctrl-Cs."""
-        if getattr(self.local, "helper", False):
-            for fn, args in calls:
-                fn(*args)
-            return
-        answer, handed = queue.SimpleQueue(), calls[1:1 + len(self.inboxes)]
-        outcomes, sent, errors = [_PENDING] * len(handed), 0, []
-        try:
-            for inbox, (fn, args) in zip(self.inboxes, handed):
-                inbox.put((fn, args, answer, outcomes, sent))
-                sent += 1  # a Ctrl-C just before this line leaves that part unwaited for, never a hang
-            for fn, args in calls[:1] + calls[1 + len(handed):]:
-                try:
-                    fn(*args)
-                except BaseException as e:
-                    errors.append(e)
-        except BaseException as interrupt:  # a Ctrl-C between the hand-offs
-            errors.insert(0, interrupt)
-        while any(o is _PENDING for o in outcomes[:sent]):  # every helper finishes before the caller moves on
-            try:
-                answer.get()
-            except BaseException as interrupt:  # raised once the helpers are done
-                errors.insert(0, interrupt)
-        errors += [o for o in outcomes[:sent] if o is not None]
-        if errors:
-            raise errors[0]
-
-
 def _setup():
     global _crew, _blas
     if _crew is None:
-        _crew = _Crew()
+        _crew = Crew()
         _blas = ThreadpoolController().select(user_api="blas")
     _crew.grow(WORKERS - 1)
     return _crew, _blas
@@ -234,8 +167,8 @@ def matmul(a, b, out=None, add=None):
     right after its product, on its own core), the work split over WORKERS threads of single-threaded BLAS."""
     m, k = a.shape[-2], a.shape[-1]
     n = b.shape[-1]
-    stack = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
-    batch = int(np.prod(stack, dtype=np.int64))
+    stack = np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) if a.ndim > 2 or b.ndim > 2 else ()
+    batch = math.prod(stack)
     if out is None and add is not None:
         out = np.empty(stack + (m, n), dtype=np.result_type(a, b))
     if not enabled():

@@ -208,7 +208,7 @@ def test_a_ctrl_c_landing_as_the_caller_takes_a_helpers_wake_up_does_not_hang_it
                 raise KeyboardInterrupt
             return item
 
-    monkeypatch.setattr(parallel.queue, "SimpleQueue", LosesTheFirstWakeUp)
+    monkeypatch.setattr(queue, "SimpleQueue", LosesTheFirstWakeUp)
     done, outcome = [], []
 
     def part(items):
