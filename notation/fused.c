@@ -134,12 +134,20 @@ static long long now_ns(void) {
     return t.tv_sec * 1000000000LL + t.tv_nsec;
 }
 
-/* The flag's value once it differs from seen, or seen if it has not changed within ns nanoseconds. */
-int flag_wait(const int *flag, int seen, long long ns) {
+/* The flag's value once it differs from seen, or seen if it has not changed within ns nanoseconds.
+ * Once it has changed, it spins `after` nanoseconds more before returning: the thread that changed it
+ * holds the GIL for a few more microseconds, and a thread that asks for the GIL then sleeps until it is
+ * handed over (25-30 us). */
+int flag_wait(const int *flag, int seen, long long ns, long long after) {
     long long end = now_ns() + ns;
     for (unsigned i = 1;; i++) {
         int v = __atomic_load_n(flag, __ATOMIC_SEQ_CST);
-        if (v != seen || ((i & 63) == 0 && now_ns() > end))
+        if (v != seen) {
+            for (end = now_ns() + after; after > 0 && now_ns() < end;)
+                PAUSE();
+            return v;
+        }
+        if ((i & 63) == 0 && now_ns() > end)
             return v;
         PAUSE();
     }

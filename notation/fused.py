@@ -67,10 +67,9 @@ def _load():
         f = getattr(lib, f"window_max_{dtype.name}")
         f.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_ssize_t] + [ctypes.c_void_p] * 6
         f.restype = None
-    for name, args, result in (("flag_wait", [ctypes.c_void_p, ctypes.c_int, ctypes.c_longlong], ctypes.c_int),
-                               ("flag_load", [ctypes.c_void_p], ctypes.c_int),
-                               ("flag_store", [ctypes.c_void_p, ctypes.c_int], None),
-                               ("flag_exchange", [ctypes.c_void_p, ctypes.c_int], ctypes.c_int)):
+    flag, n, ns = ctypes.c_void_p, ctypes.c_int, ctypes.c_longlong
+    for name, args, result in (("flag_wait", [flag, n, ns, ns], n), ("flag_load", [flag], n),
+                               ("flag_store", [flag, n], None), ("flag_exchange", [flag, n], n)):
         f = getattr(lib, name)
         f.argtypes, f.restype = args, result
     return lib, None
