@@ -24,8 +24,9 @@ WAIT_NS = 2_000_000  # the caller watches for a helper's part this long before i
 # holds it until its own part reaches numpy (a few us), and a thread that asks for a held GIL sleeps
 # until it is handed over (25-30 us).  A step at batch 32: -0.5 ms in training, -0.1 ms in inference.
 GRACE_NS = 10_000
-POSTED, DONE, ASLEEP, AWAITED = range(4)  # each helper's flags: its last part posted and done (numbered),
-# whether it sleeps on its inbox, whether the caller sleeps on the answer queue
+POSTED, DONE, ASLEEP, AWAITED, WOKE = range(5)  # each helper's flags: its last part posted and done
+# (numbered), whether it sleeps on its inbox, whether the caller sleeps on the answer queue, and
+# whether the helper found the caller asleep (to wake it)
 
 _PENDING = object()  # a helper's part not yet done
 
@@ -48,7 +49,7 @@ class Crew:
             k = len(self.inboxes)
             flags = np.zeros(16, np.int32)  # 64 bytes: a cache line of its own per helper
             self.inboxes.append(queue.SimpleQueue())
-            self.flags.append((flags, [flags.ctypes.data + 4 * f for f in range(4)]))
+            self.flags.append((flags, [flags.ctypes.data + 4 * f for f in range(5)]))
             self.parts.append(collections.deque())
             self.numbers.append(0)
             self.sleepers.append(None)
@@ -56,19 +57,23 @@ class Crew:
 
     def _serve(self, k):
         self.local.helper = True
-        inbox, (_, flag), parts, c = self.inboxes[k], self.flags[k], self.parts[k], self.c
-        posted = 0
+        inbox, (flags, flag), parts, c = self.inboxes[k], self.flags[k], self.parts[k], self.c
+        woke = flag[WOKE]
+        posted, came = 0, None  # the last POSTED seen; whether it changed in the last wait (None: not waited)
         while True:
             if c is None:
                 number, job = 0, inbox.get()
             elif parts:
                 number, job = parts.popleft()
             else:
-                seen, posted = posted, c.flag_wait(flag[POSTED], posted, SPIN_NS, GRACE_NS)
-                if posted == seen:  # nothing came: sleep, unless a part was posted meanwhile
+                if came is None:
+                    seen, posted = posted, c.flag_wait(flag[POSTED], posted, SPIN_NS, GRACE_NS)
+                    came = posted != seen
+                if not came:  # nothing came: sleep, unless a part was posted meanwhile
                     c.flag_exchange(flag[ASLEEP], 1)
                     if not parts:
                         inbox.get()  # a post's wake-up (or an old one: then look again)
+                came = None
                 continue
             fn, args, answer, outcomes, i = job
             try:
@@ -78,10 +83,13 @@ class Crew:
                 outcomes[i] = e
             if c is None:
                 answer.put(i)  # wakes the caller; the outcome is already in place
-            else:
-                c.flag_store(flag[DONE], number)
-                if c.flag_exchange(flag[AWAITED], 0):  # a caller sleeps: wake it to look again
-                    self.sleepers[k].put(i)
+                continue
+            seen = posted
+            posted = c.flag_done_wait(flag[DONE], number, flag[AWAITED], woke, flag[POSTED], posted, SPIN_NS,
+                                      GRACE_NS)
+            came = posted != seen
+            if flags[WOKE]:  # the caller sleeps on its answer queue: wake it to look again
+                self.sleepers[k].put(i)
 
     def _post(self, k, job) -> int:
         """Hands the job to helper k; its number, done once helper k's DONE reaches it."""

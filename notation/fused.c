@@ -153,6 +153,16 @@ int flag_wait(const int *flag, int seen, long long ns, long long after) {
     }
 }
 
+/* A helper's part done: DONE set to its number, whether the caller sleeps (AWAITED, reset) into *woke,
+ * then the wait for the next part as flag_wait, all without the GIL: the caller, seeing DONE, finds
+ * the GIL free instead of waiting for the helper to pass it back. */
+int flag_done_wait(int *done, int number, int *awaited, int *woke, const int *posted, int seen, long long ns,
+                   long long after) {
+    __atomic_store_n(done, number, __ATOMIC_SEQ_CST);
+    *woke = __atomic_exchange_n(awaited, 0, __ATOMIC_SEQ_CST);
+    return flag_wait(posted, seen, ns, after);
+}
+
 int flag_load(const int *flag) { return __atomic_load_n(flag, __ATOMIC_SEQ_CST); }
 void flag_store(int *flag, int v) { __atomic_store_n(flag, v, __ATOMIC_SEQ_CST); }
 int flag_exchange(int *flag, int v) { return __atomic_exchange_n(flag, v, __ATOMIC_SEQ_CST); }

@@ -69,14 +69,15 @@ def _load():
         f.restype = None
     flag, n, ns = ctypes.c_void_p, ctypes.c_int, ctypes.c_longlong
     for name, args, result in (("flag_wait", [flag, n, ns, ns], n), ("flag_load", [flag], n),
-                               ("flag_store", [flag, n], None), ("flag_exchange", [flag, n], n)):
+                               ("flag_store", [flag, n], None), ("flag_exchange", [flag, n], n),
+                               ("flag_done_wait", [flag, n, flag, flag, flag, n, ns, ns], n)):
         f = getattr(lib, name)
         f.argtypes, f.restype = args, result
     return lib, None
 
 
 def flags():
-    """The library whose flag_wait, flag_load, flag_store and flag_exchange (fused.c) hand work between
+    """The library whose flag_wait, flag_done_wait, flag_load, flag_store and flag_exchange (fused.c) hand work between
     threads without waking a sleeping one (notation/crew.py), or None where it is not built or
     NOTATION_FUSED is 0."""
     return _lib()
