@@ -37,7 +37,8 @@ MIN_FLOPS = 2_000_000  # smaller products run as they are: a hand-off costs tens
 # An elementwise pass (a broadcast product, a function written into its result) of at least this
 # many entries is cut in two as well: a pool's (19) at batch 64 writes 1.6 M of them in rows of 32,
 # 1.4 ms on one thread.  From 2^16 entries up a step at batch 32 lost as often as it gained; from
-# 2^18 a training step gains 1-2% at batch 64 and 128 (a copy, memory-bound, gains nothing).
+# 2^18 a training step gains 1-2% at batch 64 and 128.  With the C flags' cheaper hand-offs (crew.py)
+# 2^16 and 2^20 were no better, and a gather copy (conv1's windows) gains 0.1-1 ms a step split.
 MIN_ENTRIES = 1 << 18
 # A single GEMM of at least this many FLOPs runs on OpenBLAS's own threads instead.  On a quiet
 # machine they are faster for a large product (dense1's 411 MFLOP (12): 2.3 against 4.8 ms), but on

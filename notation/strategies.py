@@ -63,13 +63,18 @@ class NestedIntoResult(Strategy):
 
 
 class GatherCopy(Strategy):
-    """One view copied into the result (im2col windows, flatten): np.copyto, 2x faster than einsum."""
+    """One view copied into the result (im2col windows, flatten): np.copyto, 2x faster than einsum; a
+    large one in two parts on the workers (conv1's windows: a step 0.1-1 ms faster at batch 32-128)."""
 
-    name, runs, writes = "gather copy", "np.copyto(result, view)", True
+    name, runs, writes = "gather copy", "np.copyto(result, view), a large one cut between the workers", True
 
     def run(self, arrays, out, positions):
         op = self.product.operands[0]
-        np.copyto(out, op.view(arrays[op.view.name]).transpose(self.product.perm))
+        parallel.elementwise(_copy, (op.view(arrays[op.view.name]).transpose(self.product.perm),), out)
+
+
+def _copy(view, out):
+    np.copyto(out, view)
 
 
 class AddView(Strategy):

@@ -11,7 +11,7 @@ ROADS = [  # equation, shapes, symbols, the strategy, what it says runs
     ("z[b,j] = x[b,i] * w[i,j]", {"x": (4, 3), "w": (3, 2)}, {},
      "GEMM into the result", "np.matmul, written into the result"),
     ("xc[b,i,j,p,q,r] = xp[b, s1*i+p, s2*j+q, r]", {"xp": (2, 7, 7, 3), "xc": (2, 3, 3, 3, 3, 3)},
-     {"s1": 2, "s2": 2}, "gather copy", "np.copyto(result, view)"),
+     {"s1": 2, "s2": 2}, "gather copy", "np.copyto(result, view), a large one cut between the workers"),
     ("dz[c,i] = da[c,i] * drelu(z[c,i])", {"da": (3, 4), "z": (3, 4)}, {},
      "elementwise ufunc", "np.multiply in one C loop (notation/fused.c) where built, out=result"),
     ("s[b,h,i,j] = q[b,h,i,d] * k[b,h,j,d]", {"q": (2, 3, 4, 5), "k": (2, 3, 6, 5)}, {},
