@@ -1,7 +1,7 @@
 """Lowering: index terms become zero-copy views, each product a planned contraction.
 
 An operand `x[b, s1*i+p, s2*j+q, r]` becomes a strided view with one axis per index
-(`as_strided`: stride s1 for i, 1 for p, ...); a flip `P - p` a negative stride.  What is
+(notation/views.py: stride s1 for i, 1 for p, ...); a flip `P - p` a negative stride.  What is
 left is a plain einsum such as `bipjqr,pqrk->bijk`, whose path opt_einsum plans once and
 whose strategy (notation/strategies.py) is chosen once.  A result with index terms (a
 scatter, eq. 16, 17, 19) is folded back through a strided view of the result: one in-place
@@ -16,11 +16,9 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import opt_einsum as oe
-from numpy.lib.stride_tricks import as_strided
 
 from . import counters, parallel
 from .ast import Affine, Call, Delta, Max, Mono, Ref, expand, free_indices
@@ -29,82 +27,7 @@ from .maxima import window_max
 from .sizes import BoundProduct, scale
 from .steps import c_strides, make_step
 from .strategies import choose, fuse_bias
-
-
-@dataclass(frozen=True)
-class View:
-    """How one operand is viewed: per index, a coefficient on each axis; per axis, an offset."""
-
-    name: str
-    indices: tuple  # the view's axes, one per distinct index
-    coefs: tuple  # per index: tuple of integer coefficients, one per array axis
-    offsets: tuple  # per array axis: the term's constant
-    shape: tuple  # the view's shape
-    identity: bool  # the view is the array itself
-
-    @classmethod
-    def of(cls, ref: Ref, extents, symbols, array_shape) -> View:
-        ndim = len(array_shape)
-        linear = [axis.linear(symbols) for axis in ref.axes]
-        indices = []
-        for coefs, _ in linear:
-            for idx in coefs:
-                if idx not in indices:
-                    indices.append(idx)
-        table = tuple(tuple(coefs.get(idx, 0) for coefs, _ in linear) for idx in indices)
-        offsets = tuple(const for _, const in linear)
-        identity = (len(indices) == ndim and not any(offsets)
-                    and all(table[k][a] == (1 if k == a else 0) for k in range(ndim) for a in range(ndim)))
-        shape = tuple(extents[i] for i in indices)
-        identity = identity and shape == tuple(array_shape)  # a window of the first entries is not the array
-        return cls(ref.name, tuple(indices), table, offsets, shape, identity)
-
-    def __call__(self, array: np.ndarray, writeable=False) -> np.ndarray:
-        if self.identity:
-            return array
-        st = array.strides
-        strides = tuple(sum(c * s for c, s in zip(row, st)) for row in self.coefs)
-        base = array[tuple(slice(o, None) if o else slice(None) for o in self.offsets)] if any(
-            self.offsets) else array
-        return as_strided(base, self.shape, strides, writeable=writeable)
-
-    def summary(self) -> dict:
-        """What kind of view this is (whole array, window, flip, reshape) and its shape."""
-        kinds = []
-        if any(c < 0 for row in self.coefs for c in row):
-            kinds.append("flip")
-        mixed = any(sum(1 for row in self.coefs if row[a]) > 1 for a in range(len(self.offsets)))
-        if mixed:
-            kinds.append("window" if not _injective_table(self.coefs, self.shape) else "reshape")
-        if any(self.offsets):
-            kinds.append("offset")
-        if not kinds and not self.identity:
-            kinds.append("transpose" if len(self.indices) == len(self.offsets) else "diagonal")
-        return {"tensor": self.name, "indices": list(self.indices), "shape": list(self.shape),
-                "kind": "+".join(kinds) or "whole array"}
-
-
-def _injective_table(coefs, shape) -> bool:
-    """Whether a view's index tuples name distinct entries, judged on unit-spaced axes of its own size."""
-    ndim = len(coefs[0]) if coefs else 0
-    extent = [1] * ndim
-    for row, n in zip(coefs, shape):
-        for a, c in enumerate(row):
-            extent[a] += abs(c) * (n - 1)
-    elem = c_strides(extent)
-    return _injective([sum(c * s for c, s in zip(row, elem)) for row in coefs], shape)
-
-
-def _injective(strides, shape) -> bool:
-    """A sufficient test that distinct index tuples never land on the same element."""
-    pairs = sorted((abs(s), n) for s, n in zip(strides, shape) if n > 1)
-    reach = 0
-    for s, n in pairs:
-        if s <= reach:
-            return False
-        reach += s * (n - 1)
-    return True
-
+from .views import View, injective
 
 CHUNK_ELEMENTS = 1 << 20  # a looped scatter's result is made in slices of about this many entries
 
@@ -123,7 +46,7 @@ class Fold:
         keep = []
         for k in order:
             trial = keep + [k]
-            if _injective([strides[t] for t in trial], [self.view.shape[t] for t in trial]):
+            if injective([strides[t] for t in trial], [self.view.shape[t] for t in trial]):
                 keep = trial
         self.loop = tuple(self.view.indices[k] for k in range(len(self.view.indices)) if k not in keep)
         self.plain = self.view.identity
