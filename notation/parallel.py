@@ -60,8 +60,12 @@ def _setup():
 
 
 def enabled() -> bool:
-    """Whether products are ours to schedule (else numpy's BLAS runs them as it is)."""
-    return ThreadpoolController is not None and os.environ.get("NOTATION_PARALLEL", "1") != "0"
+    """Whether products are ours to schedule (else numpy's BLAS runs them as it is): NOTATION_PARALLEL
+    as the process started, read once (some 30 calls a forward pass)."""
+    return _ENABLED
+
+
+_ENABLED = ThreadpoolController is not None and os.environ.get("NOTATION_PARALLEL", "1") != "0"
 
 
 @contextmanager

@@ -204,6 +204,23 @@ def addend(lined, letters: str, groups, extents: dict) -> np.ndarray:
     return np.ascontiguousarray(np.broadcast_to(t, full)).reshape(shape)
 
 
+def bias_addend(strategy, arrays, out):
+    """The fused bias laid out on the product's groups (addend), or None where there is
+    none or the result is not C-ordered (then it is added on its own, after the product)."""
+    if strategy.bias is None or not out.flags.c_contiguous:
+        return None
+    bias = strategy.bias.strategy
+    source = arrays[bias.product.operands[0].view.name]
+    kept = strategy.addends.get(out.dtype)
+    if kept is not None and kept[0] is source:
+        return kept[1]  # a view of the same bias array: its values follow it
+    p = strategy.product
+    made = addend(bias.lined(arrays, out), p.einsum.split("->")[1], strategy.groups(), p.path_info.size_dict)
+    if np.may_share_memory(made, source):  # laid out without a copy (a bias over the last axis): keep it
+        strategy.addends[out.dtype] = (source, made)
+    return made
+
+
 def contract(steps, contraction_list, values, out=None, **last_step):
     """Run opt_einsum's path over the operands: each step pops its operands, appends its result; the
     last writes into `out`, given `last_step`'s keywords (a MatmulStep's `add` and `scratch`)."""

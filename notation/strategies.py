@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from . import counters, fused, parallel, stacked
-from .steps import MatmulStep, addend, contract, make_step
+from .steps import MatmulStep, bias_addend, contract, make_step
 
 
 # -- strategies: one per road ------------------------------------------------------------------
@@ -209,6 +209,7 @@ class Path(Strategy):
 
     name = "opt_einsum path"
     bias = None  # the next product, added by this one's workers (fuse_bias; GEMM into the result, stacked)
+    addends = None  # dtype -> (the bias array, its layout for the workers) where that is a view of it
 
     def __init__(self, product, writes, steps):
         super().__init__(product)
@@ -243,7 +244,7 @@ class Path(Strategy):
         p = self.product
         values = [p.operands[k].evaluate(arrays, out.dtype, positions) for k in p.order]
         if self.writes:
-            add = _addend(self, arrays, out)
+            add = bias_addend(self, arrays, out)
             contract(self.steps, p.path_info.contraction_list, values, out=out, add=add,
                      scratch=self._scratch(out.dtype))
             if p.scale != 1.0:
@@ -314,7 +315,7 @@ class Stacked(Path):
         values = [p.operands[k].evaluate(arrays, out.dtype, positions) for k in p.order]
         left = list(values)
         parts = [left.pop(k) for k in p.path_info.contraction_list[0][0]]  # the order opt_einsum's einsum names them
-        add = _addend(self, arrays, out)
+        add = bias_addend(self, arrays, out)
         if self.block(*parts, out, add=add) is None:
             contract(self.steps, p.path_info.contraction_list, values, out=out)
             add = None
@@ -380,19 +381,9 @@ def fuse_bias(products) -> None:
     small = math.prod(math.prod(sizes[i] for i in g) if set(g) & set(bias) else 1 for g in groups)
     if small * 8 > math.prod(sizes[i] for i in letters):
         return  # more than a bias: laying it out would copy as much as it saves
-    s.bias = q
+    s.bias, s.addends = q, {}
     q.fused = True
     q.strategy.runs = "added by the product before it, to each of its parts"
-
-
-def _addend(strategy, arrays, out):
-    """The fused bias laid out on the product's groups (notation.steps.addend), or None where there is
-    none or the result is not C-ordered (then it is added on its own, after the product)."""
-    if strategy.bias is None or not out.flags.c_contiguous:
-        return None
-    p = strategy.product
-    lined = strategy.bias.strategy.lined(arrays, out)
-    return addend(lined, p.einsum.split("->")[1], strategy.groups(), p.path_info.size_dict)
 
 
 def _broadcast_to(indices, out_indices, extents):
