@@ -77,6 +77,12 @@ class Fold:
             skey = tuple(0 if (k != slice(None) and src.shape[n] == 1) else k for n, k in enumerate(key))
             target[tuple(key)] += src[skey]
 
+    def write(self, out: np.ndarray, result: np.ndarray) -> None:
+        """Overwrite out with the product's result through this fold's view (where it `covers`: every
+        entry once, nothing broadcast)."""
+        np.copyto(self.view(out, writeable=True), result.transpose([self.result_indices.index(i)
+                                                                     for i in self.view.indices]))
+
     def summary(self, writes=False) -> dict:
         """How the product's result reaches the result array (`writes`: its strategy overwrites it)."""
         kind = "in place" if self.plain else ("slice-add" if self.loop else "strided add")

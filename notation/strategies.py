@@ -79,15 +79,20 @@ def _copy(view, out):
 
 class AddView(Strategy):
     """One viewed operand, nothing summed (a bias, a padding): its view is added straight into the
-    result by the fold, with no einsum copy in between."""
+    result by the fold, with no einsum copy in between; copied, where it is the first product and
+    its fold reaches every entry once (flatten's (10)), so the result needs no zeroing first."""
 
     name, runs = "add of a view", "the view folded into the result"
 
-    def __init__(self, product):
+    def __init__(self, product, first=False):
         super().__init__(product)
         op = product.operands[0]
         self.perm = tuple(op.indices.index(i) for i in product.out_indices)
         self.term = f"{op.view.name}[{','.join(op.indices)}]"  # as plans name it
+        f = product.fold
+        self.writes = first and f.covers and product.scale == 1.0
+        if self.writes:
+            self.runs = "np.copyto(the result's view, view)"
 
     def lined(self, arrays, out) -> np.ndarray:
         """The view, scaled, on the result's axes (size 1 where it is broadcast): what the fold adds."""
@@ -98,7 +103,11 @@ class AddView(Strategy):
 
     def run(self, arrays, out, positions):
         op = self.product.operands[0]
-        self._finish(out, op.view(arrays[op.view.name]).transpose(self.perm))
+        view = op.view(arrays[op.view.name]).transpose(self.perm)
+        if self.writes:
+            self.product.fold.write(out, view)
+        else:
+            self._finish(out, view)
 
 
 class Elementwise(Strategy):
@@ -408,7 +417,7 @@ def choose(product, first: bool) -> Strategy:
     if len(ops) >= 2 and not p.summed and all(op.distinct for op in ops):
         return Elementwise(p, first)
     if len(ops) == 1 and ops[0].kind == "view" and not p.summed and ops[0].distinct:
-        return AddView(p)
+        return AddView(p, first)
     writes = first and p.direct
     sums = SumGemv.fits(p)
     if sums:

@@ -12,6 +12,10 @@ ROADS = [  # equation, shapes, symbols, the strategy, what it says runs
      "GEMM into the result", "np.matmul, written into the result"),
     ("xc[b,i,j,p,q,r] = xp[b, s1*i+p, s2*j+q, r]", {"xp": (2, 7, 7, 3), "xc": (2, 3, 3, 3, 3, 3)},
      {"s1": 2, "s2": 2}, "gather copy", "np.copyto(result, view), a large one cut between the workers"),
+    ("z[b, i*J*K + j*K + k] = x[b,i,j,k]", {"x": (2, 3, 4, 5)}, {"J": 4, "K": 5},  # flatten (10): no zeroing
+     "add of a view", "np.copyto(the result's view, view)"),
+    ("xp[b, i+1, j+1, k] = x[b,i,j,k]", {"x": (2, 3, 3, 3), "xp": (2, 5, 5, 3)}, {},  # a padding: added
+     "add of a view", "the view folded into the result"),
     ("dz[c,i] = da[c,i] * drelu(z[c,i])", {"da": (3, 4), "z": (3, 4)}, {},
      "elementwise ufunc", "np.multiply in one C loop (notation/fused.c) where built, out=result"),
     ("s[b,h,i,j] = q[b,h,i,d] * k[b,h,j,d]", {"q": (2, 3, 4, 5), "k": (2, 3, 6, 5)}, {},
