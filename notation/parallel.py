@@ -100,7 +100,7 @@ def _share(fn, parts) -> None:
     caller's floating-point error handling, which threads do not inherit."""
     crew, _ = _setup()
     err = np.geterr()
-    crew.run([(_under, (err, fn) + tuple(part)) for part in parts])
+    crew.run([(fn, tuple(parts[0]))] + [(_under, (err, fn) + tuple(part)) for part in parts[1:]])
 
 
 def each(fn, items) -> None:
