@@ -22,9 +22,9 @@ class View:
     offsets: tuple  # per array axis: the term's constant
     shape: tuple  # the view's shape
     identity: bool  # the view is the array itself
-    # the last view made, with what it was made of: a run passes the same buffers every step, and
-    # as_strided costs 5 us a call (some 25 views a training step)
-    last: list = field(default_factory=lambda: [None], compare=False, repr=False)
+    # per layout of the array viewed (its strides): the view's strides and its offset in bytes, worked
+    # out once (a run passes the same buffers every step; some 25 views a training step)
+    layouts: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(cls, ref: Ref, extents, symbols, array_shape) -> View:
@@ -46,17 +46,19 @@ class View:
     def __call__(self, array: np.ndarray, writeable=False) -> np.ndarray:
         if self.identity:
             return array
-        last = self.last[0]
-        if last is not None and last[0] is array and last[1] == array.shape and last[2] == array.strides and \
-                last[3] == writeable and (not writeable or array.flags.writeable):
-            return last[4]
-        view = self._make(array, writeable)
-        self.last[0] = (array, array.shape, array.strides, writeable, view)
-        return view
-
-    def _make(self, array, writeable):
         st = array.strides
-        strides = tuple(sum(c * s for c, s in zip(row, st)) for row in self.coefs)
+        layout = self.layouts.get(st)
+        if layout is None:
+            if len(self.layouts) > 16:  # a few per view; more only where shapes keep changing
+                self.layouts.clear()
+            layout = self.layouts[st] = (tuple(sum(c * s for c, s in zip(row, st)) for row in self.coefs),
+                                         sum(o * s for o, s in zip(self.offsets, st)))
+        strides, offset = layout
+        if array.flags.c_contiguous and array.size and (array.flags.writeable or not writeable):
+            # straight on the array's buffer: 0.8 us, against 5 for as_strided
+            view = np.ndarray(self.shape, array.dtype, array, offset, strides)
+            view.flags.writeable = writeable
+            return view
         base = array[tuple(slice(o, None) if o else slice(None) for o in self.offsets)] if any(
             self.offsets) else array
         return as_strided(base, self.shape, strides, writeable=writeable)

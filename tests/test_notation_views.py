@@ -20,13 +20,27 @@ def test_a_view_reads_the_windows_without_a_copy():
     assert v[1, 1, 0, 0, 1, 2] == x[1, 2, 1, 2]  # b=1, i=1, p=0, j=0, q=1, k=2
 
 
-def test_the_same_buffer_again_gives_the_same_view_and_another_buffer_its_own():
+def test_a_view_of_any_layout_reads_what_the_index_term_names():
+    """On the buffer itself where it is C-ordered, through as_strided where it is not (a transposed
+    or strided array): the same entries either way, writable only when asked."""
     view = _windows()
-    x, y = np.zeros((2, 4, 4, 3)), np.ones((2, 4, 4, 3))
-    first = view(x)
-    assert view(x) is first  # made once: a run passes its buffers again every step
-    assert (view(y) == 1).all() and (view(x) == 0).all()
-    assert not view(x).flags.writeable
-    writable = view(x, writeable=True)  # asked for writing: its own view, not the read-only one
-    writable[0, 0, 0, 0, 0, 0] = 5.0
-    assert x[0, 0, 0, 0] == 5.0
+    x = np.arange(2 * 4 * 4 * 3.0).reshape(2, 4, 4, 3)
+    others = (np.asfortranarray(x), np.repeat(x, 2, axis=3)[..., ::2])
+    for a in (x,) + others:
+        np.testing.assert_array_equal(view(a), view(x))
+        assert np.shares_memory(view(a), a) and not view(a).flags.writeable
+    writable = view(x, writeable=True)
+    writable[0, 0, 0, 0, 0, 0] = -1.0
+    assert x[0, 0, 0, 0] == -1.0
+    frozen = x.copy()
+    frozen.flags.writeable = False
+    assert not view(frozen).flags.writeable
+
+
+def test_a_flipped_and_offset_view_reads_backwards_from_its_offset():
+    """(15)'s kernel w[P-p, Q-q, r, k]: negative strides from the last entry, on the buffer itself."""
+    _, ref = parse("z[p,q,r,k] = w[P-p, Q-q, r, k]")
+    view = View.of(ref, {"p": 3, "q": 3, "r": 2, "k": 2}, {"P": 2, "Q": 2}, (3, 3, 2, 2))
+    w = np.arange(36.0).reshape(3, 3, 2, 2)
+    np.testing.assert_array_equal(view(w), w[::-1, ::-1])
+    np.testing.assert_array_equal(view(np.asfortranarray(w)), w[::-1, ::-1])
