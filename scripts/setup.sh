@@ -37,7 +37,8 @@ if ! "$VENV/bin/python" -c "" 2>/dev/null; then
 fi
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
 # The fused loops (notation/fused.c: Adam's update in one pass, a pool's (18) and (19) without numpy's cost per
-# row), where a C compiler is at hand; without it numpy's passes run, to the same bits.
+# row) and the flags that hand work between the two threads (notation/crew.py), where a C compiler is at
+# hand; without it numpy's passes run, to the same bits, and queues carry the hand-offs.
 # -ffp-contract=off: no fused multiply-add, so the bits are numpy's
 if command -v cc >/dev/null; then
   source_hash="$("$VENV/bin/python" -c 'from notation.fused import source_hash; print(source_hash())')"
