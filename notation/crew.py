@@ -38,11 +38,13 @@ class Crew:
 
     With the C flags, helper k's parts wait, numbered, in `parts[k]` (a deque: the caller may post
     again from inside its own part, a nested split); POSTED and DONE hold the numbers of the last
-    part posted and done, so a part is done once DONE reaches its number."""
+    part posted and done, so a part is done once DONE reaches its number.  Numbers are handed out,
+    and sleeping callers listed, under a lock: two threads of a program may split at once."""
 
     def __init__(self, spin: bool = True):
         self.inboxes, self.flags, self.parts, self.numbers, self.sleepers = [], [], [], [], []
         self.local = threading.local()  # .helper is True on the crew's own threads
+        self.lock = threading.Lock()
         self.c = fused.flags() if spin else None  # decided once, when the crew starts: flags or queues
 
     def grow(self, helpers: int) -> None:
@@ -54,7 +56,7 @@ class Crew:
             self.flags.append((flags, [flags.ctypes.data + 4 * f for f in range(5)]))
             self.parts.append(collections.deque())
             self.numbers.append(0)
-            self.sleepers.append(None)
+            self.sleepers.append([])  # the answer queues of callers asleep on helper k
             threading.Thread(target=self._serve, args=(k,), name=f"notation-matmul-{k}", daemon=True).start()
 
     def _serve(self, k):
@@ -90,8 +92,11 @@ class Crew:
             posted = c.flag_done_wait(flag[DONE], number, flag[AWAITED], woke, flag[POSTED], posted, SPIN_NS,
                                       GRACE_NS)
             came = posted != seen
-            if flags[WOKE]:  # the caller sleeps on its answer queue: wake it to look again
-                self.sleepers[k].put(i)
+            if flags[WOKE]:  # a caller sleeps on its answer queue: wake each to look again
+                with self.lock:
+                    sleepers, self.sleepers[k] = self.sleepers[k], []
+                for answer in sleepers:
+                    answer.put(i)
 
     def _post(self, k, job) -> int:
         """Hands the job to helper k; its number, done once helper k's DONE reaches it."""
@@ -100,10 +105,11 @@ class Crew:
             self.inboxes[k].put(job)
             return 0
         _, flag = self.flags[k]
-        self.numbers[k] += 1  # first: a Ctrl-C before the append skips a number, never repeats one
-        number = self.numbers[k]
-        self.parts[k].append((number, job))
-        c.flag_store(flag[POSTED], number)
+        with self.lock:
+            self.numbers[k] += 1  # first: a Ctrl-C before the append skips a number, never repeats one
+            number = self.numbers[k]
+            self.parts[k].append((number, job))
+            c.flag_store(flag[POSTED], number)
         if c.flag_exchange(flag[ASLEEP], 0):
             self.inboxes[k].put(None)
         return number
@@ -123,7 +129,8 @@ class Crew:
                 break  # WAIT_NS passed without a change
         if done >= number:
             return
-        self.sleepers[k] = answer
+        with self.lock:
+            self.sleepers[k].append(answer)
         c.flag_exchange(flag[AWAITED], 1)
         if c.flag_load(flag[DONE]) < number:
             answer.get()  # the helper's wake-up (after this part or an earlier one: look again)

@@ -88,3 +88,26 @@ def test_an_error_in_the_helpers_part_is_raised_here_and_the_helper_carries_on(t
     log = []
     _run(team, [(_recording(log), ("mine",)), (_recording(log), ("theirs",))])
     assert len(log) == 2
+
+
+def test_two_threads_splitting_at_once_each_get_their_own_parts_done(team):
+    """A program's two threads share the helper: every part runs once and each caller returns only
+    after its own helper part is done (slow parts included, so callers sleep on their answers)."""
+    counts, late = {}, []
+
+    def part(name, delay):
+        time.sleep(delay)
+        counts[name] = counts.get(name, 0) + 1
+
+    def caller(tag):
+        for n in range(40):
+            theirs = f"{tag}{n}/theirs"
+            _run(team, [(part, (f"{tag}{n}/mine", 0.0)), (part, (theirs, 0.003 if n % 10 == 0 else 0.0))])
+            if counts.get(theirs) != 1:
+                late.append(theirs)
+    threads = [threading.Thread(target=caller, args=(tag,)) for tag in "ab"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not late and len(counts) == 160 and set(counts.values()) == {1}
