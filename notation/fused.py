@@ -77,9 +77,9 @@ def _load():
 
 
 def flags():
-    """The library whose flag_wait, flag_done_wait, flag_load, flag_store and flag_exchange (fused.c) hand work between
-    threads without waking a sleeping one (notation/crew.py), or None where it is not built or
-    NOTATION_FUSED is 0."""
+    """The library whose flag_wait, flag_done_wait, flag_load, flag_store and flag_exchange (fused.c)
+    hand work between threads without waking a sleeping one (notation/crew.py), or None where it is
+    not built or NOTATION_FUSED is 0."""
     return _lib()
 
 
