@@ -54,17 +54,17 @@ class Fold:
         # writing through it overwrites the whole result, so nothing needs zeroing first
         self.covers = not self.loop and not self.broadcast and math.prod(self.view.shape) == math.prod(result_shape)
 
+    def _lined(self, result: np.ndarray) -> np.ndarray:
+        """The product's result arranged on the target view's axes (size 1 where it is broadcast)."""
+        present = self.result_indices
+        src = result.transpose([present.index(i) for i in self.view.indices if i in present])
+        if self.broadcast:
+            src = src.reshape([n if i in present else 1 for i, n in zip(self.view.indices, self.view.shape)])
+        return src
+
     def __call__(self, out: np.ndarray, result: np.ndarray):
         target = self.view(out, writeable=True)
-        # arrange the product's result on the target view's axes (broadcast where absent)
-        src = result
-        perm = [self.result_indices.index(i) for i in self.view.indices if i in self.result_indices]
-        src = src.transpose(perm)
-        if self.broadcast:
-            present = [i for i in self.view.indices if i in self.result_indices]
-            shape = [self.view.shape[self.view.indices.index(i)] if i in present else 1
-                     for i in self.view.indices]
-            src = src.reshape(shape)
+        src = self._lined(result)
         if not self.loop:
             if not (self.broadcast and _add_repeated(target, src)):
                 target += src
@@ -80,8 +80,7 @@ class Fold:
     def write(self, out: np.ndarray, result: np.ndarray) -> None:
         """Overwrite out with the product's result through this fold's view (where it `covers`: every
         entry once, nothing broadcast)."""
-        np.copyto(self.view(out, writeable=True), result.transpose([self.result_indices.index(i)
-                                                                     for i in self.view.indices]))
+        np.copyto(self.view(out, writeable=True), self._lined(result))
 
     def summary(self, writes=False) -> dict:
         """How the product's result reaches the result array (`writes`: its strategy overwrites it)."""
