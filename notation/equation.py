@@ -92,6 +92,14 @@ class Equation:
         return Run(self, binding, rhs, operand_shapes)
 
 
+def cost_line(c: dict) -> str:
+    """A product's modelled time against its roofline bound, and the roads weighed for it."""
+    text = f"modelled {c['modelled_s'] * 1e3:.3f} ms, roofline bound {c['bound_s'] * 1e3:.3f} ms"
+    if c["alternatives"]:
+        text += "; weighed: " + ", ".join(f"{name} {s * 1e3:.3f} ms" for name, s in c["alternatives"].items())
+    return text
+
+
 class Run:
     """A compiled equation: fixed shapes, views, einsum strings and planned paths."""
 
@@ -124,9 +132,10 @@ class Run:
                     return op.argument.result_shape
         return None
 
-    def describe(self) -> dict:
+    def describe(self, itemsize: int = 4) -> dict:
         """The lowering as data: per product the strategy that runs it, its views, einsum, opt_einsum's
-        steps and costs (each step with what runs it), and how its result is written.
+        steps and costs (each step with what runs it), how its result is written, and the road's
+        modelled time and roofline bound for entries of `itemsize` bytes (notation/cost.py).
 
         Every figure is opt_einsum's own (PathInfo), never recomputed here.
         """
@@ -140,7 +149,8 @@ class Run:
                       for op in p.operands if op.kind in ("call", "max")]
             nested += [{"kind": "eye", "function": None, "indices": list(op.indices), "shape": list(op.shape),
                         "strategies": []} for op in p.operands if op.kind == "eye"]
-            entry = {"einsum": p.einsum, "scale": p.scale, "strategy": strategy, "views": views,
+            entry = {"einsum": p.einsum, "scale": p.scale, "strategy": strategy, "cost": p.costs(itemsize),
+                     "views": views,
                      "nested": nested, "fold": p.fold.summary(p.strategy.writes), "steps": [], "naive_flops": 0,
                      "optimized_flops": 0, "speedup": 1.0, "largest_intermediate": 0}
             info = p.path_info
@@ -187,6 +197,7 @@ class Run:
                    "strided write": "written through one strided view, each entry once,",
                    "slice-add": f"slice-add looped over ({','.join(fold['loop'])}), {fold['adds']} adds"}
             lines.append(f"  result {how[fold['kind']]} to ({','.join(fold['indices'])}) {tuple(fold['shape'])}")
+            lines.append("  " + cost_line(p["cost"]))
         return "\n".join(lines)
 
     def _repr_markdown_(self) -> str:

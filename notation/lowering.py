@@ -20,13 +20,14 @@ import math
 import numpy as np
 import opt_einsum as oe
 
-from . import counters, parallel
+from . import cost, counters, parallel
 from .ast import Affine, Call, Delta, Max, Mono, Ref, expand, free_indices
 from .functions import FUNCTIONS
 from .maxima import window_max
+from .roads import choose
 from .sizes import BoundProduct, scale
 from .steps import c_strides, make_step
-from .strategies import choose, fuse_bias
+from .strategies import fuse_bias
 from .views import View, injective
 
 CHUNK_ELEMENTS = 1 << 20  # a looped scatter's result is made in slices of about this many entries
@@ -128,6 +129,7 @@ class Operand:
         self.key = key  # a max's place in the source, naming its positions mask
         self.distinct = len(set(self.indices)) == len(self.indices)  # no diagonal such as x[i,i]
         self.planes = None  # the positions mask's buffer, window axes first, kept between runs
+        self.entries = math.prod(self.shape)  # entries read from memory (a window's array, not its view)
 
     def evaluate(self, arrays, dtype, positions, out=None):
         if self.kind == "view":
@@ -256,7 +258,9 @@ class CompiledProduct:
     def _operand(self, f, extents, symbols, shapes, optimize, letters):
         if isinstance(f, Ref):
             view = View.of(f, extents, symbols, shapes[f.name])
-            return Operand("view", view.indices, view.shape, view=view)
+            op = Operand("view", view.indices, view.shape, view=view)
+            op.entries = min(math.prod(view.shape), math.prod(shapes[f.name]))  # what memory holds of it
+            return op
         if isinstance(f, Delta):
             return Operand("eye", (f.i, f.j), (extents[f.i], extents[f.j]),
                            value=np.eye(extents[f.i], extents[f.j]))
@@ -271,6 +275,17 @@ class CompiledProduct:
             return Operand("max", free, [extents[i] for i in free], argument=arg, max_=f.indices,
                            key=f.span)
         raise TypeError(f)
+
+    def costs(self, itemsize=4, rates=None) -> dict:
+        """The road's modelled seconds, its roofline bound (its FLOPs at the GEMM rate or the bytes it
+        must read and write once at the bandwidth), and every road that was weighed (notation/cost.py)."""
+        r = rates or cost.rates()
+        flops = int(self.path_info.opt_cost) if self.path_info is not None else 0
+        entries = sum(op.entries for op in self.operands) + math.prod(self.fold.view.shape)
+        alternatives = getattr(self.strategy, "alternatives", None) or {}
+        return {"modelled_s": self.strategy.modelled(itemsize, r),
+                "bound_s": cost.bound_seconds(flops, entries, itemsize, r),
+                "alternatives": dict(alternatives)}
 
     def run(self, arrays, out, positions):
         """Write (first product) or add this product into out, by the strategy chosen at compile time."""

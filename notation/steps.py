@@ -67,6 +67,14 @@ class MatmulStep:
         xs, ys = (y_shape, x_shape) if self.swap else (x_shape, y_shape)
         return not (self.direct and _free(xs, self.x_perm, self.x_shape) and _free(ys, self.y_perm, self.y_shape))
 
+    def copied(self, x_shape, y_shape) -> int:
+        """Entries copied on C-ordered operands of these shapes: an operand BLAS cannot read as it lies
+        (a transposing copy, _blasable), and a result that is not `direct`."""
+        xs, ys = (y_shape, x_shape) if self.swap else (x_shape, y_shape)
+        n = 0 if _free(xs, self.x_perm, self.x_shape) else math.prod(self.x_shape)
+        n += 0 if _free(ys, self.y_perm, self.y_shape) else math.prod(self.y_shape)
+        return n + (0 if self.direct else math.prod(self.out_shape))
+
     def turned(self, sizes: dict):
         """This plain GEMM with its operands exchanged, where it reads a large right operand transposed
         (its summed index last in memory, as w[k,j] in (13)'s dx = dz w^T) and the result is small: the

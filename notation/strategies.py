@@ -11,8 +11,8 @@ import math
 
 import numpy as np
 
-from . import counters, fused, parallel, stacked
-from .steps import MatmulStep, bias_addend, contract, make_step
+from . import cost, counters, fused, parallel
+from .steps import MatmulStep, bias_addend, contract
 
 
 # -- strategies: one per road ------------------------------------------------------------------
@@ -30,6 +30,12 @@ class Strategy:
 
     def describe(self) -> dict:
         return {"name": self.name, "runs": self.runs, "steps": None}
+
+    def modelled(self, itemsize, r) -> float:
+        """Modelled seconds of this road (notation/cost.py): here one pass over its operands and result."""
+        p = self.product
+        return cost.pass_seconds(sum(math.prod(op.shape) for op in p.operands) + math.prod(p.fold.view.shape),
+                                 itemsize, r)
 
     def _finish(self, out, result):
         """Scale the product's result and fold it into out (a scatter or a plain add)."""
@@ -157,60 +163,6 @@ class Elementwise(Strategy):
             out *= np.asarray(self.product.scale, dtype=out.dtype)
 
 
-class SumGemv(Strategy):
-    """One operand summed over its leading (or trailing) axes, as a bias's gradient (6), (8)
-    `db[k] = dz[b,i,j,k]`: a GEMV of the operand's matrix with a vector of ones, on BLAS (3-4x
-    faster here than np.einsum's loop, which opt_einsum would run)."""
-
-    name = "sum as GEMV"
-
-    def __init__(self, product, writes, leading):
-        super().__init__(product)
-        self.writes, self.leading = writes, leading
-        self.summed = math.prod(product.extents[i] for i in product.summed)
-        self.ones = {}  # one vector of ones per dtype, made once
-        side = "ones @ matrix" if leading else "matrix @ ones"
-        self.runs = f"np.matmul, {side}, " + ("written into the result" if writes else "folded")
-
-    @staticmethod
-    def fits(product) -> str | None:
-        """'leading' or 'trailing' where the summed indices are the operand's first or last axes and
-        the rest stand in the result's order, else None."""
-        p = product
-        op = p.operands[0] if len(p.operands) == 1 else None
-        if op is None or op.kind != "view" or not op.view.identity or not p.summed or not p.out_indices:
-            return None
-        n = len(p.summed)
-        if set(op.indices[:n]) == set(p.summed) and op.indices[n:] == p.out_indices:
-            return "leading"
-        if set(op.indices[-n:]) == set(p.summed) and op.indices[:-n] == p.out_indices:
-            return "trailing"
-        return None
-
-    def run(self, arrays, out, positions):
-        p = self.product
-        x = p.operands[0].evaluate(arrays, out.dtype, positions)
-        direct = self.writes and out.dtype == x.dtype and out.flags.c_contiguous and x.dtype.kind in "fc"
-        if x.dtype.kind not in "fc":  # integers and booleans: numpy's own sum, as einsum would
-            result = np.einsum(p.einsum, x)
-        else:
-            ones = self.ones.get(x.dtype)
-            if ones is None:
-                ones = self.ones[x.dtype] = np.ones(self.summed, dtype=x.dtype)
-            matrix = x.reshape((self.summed, -1) if self.leading else (-1, self.summed))
-            pair = (ones, matrix) if self.leading else (matrix, ones)
-            with parallel.serial_blas():  # a memory-bound GEMV: one thread, the same bits on every run
-                result = np.matmul(*pair, out=out.reshape(-1) if direct else None)
-            result = result.reshape(tuple(p.extents[i] for i in p.out_indices))
-        if not self.writes:
-            self._finish(out, result)
-            return
-        if not direct:
-            out[...] = result
-        if p.scale != 1.0:
-            out *= np.asarray(p.scale, dtype=out.dtype)
-
-
 class Path(Strategy):
     """opt_einsum's path, step by step: (batched) GEMMs on np.matmul, the rest on np.einsum; the
     last step writes the result in place when the product is the equation's result, else it is folded.
@@ -239,6 +191,29 @@ class Path(Strategy):
 
     def describe(self) -> dict:
         return {"name": self.name, "runs": self.runs, "steps": [s.describe() for s in self.steps]}
+
+    def modelled(self, itemsize, r, copies=True) -> float:
+        """Each pairwise step: a (batched) GEMM with the copies it makes, or np.einsum's loop; then the fold."""
+        p = self.product
+        sizes = p.path_info.size_dict
+        total = 0.0
+        for step, c in zip(self.steps, p.path_info.contraction_list):
+            inputs, out = c[2].split("->")
+            shapes = [tuple(sizes[i] for i in term) for term in inputs.split(",")]
+            if isinstance(step, MatmulStep):
+                moved = step.copied(*shapes) if copies and len(shapes) == 2 else 0
+                # an operand whose unit-stride axis is a batch index is read a cache line per entry
+                strided = sum(math.prod(s) * min(sizes[t[-1]], cost.LINE // itemsize)
+                              for t, s in zip(inputs.split(","), shapes) if t and t[-1] in step.batch)
+                total += cost.matmul_seconds(step.x_shape, step.y_shape, itemsize, r, copies=moved,
+                                             strided=strided)
+            else:
+                flops = 2 * math.prod(sizes[i] for i in set(inputs.replace(",", "")))
+                entries = sum(math.prod(s) for s in shapes) + math.prod(sizes[i] for i in out)
+                total += cost.einsum_seconds(flops, entries, itemsize, r)
+        if not self.writes:
+            total += cost.pass_seconds(2 * math.prod(p.fold.view.shape), itemsize, r)
+        return total
 
     def _scratch(self, dtype):
         if not self.copied:
@@ -318,6 +293,9 @@ class Stacked(Path):
 
     def describe(self) -> dict:
         return {"name": self.name, "runs": self.runs, "steps": [self.block.describe()]}
+
+    def modelled(self, itemsize, r, copies=False) -> float:
+        return super().modelled(itemsize, r, copies=False)  # strided views: nothing copied
 
     def run(self, arrays, out, positions):
         p = self.product
@@ -399,46 +377,3 @@ def _broadcast_to(indices, out_indices, extents):
     """(transpose, reshape) that lines an operand up with the output, size 1 where it is absent."""
     perm = tuple(sorted(range(len(indices)), key=lambda k: out_indices.index(indices[k])))
     return perm, tuple(extents[i] if i in indices else 1 for i in out_indices)
-
-
-def choose(product, first: bool) -> Strategy:
-    """The road one product takes, decided once: the first match in this order wins."""
-    p = product
-    ops = p.operands
-    if not ops:
-        return Constant(p)
-    if (first and p.direct and len(ops) == 1 and ops[0].kind in ("call", "max") and p.scale == 1.0
-            and ops[0].indices == p.out_indices):
-        return NestedIntoResult(p)
-    if p.chunks:
-        return SliceScatter(p, p.chunks)
-    if first and p.direct and p.perm is not None:
-        return GatherCopy(p)
-    if len(ops) >= 2 and not p.summed and all(op.distinct for op in ops):
-        return Elementwise(p, first)
-    if len(ops) == 1 and ops[0].kind == "view" and not p.summed and ops[0].distinct:
-        return AddView(p, first)
-    writes = first and p.direct
-    sums = SumGemv.fits(p)
-    if sums:
-        return SumGemv(p, writes, sums == "leading")
-    info = p.path_info
-    last = len(info.contraction_list) - 1
-    steps = [make_step(c[2], info.size_dict, prefer_out=writes and n == last)
-             for n, c in enumerate(info.contraction_list)]
-    turned = steps[0].turned(info.size_dict) if writes and len(steps) == 1 and isinstance(steps[0], MatmulStep) \
-        else None
-    if turned is not None:
-        return TurnedGemm(p, writes, [turned])
-    if writes and len(steps) == 1 and isinstance(steps[0], MatmulStep) and all(
-            op.kind == "view" for op in ops):
-        einsum = info.contraction_list[0][2]
-        shapes = [tuple(info.size_dict[i] for i in part) for part in einsum.split("->")[0].split(",")]
-        block = stacked.plan(einsum, info.size_dict)
-        if block is not None and steps[0].copies(*shapes):
-            return Stacked(p, writes, steps, block)
-    if any(isinstance(s, MatmulStep) and s.batch for s in steps):
-        return BatchedGemm(p, writes, steps)
-    if writes and len(steps) == 1 and isinstance(steps[0], MatmulStep) and steps[0].direct:
-        return GemmIntoResult(p, writes, steps)
-    return Path(p, writes, steps)

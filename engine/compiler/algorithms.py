@@ -8,7 +8,7 @@ from notation.constants import CONSTANTS
 from notation.derive import grad
 
 from . import arith
-from .cost import modelled_seconds
+from .cost import keep, measuring, modelled_seconds, recall, timed_seconds
 from .steps import BackwardStep, ForwardStep
 
 
@@ -27,15 +27,21 @@ class Algorithms:
         return None
 
     def _choose(self, optimize):
-        """`auto`: of the algorithms that apply, the one of least modelled cost (see RATES)."""
+        """`auto`: of the algorithms that apply, the fastest, timed on this machine (kept in the user's
+        cache folder per layer shape and dtype), or modelled under the reference rates (cost.py)."""
         chains = [self._chain(n, optimize) for n in self.kind.algorithms if self.applies(n) is None]
         if not chains:
             return None
-        for c in chains:
-            c["modelled_s"] = modelled_seconds(c["forward"] + c["backward"], self.dtype.itemsize)
-        costs = {c["name"]: c["modelled_s"] for c in chains}
-        best = min(chains, key=lambda c: c["modelled_s"])
-        best["auto"] = dict(costs, batch=self.shapes[self.kind.in_name][0])
+        how = "modelled"
+        if measuring():
+            how, costs = "timed", recall(self)
+            if costs is None or set(costs) != {c["name"] for c in chains}:
+                costs = {c["name"]: timed_seconds(self, c) for c in chains}
+                keep(self, costs)
+        else:
+            costs = {c["name"]: modelled_seconds(c["forward"] + c["backward"], self.dtype.itemsize) for c in chains}
+        best = min(chains, key=lambda c: costs[c["name"]])
+        best["auto"] = dict(costs, batch=self.shapes[self.kind.in_name][0], how=how)
         return best
 
     def _use(self, chain):

@@ -1,24 +1,89 @@
-"""The modelled cost `auto` ranks a kind's algorithms by: FLOPs at the rate of the road each pairwise
-step takes, plus the bytes each product reads and writes."""
+"""What `auto` ranks a kind's algorithms by: each chain timed on this machine, once per layer shape and
+dtype, the choice kept in the user's cache folder (FFTW's wisdom, cuDNN's benchmark mode); where the
+rates are the fixed reference ones (NOTATION_RATES=reference, as the tests run), the modelled time of
+each product's road instead (notation/cost.py), so that the choice never depends on the machine."""
 from __future__ import annotations
+
+import hashlib
+import json
+import os
+import statistics
+import tempfile
+import time
 
 import numpy as np
 
-# Rough figures for this kind of machine; only their ratios matter, and they are not measured at load,
-# so a given spec and shape always choose the same algorithm (a resume stays bit for bit).
-RATES = {"blas": 90e9, "other": 2e9}  # FLOP/s
-BANDWIDTH = 10e9  # bytes/s
+from notation import cost
 
 BLAS_ROADS = ("GEMM", "batched GEMM", "stacked GEMM", "TDOT")
 
 
 def modelled_seconds(runs, itemsize) -> float:
-    """A run list's modelled time: each product's FLOPs at the rate of its road (a GEMM or batched
-    GEMM on BLAS, or not), plus writing its result and reading it back once (RATES, BANDWIDTH)."""
-    total = 0.0
-    for run in (r[2] for r in runs):
-        for p in run.describe()["products"]:
-            blas = any((s["kind"] or s["blas"]) in BLAS_ROADS for s in p["steps"])
-            total += p["optimized_flops"] / RATES["blas" if blas else "other"]
-            total += 2 * int(np.prod(p["fold"]["shape"])) * itemsize / BANDWIDTH
-    return total
+    """A run list's modelled time: each product's road on this machine's rates (notation/cost.py)."""
+    return sum(p.costs(itemsize)["modelled_s"] for run in (r[2] for r in runs) for p in run._rhs.products)
+
+
+def measuring() -> bool:
+    """Whether `auto` times the chains (the machine's own rates) or models them (the reference rates)."""
+    return cost.rates().source != "reference"
+
+
+def timed_seconds(block, chain, repeats=5) -> float:
+    """The median seconds of a chain's forward and backward on random values in the block's dtype,
+    after one untimed pass (buffers made, caches warm)."""
+    rng = np.random.default_rng(0)
+    trial = block.retyped(block.dtype)
+    trial.algorithm, trial.chain, trial.constants = chain["name"], chain, {
+        c: v.astype(block.dtype) for c, v in chain["masters"].items()}
+    trial.forward_runs, trial.backward_runs = chain["forward"], chain["backward"]
+    trial.buffers, trial.memo, trial.kept = {}, {}, (None, {})
+    env = {n: rng.standard_normal(s).astype(block.dtype) for n, s in block.shapes.items()}
+    env[f"d{block.kind.out_name}"] = rng.standard_normal(block.out_shape).astype(block.dtype)
+    times = []
+    for n in range(repeats + 1):
+        t = time.perf_counter()
+        trial.forward(env)
+        trial.backward(env)
+        if n:
+            times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def _wisdom_file():
+    return cost.cache_file().with_name("algorithms.json")
+
+
+def wisdom_key(block) -> str:
+    """The machine, the kind (its equations), the layer's hyperparameters and shapes, and the dtype."""
+    text = json.dumps([cost.machine_key(), block.kind.name, repr(block.kind.algorithms.keys()),
+                       sorted((k, repr(v)) for k, v in block.hyper.items()),
+                       sorted((k, list(v)) for k, v in block.shapes.items()), block.dtype.name], default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def recall(block) -> dict | None:
+    """The timings kept for this layer on this machine, if any ({algorithm: seconds})."""
+    try:
+        entry = json.loads(_wisdom_file().read_text())[wisdom_key(block)]
+        return {str(k): float(v) for k, v in entry.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def keep(block, timings: dict) -> None:
+    """Write the timings to the cache (atomically); a cache that cannot be written is no error."""
+    path = _wisdom_file()
+    try:
+        try:
+            table = json.loads(path.read_text())
+            table = table if isinstance(table, dict) else {}
+        except (OSError, ValueError):
+            table = {}
+        table[wisdom_key(block)] = timings
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".algorithms-")
+        with os.fdopen(fd, "w") as f:
+            json.dump(table, f, indent=1)
+        os.replace(tmp, path)
+    except OSError:
+        pass

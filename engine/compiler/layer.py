@@ -22,14 +22,13 @@ import numpy as np
 from notation import Equation, NotationError
 
 from .algorithms import Algorithms
-from .cost import BANDWIDTH, BLAS_ROADS, RATES, modelled_seconds
+from .cost import BLAS_ROADS, modelled_seconds
 from .jacobians import Jacobians
 from .records import Kind
 from .sizes import Sizes
 from .steps import BackwardStep, ForwardStep, UpdateStep
 
-__all__ = ["Block", "ForwardStep", "UpdateStep", "BackwardStep", "modelled_seconds", "RATES", "BANDWIDTH",
-           "BLAS_ROADS"]
+__all__ = ["Block", "ForwardStep", "UpdateStep", "BackwardStep", "modelled_seconds", "BLAS_ROADS"]
 
 
 class Block(Sizes, Jacobians, Algorithms):

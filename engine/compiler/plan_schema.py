@@ -66,6 +66,12 @@ class Step(TypedDict):
     elements: Annotated[int, "the step's output size"]
 
 
+class Cost(TypedDict):
+    modelled_s: Annotated[float, "the road's time modelled on this machine's rates (notation/cost.py)"]
+    bound_s: Annotated[float, "the roofline: FLOPs at the GEMM rate or bytes read and written once"]
+    alternatives: Annotated[dict[str, float], "each road weighed for this product, modelled seconds"]
+
+
 class Product(TypedDict):
     einsum: Annotated[str, "the lowering's subscripts, operands in spec order"]
     runs: Annotated[str | None, "the string opt_einsum plans (PathInfo.eq)"]
@@ -75,6 +81,7 @@ class Product(TypedDict):
     views: list[View]
     nested: Annotated[list[Nested], "evaluated before the product"]
     fold: Annotated[Fold, "how the result is written"]
+    cost: Annotated[Cost, "the road's modelled time, its roofline bound, the roads weighed"]
     steps: list[Step]
     naive_flops: int
     optimized_flops: int
@@ -94,6 +101,8 @@ class Contraction(TypedDict):
     in_training_step: Annotated[bool, "false: compiled but not run by loss_and_grads"]
     strategies: Annotated[list[str], "each product's strategy, in order"]
     products: Annotated[list[Product], "one per term of the right side's sum"]
+    modelled_s: Annotated[float, "its products' modelled seconds, summed"]
+    bound_s: Annotated[float, "its products' roofline bounds, summed: no road runs faster"]
     naive_flops: int
     optimized_flops: int
     largest_intermediate: Size
@@ -101,7 +110,7 @@ class Contraction(TypedDict):
 
 class Modelled(TypedDict):
     algorithm: str
-    seconds: Annotated[float, "modelled: FLOPs at each road's rate, plus the bytes written"]
+    seconds: Annotated[float, "timed on this machine, or modelled from each product's road on the machine's rates"]
 
 
 class ConstantShape(TypedDict):
@@ -112,7 +121,7 @@ class ConstantShape(TypedDict):
 class Algorithm(TypedDict):
     name: Annotated[str, '"im2col", "fourier"']
     cites: str
-    chosen: Annotated[str, '"named in the spec" or "auto, by modelled cost"']
+    chosen: Annotated[str, '"named in the spec", "auto, by timed cost" or "auto, by modelled cost"']
     modelled: Annotated[list[Modelled], "auto: each algorithm that applies, at modelled_at_batch"]
     modelled_at_batch: int | None
     constants: Annotated[list[ConstantShape], "the named constant tensors it reads"]
@@ -249,6 +258,8 @@ def _name(t) -> str:
     origin, args = typing.get_origin(t), typing.get_args(t)
     if origin is list:
         return f"[{_name(args[0])}]"
+    if origin is dict:
+        return f"{{{_name(args[0])}: {_name(args[1])}}}"
     if origin in (Union, types.UnionType):
         return " | ".join("null" if a is type(None) else _name(a) for a in args)
     if origin is Literal:
@@ -312,6 +323,11 @@ def _check_value(value, hint, where):
         assert isinstance(value, list), f"{where}: not a list"
         for n, v in enumerate(value):
             _check_value(v, args[0], f"{where}[{n}]")
+    elif origin is dict:
+        assert isinstance(value, dict), f"{where}: not an object"
+        for k, v in value.items():
+            _check_value(k, args[0], f"{where} key")
+            _check_value(v, args[1], f"{where}[{k!r}]")
     elif origin in (Union, types.UnionType):
         for a in args:
             try:

@@ -12,6 +12,8 @@ import textwrap
 
 from opt_einsum.helpers import flop_count
 
+from notation.equation import cost_line
+
 from .plan_schema import SCHEMA
 
 WIDTH = 100
@@ -68,9 +70,10 @@ def collect(net, batch: int = 64) -> dict:
                 definition = _contractions(net.spec, block, name, *block.definition, block is not skip)
                 entry["algorithm"] = {
                     "name": block.algorithm, "cites": block.chain["cites"],
-                    "chosen": "auto, by modelled cost" if "auto" in block.chain else "named in the spec",
+                    "chosen": (f"auto, by {block.chain['auto'].get('how', 'modelled')} cost" if "auto" in block.chain
+                               else "named in the spec"),
                     "modelled": [{"algorithm": k, "seconds": v} for k, v in block.chain.get("auto", {}).items()
-                                 if k != "batch"],
+                                 if k not in ("batch", "how")],
                     "modelled_at_batch": block.chain.get("auto", {}).get("batch"),
                     "constants": [{"name": c, "shape": list(v.shape)} for c, v in block.constants.items()],
                     "step_flops": sum(c["optimized_flops"] for c in entry["contractions"] if c["in_training_step"]),
@@ -91,7 +94,7 @@ def _contractions(spec, block, name, forward_runs, backward_runs, in_step) -> li
 
 
 def _contraction(spec, block, block_name, pass_, writes, run, in_step) -> dict:
-    info = run.describe()
+    info = run.describe(block.dtype.itemsize)
     infos = run.path_info
     infos = list(infos) if isinstance(infos, list) else [infos]
     size = block.dtype.itemsize
@@ -106,6 +109,8 @@ def _contraction(spec, block, block_name, pass_, writes, run, in_step) -> dict:
             "source": info["source"], "equation": info["equation"], "cite": spec.cite(run.equation),
             "result_shape": info["result_shape"], "in_training_step": in_step,
             "strategies": [p["strategy"]["name"] for p in products], "products": products,
+            "modelled_s": sum(p["cost"]["modelled_s"] for p in info["products"]),
+            "bound_s": sum(p["cost"]["bound_s"] for p in info["products"]),
             "naive_flops": naive, "optimized_flops": opt,
             "largest_intermediate": {"elements": largest, "bytes": largest * size}}
 
@@ -128,7 +133,7 @@ def _product(p, path_info, itemsize) -> dict:
     return {"einsum": p["einsum"], "runs": path_info.eq if path_info is not None else None,
             "strategy": p["strategy"],
             "path": [list(c) for c in path_info.path] if path_info is not None else [],
-            "scale": p["scale"], "views": p["views"], "nested": p["nested"], "fold": p["fold"],
+            "scale": p["scale"], "views": p["views"], "nested": p["nested"], "fold": p["fold"], "cost": p["cost"],
             "steps": steps, "naive_flops": p["naive_flops"], "optimized_flops": p["optimized_flops"],
             "speedup": p["speedup"],
             "largest_intermediate": {"elements": largest, "bytes": largest * itemsize}}
@@ -255,9 +260,10 @@ def render_text(doc: dict, width: int = WIDTH) -> str:
             lines.append(f"algorithm {a['name']} ({a['cites']}), {a['chosen']}: {_n(a['step_flops'])} flops a "
                          f"training step in place of the definition's {_n(a['definition_step_flops'])}")
             if a["modelled"]:
-                lines.append(f"  modelled at batch {a['modelled_at_batch']} (FLOPs at each road's rate, plus "
-                             "the bytes written): " + ", ".join(f"{m['algorithm']} {1e3 * m['seconds']:.1f} ms"
-                                                                for m in a["modelled"]))
+                how = ("timed on this machine, forward and backward" if "timed" in a["chosen"]
+                       else "modelled: each product's road on the machine's rates")
+                lines.append(f"  at batch {a['modelled_at_batch']} ({how}): " + ", ".join(
+                    f"{m['algorithm']} {1e3 * m['seconds']:.2f} ms" for m in a["modelled"]))
             if a["constants"]:
                 lines.append("  constants " + ", ".join(f"{c['name']} {_shape(c['shape'])}" for c in a["constants"]))
         if b["role"] == "layer" and not b["chained"]:
@@ -306,6 +312,7 @@ def _text_contraction(c, width) -> list:
         lines.append(f"  cost    {_n(p['optimized_flops'])} flops (naive {_n(p['naive_flops'])}, "
                      f"speed-up {p['speedup']:.2g}x); largest {_n(li['elements'])} el, {_bytes(li['bytes'])}")
         lines.append(f"  result  {_fold(p['fold'])}")
+        lines.append("  time    " + cost_line(p["cost"]))
     return lines
 
 

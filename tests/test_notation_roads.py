@@ -1,0 +1,117 @@
+"""Where several roads could run a product, the one of least modelled cost on the machine's rates runs
+(the tests hold the fixed reference rates, NOTATION_RATES=reference in conftest); every road agrees
+with the literal loop interpreter, and plans show each product's modelled time beside its roofline."""
+import json
+import os
+import subprocess
+import sys
+from unittest import mock
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from notation import Equation, cost, roads
+from notation.reductions import ChunkedSum
+from notation.reference import evaluate_run
+
+from conftest import ROOT
+
+BN = (64, 28, 28, 32)  # batch norm's dz, xh after resnet's stem at batch 64
+CHOICES = [  # equation, shapes, the road that runs
+    # per-channel sums of a product (batch norm's dg, dr): one pass, not a 1xN by Nx1 GEMM per channel
+    ("dg[k] = dz[b,i,j,k] * xh[b,i,j,k]", {"dz": BN, "xh": BN}, "chunked sum of a product"),
+    ("dr[k] = dxh[b,i,j,k] * xc[b,i,j,k] * m[b,i,j,k]", {"dxh": BN, "xc": BN, "m": BN}, "chunked sum of a product"),
+    # per-token sums over the last axis (a layer norm's): rows of a chunk times ones
+    ("s[b,n] = x[b,n,i] * y[b,n,i]", {"x": (64, 16, 64), "y": (64, 16, 64)}, "chunked sum of a product"),
+    # long rows: each block a unit-stride dot of 4,096 entries, as fast as a chunk: the GEMM road stays
+    ("s[b] = x[b,i] * y[b,i]", {"x": (256, 4096), "y": (256, 4096)}, "batched GEMM"),
+    # the channel leading in memory: each block is one unit-stride dot, and the GEMM road stays
+    ("dg[k] = dz[k,n] * xh[k,n]", {"dz": (32, 50176), "xh": (32, 50176)}, "batched GEMM"),
+    # true matrix products keep their GEMM
+    ("s[b,h,i,j] = q[b,h,i,d] * k[b,h,j,d]", {"q": (8, 4, 16, 16), "k": (8, 4, 16, 16)}, "batched GEMM"),
+    ("z[b,j] = x[b,i] * w[i,j]", {"x": (64, 3136), "w": (3136, 1024)}, "GEMM into the result"),
+    # one operand summed over its leading axes stays one GEMV
+    ("db[k] = dz[b,i,j,k]", {"dz": BN}, "sum as GEMV"),
+]
+
+
+@pytest.mark.parametrize("source,shapes,road", CHOICES, ids=[c[0] for c in CHOICES])
+def test_the_cheapest_road_is_chosen(source, shapes, road):
+    run = Equation(source).compile(shapes=shapes)
+    assert run.strategies == (road,)
+    c = run.describe()["products"][0]["cost"]
+    assert 0 < c["bound_s"] <= c["modelled_s"] * 1.0001  # no road beats the roofline
+    if c["alternatives"]:  # the rule's road keeps its place unless another is MARGIN times faster
+        assert c["alternatives"][road] <= min(c["alternatives"].values()) * roads.MARGIN
+
+
+def test_the_plan_shows_every_road_weighed_with_its_modelled_time_and_the_bound():
+    run = Equation("dg[k] = dz[b,i,j,k] * xh[b,i,j,k]").compile(shapes={"dz": BN, "xh": BN})
+    line = run.plan().splitlines()[-1]
+    assert line.startswith("  modelled ") and "roofline bound" in line
+    assert "weighed: batched GEMM" in line and "chunked sum of a product" in line
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 5), st.integers(1, 40), st.integers(2, 9), st.integers(1, 3), st.booleans(),
+       st.integers(1, 64))
+def test_a_chunked_sum_agrees_with_the_loop_interpreter(b, n, k, factors, channel_last, chunk):
+    """Chunks of a few entries (many chunks, a short last one), one to three factors, either layout;
+    rates under which a stack of blocks and np.einsum are dear, so that the chunked road is the one weighed cheapest."""
+    idx = "b,n,k" if channel_last else "k,b,n"
+    terms = [f"a{f}[{idx}]" for f in range(factors)]
+    source = "y[k] = " + (" * ".join(terms) if factors > 1 else f"square({terms[0]})")  # a function's result, summed
+    shape = (b, n, k) if channel_last else (k, b, n)
+    dear_blocks = cost.Rates(gemm=1e11, bandwidth=1e10, einsum=1e3, call=1e-6, block=1.0)
+    with mock.patch.object(ChunkedSum, "CHUNK", chunk):
+        cost.use(dear_blocks)
+        try:
+            run = Equation(source).compile(shapes={f"a{f}": shape for f in range(factors)})
+        finally:
+            cost.use(None)
+    assert run.strategies == ("chunked sum of a product",)
+    rng = np.random.default_rng(b * 1000 + n * 10 + k)
+    arrays = {f"a{f}": rng.standard_normal(shape) for f in range(factors)}
+    np.testing.assert_allclose(run(**arrays), evaluate_run(run, **arrays), rtol=1e-12, atol=1e-12)
+
+
+def test_a_chunked_sum_gives_the_same_bits_on_one_thread_or_two(tmp_path):
+    code = ("import numpy as np, sys; from notation import Equation\n"
+            "s = (64, 28, 28, 32); r = np.random.default_rng(0)\n"
+            "a, b = r.standard_normal(s).astype(np.float32), r.standard_normal(s).astype(np.float32)\n"
+            "run = Equation('g[k] = a[b,i,j,k] * c[b,i,j,k]').compile(shapes={'a': s, 'c': s})\n"
+            "assert run.strategies == ('chunked sum of a product',), run.strategies\n"
+            "sys.stdout.write(run(a=a, c=b).tobytes().hex())\n")
+    outs = []
+    for threads in ("1", "2"):
+        env = dict(os.environ, NOTATION_THREADS=threads, PYTHONPATH=str(ROOT))
+        outs.append(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                                   check=True, cwd=tmp_path).stdout)
+    assert outs[0] == outs[1] and len(outs[0]) == 32 * 8
+
+
+def test_the_rates_are_measured_once_and_kept_in_the_cache(tmp_path, monkeypatch):
+    measured = []
+    fake = cost.Rates(gemm=1e11, bandwidth=2e10, einsum=5e9, call=1e-6, block=1e-7, source="measured here")
+    monkeypatch.setattr(cost, "measure", lambda: measured.append(1) or fake)
+    path = tmp_path / "cache" / "rates.json"
+    assert cost.cached(path) == fake and cost.cached(path) == fake
+    assert len(measured) == 1 and cost.machine_key() in json.loads(path.read_text())
+
+
+@pytest.mark.parametrize("text", ["", "{", "[1, 2]", '{"%s": {"gemm": "fast"}}'])
+def test_a_damaged_rates_cache_is_measured_again_not_an_error(tmp_path, monkeypatch, text):
+    fake = cost.Rates(gemm=1e11, bandwidth=2e10, einsum=5e9, call=1e-6, block=1e-7)
+    monkeypatch.setattr(cost, "measure", lambda: fake)
+    path = tmp_path / "rates.json"
+    path.write_text(text.replace("%s", cost.machine_key()))
+    assert cost.cached(path) == fake
+    assert json.loads(path.read_text())[cost.machine_key()]["gemm"] == 1e11
+
+
+def test_measured_rates_are_positive_and_say_where_they_came_from():
+    r = cost.measure()
+    assert min(r.gemm, r.bandwidth, r.einsum, r.call) > 0 and r.block >= 0
+    assert r.source.startswith("measured on this machine") and "GFLOP/s" in r.describe()
