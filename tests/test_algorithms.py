@@ -10,9 +10,10 @@ import pytest
 
 import engine
 from engine import SpecError
+from engine.compiler import algorithms as compiler_algorithms
 from engine.compiler import plans
 from engine.compiler.layer import Block
-from notation import Equation
+from notation import Equation, cost
 from notation.constants import CONSTANTS
 from notation.reference import evaluate
 
@@ -321,3 +322,45 @@ def test_the_kernels_spectrum_is_computed_again_only_when_the_kernel_changes(mon
             fresh.params[layer][p][...] = w
     np.testing.assert_array_equal(changed, fresh.forward(x))
     assert not np.array_equal(changed, first)
+
+
+# -- auto on this machine: timed once, kept, and recorded for a resume ----------------------------------
+MEASURED = cost.Rates(gemm=1e11, bandwidth=2e10, einsum=5e9, call=1e-6, block=1e-7, source="measured on a test")
+
+
+@pytest.fixture
+def measured(tmp_path, monkeypatch):
+    """Rates as if measured on this machine (so `auto` times the chains), the cache under tmp_path; the
+    chains' timings counted."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    timed = []
+    real = compiler_algorithms.timed_seconds
+    monkeypatch.setattr(compiler_algorithms, "timed_seconds", lambda block, chain: timed.append(chain["name"])
+                        or real(block, chain, repeats=1))
+    cost.use(MEASURED)
+    yield timed
+    cost.use(None)
+
+
+def test_auto_times_each_chain_on_this_machine_once_and_keeps_the_timings(measured, tmp_path):
+    text = spec_with(conv1="auto", conv2="auto")
+    net = engine.load(text)
+    assert sorted(measured) == sorted(["im2col", "im2col_cf", "fourier"] * 2)  # each layer's chains, once
+    assert (tmp_path / "einsum-engine" / "algorithms.json").is_file()
+    again = engine.load(text)
+    assert len(measured) == 6 and again.algorithms == net.algorithms  # the kept timings decide
+    chosen = [b["algorithm"] for b in plans.collect(net, 64)["blocks"] if b["algorithm"]]
+    assert all(a["chosen"] == "auto, by timed cost" for a in chosen)
+    assert "timed on this machine" in net.plans(64)
+
+
+def test_recorded_algorithms_decide_instead_of_auto(measured):
+    net = engine.load(spec_with(conv1="auto", conv2="auto"), algorithms={"conv1": "fourier", "conv2": "im2col_cf"})
+    assert net.algorithms == {"conv1": "fourier", "conv2": "im2col_cf"} and measured == []
+
+
+@pytest.mark.parametrize("given", [{"conv1": "im2col"}, {"conv1": "winograd", "conv2": "im2col"}, ["im2col"]])
+def test_a_recorded_algorithm_that_is_missing_or_unknown_is_one_line_naming_the_layer(given):
+    with pytest.raises(SpecError) as exc:
+        engine.load(spec_with(conv1="auto", conv2="auto"), algorithms=given)
+    assert "field 'algorithm'" in str(exc.value) and "the recorded algorithm" in str(exc.value)

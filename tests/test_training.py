@@ -197,7 +197,8 @@ def test_a_checkpoint_is_replaced_atomically_and_holds_everything_to_resume(nets
     saved = checkpoint.load(path)
     assert set(saved.params["dense"]) == {"w", "b"} and saved.params["dense"]["w"].dtype == np.float32
     assert {"t", "m/dense.w", "v/dense.b"} <= set(saved.optim)
-    assert {"spec_hash", "config", "epoch", "batch", "step", "rng_state", "history"} <= set(saved.meta)
+    assert {"spec_hash", "config", "epoch", "batch", "step", "rng_state", "history", "algorithms"} <= set(saved.meta)
+    assert saved.meta["algorithms"] == {}  # what `auto` chose, per layer: none here; a resume runs the same
     assert saved.meta["spec_hash"] == checkpoint.spec_hash(SPEC_BYTES, "softmax-regression")
 
 

@@ -16,9 +16,10 @@ import opt_einsum as oe
 from notation import parallel
 from notation.derive import grad
 
-from ..errors import InputError, SpecError
-from . import gradcheck, memory
+from ..errors import InputError
+from . import memory
 from . import reorder as reordering
+from .checks import LoadChecks
 from .init import INITIALISERS
 from .layer import Block
 from .spec import INPUT, Spec, read
@@ -40,11 +41,11 @@ class Stage:
     relu_of: str | None = None  # a max pool running the ReLU of the layer before it (engine/compiler/reorder.py)
 
 
-class Network:
+class Network(LoadChecks):
     """A network built from a spec; see engine.load."""
 
     def __init__(self, spec: Spec, network: str | None = None, dtype=None, optimize=None, check=True,
-                 seed=None, reorder=True):
+                 seed=None, reorder=True, algorithms=None):
         self.spec = spec
         self.name = network or spec.network
         if not isinstance(self.name, str):
@@ -69,7 +70,7 @@ class Network:
         self.reordered = reordering.pairs(spec, self.net.layers) if reorder else {}
         layers = {layer.name: layer for layer in self.net.layers}
         self._relu_of = {pool: layers[layer] for layer, pool in self.reordered.items()}  # pool -> its ReLU's layer
-        self.algorithms = self._resolve_algorithms()  # layer -> the algorithm it runs (or "definition")
+        self.algorithms = self._resolve_algorithms(algorithms)  # layer -> the algorithm it runs (or "definition")
         stages = self._build(2, np.float64)  # shapes, names and parameters; also the load-time checks
         self.classes = stages[-2].layer.out_shape[-1]
         self.param_shapes = {s.name: dict(s.layer.param_shapes) for s in stages[:-1]}
@@ -86,12 +87,17 @@ class Network:
     def _where(self, layer):
         return f"network {self.name!r}, layer {layer.name!r} ({layer.kind})"
 
-    def _resolve_algorithms(self) -> dict:
-        """Each layer's algorithm, `auto` decided once by modelled cost at the training batch size,
-        so that every batch size, the load-time check and a resumed run use the same one."""
-        if not any(self.spec.kinds[layer.kind].algorithms and layer.hyper.get("algorithm") == "auto"
-                   for layer in self.net.layers):
+    def _resolve_algorithms(self, given=None) -> dict:
+        """Each layer's algorithm, `auto` decided once at the training batch size (timed on this machine,
+        engine/compiler/cost.py), so that every batch size and the load-time check use the same one;
+        `given` ({layer: algorithm}, as a checkpoint recorded them) decides instead, so that a resumed
+        run computes what the interrupted one did, on any machine."""
+        auto = [layer for layer in self.net.layers
+                if self.spec.kinds[layer.kind].algorithms and layer.hyper.get("algorithm") == "auto"]
+        if not auto:
             return {}
+        if given is not None:
+            return self._given_algorithms(auto, given)
         batch = int(self.spec.training_for(self.name).get("batch_size") or 64)
         self.algorithms, self._auto = {}, {}
         stages = self._build(batch, self.dtype)
@@ -99,6 +105,18 @@ class Network:
         self._auto = {s.name: dict(s.layer.chain["auto"], batch=batch) for s in stages[:-1]
                       if s.layer.chain is not None and "auto" in s.layer.chain}
         return {s.name: s.layer.algorithm or "definition" for s in stages[:-1] if s.layer.kind.algorithms}
+
+    def _given_algorithms(self, auto, given) -> dict:
+        """The recorded choice of every `auto` layer, each one the kind has; else one line naming it."""
+        chosen = {}
+        for layer in auto:
+            name = given.get(layer.name) if isinstance(given, dict) else None
+            valid = ["definition", *self.spec.kinds[layer.kind].algorithms]
+            if name not in valid:
+                raise self.spec.error(f"{self._where(layer)}, field 'algorithm'",
+                                      f"the recorded algorithm {name!r} is not one of {valid}")
+            chosen[layer.name] = name
+        return chosen
 
     def _build(self, batch, dtype, mode="train"):
         shapes = {INPUT: (batch,) + self.input_shape}
@@ -338,98 +356,15 @@ class Network:
         from .plans import PlanText, collect
         return PlanText(collect(self, batch))
 
-    # -- load-time checks ----------------------------------------------------------------
-    def check(self, stages, tolerance=1e-6):
-        """Each block's declared Jacobians against the derived ones, else central differences; then
-        each layer's algorithm against its definition."""
-        rng = np.random.default_rng(0)
-        for s in stages[:-1]:
-            if s.relu_of is not None:
-                reordering.verify(self, s, self._relu_of[s.name], rng)
-            self._check_one([self._small(s.layer)], rng, tolerance)
-            if s.layer.algorithm is not None:
-                self.verify(s.layer, rng)
-            if s.activation is not None:
-                self._check_one([self._small(s.activation)], rng, tolerance)
-        last = stages[-2]
-        chain = ([last.activation] if last.activation else []) + [stages[-1].layer]
-        self._check_one(chain, rng, tolerance)
-
-    def _small(self, block, cap=13):
-        """The block rebuilt on an input cut to at most `cap` entries per axis (odd, so odd sizes are
-        exercised), at the layer's own hyperparameters: the check then costs milliseconds.  Where
-        the kind cannot take the smaller input, the block itself."""
-        shape = block.shapes[block.kind.in_name]
-        small = shape[:1] + tuple(min(n, cap) for n in shape[1:])
-        if small == shape or len(block.kind.in_names) > 1 or block.kind.backward == "derive":
-            return block.as_definition()
-        try:
-            return Block(self.spec, block.kind, block.hyper, {block.kind.in_name: small}, block.where,
-                         self.optimize, dtype=np.float64, algorithm="definition")
-        except SpecError:
-            return block.as_definition()
-
-    def _check_one(self, blocks, rng, tolerance):
-        block = blocks[-1]
-        if block.kind.backward == "derive" or not block.backward_runs:
-            return
-        targets = list(dict.fromkeys(step.target for step in block.backward_runs))
-        derived = None
-        if len(blocks) == 1:
-            kind = dataclasses.replace(block.kind, backward="derive")
-            try:
-                derived = Block(self.spec, kind, block.hyper, {n: block.shapes[n] for n in block.kind.in_names},
-                                block.where, self.optimize, needs=targets, dtype=np.float64, algorithm="definition")
-            except SpecError:  # no derivation for this kind (softmax): finite differences judge it
-                derived = None
-        # a derived set that does not cover the targets falls back to finite differences
-        if derived is not None and {step.target for step in derived.backward_runs} < set(targets):
-            derived = None
-        results = gradcheck.check_block(blocks, targets, rng, derived)
-        for t, (how, err) in results.items():
-            if not err <= tolerance:
-                against = "the derived one" if how == "derived" else "central finite differences"
-                raise self.spec.error(f"{block.where}, backward {t!r}",
-                                      f"the declared Jacobian disagrees with {against} by {err:.2e} (relative); "
-                                      "fix the equation")
-
-
-    def verify(self, block, rng, exact=1e-10, rounded=1e-5):
-        """A layer's algorithm against its definition on a random batch: the output and every
-        gradient it gives, in float64 (equal up to rounding: `exact`) and in the run's dtype."""
-        ref = block.as_definition()
-        names = [block.kind.in_name] + list(block.param_shapes)
-        env = gradcheck.random_inputs(rng, {n: block.shapes[n] for n in names})
-        upstream = rng.standard_normal(block.out_shape)
-        outputs = [block.kind.out_name] + [grad(t) for t in names if t in block.wanted]
-
-        def run(b, dtype):
-            work = {n: v.astype(dtype) for n, v in env.items()}
-            b.forward(work)
-            work[grad(b.kind.out_name)] = upstream.astype(dtype)
-            b.backward(work)
-            return {n: np.array(work[n], dtype=np.float64) for n in outputs}
-
-        want = run(ref, np.float64)
-        checks = [(np.dtype(np.float64), exact)] + ([(self.dtype, rounded)] if self.dtype != np.float64 else [])
-        for dtype, tolerance in checks:
-            got = run(block if dtype == block.dtype else block.retyped(dtype), dtype)
-            for n in outputs:
-                err = gradcheck.relative_error(got[n], want[n])
-                if not err <= tolerance:
-                    what = "its output" if n == block.kind.out_name else f"its gradient {n!r}"
-                    raise self.spec.error(f"{block.where}, algorithm {block.algorithm!r}",
-                                          f"{what} disagrees with the definition by {err:.2e} (relative, "
-                                          f"{dtype.name}; at most {tolerance:g} allowed); fix the chain or "
-                                          "choose another algorithm")
-
 
 def load(source="layers.yaml", network=None, dtype=None, optimize=None, check=True, seed=None,
-         reorder=True) -> Network:
+         reorder=True, algorithms=None) -> Network:
     """A Network from a spec file, YAML string or dict (see README: the spec format).  reorder=False
-    runs each ReLU before the max pool after it, in the definition's order (engine/compiler/reorder.py)."""
+    runs each ReLU before the max pool after it, in the definition's order (engine/compiler/reorder.py);
+    algorithms={layer: name} fixes what `auto` would choose (as `net.algorithms` and checkpoints record it)."""
     spec = source if isinstance(source, Spec) else read(source)
-    return Network(spec, network, dtype=dtype, optimize=optimize, check=check, seed=seed, reorder=reorder)
+    return Network(spec, network, dtype=dtype, optimize=optimize, check=check, seed=seed, reorder=reorder,
+                   algorithms=algorithms)
 
 
 def _check_arrays(what, expected, given):

@@ -158,7 +158,8 @@ class Trainer:
                 **({"meaning": self.meaning} if self.meaning is not None else {}),
                 "config": dataclasses.asdict(self.config), "epoch": self.epoch, "batch": self.batch,
                 "step": self.step, "rng_state": self.rng_state, "sums": self.sums, "history": self.history,
-                "dtype": str(self.net.dtype), "mask_rng_state": self.mask_state}
+                "dtype": str(self.net.dtype), "mask_rng_state": self.mask_state,
+                "algorithms": dict(self.net.algorithms)}  # what `auto` chose: a resume runs the same
         order = self.order if self.order is not None else np.zeros(0, np.int64)
         try:
             ckpt_io.save(self.checkpoint, Checkpoint(self.net.params, self.opt.state(), {"order": order}, meta,

@@ -84,7 +84,8 @@ def train(o: Options, log=print) -> Trained:
     _check_outputs(o, log)
     data = load_data(config, o.data_dir, download=o.download, log=log)
     log(f"data: {data.about}")
-    net = load_network(spec, network=config.network, seed=config.seed, optimize=o.optimize)
+    net = load_network(spec, network=config.network, seed=config.seed, optimize=o.optimize,
+                       algorithms=recorded_algorithms(ckpt, o.checkpoint))
     log(describe(net, o.spec, config))
     _check_batch(net, config, data, log)
     trainer = Trainer(net, data, config, spec_hash=digest, spec_file=str(o.spec), checkpoint=o.checkpoint,
@@ -104,6 +105,16 @@ def train(o: Options, log=print) -> Trained:
     if o.plans:
         log(net.plans(config.batch_size))
     return Trained(trainer.run(), trainer, config)
+
+
+def recorded_algorithms(ckpt, path) -> dict | None:
+    """The algorithms `auto` chose for the checkpoint's run ({layer: name}), or None where it predates them."""
+    if ckpt is None or "algorithms" not in ckpt.meta:
+        return None
+    found = ckpt.meta["algorithms"]
+    if not isinstance(found, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in found.items()):
+        raise CheckpointError(f"{path}: its record of the algorithms is damaged; {ckpt_io.FIX}")
+    return found
 
 
 def _resume_point(o: Options):
@@ -212,7 +223,8 @@ def evaluate_checkpoint(o: Options, log=print) -> int:
     config = make_config({}, network, {}, {**saved, **overrides})
     data = load_data(config, o.data_dir, download=o.download, log=log, train=False)
     log(f"data: {data.about}")
-    net = load_network(spec, network=network, seed=config.seed, optimize=o.optimize)
+    net = load_network(spec, network=network, seed=config.seed, optimize=o.optimize,
+                       algorithms=recorded_algorithms(ckpt, o.checkpoint))
     try:
         net.set_params(ckpt.params)
         if net.state_shapes:
