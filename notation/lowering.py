@@ -338,6 +338,13 @@ class CompiledSum:
         self.result_shape = tuple(result_shape)
         self.products = [CompiledProduct(p, extents, symbols, shapes, result_shape, optimize, self.letters,
                                         first=(n == 0)) for n, p in enumerate(bound)]
+        if len(bound) == 2 and not self.products[0].strategy.writes:
+            # a + b is b + a to the bit: the term that can write the whole result goes first, so that
+            # nothing is zeroed before it (a derived dx = dmu[k] / count + dxc[b,i,j,k])
+            swapped = CompiledProduct(bound[1], extents, symbols, shapes, result_shape, optimize, self.letters)
+            if swapped.strategy.writes:
+                self.products = [swapped, CompiledProduct(bound[0], extents, symbols, shapes, result_shape,
+                                                          optimize, self.letters, first=False)]
         self.needs_zero = not (self.products and self.products[0].strategy.writes)
         fuse_bias(self.products)
 

@@ -115,3 +115,11 @@ def test_measured_rates_are_positive_and_say_where_they_came_from():
     r = cost.measure()
     assert min(r.gemm, r.bandwidth, r.einsum, r.call) > 0 and r.block >= 0
     assert r.source.startswith("measured on this machine") and "GFLOP/s" in r.describe()
+
+
+def test_of_two_terms_the_one_that_writes_the_whole_result_runs_first_to_the_same_bits():
+    run = Equation("dx[b,k] = dmu[k] / 7 + dxc[b,k]").compile(shapes={"dmu": (5,), "dxc": (6, 5)})
+    assert run.strategies == ("gather copy", "add of a view")
+    rng = np.random.default_rng(1)
+    dmu, dxc = rng.standard_normal(5), rng.standard_normal((6, 5))
+    assert np.array_equal(run(dmu=dmu, dxc=dxc), dmu * (1 / 7) + dxc)  # the scale, then the sum, as written

@@ -164,3 +164,15 @@ def test_dropout_keeps_each_entry_with_probability_one_minus_rate_and_rescales()
     env["x"] = np.ones((200, 100))
     z = block.forward(env)["z"]
     np.testing.assert_allclose(z, env["m"] / 0.75)
+
+
+def test_a_gradient_summed_at_a_fan_out_is_one_equation_where_every_term_writes_it_alike():
+    """Batch norm's x feeds its mean and its centring: dx is one sum of two terms, made in one result,
+    with the term that covers it first (no zeroing, no temporaries dx_1, dx_2)."""
+    spec = engine.read(SPEC)
+    block = Block(spec, spec.kinds["batchnorm"], {"momentum": 0.1, "eps": 1e-5}, {"x": (4, 3, 3, 2)}, "bn",
+                  needs={"x", "g", "beta"})
+    steps = {b.result: b.run for b in block.backward_runs}
+    assert str(steps["dx"].equation) == "dx[b,i,j,k] = dmu[k] / count + dxc[b,i,j,k]"
+    assert steps["dx"].strategies == ("gather copy", "add of a view")
+    assert not {"dx_1", "dx_2", "dxc_1", "dxc_2"} & set(steps)

@@ -30,7 +30,8 @@ class Jacobians:
     def derived(self, wanted):
         """Reverse mode over the forward equations: for each input, parameter and intermediate, the
         gradient rule applied to every equation that reads it, the terms summed where there are
-        several (a fan-out, as batch normalisation's x feeds both its mean and its centring)."""
+        several (a fan-out, as batch normalisation's x feeds both its mean and its centring): as one
+        equation of several terms where each writes the gradient alike, else each term apart, then summed."""
         differentiable = set(self.param_shapes) | set(self.kind.in_names) | {e.result for e in self.equations}
         uses = {}
         for eq in self.equations:
@@ -39,9 +40,11 @@ class Jacobians:
                     uses.setdefault(name, []).append(eq)
         out = {}
         for name, eqs in uses.items():
-            if len(eqs) == 1:
-                eq = eqs[0]
-                out[name] = [Equation(derive(eq, name, self.kind.positions.get(eq.result)))]
+            texts = [derive(eq, name, self.kind.positions.get(eq.result)) for eq in eqs]
+            written = {t.split(" = ", 1)[0] for t in texts}
+            if len(written) == 1:  # every term writes the gradient at the same index terms: one equation
+                body = " + ".join(t.split(" = ", 1)[1] for t in texts).replace("+ -", "- ")
+                out[name] = [Equation(f"{written.pop()} = {body}")]  # its sum made in one result, no temporaries
                 continue
             parts = []
             for n, eq in enumerate(eqs, 1):
