@@ -173,5 +173,6 @@ def pass_seconds(entries, itemsize, r: Rates, calls=1) -> float:
 
 
 def bound_seconds(flops, entries, itemsize, r: Rates) -> float:
-    """The roofline bound: the FLOPs at the GEMM rate or the bytes at the bandwidth, whichever is longer."""
-    return max(flops / r.gemm, itemsize * entries / r.bandwidth)
+    """The roofline bound: the FLOPs at the GEMM rate or the bytes at the bandwidth, whichever is longer,
+    and never less than one numpy call (the floor of any road here, for a product of a few entries)."""
+    return max(flops / r.gemm, itemsize * entries / r.bandwidth, r.call)

@@ -166,6 +166,10 @@ class Run:
                 "result_shape": list(self.result_shape), "extents": dict(self.extents),
                 "symbols": {k: v for k, v in self.symbols.items()}, "products": products}
 
+    def bound_seconds(self, itemsize: int = 4) -> float:
+        """The roofline bound of the whole equation: its products' bounds summed (notation/cost.py)."""
+        return sum(p.costs(itemsize)["bound_s"] for p in self._rhs.products)
+
     @property
     def strategies(self) -> tuple:
         """The road each product of the right side takes, in order (see notation.strategies)."""

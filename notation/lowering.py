@@ -267,13 +267,16 @@ class CompiledProduct:
         if isinstance(f, Call):
             idx = tuple(free_indices([f.arg]))
             arg = CompiledSum.sub(f.arg, idx, extents, symbols, shapes, optimize, letters)
-            return Operand("call", idx, arg.result_shape, argument=arg, func=FUNCTIONS[f.func])
+            op = Operand("call", idx, arg.result_shape, argument=arg, func=FUNCTIONS[f.func])
+            op.entries = arg.entries  # what memory holds of what it reads
+            return op
         if isinstance(f, Max):
             free = [i for i in free_indices([f.arg]) if i not in f.indices]
             arg = CompiledSum.sub(f.arg, tuple(free) + tuple(f.indices), extents, symbols, shapes,
                                optimize, letters)
-            return Operand("max", free, [extents[i] for i in free], argument=arg, max_=f.indices,
-                           key=f.span)
+            op = Operand("max", free, [extents[i] for i in free], argument=arg, max_=f.indices, key=f.span)
+            op.entries = arg.entries
+            return op
         raise TypeError(f)
 
     def costs(self, itemsize=4, rates=None) -> dict:
@@ -355,6 +358,11 @@ class CompiledSum:
         bound = [BoundProduct(p.coef, p.scalars, p.factors, lhs, {}, scale(p.coef, p.scalars, symbols))
                  for p in expand(node)]
         return cls(bound, [extents[i] for i in out_indices], extents, symbols, shapes, optimize, letters)
+
+    @property
+    def entries(self) -> int:
+        """Entries its products read from memory (each array once, a window's array, not its view)."""
+        return sum(op.entries for p in self.products for op in p.operands)
 
     def dtype(self, arrays):
         names = {op.view.name for p in self.products for op in _leaves(p)}

@@ -335,8 +335,8 @@ def measured(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     timed = []
     real = compiler_algorithms.timed_seconds
-    monkeypatch.setattr(compiler_algorithms, "timed_seconds", lambda block, chain: timed.append(chain["name"])
-                        or real(block, chain, repeats=1))
+    monkeypatch.setattr(compiler_algorithms, "timed_seconds", lambda block, chains: timed.extend(
+        c["name"] for c in chains) or real(block, chains, rounds=1))
     cost.use(MEASURED)
     yield timed
     cost.use(None)

@@ -36,7 +36,7 @@ class Algorithms:
         if measuring():
             how, costs = "timed", recall(self)
             if costs is None or set(costs) != {c["name"] for c in chains}:
-                costs = {c["name"]: timed_seconds(self, c) for c in chains}
+                costs = timed_seconds(self, chains)
                 keep(self, costs)
         else:
             costs = {c["name"]: modelled_seconds(c["forward"] + c["backward"], self.dtype.itemsize) for c in chains}

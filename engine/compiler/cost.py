@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import statistics
 import tempfile
 import time
 
@@ -28,25 +27,34 @@ def measuring() -> bool:
     return cost.rates().source != "reference"
 
 
-def timed_seconds(block, chain, repeats=5) -> float:
-    """The median seconds of a chain's forward and backward on random values in the block's dtype,
-    after one untimed pass (buffers made, caches warm)."""
+def timed_seconds(block, chains, rounds=5) -> dict:
+    """{algorithm: seconds} of each chain's forward and backward on random values in the block's dtype:
+    the chains timed in turn, round after round (a machine busy for a moment slows them all alike),
+    each its fastest pass after an untimed one."""
     rng = np.random.default_rng(0)
+    env = {n: rng.standard_normal(s).astype(block.dtype) for n, s in block.shapes.items()}
+    env[f"d{block.kind.out_name}"] = rng.standard_normal(block.out_shape).astype(block.dtype)
+    trials = {c["name"]: _trial(block, c) for c in chains}
+    best = dict.fromkeys(trials, float("inf"))
+    for n in range(rounds + 1):
+        for name, trial in trials.items():
+            work = dict(env)
+            t = time.perf_counter()
+            trial.forward(work)
+            trial.backward(work)
+            if n:
+                best[name] = min(best[name], time.perf_counter() - t)
+    return best
+
+
+def _trial(block, chain):
+    """The block running `chain`, with buffers of its own."""
     trial = block.retyped(block.dtype)
     trial.algorithm, trial.chain, trial.constants = chain["name"], chain, {
         c: v.astype(block.dtype) for c, v in chain["masters"].items()}
     trial.forward_runs, trial.backward_runs = chain["forward"], chain["backward"]
     trial.buffers, trial.memo, trial.kept = {}, {}, (None, {})
-    env = {n: rng.standard_normal(s).astype(block.dtype) for n, s in block.shapes.items()}
-    env[f"d{block.kind.out_name}"] = rng.standard_normal(block.out_shape).astype(block.dtype)
-    times = []
-    for n in range(repeats + 1):
-        t = time.perf_counter()
-        trial.forward(env)
-        trial.backward(env)
-        if n:
-            times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return trial
 
 
 def _wisdom_file():
