@@ -7,9 +7,9 @@
 from .constants import CONSTANTS, register_constant
 from .counters import counting
 from .equation import Equation, Run
-from .errors import NotationError, UserError
+from .errors import NotationError, NotationWarning, UserError
 from .functions import FUNCTIONS, register_function
 from .parser import TERM_FORMS
 
-__all__ = ["Equation", "Run", "NotationError", "FUNCTIONS", "TERM_FORMS", "counting", "UserError", "register_function",
-           "CONSTANTS", "register_constant"]
+__all__ = ["Equation", "Run", "NotationError", "NotationWarning", "FUNCTIONS", "TERM_FORMS", "counting", "UserError",
+           "register_function", "CONSTANTS", "register_constant"]

@@ -262,3 +262,27 @@ def free_indices(factors) -> list:
                 names = [n.i, n.j]
             out += [i for i in names if i not in out and i not in reduced]
     return out
+
+
+def lonely_sums(lhs, rhs) -> list:
+    """[(index, span)]: an index summed (not on the left) that, in a product of several factors as
+    written, one factor alone names: `x[b,i,j,k] * g[m]` sums g over m, most likely a misspelt g[k].
+    A sum meant so is written as its own equation first (`s = g[m]`), which is not flagged."""
+    left = {i for axis in lhs.axes for i in axis.indices}
+    found = []
+    for node in walk(rhs):
+        if not isinstance(node, Mul):
+            continue
+        factors = [sub for _, sub in node.factors if any(isinstance(n, (Ref, Delta)) for n in walk(sub))]
+        if len(factors) < 2:
+            continue
+        counts = {}
+        for f in factors:
+            for i in free_indices([f]):
+                counts[i] = counts.get(i, 0) + 1
+        for f in factors:
+            for i in free_indices([f]):
+                if counts[i] == 1 and i not in left and i not in [x for x, _ in found]:
+                    ref = next(n for n in walk(f) if isinstance(n, (Ref, Delta)) and i in free_indices([n]))
+                    found.append((i, ref.span))
+    return found

@@ -95,12 +95,31 @@ def _product_text(coef: Fraction, scalars, factors) -> str:
     parts = [str(f) for f in factors]
     head = ""
     if coef != 1:
-        head = f"{coef.numerator}" if coef.denominator == 1 else f"{coef.numerator}/{coef.denominator}"
+        head = _number(coef)
         head += " * "
     text = head + " * ".join(parts)
     for name, power in scalars:
         text += (f" * {name}" if power > 0 else f" / {name}") * abs(power)
     return text
+
+
+def _number(value: Fraction) -> str:
+    """A coefficient as the spec would write it: a whole number, a decimal where one is exact
+    (0.0356774081, not 356774081/10000000000), else a fraction (1/3)."""
+    if value.denominator == 1:
+        return str(value.numerator)
+    d = value.denominator
+    for p in (2, 5):
+        while d % p == 0:
+            d //= p
+    if d == 1:  # exact in decimal: the digits worked out in whole numbers
+        digits = 0
+        while (value * 10 ** digits).denominator != 1:
+            digits += 1
+        whole = abs(int(value * 10 ** digits))
+        text = str(whole).rjust(digits + 1, "0")
+        return ("-" if value < 0 else "") + text[:-digits] + "." + text[-digits:]
+    return f"{value.numerator}/{value.denominator}"
 
 
 def _cannot(equation, wrt, why) -> NotationError:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import counters
-from .ast import Max, Ref, expand, free_indices, walk
+from .ast import Max, Ref, expand, free_indices, lonely_sums, walk
 from .errors import NotationError
 from .lowering import CompiledSum
 from .maxima import Masks
@@ -40,6 +40,11 @@ class Equation:
             if isinstance(n, Ref) and n.name not in seen:
                 seen.append(n.name)
         return tuple(seen)
+
+    @property
+    def lonely(self) -> list:
+        """[(index, span)]: indices summed over one factor alone of a product (likely misspelt; ast.lonely_sums)."""
+        return lonely_sums(self.lhs, self.rhs)
 
     @property
     def result(self) -> str:
@@ -165,6 +170,10 @@ class Run:
         return {"equation": str(self.equation), "source": self.equation.source,
                 "result_shape": list(self.result_shape), "extents": dict(self.extents),
                 "symbols": {k: v for k, v in self.symbols.items()}, "products": products}
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{k} {tuple(v)}" for k, v in self.shapes.items())
+        return f"<Run {self.equation} for {shapes or 'no operands'}>"
 
     def bound_seconds(self, itemsize: int = 4) -> float:
         """The roofline bound of the whole equation: its products' bounds summed (notation/cost.py)."""

@@ -60,3 +60,7 @@ class NotationError(UserError):
     def located(self, source, span=None):
         """The same error attached to an equation, for errors raised below the parser."""
         return NotationError(self.reason, source, span if span is not None else self.span, self.hint)
+
+
+class NotationWarning(UserWarning):
+    """An equation that is valid but likely not what was meant (an index summed over one factor alone)."""

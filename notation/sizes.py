@@ -177,6 +177,11 @@ def _check_term_symbol(b: Binder, s, m):
     if is_extent_name(s):
         b.usage.setdefault(s, set()).add("count" if m.index else "last")
     elif s not in b.sym:
+        if m.index is None and s.isalpha() and s.islower():  # `x[b,i,jj,k]`: an index spelt as a Python name
+            raise b.fail(f"{s!r} is no index: an index is one lower-case letter (optionally primed, j'), and a "
+                         "longer name is a symbol", m.span,
+                         f"write one letter for an index, or give {s!r} a value in symbols= "
+                         f"(known: {sorted(b.sym) or 'none'})")
         raise b.fail(f"unknown symbol {s!r}", m.span, f"give its value in symbols= (known: {sorted(b.sym) or 'none'})")
     elif m.index is not None:
         v = b.sym[s]

@@ -9,9 +9,26 @@ import signal
 import statistics
 import sys
 import time
+import warnings
 from contextlib import contextmanager
 
 _deferred = []  # a Ctrl-C that came between a script's imports and its main (see `starting`, `go_on`)
+
+
+def _one_line_warnings() -> None:
+    """The engine's warnings about a spec (a misspelt index) as one line each, `warning: ...`, without
+    Python's file, line number and source line."""
+    default = warnings.formatwarning
+
+    def one_line(message, category, filename, lineno, line=None):
+        if category.__name__ == "NotationWarning":
+            return f"warning: {message}\n"
+        return default(message, category, filename, lineno, line)
+
+    warnings.formatwarning = one_line
+
+
+_one_line_warnings()
 
 
 @contextmanager

@@ -105,3 +105,9 @@ def test_every_heavy_contraction_lands_on_blas():
     # stacked, in place: z's inverse transform and dz's transform (two steps each), the two per-frequency
     # products that read wb, the kernel's spectrum and (17) back to the taps
     assert sum("blocks" in runs and "no copy" in runs for _, _, runs in heavy) == 8
+
+
+def test_a_network_shows_its_name_size_and_input_in_a_repl():
+    net = engine.load(SPEC, network="softmax-regression", check=False)
+    assert repr(net) == (f"<Network 'softmax-regression' of {SPEC}: 2 layers, 7,850 parameters, float32, "
+                         "input (28, 28, 1)>")

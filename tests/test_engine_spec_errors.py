@@ -1,13 +1,15 @@
 """Bad specs get one line naming the file, the layer or kind, the field and what to fix."""
 import copy
+import warnings
 
 import numpy as np
 import pytest
 import yaml
 
 import engine
+from notation import NotationWarning
 
-from conftest import SPEC, spec_error
+from conftest import SPEC, run_script, spec_error
 
 BASE = yaml.safe_load(SPEC.read_text())
 
@@ -144,3 +146,38 @@ def test_an_input_of_the_wrong_shape_is_a_user_error_naming_the_shape():
     net = engine.load(SPEC, network="softmax-regression", check=False)
     with pytest.raises(engine.UserError, match=r"takes inputs of shape \(B, 28, 28, 1\), got \(8, 28, 28\)"):
         net.forward(np.zeros((8, 28, 28)))
+
+
+MISSPELT = '''
+  scale:
+    cites: "extension: a per-channel scale"
+    input: [b, height, width, channels]
+    params:
+      g: {shape: [channels], init: ones}
+    forward:
+      - z[b,i,j,k] = x[b,i,j,k] * g[m]
+    backward: derive
+'''
+
+
+def test_an_index_summed_over_one_factor_alone_is_a_warning_naming_the_kind_and_equation():
+    text = SPEC.read_text().replace("kinds:\n", "kinds:" + MISSPELT, 1)
+    with pytest.warns(NotationWarning) as caught:
+        engine.read(text)
+    (w,) = caught
+    assert str(w.message) == ("<string>: kind 'scale', forward[0]: 'z[b,i,j,k] = x[b,i,j,k] * g[m]' sums index 'm', "
+                              "which only one factor of its product names; if that is meant, write the sum as an "
+                              "equation of its own first, else correct the index")
+
+
+def test_the_shipped_spec_loads_without_a_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        engine.read(SPEC)
+
+
+def test_a_script_prints_the_warning_as_one_line(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC.read_text().replace("kinds:\n", "kinds:" + MISSPELT, 1))
+    err = run_script("plan.py", "--spec", str(spec), "--batch", "2").stderr
+    assert err.startswith(f"warning: {spec}: kind 'scale', forward[0]: ") and err.count("\n") == 1

@@ -234,3 +234,11 @@ def test_notation_source_never_calls_eval_or_exec():
         called = {node.func.id for node in ast.walk(tree)
                   if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)}
         assert not called & {"eval", "exec", "compile", "__import__"}, path
+
+
+def test_an_index_spelt_as_a_longer_name_is_told_that_indices_are_one_letter():
+    source = "z[b,i,j,k] = x[b,i,jj,k]"
+    message = compile_error(source, {"x": (1, 2, 3, 4)})
+    assert message.startswith("'jj' is no index: an index is one lower-case letter")
+    assert "write one letter for an index" in message
+    assert_points_at(message, source, "jj")

@@ -170,3 +170,8 @@ def test_bad_einsum_string_says_what_is_wrong(subscripts, operands, reason):
     with pytest.raises(NotationError, match=None) as info:
         Equation(subscripts, operands=operands)
     assert reason in str(info.value) and f"in: {subscripts}" in str(info.value)
+
+
+def test_a_compiled_run_shows_its_equation_and_shapes_in_a_repl():
+    run = Equation("z[b,j] = x[b,i] * w[i,j]").compile(shapes={"x": (4, 3), "w": (3, 2)})
+    assert repr(run) == "<Run z[b,j] = x[b,i] * w[i,j] for x (4, 3), w (3, 2)>"

@@ -13,6 +13,8 @@ import yaml
 
 import engine
 from engine.compiler import plan_schema, plans
+from notation import Equation
+from notation.derive import derive
 
 from conftest import SPEC, run_script, spec_with
 
@@ -235,3 +237,21 @@ def test_compare_shows_where_two_optimisers_differ_on_a_custom_spec(custom_spec)
 def test_an_unknown_optimiser_is_refused_with_the_valid_names():
     out = run_script("plan.py", "--optimize", "fastest", ok=False)
     assert out.returncode == 2 and "'fastest' not found, valid options are" in out.stderr
+
+
+def test_each_contraction_heading_keeps_its_name_apart_from_its_equation():
+    text = plan("--network", "zoo", "--batch", "2")
+    heads = [line for line in text.splitlines() if line.split(" ", 1)[0] in ("forward", "backward", "update", "eval")]
+    assert heads and all("[" not in line.split()[1] for line in heads), [h for h in heads if "[" in h.split()[1]]
+
+
+def test_speed_up_is_shown_only_where_the_path_beats_the_naive_sum():
+    text = plan("--network", "seven-layer-bn", "--batch", "2")
+    assert "speed-up 0.5x" not in text and "speed-up 1x" not in text
+    assert "speed-up" in text  # (12)'s dense products: a path over three operands does beat it
+
+
+def test_a_derived_coefficient_is_written_as_the_spec_would_write_it():
+    assert derive(Equation("z[b] = 0.0356774081 * x[b]"), "x") == "dx[b] = 0.0356774081 * dz[b]"
+    assert derive(Equation("z[b] = -x[b] / 8"), "x") == "dx[b] = -0.125 * dz[b]"
+    assert derive(Equation("z[b] = x[b] / 3"), "x") == "dx[b] = 1/3 * dz[b]"

@@ -288,6 +288,10 @@ def _equation(spec, where, src) -> Equation:
     if not isinstance(src, str):
         raise spec.error(where, f"expected an equation string, found {src!r}")
     try:
-        return Equation(src)
+        eq = Equation(src)
     except NotationError as e:
         raise spec.error(where, e.one_line()) from None
+    for index, _ in eq.lonely:
+        spec.warn(where, f"'{eq.source}' sums index {index!r}, which only one factor of its product names; if "
+                         f"that is meant, write the sum as an equation of its own first, else correct the index")
+    return eq

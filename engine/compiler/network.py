@@ -83,6 +83,11 @@ class Network(LoadChecks):
         if check:
             self.check(stages)
 
+    def __repr__(self) -> str:
+        size = sum(int(np.prod(s)) for ps in self.param_shapes.values() for s in ps.values())
+        return (f"<Network {self.name!r} of {self.spec.file}: {len(self.net.layers)} layers, {size:,} parameters, "
+                f"{self.dtype.name}, input {self.input_shape}>")
+
     # -- building ----------------------------------------------------------------------
     def _where(self, layer):
         return f"network {self.name!r}, layer {layer.name!r} ({layer.kind})"

@@ -4,7 +4,10 @@ Leaf of the spec reader: kinds.py and spec.py build these; nothing here reads YA
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
+
+from notation import NotationWarning
 
 from ..errors import SpecError
 
@@ -110,3 +113,7 @@ class Spec:
 
     def error(self, where, message) -> SpecError:
         return SpecError(self.file, where, message)
+
+    def warn(self, where, message) -> None:
+        """One line, in the form of an error, for what loads but is likely a mistake."""
+        warnings.warn(f"{self.file}: {where}: {message}", NotationWarning, stacklevel=2)
