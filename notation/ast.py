@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from .printer import LATEX, TEXT, render
+from .printer import LATEX, TEXT, affine, render, signed
 
 Span = tuple  # (start, end) character offsets in the source
 
@@ -60,6 +60,10 @@ class Affine(Printable):
 
     monos: tuple
     span: Span = field(default=(0, 0), compare=False)
+    kind = "term"
+
+    def render(self, d) -> str:
+        return affine(self, d)
 
     @property
     def indices(self) -> tuple:
@@ -129,6 +133,10 @@ class Ref(Printable):
     name: str
     axes: tuple
     span: Span = field(default=(0, 0), compare=False)
+    kind = "tensor"
+
+    def render(self, d) -> str:
+        return d.tensor(self.name, [render(a, d) for a in self.axes], [a.plain() is not None for a in self.axes])
 
 
 @dataclass(frozen=True)
@@ -138,6 +146,10 @@ class Delta(Printable):
     i: str
     j: str
     span: Span = field(default=(0, 0), compare=False)
+    kind = "delta"
+
+    def render(self, d) -> str:
+        return d.delta(d.index(self.i), d.index(self.j))
 
 
 @dataclass(frozen=True)
@@ -147,6 +159,10 @@ class Call(Printable):
     func: str
     arg: Node
     span: Span = field(default=(0, 0), compare=False)
+    kind = "call"
+
+    def render(self, d) -> str:
+        return d.call(self.func, render(self.arg, d))
 
 
 @dataclass(frozen=True)
@@ -156,12 +172,23 @@ class Max(Printable):
     indices: tuple
     arg: Node
     span: Span = field(default=(0, 0), compare=False)
+    kind = "max"
+
+    def render(self, d) -> str:
+        arg = render(self.arg, d)
+        if self.arg.kind in ("sum", "mul"):
+            arg = d.group(arg)
+        return d.max([d.index(i) for i in self.indices], arg)
 
 
 @dataclass(frozen=True)
 class Num(Printable):
     value: Fraction
     span: Span = field(default=(0, 0), compare=False)
+    kind = "number"
+
+    def render(self, d) -> str:
+        return d.number(self.value)
 
 
 @dataclass(frozen=True)
@@ -170,6 +197,10 @@ class Sym(Printable):
 
     name: str
     span: Span = field(default=(0, 0), compare=False)
+    kind = "symbol"
+
+    def render(self, d) -> str:
+        return d.symbol(self.name)
 
 
 @dataclass(frozen=True)
@@ -178,6 +209,10 @@ class Sum(Printable):
 
     terms: tuple
     span: Span = field(default=(0, 0), compare=False)
+    kind = "sum"
+
+    def render(self, d) -> str:
+        return signed([(sign, render(sub, d), sub.kind == "sum") for sign, sub in self.terms], d)
 
 
 @dataclass(frozen=True)
@@ -186,6 +221,16 @@ class Mul(Printable):
 
     factors: tuple
     span: Span = field(default=(0, 0), compare=False)
+    kind = "mul"
+
+    def render(self, d) -> str:
+        out = ""
+        for n, (op, sub) in enumerate(self.factors):
+            text = render(sub, d)
+            if d.grouped(sub, op, last=n == len(self.factors) - 1):
+                text = d.group(text)
+            out = d.factors(out, op, text, n == 0)
+        return out
 
 
 Node = Ref | Delta | Call | Max | Num | Sym | Sum | Mul

@@ -58,8 +58,7 @@ class Text:
     @staticmethod
     def grouped(node, op, last):
         """Whether a factor needs parentheses: a sum, or a product divided by."""
-        from .ast import Mul, Sum
-        return isinstance(node, Sum) or (op == "/" and isinstance(node, Mul))
+        return node.kind == "sum" or (op == "/" and node.kind == "mul")
 
 
 class Latex:
@@ -121,44 +120,16 @@ class Latex:
     @staticmethod
     def grouped(node, op, last):
         """Whether a factor needs parentheses: a sum, or a max with factors after it."""
-        from .ast import Max, Sum
-        return isinstance(node, Sum) or (isinstance(node, Max) and not last)
+        return node.kind == "sum" or (node.kind == "max" and not last)
 
 
 TEXT, LATEX = Text(), Latex()
 
 
 def render(node, d=TEXT) -> str:
-    """The node in dialect d."""
-    from . import ast
-    if isinstance(node, ast.Affine):
-        return _affine(node, d)
-    if isinstance(node, ast.Ref):
-        return d.tensor(node.name, [render(a, d) for a in node.axes], [a.plain() is not None for a in node.axes])
-    if isinstance(node, ast.Delta):
-        return d.delta(d.index(node.i), d.index(node.j))
-    if isinstance(node, ast.Call):
-        return d.call(node.func, render(node.arg, d))
-    if isinstance(node, ast.Max):
-        arg = render(node.arg, d)
-        if isinstance(node.arg, (ast.Sum, ast.Mul)):
-            arg = d.group(arg)
-        return d.max([d.index(i) for i in node.indices], arg)
-    if isinstance(node, ast.Num):
-        return d.number(node.value)
-    if isinstance(node, ast.Sym):
-        return d.symbol(node.name)
-    if isinstance(node, ast.Sum):
-        return signed([(sign, render(sub, d), isinstance(sub, ast.Sum)) for sign, sub in node.terms], d)
-    if isinstance(node, ast.Mul):
-        out = ""
-        for n, (op, sub) in enumerate(node.factors):
-            text = render(sub, d)
-            if d.grouped(sub, op, last=n == len(node.factors) - 1):
-                text = d.group(text)
-            out = d.factors(out, op, text, n == 0)
-        return out
-    raise TypeError(f"cannot print {node!r}")
+    """The node in dialect d: each node of notation/ast.py says how it is spelt from its parts, so
+    this module knows none of their classes (the tree imports the printer, never the reverse)."""
+    return node.render(d)
 
 
 def signed(terms, d=TEXT) -> str:
@@ -172,7 +143,8 @@ def signed(terms, d=TEXT) -> str:
     return out
 
 
-def _affine(term, d) -> str:
+def affine(term, d) -> str:
+    """An index term, monomial by monomial: `s1*i + p`, `P - p`."""
     parts = []
     for n, m in enumerate(term.monos):
         body = [str(abs(m.coef))] if abs(m.coef) != 1 or (not m.symbols and m.index is None) else []
