@@ -130,6 +130,14 @@ class Operand:
         self.distinct = len(set(self.indices)) == len(self.indices)  # no diagonal such as x[i,i]
         self.planes = None  # the positions mask's buffer, window axes first, kept between runs
         self.entries = math.prod(self.shape)  # entries read from memory (a window's array, not its view)
+        self.kept = {}  # a nested function's result and argument, in buffers kept between runs
+
+    def _kept(self, what, shape, dtype):
+        """The buffer kept for `what` (this operand's argument), made on first use for this shape and dtype."""
+        buf = self.kept.get(what)
+        if buf is None or buf.shape != tuple(shape) or buf.dtype != dtype:
+            buf = self.kept[what] = np.empty(shape, dtype)
+        return buf
 
     def evaluate(self, arrays, dtype, positions, out=None):
         if self.kind == "view":
@@ -140,10 +148,18 @@ class Operand:
             return self.value
         inner = self.argument.as_view(arrays)
         if inner is None:
-            inner = self.argument.evaluate(arrays, positions=positions)
+            inner = self.argument.evaluate(arrays, positions=positions,
+                                           out=self._kept("argument", self.argument.result_shape,
+                                                          self.argument.dtype(arrays)))
         if self.kind == "call":
-            if out is None:  # the function picks its result's type (drelu's may be bool)
-                return self.func.array(inner)
+            if out is None:
+                kept = self.kept.get("result")
+                if kept is not None and kept.dtype == inner.dtype and kept.shape == inner.shape:
+                    return parallel.elementwise(self.func.array, (inner,), kept)  # its buffer, made once
+                result = self.func.array(inner)  # the function picks its result's type (drelu's may be bool)
+                if result.dtype == inner.dtype and result.base is None and result is not inner:
+                    self.kept["result"] = result  # written again next time: nothing allocated per step
+                return result
             return parallel.elementwise(self.func.array, (inner,), out)  # a large one on both cores
         want = positions is not None and self.key not in positions  # one mask per max, however often used
         reuse = want and positions.reuse

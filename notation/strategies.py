@@ -135,6 +135,7 @@ class Elementwise(Strategy):
         rows = len(p.operands) == 2 and 0 < (self.out_shape or (0,))[-1] <= fused.ROW
         self.runs = ("np.multiply in one C loop (notation/fused.c) where built" if rows else "np.multiply") + \
             (", out=result" if self.in_place else ", then folded")
+        self.scratch = {}  # dtype -> the buffer a product that is folded is made in
 
     def run(self, arrays, out, positions):
         p = self.product
@@ -146,7 +147,9 @@ class Elementwise(Strategy):
             dest = out if p.direct else p.fold.view(out, writeable=True).transpose(
                 [p.fold.view.indices.index(i) for i in p.out_indices])
         else:
-            dest = np.empty(self.out_shape, dtype=dtype)
+            dest = self.scratch.get(dtype)
+            if dest is None:  # made once, written again every run
+                dest = self.scratch[dtype] = np.empty(self.out_shape, dtype=dtype)
         parallel.elementwise(self._multiply, values, dest)
         if not self.in_place:
             with counters.timing("scatter-add (fold)"):
@@ -175,9 +178,10 @@ class Path(Strategy):
     def __init__(self, product, writes, steps):
         super().__init__(product)
         self.writes, self.steps = writes, steps
-        self.copied = writes and isinstance(steps[-1], MatmulStep) and not steps[-1].direct
+        # a result made apart from out: copied into place (writes), or folded into it (a scatter)
+        self.copied = isinstance(steps[-1], MatmulStep) and (not steps[-1].direct or not writes)
         self.scratch = {}  # dtype -> the buffer a copied result is made in
-        if self.copied:
+        if self.copied and writes:
             self.into = "copied into the result"
         else:
             self.into = "written into the result" if writes else "folded"
@@ -235,7 +239,7 @@ class Path(Strategy):
                 out *= np.asarray(p.scale, dtype=out.dtype)
             self._bias_after(add, arrays, out, positions)
             return
-        self._finish(out, contract(self.steps, p.path_info.contraction_list, values))
+        self._finish(out, contract(self.steps, p.path_info.contraction_list, values, scratch=self._scratch(out.dtype)))
 
     def _bias_after(self, add, arrays, out, positions):
         """The fused bias, added on its own where the product could not take it (no `add` was made)."""
