@@ -17,19 +17,41 @@
 unsigned long long fused_source(void) { return FUSED_SOURCE; }
 
 /* Adam's update of n entries, as engine/training/optim.py's Adam._update writes it in numpy:
- *   m = (m - g) * b1 + g;  v = (v - g*g) * b2 + g*g;  w -= m / (sqrt(v) + eps) * step */
-#define ADAM(NAME, T, SQRT)                                                                   \
-    void NAME(const T *restrict g, T *restrict w, T *restrict m, T *restrict v, ptrdiff_t n, \
-              T b1, T b2, T eps, T step) {                                                   \
-        for (ptrdiff_t i = 0; i < n; i++) {                                                  \
-            T gi = g[i];                                                                     \
-            T mi = (m[i] - gi) * b1 + gi;                                                    \
-            T sq = gi * gi;                                                                  \
-            T vi = (v[i] - sq) * b2 + sq;                                                    \
-            m[i] = mi;                                                                       \
-            v[i] = vi;                                                                       \
-            w[i] -= mi / (SQRT(vi) + eps) * step;                                            \
-        }                                                                                    \
+ *   m = (m - g) * b1 + g;  v = (v - g*g) * b2 + g*g;  w -= m / (sqrt(v) + eps) * step
+ * with each moment of magnitude under tiny (the dtype's smallest normal number) stored as +0 before w
+ * reads it (optim.flush_subnormal): a dead unit's m, decaying by b1 a step, would stay subnormal for
+ * good (0.9 times a few of the smallest subnormals rounds back to them), and subnormals take a slow
+ * path on many processors.  A compare and select, vectorised; the thread's floating-point mode
+ * (MXCSR) is never touched. */
+#define FLUSH(x, tiny) ((x) < (tiny) && (x) > -(tiny) ? 0 : (x))
+
+/* Adam is also built for AVX-512 and AVX2, the widest the processor has chosen when the library loads
+ * (x86-64 Linux): the same IEEE operations on wider vectors, so the same bits.  On dense1's weights
+ * (3,211,264 floats, Zen 4, a busy machine): 1.6-1.7 ms, against 2.5-2.6 for the baseline's SSE loop
+ * with the flush and 2.0-2.1 for that loop without it. */
+#if defined(__x86_64__) && defined(__linux__) && defined(__has_attribute)
+#if __has_attribute(target_clones)
+#define WIDEST __attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+#endif
+#ifndef WIDEST
+#define WIDEST
+#endif
+
+#define ADAM(NAME, T, SQRT)                                                                         \
+    WIDEST void NAME(const T *restrict g, T *restrict w, T *restrict m, T *restrict v, ptrdiff_t n, \
+                     T b1, T b2, T eps, T step, T tiny) {                                           \
+        for (ptrdiff_t i = 0; i < n; i++) {                                                         \
+            T gi = g[i];                                                                            \
+            T mi = (m[i] - gi) * b1 + gi;                                                           \
+            T sq = gi * gi;                                                                         \
+            T vi = (v[i] - sq) * b2 + sq;                                                           \
+            mi = FLUSH(mi, tiny);                                                                   \
+            vi = FLUSH(vi, tiny);                                                                   \
+            m[i] = mi;                                                                              \
+            v[i] = vi;                                                                              \
+            w[i] -= mi / (SQRT(vi) + eps) * step;                                                   \
+        }                                                                                           \
     }
 
 ADAM(adam_float32, float, sqrtf)

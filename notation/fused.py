@@ -19,6 +19,7 @@ import numpy as np
 SOURCE = Path(__file__).with_name("fused.c")
 LIBRARY = Path(__file__).with_name("_fused.so")
 _C = {np.dtype(np.float32): ctypes.c_float, np.dtype(np.float64): ctypes.c_double}
+_TINY = {d: float(np.finfo(d).tiny) for d in _C}  # each dtype's smallest normal number: adam's flush
 _state = {"lib": None, "why": None}
 _lock = threading.Lock()
 
@@ -58,7 +59,7 @@ def _load():
         return None, f"{LIBRARY.name} was built from another {SOURCE.name}; run scripts/setup.sh again"
     for dtype, c in _C.items():
         f = getattr(lib, f"adam_{dtype.name}")
-        f.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_ssize_t] + [c] * 4
+        f.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_ssize_t] + [c] * 5
         f.restype = None
         for other in (dtype.name, "bool"):
             f = getattr(lib, f"multiply_{dtype.name}_{other}")
@@ -89,16 +90,18 @@ def _address(a: np.ndarray) -> int:
 
 def adam(g, w, m, v, b1, b2, eps, step) -> bool:
     """Adam's update of the 1-d contiguous blocks w, m, v from g in one pass (engine/training/optim.py
-    writes it as numpy's passes), if the library is at hand and the four share a float dtype; False
-    where it does not apply, so the caller runs numpy's passes.  The four must not overlap (they do
-    not: the weights, their gradient and the optimizer's two moments)."""
+    writes it as numpy's passes, each moment under the dtype's smallest normal number stored as +0),
+    if the library is at hand and the four share a float dtype; False where it does not apply, so the
+    caller runs numpy's passes.  The four must not overlap (they do not: the weights, their gradient
+    and the optimizer's two moments)."""
     lib = _lib()
     dtype = w.dtype
     if lib is None or dtype not in _C or any(a.dtype != dtype or not a.flags.c_contiguous for a in (g, m, v)) or \
             not (w.flags.c_contiguous and w.flags.writeable and m.flags.writeable and v.flags.writeable) or \
             not g.size == w.size == m.size == v.size:
         return False
-    getattr(lib, f"adam_{dtype.name}")(_address(g), _address(w), _address(m), _address(v), w.size, b1, b2, eps, step)
+    getattr(lib, f"adam_{dtype.name}")(_address(g), _address(w), _address(m), _address(v), w.size, b1, b2, eps, step,
+                                       _TINY[dtype])
     return True
 
 

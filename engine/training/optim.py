@@ -21,6 +21,15 @@ from ..errors import TrainingError
 BLOCK = 1 << 17  # entries per block: the block's five arrays (2.5 MiB in float32) stay in cache
 
 
+def flush_subnormal(x: np.ndarray, scratch: np.ndarray, mask: np.ndarray) -> None:
+    """x's entries of magnitude under its dtype's smallest normal number set to +0 in place (NaN kept), as
+    notation/fused.c's FLUSH; scratch (x's dtype) and mask (bool) are workspaces of x's size.  An
+    optimizer's state decaying toward 0 would otherwise stay subnormal (a slow path on many processors)."""
+    np.abs(x, out=scratch)
+    np.less(scratch, np.finfo(x.dtype).tiny, out=mask)
+    np.copyto(x, 0, where=mask)
+
+
 def _flat(a: np.ndarray) -> np.ndarray:
     """`a` as one flat view (never a copy: an update must land in the array itself)."""
     if not a.flags.c_contiguous:
@@ -48,14 +57,19 @@ class SGD:
         self.t = 0
         self.scratch = {}  # one block of workspace per thread, reused: no allocation per step
 
-    def _scratch(self, like: np.ndarray) -> np.ndarray:
+    def _scratch(self, like: np.ndarray, dtype=None) -> np.ndarray:
         """This thread's workspace for one block `like` (BLOCK entries at most, but for a parameter
-        the fused update declined), grown as needed and then reused."""
-        need, me = like.size, threading.get_ident()
-        s = self.scratch.get(me)
-        if s is None or s.dtype != like.dtype or s.size < need:
-            s = self.scratch[me] = np.empty(need, like.dtype)
+        the fused update declined), in like's dtype or `dtype`, grown as needed and then reused."""
+        need, dtype = like.size, np.dtype(dtype or like.dtype)
+        key = (threading.get_ident(), dtype.kind)  # a float workspace and a bool one (masks)
+        s = self.scratch.get(key)
+        if s is None or s.dtype != dtype or s.size < need:
+            s = self.scratch[key] = np.empty(need, dtype)
         return s
+
+    def _flush(self, x: np.ndarray, scratch: np.ndarray) -> None:
+        """flush_subnormal(x) with this thread's workspace (scratch: a float block of x's size, free)."""
+        flush_subnormal(x, scratch, self._scratch(x, bool)[:x.size])
 
     def step(self, params, grads):
         self.t += 1
@@ -94,6 +108,7 @@ class Momentum(SGD):
                     vb *= mu
                     np.multiply(gb, lr, out=sb)
                     vb -= sb
+                    self._flush(vb, sb)  # a dead unit's velocity decays by mu to subnormals: stored as 0
                     wb += vb
 
     def state(self) -> dict:
@@ -141,10 +156,12 @@ class Adam(SGD):
             m -= g
             m *= b1_
             m += g
+            self._flush(m, sb)  # as fused.c's FLUSH: a moment under the smallest normal number is stored as 0
             np.multiply(g, g, out=sb)
             v -= sb
             v *= b2_
             v += sb
+            self._flush(v, sb)
             # w -= step * m / (sqrt(v) + eps)
             np.sqrt(v, out=sb)
             sb += eps
