@@ -2,7 +2,6 @@
 checkpoint), the memory a batch needs, and the time of each contraction of a step."""
 from __future__ import annotations
 
-import dataclasses
 import statistics
 import time
 from pathlib import Path
@@ -24,17 +23,13 @@ def flags(text) -> str:
     return rename(text, FLAGS.get, FLAGS)
 
 
-@dataclasses.dataclass
 class Trained:
     """A training checkpoint's state, to time steps as a long run takes them (issue 27: Adam's second
     moments hold denormals only after some 800 steps)."""
 
-    path: str
-    network: str
-    ckpt: ckpt_io.Checkpoint
-    optimizer: str
-    lr: float
-    step: int
+    def __init__(self, path: str, network: str, ckpt: ckpt_io.Checkpoint, optimizer: str, lr: float, step: int):
+        self.path, self.network, self.ckpt = path, network, ckpt
+        self.optimizer, self.lr, self.step = optimizer, lr, step
 
     def describe(self) -> str:
         return f"trained state of {self.path} (step {self.step:,}, {self.optimizer} lr {self.lr:g})"
@@ -43,6 +38,8 @@ class Trained:
 def trained(path, spec, spec_file) -> Trained:
     """A checkpoint read by the trainer's own reader and checked against the spec as a resume is:
     a CheckpointError line if it is damaged or belongs to a network that now means something else."""
+    if not Path(path).is_file():
+        raise CheckpointError(f"`checkpoint` {path}: no such file; give a checkpoint that scripts/train.py wrote")
     ckpt = ckpt_io.load(path)
     network = ckpt.meta.get("network")
     if not isinstance(network, str) or network not in spec.networks:
