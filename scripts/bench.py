@@ -36,7 +36,7 @@ from _shared import Parser, starting, timed  # noqa: E402
 
 with starting("bench.py"):
     from bench_engine import Engine, batch_of, breakdown, check_memory, flags, restore, step_flops, trained
-    from twins import Torch, missing
+    from twins import ShapeMismatch, Torch, missing
 
     import engine
     from notation import fused
@@ -149,15 +149,13 @@ def bench(args, spec, name, state, net, torch, gemm) -> dict:
     if state:
         section["checkpoint"] = {"path": state.path, "step": state.step, "optimizer": state.optimizer,
                                  "lr": state.lr}
-    if gaps:
-        section["no_twin"] = gaps
     if not args.json:
-        said = state.describe() if state else "fresh weights"
-        said += "; PyTorch on fresh weights" if state and torch and not gaps else ""
-        say(f"network {name}: engine on {said}")
+        sides = [] if args.only == "pytorch" else [f"engine on {state.describe() if state else 'fresh weights'}"]
+        if state and torch and not gaps and args.only != "engine":
+            sides.append("PyTorch on fresh weights")
+        say(f"network {name}: {'; '.join(sides) or 'PyTorch alone'}")
     if gaps:
-        print(f"network {name}: PyTorch side skipped: no twin for {', '.join(gaps)}",
-              file=sys.stderr if args.json else sys.stdout, flush=True)
+        skipped(args, name, section, f"no twin for {', '.join(gaps)}", gaps)
     if args.only == "pytorch" and (gaps or not torch):
         return section
     rng = np.random.default_rng(0)
@@ -167,7 +165,11 @@ def bench(args, spec, name, state, net, torch, gemm) -> dict:
         fwd, bwd = step_flops(eng.net, batch)
         contenders = [eng] if args.only != "pytorch" else []
         if torch and not gaps and args.only != "engine":
-            contenders.append(Torch(eng.net, batch, x, y, args.torch_threads))
+            try:
+                contenders.append(Torch(eng.net, batch, x, y, args.torch_threads))
+            except ShapeMismatch as exc:  # a kind of the user's own under a shipped kind's name
+                gaps = [f"kind {exc.kind!r}"]
+                skipped(args, name, section, f"its twin does not match: {exc}", gaps)
         row = time_row(args, contenders, batch)
         row.update(flops_forward=fwd, flops_backward=bwd, cold_start_s=eng.cold_start, peak_rss_mib=peak_rss_mib())
         if "train_step_ms" in row["engine"]:
@@ -179,6 +181,12 @@ def bench(args, spec, name, state, net, torch, gemm) -> dict:
             print_row(row, gemm)
         del eng, contenders
     return section
+
+
+def skipped(args, name, section, why, gaps):
+    """Say in one line why a network's PyTorch side is not timed, and record what has no twin."""
+    section["no_twin"] = gaps
+    print(f"network {name}: PyTorch side skipped: {why}", file=sys.stderr if args.json else sys.stdout, flush=True)
 
 
 def time_row(args, contenders, batch) -> dict:

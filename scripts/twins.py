@@ -124,6 +124,10 @@ def missing(net) -> list:
 class ShapeMismatch(ValueError):
     """A twin whose layer gives another shape than the engine's: the kind's name is shared, its meaning not."""
 
+    def __init__(self, kind, message):
+        super().__init__(message)
+        self.kind = kind
+
 
 def build(net, batch: int):
     """The twin of `net` (torch.nn.Module; `model(x)` gives logits, `model.loss` the loss), its layers
@@ -159,18 +163,26 @@ def build(net, batch: int):
                     self.functions[name] = made
             self.loss = torch.nn.CrossEntropyLoss()  # the mean over the batch, as (24)'s 1/B
 
-        def forward(self, x, shapes=None):
+        def forward(self, x, expect=None):
+            """Logits; given `expect` ({layer: the engine's shape, as NCHW}), each layer is checked against it."""
             outs = {"input": x}
-            for name, _, sources, activation in steps:
+            for name, kind, sources, activation in steps:
                 run = self.layers[name] if name in self.layers else self.functions[name]
-                a = run(*(outs[src] for src in sources))
+                try:
+                    a = run(*(outs[src] for src in sources))
+                except RuntimeError as exc:  # its inputs are not what the twin of the kind takes
+                    if expect is None:
+                        raise
+                    raise ShapeMismatch(kind, f"layer {name!r} ({kind}): its twin cannot take the engine's shapes "
+                                              f"({str(exc).splitlines()[0]})") from None
+                if expect is not None and tuple(a.shape) != expect[name]:
+                    raise ShapeMismatch(kind, f"layer {name!r} ({kind}): its twin gives {tuple(a.shape)}, the engine "
+                                              f"{expect[name]}")
                 if activation == "softmax":  # over each example's entries, as the engine's [b, i]
                     a = torch.softmax(a.reshape(a.shape[0], -1), 1).reshape(a.shape)
                 elif activation is not None:
                     a = getattr(torch, activation)(a)
                 outs[name] = a
-                if shapes is not None:
-                    shapes[name] = tuple(a.shape)
             return a
 
     dtype = torch_dtype(torch, net)
@@ -181,18 +193,14 @@ def build(net, batch: int):
 
 def _check_shapes(torch, model, net, blocks, batch, dtype):
     """Each layer of the twin gives the engine's shape (NHWC read as NCHW), on one forward pass."""
-    shapes = {}
+    expect = {}
+    for name, block in blocks.items():
+        shape = tuple(block.out_shape)
+        expect[name] = (shape[0], shape[3], shape[1], shape[2]) if len(shape) == 4 else shape
     model.eval()
     with torch.no_grad():
-        model(to_torch(torch, np.zeros((batch, *net.input_shape)), dtype), shapes)
+        model(to_torch(torch, np.zeros((batch, *net.input_shape)), dtype), expect)
     model.train()
-    for name, shape in shapes.items():
-        want = blocks[name].out_shape
-        if len(want) == 4:
-            want = (want[0], want[3], want[1], want[2])
-        if shape != tuple(want):
-            raise ShapeMismatch(f"layer {name!r} ({blocks[name].kind.name}): its twin gives {shape}, the engine "
-                                f"{tuple(want)}")
 
 
 def torch_dtype(torch, net):

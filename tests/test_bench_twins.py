@@ -5,7 +5,7 @@ import importlib.util
 import numpy as np
 import pytest
 
-from conftest import ROOT, SPEC
+from conftest import ROOT, SPEC, run_script
 
 torch = pytest.importorskip("torch")
 
@@ -52,3 +52,46 @@ def test_the_twin_flattens_in_the_engines_order():
         model.layers["dense"].bias.copy_(torch.from_numpy(net.params["dense"]["b"]))
         got = torch.softmax(model(twins.to_torch(torch, x, torch.float32)), 1).numpy()
     np.testing.assert_allclose(got, net.forward(x), rtol=1e-4, atol=1e-6)
+
+
+def width_concat():
+    """layers.yaml with its concat redefined to put two images side by side along the width, in a network."""
+    import yaml
+    data = yaml.safe_load(SPEC.read_text())
+    data["kinds"]["concat"] = {  # side by side along the width, not the channels
+        "cites": "a test's",
+        "input": {"x1": ["b", "height", "w1", "channels"], "x2": ["b", "height", "w2", "channels"]},
+        "symbols": {"n1": "w1"},
+        "shapes": {"p1": ["b", "height", "w1 + w2", "channels"], "p2": ["b", "height", "w1 + w2", "channels"]},
+        "forward": ["p1[b,i,j+0,k] = x1[b,i,j,k]", "p2[b,i,j+n1,k] = x2[b,i,j,k]",
+                    "z[b,i,j,k] = p1[b,i,j,k] + p2[b,i,j,k]"],
+        "backward": "derive"}
+    data["networks"] = {"wide": {"cites": "a test's", "input": [6, 6, 1], "loss": "softmax_cross_entropy", "layers": [
+        {"name": "a", "kind": "conv2d", "filters": 2, "kernel": 3, "padding": "same", "inputs": ["input"]},
+        {"name": "b", "kind": "conv2d", "filters": 2, "kernel": 3, "padding": "same", "inputs": ["input"]},
+        {"name": "cat", "kind": "concat", "inputs": ["a", "b"]},
+        {"name": "flatten", "kind": "flatten"},
+        {"name": "out", "kind": "dense", "units": 10, "activation": "softmax"}]}}
+    data["network"] = "wide"
+    return data
+
+
+def test_a_kind_of_the_users_own_under_a_shipped_name_is_found_out_by_its_shapes():
+    import engine
+    net = engine.load(width_concat(), check=False)
+    with pytest.raises(twins.ShapeMismatch, match=r"layer 'cat' \(concat\): its twin gives \(2, 4, 6, 6\), the "
+                                                  r"engine \(2, 2, 6, 12\)") as info:
+        twins.build(net, 2)
+    assert info.value.kind == "concat"
+
+
+def test_bench_times_a_network_whose_twin_does_not_match_on_the_engine_alone(tmp_path):
+    import json
+
+    import yaml
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(width_concat(), sort_keys=False))
+    out = run_script("bench.py", "--spec", path, "--batch", "2", "--rounds", "1", "--repeats", "1", "--json")
+    section = json.loads(out.stdout)["networks"]["wide"]
+    assert section["no_twin"] == ["kind 'concat'"] and "pytorch" not in section["batches"][0]
+    assert "network wide: PyTorch side skipped: its twin does not match: layer 'cat' (concat)" in out.stderr
