@@ -61,13 +61,22 @@ def gemm_gflops(n=2048, repeats=3) -> float:
     return 2 * n ** 3 / min(times) / 1e9
 
 
+class OutputLost(Exception):
+    """Standard output can take no more (a full disk, /dev/full): the report cannot be written."""
+
+
 def say(*text):
     """A line of the report, written at once: a reader that has gone (`| head`) is noticed now."""
-    print(*text, flush=True)
+    try:
+        print(*text, flush=True)
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise OutputLost(exc.strerror or str(exc)) from None
 
 
-def at_least(least, what):
-    """An argparse type: a whole number of at least `least`, else one line saying so."""
+def at_least(least, what, most=None):
+    """An argparse type: a whole number of at least `least` (and at most `most`), else one line saying so."""
     def parse(text):
         try:
             n = int(text)
@@ -75,6 +84,8 @@ def at_least(least, what):
             raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; give {what}") from None
         if n < least:
             raise argparse.ArgumentTypeError(f"{n}: give {what} (at least {least})")
+        if most is not None and n > most:
+            raise argparse.ArgumentTypeError(f"{n}: give {what} (at most {most}, four per core of this machine)")
         return n
     return parse
 
@@ -95,7 +106,8 @@ def parser() -> Parser:
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch even when installed")
     p.add_argument("--only", choices=["engine", "pytorch"],
                    help="time one side alone, to compare with its figure in the side-by-side run")
-    p.add_argument("--torch-threads", type=at_least(1, "a number of threads"), default=2,
+    p.add_argument("--torch-threads", type=at_least(1, "a number of threads", 4 * (os.cpu_count() or 1)),
+                   default=2,
                    help="PyTorch's intra-op threads (default 2, the machine's cores; on a busy machine 1 can be "
                         "faster)")
     p.add_argument("--warmup", type=at_least(0, "a number of steps"), default=2,
@@ -229,7 +241,7 @@ def main(argv=None) -> int:
     elif args.only == "pytorch":
         p.error("--only pytorch and --no-torch leave nothing to time; drop one")
     try:
-        spec = engine.read(args.spec)
+        spec = engine.read(Path(args.spec))  # a path, never read as YAML text
         state = trained(args.checkpoint, spec, args.spec) if args.checkpoint else None
         names = chosen(p, spec, args.network, state)
         nets = prepare(spec, names, args.batch, state, torch)
@@ -276,9 +288,13 @@ def print_row(row, gemm):
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except BrokenPipeError:  # piped into `head` and the like: stop quietly, as cat does
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(0)
+    except (BrokenPipeError, OutputLost) as exc:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
+        if isinstance(exc, BrokenPipeError):  # piped into `head` and the like: stop quietly, as cat does
+            sys.exit(0)
+        print(f"bench.py: cannot write the report to standard output ({exc}); send it where there is room",
+              file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:
         print("bench.py: interrupted", file=sys.stderr)
         sys.exit(130)

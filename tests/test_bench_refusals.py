@@ -2,6 +2,7 @@
 one line and exit 2 before anything is timed; a reader that goes away (`| head`) ends it quietly;
 --checkpoint times the engine from a trained state."""
 import json
+import os
 import subprocess
 import sys
 
@@ -31,13 +32,19 @@ def refused(*args):
     (["--rounds", "0"], "argument --rounds: 0: give a number of rounds (at least 1)"),
     (["--torch-threads", "0"], "argument --torch-threads: 0: give a number of threads (at least 1)"),
     (["--warmup", "-1"], "argument --warmup: -1: give a number of steps (at least 0)"),
-], ids=["batch 0", "batch -1", "batch two", "repeats 0", "rounds 0", "torch threads 0", "warmup -1"])
+    (["--torch-threads", "100000"], "argument --torch-threads: 100000: give a number of threads (at most "),
+], ids=["batch 0", "batch -1", "batch two", "repeats 0", "rounds 0", "torch threads 0", "warmup -1",
+        "torch threads 100000"])
 def test_a_count_out_of_range_is_one_line_naming_the_flag(args, said):
     assert said in refused(*args)
 
 
 def test_an_empty_spec_is_one_line():
     assert "bench.py: /dev/null: the spec must be a mapping" in refused("--spec", "/dev/null", *QUICK)
+
+
+def test_a_folder_given_as_the_spec_is_one_line():
+    assert f"bench.py: {ROOT / 'scripts'}: cannot read it" in refused("--spec", ROOT / "scripts", *QUICK)
 
 
 def test_an_unknown_network_is_one_line_listing_the_valid_ones():
@@ -59,6 +66,15 @@ def test_output_into_a_closed_pipe_ends_quietly():
     err = proc.stderr.read()
     assert proc.wait(timeout=120) == 0 and first.startswith("fused loops: ")
     assert err == ""
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full on this system")
+def test_a_full_disk_under_the_report_is_one_line():
+    with open("/dev/full", "w") as full:
+        out = subprocess.run([sys.executable, str(SCRIPT), *QUICK], stdout=full, stderr=subprocess.PIPE, text=True,
+                             timeout=120)
+    assert out.returncode == 2 and out.stderr == ("bench.py: cannot write the report to standard output (No space "
+                                                  "left on device); send it where there is room\n")
 
 
 # -- a trained state ---------------------------------------------------------------------------
