@@ -78,8 +78,8 @@ def restore(net, state: Trained):
 
 def check_memory(net, batch: int) -> None:
     """Refuse a batch whose training step cannot fit in memory, by training's own estimate
-    (engine/compiler/memory.py) at batches 1 and 2, extrapolated: compiling the network at a batch
-    that cannot fit would itself exhaust the memory."""
+    (engine/compiler/memory.py): first at batches 1 and 2, extrapolated, since compiling the network
+    at a batch that cannot fit would itself exhaust the memory; then at the batch itself."""
     have = memory.available()
     if have is None:
         return
@@ -87,8 +87,12 @@ def check_memory(net, batch: int) -> None:
     per = max(two - one, 0)
     need = one + per * (batch - 1)
     if need <= have:
-        return
+        need = memory.training_need(net, batch, "adam")
+        if need <= have:
+            return
     fits = 1 + (have - one) // per if per and have > one else 0
+    while fits > 1 and (at := memory.training_need(net, fits, "adam")) > have:  # the slope of 1 and 2 is low
+        fits = fits * have // at
     fix = f"use --batch {fits} or less" if fits >= 1 else "the network itself does not fit: make it smaller"
     raise TrainingError(f"--batch {batch}: a training step of {net.name!r} on {batch:,} examples needs about "
                         f"{memory.human(need)} of memory, but {memory.human(have)} are available; {fix}")

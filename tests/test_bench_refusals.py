@@ -146,3 +146,20 @@ def test_a_checkpoint_of_a_network_that_now_means_something_else_is_one_line(che
     err = refused("--checkpoint", checkpoint, "--spec", spec, *QUICK)
     assert "network 'softmax-regression' of" in err and "no longer means what it was trained as" in err
     assert "start a new --checkpoint" in err
+
+
+def test_the_batch_a_memory_refusal_advises_fits(monkeypatch, capsys):
+    import importlib.util
+
+    import engine
+    from engine.compiler import memory
+    module = importlib.util.spec_from_file_location("bench_for_memory", SCRIPT)
+    bench = importlib.util.module_from_spec(module)
+    module.loader.exec_module(bench)
+    monkeypatch.setattr(memory, "available", lambda: 200 * 2 ** 20)
+    assert bench.main(["--network", "seven-layer", "--batch", "1000", *QUICK[2:]]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bench.py: --batch 1000: a training step of 'seven-layer' on 1,000 examples needs about ")
+    fits = int(err.split("use --batch ")[1].split()[0])
+    net = engine.load(SPEC, check=False)
+    assert memory.training_need(net, fits, "adam") <= 200 * 2 ** 20 < memory.training_need(net, fits + 8, "adam")
