@@ -245,7 +245,11 @@ def main(argv=None) -> int:
         state = trained(args.checkpoint, spec, args.spec) if args.checkpoint else None
         names = chosen(p, spec, args.network, state)
         nets = prepare(spec, names, args.batch, state, torch)
-        report = {"gemm_gflops": gemm_gflops(), "numpy": np.__version__, "fused": fused.describe(), "networks": {}}
+        report = {"gemm_gflops": gemm_gflops(), "numpy": np.__version__, "fused": fused.describe()}
+        if torch:
+            from importlib.metadata import version
+            report.update(torch=version("torch"), torch_threads=args.torch_threads)
+        report["networks"] = {}
         if not args.json:
             say(f"fused loops: {report['fused']}")
         for name in names:
