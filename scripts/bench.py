@@ -1,9 +1,15 @@
 #!/usr/bin/env python3
 """Training and inference throughput of the engine, side by side with PyTorch when installed.
 
-    python3 scripts/bench.py                      # batch 32, 64, 128; 3 interleaved rounds
-    python3 scripts/bench.py --batch 64 --breakdown
-    python3 scripts/bench.py --json > bench.json
+    python3 scripts/bench.py                      # the spec's network; batch 32, 64, 128; 3 rounds
+    python3 scripts/bench.py --network all --batch 64 --json > bench.json
+    python3 scripts/bench.py --network resnet --batch 64 --breakdown
+    python3 scripts/bench.py --checkpoint runs/run.npz --batch 64   # steps on a trained state
+
+The PyTorch side is each network's twin, built from the spec's layers (scripts/twins.py); a
+network with a kind that has no twin is timed on the engine alone, and the kind is named.
+With --checkpoint the engine steps from the checkpoint's weights and optimizer state (the
+denormals of a long run's Adam moments), PyTorch from fresh weights.
 
 Every figure is a median over rounds that alternate engine and PyTorch; speed is measured
 here, never asserted in a test.
@@ -12,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import sys
@@ -25,12 +32,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from _shared import starting, timed  # noqa: E402
+from _shared import Parser, starting, timed  # noqa: E402
 
 with starting("bench.py"):
+    from bench_engine import Engine, batch_of, breakdown, check_memory, flags, restore, step_flops, trained
+    from twins import ShapeMismatch, Torch, missing
+
     import engine
-    from engine.training.optim import make
-    from notation import counting, fused
+    from notation import fused
+
+TORCH = "pip install torch==2.13.0"
 
 
 def peak_rss_mib() -> float:
@@ -50,213 +61,244 @@ def gemm_gflops(n=2048, repeats=3) -> float:
     return 2 * n ** 3 / min(times) / 1e9
 
 
-def step_flops(net, batch) -> tuple:
-    """(forward, backward) FLOPs of one training step, as scripts/plan.py counts them (PathInfo)."""
-    from engine.compiler.plans import collect
-    totals = collect(net, batch)["totals"]
-    return totals["forward_flops"], totals["backward_flops"]
+class OutputLost(Exception):
+    """Standard output can take no more (a full disk, /dev/full): the report cannot be written."""
 
 
-def start_report(as_json: bool) -> dict:
-    """The figures every row is read against: numpy's GEMM rate, and whether the fused loops of
-    notation/fused.c (Adam's update, a pool's (18) and (19)) run or numpy's passes."""
-    report = {"gemm_gflops": gemm_gflops(), "numpy": np.__version__, "fused": fused.describe(), "batches": []}
-    if not as_json:
-        print(f"fused loops: {report['fused']}")
-    return report
+def say(*text):
+    """A line of the report, written at once: a reader that has gone (`| head`) is noticed now."""
+    try:
+        print(*text, flush=True)
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise OutputLost(exc.strerror or str(exc)) from None
 
 
-class Engine:
-    name = "engine"
-
-    def __init__(self, spec, batch, rng):
-        t = time.perf_counter()
-        self.net = engine.load(spec)
-        self.opt = make("adam", self.net.params, 1e-3)
-        self.x = rng.random((batch, 28, 28, 1), dtype=np.float32)
-        self.y = rng.integers(0, 10, batch)
-        self.train_step()
-        self.cold_start = time.perf_counter() - t
-
-    def train_step(self):
-        _, grads = self.net.loss_and_grads(self.x, self.y, copy=False)
-        self.opt.step(self.net.params, grads)
-
-    def infer(self):
-        self.net.forward(self.x)
+def at_least(least, what, most=None):
+    """An argparse type: a whole number of at least `least` (and at most `most`), else one line saying so."""
+    def parse(text):
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; give {what}") from None
+        if n < least:
+            raise argparse.ArgumentTypeError(f"{n}: give {what} (at least {least})")
+        if most is not None and n > most:
+            raise argparse.ArgumentTypeError(f"{n}: give {what} (at most {most}, four per core of this machine)")
+        return n
+    return parse
 
 
-class Torch:
-    name = "pytorch"
-
-    def __init__(self, batch, rng, threads=2):
-        import torch
-        from torch import nn
-        torch.set_num_threads(threads)
-        self.torch = torch
-        self.model = nn.Sequential(
-            nn.Conv2d(1, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(7 * 7 * 64, 1024), nn.ReLU(), nn.Linear(1024, 10),
-        ).to(memory_format=torch.channels_last)
-        self.opt = torch.optim.Adam(self.model.parameters(), 1e-3)
-        self.loss = nn.CrossEntropyLoss()
-        x = rng.random((batch, 28, 28, 1), dtype=np.float32)
-        self.x = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
-        self.y = torch.from_numpy(rng.integers(0, 10, batch))
-        self.train_step()
-
-    def train_step(self):
-        self.opt.zero_grad()
-        self.loss(self.model(self.x), self.y).backward()
-        self.opt.step()
-
-    def infer(self):
-        with self.torch.no_grad():
-            self.model(self.x)
-
-
-def breakdown(net, batch, rng, repeats=5) -> list:
-    """Milliseconds per contraction of one training step, split by the strategy that runs each part
-    (notation.counting(): exclusive times, so a nested function counts under its own strategy); each
-    figure the median over `repeats` steps, each step counted on its own, so one disturbed step on a
-    shared machine does not skew a row."""
-    labels = {}
-    for stage in net.compiled(batch):
-        for block in [stage.layer] + ([stage.activation] if stage.activation else []):
-            where = block.where.split(", ", 1)[-1]
-            for f in block.forward_runs:
-                labels[f.run] = f"{where}: {f.result} (forward)"
-            for b in block.backward_runs:
-                labels[b.run] = f"{where}: {b.result}"
-    x = rng.random((batch, 28, 28, 1), dtype=np.float32)
-    y = rng.integers(0, 10, batch)
-    # Adam on the network's own weights, as training runs it: what is made from them (conv2's kernel
-    # spectrum) is made again every step, as in training, not kept as in inference
-    opt = make("adam", net.params, 1e-3)
-    steps, whole, update = [], [], []
-    for _ in range(2 + repeats):  # two untimed; Adam after each
-        with counting() as counts:
-            t = time.perf_counter()
-            _, grads = net.loss_and_grads(x, y, copy=False)
-            whole.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        opt.step(net.params, grads)
-        update.append(time.perf_counter() - t)
-        steps.append(counts)
-    steps, whole, update = steps[2:], whole[2:], update[2:]
-
-    def ms(values):
-        return 1e3 * statistics.median(values)
-
-    totals = {run: ms([c.totals.get(run, 0.0) for c in steps]) for run in steps[0].totals}
-    rows = []
-    for run, total in sorted(totals.items(), key=lambda kv: -kv[1]):
-        parts = {name: ms([c.runs[run].get(name, 0.0) for c in steps]) for name in steps[0].runs[run]}
-        rows.append({"contraction": labels.get(run, str(run.equation)), "ms": total,
-                     "strategies": dict(sorted(parts.items(), key=lambda kv: -kv[1]))})
-    strategies = {name: ms([c.strategies.get(name, 0.0) for c in steps]) for name in steps[0].strategies}
-    for name, value in sorted(strategies.items(), key=lambda kv: -kv[1]):
-        rows.append({"contraction": f"(all {name})", "ms": value})
-    rows.append({"contraction": "(whole step, excluding the update)", "ms": ms(whole)})
-    rows.append({"contraction": "(the update: adam)", "ms": ms(update)})
-    return rows
-
-
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def parser() -> Parser:
+    p = Parser(prog="bench.py", description=__doc__.splitlines()[0],
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--spec", default=str(ROOT / "layers.yaml"), help="the spec to benchmark (default layers.yaml)")
-    p.add_argument("--batch", type=int, nargs="+", default=[32, 64, 128], help="batch sizes (default 32 64 128)")
-    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is reported (default 3)")
-    p.add_argument("--repeats", type=int, default=5, help="steps timed per round (median; default 5)")
+    p.add_argument("--network", action="append", metavar="NAME",
+                   help="a network of the spec, or `all` (repeatable; default: the spec's `network:`, or the "
+                        "checkpoint's)")
+    p.add_argument("--batch", type=at_least(1, "a batch size"), nargs="+", default=[32, 64, 128],
+                   help="batch sizes (default 32 64 128)")
+    p.add_argument("--rounds", type=at_least(1, "a number of rounds"), default=3,
+                   help="interleaved rounds; the median is reported (default 3)")
+    p.add_argument("--repeats", type=at_least(1, "a number of steps"), default=5,
+                   help="steps timed per round (median; default 5)")
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch even when installed")
     p.add_argument("--only", choices=["engine", "pytorch"],
                    help="time one side alone, to compare with its figure in the side-by-side run")
-    p.add_argument("--torch-threads", type=int, default=2,
+    p.add_argument("--torch-threads", type=at_least(1, "a number of threads", 4 * (os.cpu_count() or 1)),
+                   default=2,
                    help="PyTorch's intra-op threads (default 2, the machine's cores; on a busy machine 1 can be "
                         "faster)")
-    p.add_argument("--warmup", type=int, default=2,
+    p.add_argument("--warmup", type=at_least(0, "a number of steps"), default=2,
                    help="untimed steps of each side right before it is timed, every round (default 2): "
                         "BLAS threads left spinning by the other side otherwise slow its first steps")
+    p.add_argument("--checkpoint", metavar="RUN.npz",
+                   help="time the engine's steps from this training checkpoint's weights and optimizer state "
+                        "(PyTorch stays on fresh weights)")
     p.add_argument("--breakdown", action="store_true", help="also time every contraction, view, fold")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
-    args = p.parse_args(argv)
+    return p
 
+
+def chosen(p, spec, asked, state) -> list:
+    """The networks to time, in the spec's order for `all`; an unknown name is a usage error."""
+    if not asked:
+        return [state.network if state else spec.network]
+    names = []
+    for name in asked:
+        if name == "all":
+            names += list(spec.networks)
+        elif name in spec.networks:
+            names.append(name)
+        else:
+            p.error(f"--network {name}: not found, valid options are {sorted(spec.networks)} or all")
+    names = list(dict.fromkeys(names))
+    if state and state.network not in names:
+        p.error(f"--checkpoint {state.path} holds network {state.network!r}, which --network does not name; add "
+                f"--network {state.network}")
+    return names
+
+
+def prepare(spec, names, batches, state, torch) -> dict:
+    """Before anything is timed: each network loads with its checks, each batch fits in memory, the
+    checkpoint fits its network. {network: (its input shape, its classes, what has no PyTorch twin)}."""
+    nets = {}
+    for name in names:
+        net = engine.load(spec, network=name)
+        for batch in batches:
+            check_memory(net, batch)
+        if state and state.network == name:
+            restore(net, state)
+        nets[name] = (net.input_shape, net.classes, missing(net) if torch else [])
+    return nets
+
+
+def bench(args, spec, name, state, net, torch, gemm) -> dict:
+    """One network at every batch: {"batches": [row, ...]} with how its weights began and what has no twin."""
+    input_shape, classes, gaps = net
+    section = {"weights": "trained" if state else "fresh", "batches": []}
+    if state:
+        section["checkpoint"] = {"path": state.path, "step": state.step, "optimizer": state.optimizer,
+                                 "lr": state.lr}
+    if not args.json:
+        sides = [] if args.only == "pytorch" else [f"engine on {state.describe() if state else 'fresh weights'}"]
+        if state and torch and not gaps and args.only != "engine":
+            sides.append("PyTorch on fresh weights")
+        say(f"network {name}: {'; '.join(sides) or 'PyTorch alone'}")
+    if gaps:
+        skipped(args, name, section, f"no twin for {', '.join(gaps)}", gaps)
+    if args.only == "pytorch" and (gaps or not torch):
+        return section
     rng = np.random.default_rng(0)
-    have_torch = False
-    if not args.no_torch:
-        import importlib.util
-        have_torch = importlib.util.find_spec("torch") is not None
-        if not have_torch:
-            print("PyTorch is not installed: engine figures only. For the side-by-side run: "
-                  "pip install torch==2.13.0", file=sys.stderr)
-    report = start_report(args.json)
     for batch in args.batch:
-        eng = Engine(args.spec, batch, rng)
+        x, y = batch_of(input_shape, classes, batch, rng)
+        eng = Engine(spec, name, batch, x, y, state)
         fwd, bwd = step_flops(eng.net, batch)
-        contenders = [eng] + ([Torch(batch, rng, args.torch_threads)] if have_torch and args.only != "engine" else [])
-        if args.only == "pytorch":
-            if not have_torch:
-                p.error("--only pytorch needs PyTorch: pip install torch==2.13.0")
-            contenders = contenders[1:]
-        train, infer, fastest = defaultdict(list), defaultdict(list), defaultdict(list)
-        for r in range(args.rounds):
-            for c in contenders if r % 2 == 0 else contenders[::-1]:  # neither side always timed first
-                train[c.name].append(timed(c.train_step, args.repeats, args.warmup, fastest[c.name]))
-                infer[c.name].append(timed(c.infer, args.repeats, args.warmup))
-        row = {"batch": batch, "flops_forward": fwd, "flops_backward": bwd,
-               "cold_start_s": eng.cold_start, "peak_rss_mib": peak_rss_mib()}
-        row.setdefault("engine", {})
-        for name in train:
-            t, i = statistics.median(train[name]), statistics.median(infer[name])
-            row[name] = {"train_step_ms": 1e3 * t, "train_images_per_s": batch / t,
-                         "infer_images_per_s": batch / i, "fastest_train_step_ms": 1e3 * min(fastest[name])}
+        contenders = [eng] if args.only != "pytorch" else []
+        if torch and not gaps and args.only != "engine":
+            try:
+                contenders.append(Torch(eng.net, batch, x, y, args.torch_threads))
+            except ShapeMismatch as exc:  # a kind of the user's own under a shipped kind's name
+                gaps = [f"kind {exc.kind!r}"]
+                skipped(args, name, section, f"its twin does not match: {exc}", gaps)
+        row = time_row(args, contenders, batch)
+        row.update(flops_forward=fwd, flops_backward=bwd, cold_start_s=eng.cold_start, peak_rss_mib=peak_rss_mib())
         if "train_step_ms" in row["engine"]:
             row["engine"]["gflops"] = (fwd + bwd) / (row["engine"]["train_step_ms"] / 1e3) / 1e9
-        if "pytorch" in row and "train_step_ms" in row["engine"]:
-            row["ratio_train"] = row["engine"]["train_images_per_s"] / row["pytorch"]["train_images_per_s"]
-            row["ratio_infer"] = row["engine"]["infer_images_per_s"] / row["pytorch"]["infer_images_per_s"]
-            row["ratio_train_fastest"] = (row["pytorch"]["fastest_train_step_ms"]
-                                          / row["engine"]["fastest_train_step_ms"])
-            # each round's own ratio, the two sides timed back to back: steadier where the machine's
-            # speed drifts from round to round (a shared host)
-            row["ratio_train_paired"] = statistics.median(p / e for e, p in zip(train["engine"], train["pytorch"]))
-            row["ratio_infer_paired"] = statistics.median(p / e for e, p in zip(infer["engine"], infer["pytorch"]))
         if args.breakdown:
-            row["breakdown"] = breakdown(eng.net, batch, rng)
-        report["batches"].append(row)
+            row["breakdown"] = breakdown(eng.net, eng.opt, x, y)
+        section["batches"].append(row)
         if not args.json:
-            print_row(row, report["gemm_gflops"])
+            print_row(row, gemm)
         del eng, contenders
+    return section
+
+
+def skipped(args, name, section, why, gaps):
+    """Say in one line why a network's PyTorch side is not timed, and record what has no twin."""
+    section["no_twin"] = gaps
+    print(f"network {name}: PyTorch side skipped: {why}", file=sys.stderr if args.json else sys.stdout, flush=True)
+
+
+def time_row(args, contenders, batch) -> dict:
+    """Rounds alternating the sides, each warmed up before it is timed; medians, the fastest steps and
+    each round's own ratio."""
+    train, infer, fastest = defaultdict(list), defaultdict(list), defaultdict(list)
+    for r in range(args.rounds):
+        for c in contenders if r % 2 == 0 else contenders[::-1]:  # neither side always timed first
+            train[c.name].append(timed(c.train_step, args.repeats, args.warmup, fastest[c.name]))
+            infer[c.name].append(timed(c.infer, args.repeats, args.warmup))
+    row = {"batch": batch, "engine": {}}
+    for name in train:
+        t, i = statistics.median(train[name]), statistics.median(infer[name])
+        row[name] = {"train_step_ms": 1e3 * t, "train_images_per_s": batch / t,
+                     "infer_images_per_s": batch / i, "fastest_train_step_ms": 1e3 * min(fastest[name])}
+    if "pytorch" in row and "train_step_ms" in row["engine"]:
+        e, p = row["engine"], row["pytorch"]
+        row["ratio_train"] = e["train_images_per_s"] / p["train_images_per_s"]
+        row["ratio_infer"] = e["infer_images_per_s"] / p["infer_images_per_s"]
+        row["ratio_train_fastest"] = p["fastest_train_step_ms"] / e["fastest_train_step_ms"]
+        # each round's own ratio, the two sides timed back to back: steadier where the machine's
+        # speed drifts from round to round (a shared host)
+        row["ratio_train_paired"] = statistics.median(b / a for a, b in zip(train["engine"], train["pytorch"]))
+        row["ratio_infer_paired"] = statistics.median(b / a for a, b in zip(infer["engine"], infer["pytorch"]))
+    return row
+
+
+def main(argv=None) -> int:
+    p = parser()
+    args = p.parse_args(argv)
+    torch = False
+    if not args.no_torch:
+        import importlib.util
+        torch = importlib.util.find_spec("torch") is not None
+        if not torch:
+            if args.only == "pytorch":
+                p.error(f"--only pytorch needs PyTorch: {TORCH}")
+            print(f"PyTorch is not installed: engine figures only. For the side-by-side run: {TORCH}",
+                  file=sys.stderr)
+    elif args.only == "pytorch":
+        p.error("--only pytorch and --no-torch leave nothing to time; drop one")
+    try:
+        spec = engine.read(Path(args.spec))  # a path, never read as YAML text
+        state = trained(args.checkpoint, spec, args.spec) if args.checkpoint else None
+        names = chosen(p, spec, args.network, state)
+        nets = prepare(spec, names, args.batch, state, torch)
+        report = {"gemm_gflops": gemm_gflops(), "numpy": np.__version__, "fused": fused.describe()}
+        if torch:
+            from importlib.metadata import version
+            report.update(torch=version("torch"), torch_threads=args.torch_threads)
+        report["networks"] = {}
+        if not args.json:
+            say(f"fused loops: {report['fused']}")
+        for name in names:
+            report["networks"][name] = bench(args, spec, name, state if state and state.network == name else None,
+                                             nets[name], torch, report["gemm_gflops"])
+    except engine.UserError as exc:  # a bad spec, checkpoint or batch: one line
+        print(f"bench.py: {flags(exc.one_line())}", file=sys.stderr)
+        return 2
     if args.json:
-        print(json.dumps(report, indent=2))
+        say(json.dumps(report, indent=2))
+    return 0
 
 
 def print_row(row, gemm):
     b = row["batch"]
     e = row["engine"]
     if "train_step_ms" in e:
-        print(f"batch {b}: engine {e['train_images_per_s']:,.0f} train img/s ({e['train_step_ms']:.1f} ms/step), "
-              f"{e['infer_images_per_s']:,.0f} infer img/s; {e['gflops']:.1f} GFLOP/s of the plan's "
-              f"{(row['flops_forward'] + row['flops_backward']) / b / 1e6:.0f} MFLOP/image "
-              f"(numpy GEMM {gemm:.0f} GFLOP/s)")
+        say(f"batch {b}: engine {e['train_images_per_s']:,.0f} train img/s ({e['train_step_ms']:.1f} ms/step), "
+            f"{e['infer_images_per_s']:,.0f} infer img/s; {e['gflops']:.1f} GFLOP/s of the plan's "
+            f"{(row['flops_forward'] + row['flops_backward']) / b / 1e6:.0f} MFLOP/image "
+            f"(numpy GEMM {gemm:.0f} GFLOP/s)")
     else:
-        print(f"batch {b}: engine not timed (--only pytorch)")
+        say(f"batch {b}: engine not timed (--only pytorch)")
     if "pytorch" in row:
         t = row["pytorch"]
         ratio = (f"; ratio engine/pytorch: train {row['ratio_train']:.2f}, infer {row['ratio_infer']:.2f}"
                  f" (round by round: {row['ratio_train_paired']:.2f}, {row['ratio_infer_paired']:.2f}; fastest "
                  f"steps: {row['ratio_train_fastest']:.2f})" if "ratio_train" in row else " (timed alone)")
-        print(f"          pytorch {t['train_images_per_s']:,.0f} train img/s ({t['train_step_ms']:.1f} ms/step), "
-              f"{t['infer_images_per_s']:,.0f} infer img/s{ratio}")
-    print(f"          cold start {row['cold_start_s']:.2f} s, peak RSS {row['peak_rss_mib']:.0f} MiB")
+        say(f"          pytorch {t['train_images_per_s']:,.0f} train img/s ({t['train_step_ms']:.1f} ms/step), "
+            f"{t['infer_images_per_s']:,.0f} infer img/s{ratio}")
+    say(f"          cold start {row['cold_start_s']:.2f} s, peak RSS {row['peak_rss_mib']:.0f} MiB")
     if "breakdown" in row:
-        print(f"          {'contraction':<46} {'ms':>7}  by strategy (ms)")
+        width = max(len("contraction"), *(len(r["contraction"]) for r in row["breakdown"]))
+        say(f"          {'contraction':<{width}} {'ms':>7}  by strategy (ms)")
         for r in row["breakdown"]:
             parts = ", ".join(f"{k} {v:.2f}" for k, v in r.get("strategies", {}).items())
-            print(f"          {r['contraction'][:46]:<46} {r['ms']:7.2f}  {parts}")
+            say(f"          {r['contraction']:<{width}} {r['ms']:7.2f}  {parts}")
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        sys.exit(main())
+    except (BrokenPipeError, OutputLost) as exc:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
+        if isinstance(exc, BrokenPipeError):  # piped into `head` and the like: stop quietly, as cat does
+            sys.exit(0)
+        print(f"bench.py: cannot write the report to standard output ({exc}); send it where there is room",
+              file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("bench.py: interrupted", file=sys.stderr)
+        sys.exit(130)

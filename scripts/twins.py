@@ -1,0 +1,247 @@
+"""PyTorch twins of a spec's networks, for scripts/bench.py: each layer kind mapped to its torch
+module, run over the engine's layer graph at the engine's compiled shapes.
+
+torch is imported only when a twin is built, so `missing` (what has no twin) works without it.
+Images are NCHW tensors in channels_last memory, so they lie in memory as the engine's NHWC ones.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+KINDS = {}  # kind name -> builder(torch, block) -> a torch module, or a function of the layer's inputs
+
+
+def twin(*names):
+    """Register a builder as the twin of the layer kinds `names`."""
+    def register(builder):
+        for name in names:
+            KINDS[name] = builder
+        return builder
+    return register
+
+
+ACTIVATIONS = {"identity": None, "relu": "relu", "tanh": "tanh", "sigmoid": "sigmoid", "softmax": "softmax"}
+LOSSES = {"softmax_cross_entropy": "softmax"}  # loss -> the activation it fuses with (logits into the torch loss)
+
+
+def _padded(torch, conv, block):
+    """`conv` after the layer's zero padding: in the conv itself where it is the same on both sides,
+    else a ZeroPad2d before it (`same` with stride 2 pads only below and right, as TensorFlow)."""
+    s = block.sizes
+    pt, pb, pl, pr = (s.get(k, 0) for k in ("pt", "pb", "pl", "pr"))
+    if pt == pb and pl == pr:
+        conv.padding = (pt, pl)
+        return conv
+    return torch.nn.Sequential(torch.nn.ZeroPad2d((pl, pr, pt, pb)), conv)
+
+
+@twin("conv2d")
+def _conv2d(torch, block):
+    s = block.sizes
+    return _padded(torch, torch.nn.Conv2d(s["channels"], s["filters"], s["kernel"], stride=s["stride"]), block)
+
+
+@twin("depthwise_conv2d")
+def _depthwise(torch, block):
+    s = block.sizes
+    c = s["channels"]
+    return _padded(torch, torch.nn.Conv2d(c, c, s["kernel"], stride=s["stride"], groups=c), block)
+
+
+@twin("dilated_conv2d")
+def _dilated(torch, block):
+    s = block.sizes
+    return torch.nn.Conv2d(s["channels"], s["filters"], s["kernel"], dilation=s["dilation"])
+
+
+@twin("conv2d_transpose")
+def _transpose(torch, block):
+    s = block.sizes
+    return torch.nn.ConvTranspose2d(s["channels"], s["filters"], s["kernel"], stride=s["stride"])
+
+
+@twin("batchnorm")
+def _batchnorm(torch, block):
+    h = block.hyper
+    return torch.nn.BatchNorm2d(block.sizes["channels"], eps=float(h["eps"]), momentum=float(h["momentum"]))
+
+
+@twin("layernorm")
+def _layernorm(torch, block):
+    return torch.nn.LayerNorm(block.sizes["features"], eps=float(block.hyper["eps"]))
+
+
+@twin("maxpool")
+def _maxpool(torch, block):
+    return torch.nn.MaxPool2d(block.sizes["size"], block.sizes["stride"])
+
+
+@twin("avgpool")
+def _avgpool(torch, block):
+    return torch.nn.AvgPool2d(block.sizes["size"], block.sizes["stride"])
+
+
+@twin("global_avgpool")
+def _global_avgpool(torch, block):
+    return lambda x: x.mean((2, 3))
+
+
+@twin("flatten")
+def _flatten(torch, block):
+    # the engine's (10) order, i*J*K + j*K + k: NHWC, a view of a channels_last tensor
+    return lambda x: x.permute(0, 2, 3, 1).flatten(1)
+
+
+@twin("dense")
+def _dense(torch, block):
+    return torch.nn.Linear(block.sizes["features"], block.sizes["units"])
+
+
+@twin("dropout")
+def _dropout(torch, block):
+    return torch.nn.Dropout(float(block.hyper["rate"]))
+
+
+@twin("add")
+def _add(torch, block):
+    return lambda x1, x2: x1 + x2
+
+
+@twin("concat")
+def _concat(torch, block):
+    return lambda x1, x2: torch.cat((x1, x2), 1)
+
+
+def missing(net) -> list:
+    """What of `net` has no PyTorch twin, as 'kind NAME', 'activation NAME', 'loss NAME'; [] if all has."""
+    gaps = [f"kind {layer.kind!r}" for layer in net.net.layers if layer.kind not in KINDS]
+    gaps += [f"activation {layer.activation!r}" for layer in net.net.layers if layer.activation not in ACTIVATIONS]
+    if net.net.loss not in LOSSES:
+        gaps.append(f"loss {net.net.loss!r}")
+    return list(dict.fromkeys(gaps))
+
+
+class ShapeMismatch(ValueError):
+    """A twin whose layer gives another shape than the engine's: the kind's name is shared, its meaning not."""
+
+    def __init__(self, kind, message):
+        super().__init__(message)
+        self.kind = kind
+
+
+def build(net, batch: int):
+    """The twin of `net` (torch.nn.Module; `model(x)` gives logits, `model.loss` the loss), its layers
+    sized from the engine's stages compiled at `batch`, in channels_last and the network's dtype;
+    checked layer by layer against the engine's shapes (ShapeMismatch)."""
+    import torch
+
+    gaps = missing(net)
+    if gaps:
+        raise ValueError(f"network {net.name!r} has no PyTorch twin: no twin for {', '.join(gaps)}")
+    blocks = {s.name: s.layer for s in net.compiled(batch)[:-1]}
+    layers = list(net.net.layers)
+    fused = LOSSES[net.net.loss]
+    steps = []
+    for n, layer in enumerate(layers):
+        activation = ACTIVATIONS[layer.activation]
+        if n == len(layers) - 1 and activation == fused:
+            activation = None  # logits: the torch loss applies the softmax itself
+        steps.append((layer.name, layer.kind, tuple(layer.inputs), activation))
+
+    class Graph(torch.nn.Module):
+        """The layers run in the engine's order, each on the outputs its `inputs:` name."""
+
+        def __init__(self):
+            super().__init__()
+            self.layers = torch.nn.ModuleDict()
+            self.functions = {}
+            for name, kind, _, _ in steps:
+                made = KINDS[kind](torch, blocks[name])
+                if isinstance(made, torch.nn.Module):
+                    self.layers[name] = made
+                else:
+                    self.functions[name] = made
+            self.loss = torch.nn.CrossEntropyLoss()  # the mean over the batch, as (24)'s 1/B
+
+        def forward(self, x, expect=None):
+            """Logits; given `expect` ({layer: the engine's shape, as NCHW}), each layer is checked against it."""
+            outs = {"input": x}
+            for name, kind, sources, activation in steps:
+                run = self.layers[name] if name in self.layers else self.functions[name]
+                try:
+                    a = run(*(outs[src] for src in sources))
+                except RuntimeError as exc:  # its inputs are not what the twin of the kind takes
+                    if expect is None:
+                        raise
+                    raise ShapeMismatch(kind, f"layer {name!r} ({kind}): its twin cannot take the engine's shapes "
+                                              f"({str(exc).splitlines()[0]})") from None
+                if expect is not None and tuple(a.shape) != expect[name]:
+                    raise ShapeMismatch(kind, f"layer {name!r} ({kind}): its twin gives {tuple(a.shape)}, the engine "
+                                              f"{expect[name]}")
+                if activation == "softmax":  # over each example's entries, as the engine's [b, i]
+                    a = torch.softmax(a.reshape(a.shape[0], -1), 1).reshape(a.shape)
+                elif activation is not None:
+                    a = getattr(torch, activation)(a)
+                outs[name] = a
+            return a
+
+    dtype = torch_dtype(torch, net)
+    model = Graph().to(dtype=dtype, memory_format=torch.channels_last)
+    _check_shapes(torch, model, net, blocks, batch, dtype)
+    return model
+
+
+def _check_shapes(torch, model, net, blocks, batch, dtype):
+    """Each layer of the twin gives the engine's shape (NHWC read as NCHW), on one forward pass."""
+    expect = {}
+    for name, block in blocks.items():
+        shape = tuple(block.out_shape)
+        expect[name] = (shape[0], shape[3], shape[1], shape[2]) if len(shape) == 4 else shape
+    model.eval()
+    with torch.no_grad():
+        model(to_torch(torch, np.zeros((batch, *net.input_shape)), dtype), expect)
+    model.train()
+
+
+def torch_dtype(torch, net):
+    return torch.float64 if net.dtype == np.float64 else torch.float32
+
+
+def to_torch(torch, x, dtype):
+    """An engine batch as the twin takes it: images (b, h, w, c) as NCHW in channels_last memory."""
+    t = torch.from_numpy(np.ascontiguousarray(x)).to(dtype)
+    if t.ndim == 4:
+        t = t.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+    return t
+
+
+def parameter_count(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+class Torch:
+    """The PyTorch side of bench.py: the twin of a network, Adam at lr 1e-3, on the engine's batch."""
+
+    name = "pytorch"
+
+    def __init__(self, net, batch, x, y, threads=2):
+        import torch
+        torch.set_num_threads(threads)
+        self.torch = torch
+        self.model = build(net, batch)
+        self.opt = torch.optim.Adam(self.model.parameters(), 1e-3)
+        self.x = to_torch(torch, x, torch_dtype(torch, net))
+        self.y = torch.from_numpy(np.asarray(y, dtype=np.int64))
+        self.train_step()
+
+    def train_step(self):
+        self.opt.zero_grad()
+        self.model.loss(self.model(self.x), self.y).backward()
+        self.opt.step()
+
+    def infer(self):
+        """A forward in eval mode (running statistics, no dropout), as the engine's inference."""
+        self.model.eval()
+        with self.torch.no_grad():
+            self.model(self.x)
+        self.model.train()
