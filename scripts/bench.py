@@ -283,10 +283,11 @@ def print_row(row, gemm):
     say(f"          cold start {row['cold_start_s']:.2f} s, peak RSS {row['peak_rss_mib']:.0f} MiB")
     if "breakdown" in row:
         width = max(len("contraction"), *(len(r["contraction"]) for r in row["breakdown"]))
-        say(f"          {'contraction':<{width}} {'ms':>7}  by strategy (ms)")
+        say(f"          {'contraction':<{width}} {'ms':>7} {'bound':>7} {'reached':>7}  by strategy (ms)")
         for r in row["breakdown"]:
             parts = ", ".join(f"{k} {v:.2f}" for k, v in r.get("strategies", {}).items())
-            say(f"          {r['contraction']:<{width}} {r['ms']:7.2f}  {parts}")
+            bound = (f"{r['bound_ms']:7.3f} {r['of_roofline']:7.0%}" if "bound_ms" in r else f"{'':7} {'':7}")
+            say(f"          {r['contraction']:<{width}} {r['ms']:7.2f} {bound}  {parts}")
 
 
 if __name__ == "__main__":

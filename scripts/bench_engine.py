@@ -137,7 +137,7 @@ def breakdown(net, opt, x, y, repeats=5) -> list:
     (notation.counting(): exclusive times, so a nested function counts under its own strategy); each
     figure the median over `repeats` steps, each step counted on its own, so one disturbed step on a
     shared machine does not skew a row."""
-    labels = {}
+    labels, bounds = {}, {}
     for stage in net.compiled(len(x)):
         for block in [stage.layer] + ([stage.activation] if stage.activation else []):
             where = block.where.split(", ", 1)[-1]
@@ -145,6 +145,8 @@ def breakdown(net, opt, x, y, repeats=5) -> list:
                 labels[f.run] = f"{where}: {f.result} (forward)"
             for b in block.backward_runs:
                 labels[b.run] = f"{where}: {b.result}"
+            for r in [f.run for f in block.forward_runs] + [b.run for b in block.backward_runs]:
+                bounds[r] = 1e3 * r.bound_seconds(block.dtype.itemsize)  # the roofline (notation/cost.py)
     # the optimizer steps the network's own weights, as training runs it: what is made from them
     # (conv2's kernel spectrum) is made again every step, as in training, not kept as in inference
     steps, whole, update = [], [], []
@@ -166,8 +168,11 @@ def breakdown(net, opt, x, y, repeats=5) -> list:
     rows = []
     for run, total in sorted(totals.items(), key=lambda kv: -kv[1]):
         parts = {name: ms([c.runs[run].get(name, 0.0) for c in steps]) for name in steps[0].runs[run]}
-        rows.append({"contraction": labels.get(run, str(run.equation)), "ms": total,
-                     "strategies": dict(sorted(parts.items(), key=lambda kv: -kv[1]))})
+        row = {"contraction": labels.get(run, str(run.equation)), "ms": total,
+               "strategies": dict(sorted(parts.items(), key=lambda kv: -kv[1]))}
+        if run in bounds and total > 0:  # the bound beside the time measured, and the fraction reached
+            row.update(bound_ms=bounds[run], of_roofline=bounds[run] / total)
+        rows.append(row)
     strategies = {name: ms([c.strategies.get(name, 0.0) for c in steps]) for name in steps[0].strategies}
     for name, value in sorted(strategies.items(), key=lambda kv: -kv[1]):
         rows.append({"contraction": f"(all {name})", "ms": value})

@@ -38,6 +38,9 @@ def test_json_report_has_throughput_flops_memory_and_a_breakdown():
     assert list(rows)[-2:] == ["(whole step, excluding the update)", "(the update: adam)"]
     gemm, whole = rows["(all GEMM into the result)"]["ms"], rows["(whole step, excluding the update)"]["ms"]
     assert 0 < gemm < whole
+    conv = rows["layer 'conv1' (conv2d): z (forward)"]  # the roofline bound beside the time measured
+    assert 0 < conv["bound_ms"] and conv["of_roofline"] == conv["bound_ms"] / conv["ms"]
+    assert all("bound_ms" not in r for r in rows.values() if r["contraction"].startswith("("))
 
 
 def test_tables_by_default():
