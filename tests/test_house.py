@@ -53,3 +53,39 @@ def test_every_setting_a_run_takes_has_a_flag_in_train_py():
     wanted = {s.name for s in settings.SETTINGS if s.name != "dtype"}  # dtype: the spec's alone
     assert {cli.FLAGS[name] for name in wanted} <= flags
     assert cli.flags("give `data_dir` or `batch_size`, not `dx`") == "give --data-dir or --batch-size, not `dx`"
+
+
+def imports(path) -> set:
+    """The project modules a file imports, at its top or inside a function, as dotted names."""
+    import ast as pyast
+    package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+    found = set()
+    for node in pyast.walk(pyast.parse(path.read_text())):
+        if isinstance(node, pyast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, pyast.ImportFrom):
+            base = package.split(".")[:len(package.split(".")) - (node.level - 1)] if node.level else []
+            module = ".".join(base + ([node.module] if node.module else []))
+            found |= {f"{module}.{a.name}" for a in node.names} if node.module is None else {module}
+    return {m for m in found if m.split(".")[0] in ("notation", "engine")}
+
+
+def modules(folder):
+    return {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
+            for p in (ROOT / folder).rglob("*.py")}
+
+
+@pytest.mark.parametrize("folder,never", [("notation", "engine"), ("engine/compiler", "engine.training"),
+                                          ("engine/compiler", "engine.data"), ("engine/data", "engine.compiler"),
+                                          ("engine/data", "engine.training")])
+def test_the_layers_import_only_downwards(folder, never):
+    """notation knows no engine; the compiler knows no training and no data; data knows no network."""
+    wrong = {name: sorted(m for m in imports(p) if m == never or m.startswith(never + "."))
+             for name, p in modules(folder).items()}
+    assert {k: v for k, v in wrong.items() if v} == {}
+
+
+def test_no_two_modules_of_the_notation_import_each_other():
+    graph = {name: {m for m in imports(p) if m in modules("notation")} - {name}
+             for name, p in modules("notation").items()}
+    assert sorted((a, b) for a in graph for b in graph[a] if a in graph.get(b, ()) and a < b) == []

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from ..errors import SpecError
-from ..training.settings import SPEC_DEFAULTS
+from ..settings import SPEC_DEFAULTS
 from .graph import INPUT, _graph, order
 from .kinds import ALGORITHM_CHOICES, _kind, interval, within
 from .records import Algorithm, Kind, LayerSpec, NetworkSpec, Spec
@@ -21,7 +21,7 @@ from .spec_yaml import _name, _what, load, trailing_comments
 __all__ = ["read", "Spec", "Kind", "Algorithm", "LayerSpec", "NetworkSpec", "INPUT", "order", "TRAINING_DEFAULTS",
            "ALGORITHM_CHOICES", "REQUIRED", "LAYER_NAME", "interval", "within", "trailing_comments"]
 
-TRAINING_DEFAULTS = SPEC_DEFAULTS  # the training: fields and their defaults (engine/training/settings.py)
+TRAINING_DEFAULTS = SPEC_DEFAULTS  # the training: fields and their defaults (engine/settings.py)
 REQUIRED = "required"
 
 

@@ -108,7 +108,7 @@ def _declared_size(head) -> int | str | None:
 
 def _check_fits(declared: int, path, head) -> None:
     """A header declaring more than the memory available is damaged (or hostile): refuse before inflating."""
-    from ..compiler.memory import available, human
+    from ..machine import available, human
 
     have = available()
     if have is not None and declared > have:

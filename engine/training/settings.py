@@ -12,46 +12,9 @@ import re
 
 from ..data.datasets import DATASETS
 from ..errors import TrainingError
+from ..settings import BY_NAME, SETTINGS, SPEC_DEFAULTS, Setting  # noqa: F401 (the table, re-exported)
 from . import augment, optim, schedule
 
-
-@dataclasses.dataclass(frozen=True)
-class Setting:
-    """One setting: its type, default, what it means, and where it may be given."""
-
-    name: str
-    kind: type                # int, float or str
-    default: object           # the spec's default; None: unset
-    help: str
-    low: float | None = None  # the smallest value it takes (float: more than low)
-    in_spec: bool = True      # may be given in layers.yaml's training: (else only when a run is started)
-    in_config: bool = True    # decides the run's trajectory: a checkpoint keeps it and a resume must match
-    on_resume: bool = False   # may change when a run resumes (epochs: train longer)
-
-
-SETTINGS = (
-    Setting("dataset", str, "fashion-mnist", "the data set"),
-    Setting("optimizer", str, "adam", "the update rule"),
-    Setting("lr", float, 0.001, "the learning rate (eta of eq. 4)", low=0),
-    Setting("batch_size", int, 64, "examples per update (B of eq. 8-9)", low=1),
-    Setting("epochs", int, 5, "passes over the training set; on resume, more than the checkpoint's trains further",
-            low=1, on_resume=True),
-    Setting("seed", int, 0, "seeds the initial weights, each epoch's data order, the dropout masks and the "
-            "augmentation", low=0),
-    Setting("schedule", str, "constant", "the learning rate over the run: constant, or cosine (from lr down to 0 "
-            "over the epochs)"),
-    Setting("augment", str, "none", "what changes each training image at random: flip (a mirror image), shift "
-            "(by up to 2 pixels), both joined by a comma, or none"),
-    Setting("limit", int, None, "train on the first N training examples", low=1, in_spec=False),
-    Setting("holdout", int, None, "use the test split alone: hold N of its examples out (a fixed shuffle) for "
-            "testing and train on the rest (for copies with only the test split)", low=1, in_spec=False),
-    Setting("test_limit", int, None, "test on the first N test examples", low=1, in_spec=False),
-    Setting("dtype", str, "float32", "the arrays' floating-point type", in_config=False),
-    Setting("optimize", str, "auto", "opt_einsum's path optimizer for every contraction (auto, greedy, optimal, "
-            "dp, ...)", in_config=False),
-)
-BY_NAME = {s.name: s for s in SETTINGS}
-SPEC_DEFAULTS = {s.name: s.default for s in SETTINGS if s.in_spec}  # layers.yaml's training: fields
 CHOICES = {"dataset": lambda: sorted(DATASETS), "optimizer": lambda: sorted(optim.OPTIMIZERS),
            "schedule": lambda: sorted(schedule.SCHEDULES)}
 OLD_CHECKPOINTS = {"schedule": "constant", "augment": "none"}  # what a checkpoint from before a setting ran with
