@@ -44,7 +44,7 @@ def fenced_blocks(text: str):
 
 def console_commands(body: str, first: int):
     """[(line, command, expected output)] of a console block: `$ ` lines (a trailing backslash
-    continues one), each followed by the lines it prints."""
+    continues one on a `> ` line), each followed by the lines it prints."""
     out, lines, n = [], body.splitlines(), 0
     while n < len(lines):
         if not lines[n].startswith("$ "):
@@ -53,7 +53,7 @@ def console_commands(body: str, first: int):
         line, command = first + n, lines[n][2:]
         while command.endswith("\\") and n + 1 < len(lines):
             n += 1
-            command = command[:-1] + "\n" + lines[n]
+            command += "\n" + lines[n].removeprefix("> ")  # bash joins the lines at the backslash
         n += 1
         want = []
         while n < len(lines) and not lines[n].startswith("$ "):
@@ -129,7 +129,8 @@ def _run_console(page, line, command, want, tmp_path):
                           stderr=subprocess.STDOUT, text=True, timeout=TIMEOUT)
     got = done.stdout
     where = f"{page.relative_to(ROOT)}:{line}: $ {command}"
-    assert done.returncode == 0, f"{where}\nexited {done.returncode}:\n{got}"
+    if done.returncode != 0:
+        pytest.fail(f"{where}\nexited {done.returncode}:\n{got}", pytrace=False)
     checker = doctest.OutputChecker()
     if not checker.check_output(want, got, FLAGS):
         example = doctest.Example(command, want)
@@ -137,8 +138,8 @@ def _run_console(page, line, command, want, tmp_path):
 
 
 def test_console_blocks_are_read_command_by_command():
-    body = "$ echo a \\\n  b\na b\n$ true\n"
-    assert console_commands(body, 10) == [(10, "echo a \n  b", "a b\n"), (13, "true", "")]
+    body = "$ echo a \\\n>   b\na b\n$ true\n"
+    assert console_commands(body, 10) == [(10, "echo a \\\n  b", "a b\n"), (13, "true", "")]
 
 
 def test_a_changed_output_fails(tmp_path):
