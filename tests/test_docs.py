@@ -8,6 +8,7 @@
   command's code with `|| echo "exit $?"`).
 - Other fences (bash, text, yaml, ...) are not run.  `...` is the stated tolerance for timings and
   figures that depend on the machine.
+- A link to another page (`[plans](plans.md#the-time-line)`) must lead to that page and heading.
 """
 import doctest
 import os
@@ -135,6 +136,29 @@ def _run_console(page, line, command, want, tmp_path):
     if not checker.check_output(want, got, FLAGS):
         example = doctest.Example(command, want)
         pytest.fail(f"{where}\n" + checker.output_difference(example, got, FLAGS), pytrace=False)
+
+
+LINK = re.compile(r"\]\(([\w./-]+\.md)?(#[\w-]+)?\)")
+
+
+def anchors(text: str) -> set:
+    """The anchors a page's headings get on GitHub: lower case, punctuation dropped, spaces as hyphens."""
+    prose = re.sub(r"^```.*?^```", "", text, flags=re.M | re.S)  # a `# comment` in a block is no heading
+    return {"#" + re.sub(r"[^\w\- ]", "", m[1].strip().lower()).replace(" ", "-")
+            for m in re.finditer(r"^#+ (.*)$", prose, flags=re.M)}
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if p.is_file()], ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_links_between_pages_lead_somewhere(page):
+    text = page.read_text(encoding="utf-8")
+    broken = []
+    for m in LINK.finditer(text):
+        target = (page.parent / m[1]).resolve() if m[1] else page
+        if not target.is_file():
+            broken.append(m[0])
+        elif m[2] and m[2] not in anchors(target.read_text(encoding="utf-8")):
+            broken.append(m[0])
+    assert not broken, f"{page.relative_to(ROOT)}: links to no page or heading: {broken}"
 
 
 def test_console_blocks_are_read_command_by_command():
