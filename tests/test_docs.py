@@ -126,7 +126,7 @@ def _run_console(page, line, command, want, tmp_path):
     bin_dir = venv if (venv / "python3").exists() else Path(sys.executable).parent
     env = dict(os.environ, TMPDIR=str(tmp_path), XDG_CACHE_HOME=str(tmp_path / "cache"),
                PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
-    done = subprocess.run(["bash", "-c", command], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+    done = subprocess.run(["bash", "-c", command], cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, timeout=TIMEOUT)
     got = done.stdout
     where = f"{page.relative_to(ROOT)}:{line}: $ {command}"
