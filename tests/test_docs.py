@@ -6,6 +6,8 @@
   project's .venv (its bin first on PATH), $TMPDIR a temporary folder; stdout and stderr together must
   match the lines below it (doctest's OutputChecker, same flags), and it must exit 0 (show a failing
   command's code with `|| echo "exit $?"`).
+- Both run with the cost model's reference rates (NOTATION_RATES=reference), so the roads a page shows
+  do not depend on the machine, and with the user's cache folder in the temporary folder.
 - Other fences (bash, text, yaml, ...) are not run.  `...` is the stated tolerance for timings and
   figures that depend on the machine.
 - A link to another page (`[plans](plans.md#the-time-line)`) must lead to that page and heading.
@@ -96,6 +98,7 @@ def test_documented_example_prints_what_the_page_shows(page, line, command, want
     shutil.copy(ROOT / "layers.yaml", tmp_path / "layers.yaml")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setenv("NOTATION_RATES", "reference")  # the roads the pages show, on any machine
     if command is None:  # a doctest block: `want` is its body
         _run_doctest(page, line, want, tmp_path, monkeypatch)
     else:
