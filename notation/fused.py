@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-import os
+import sys
 import threading
 from pathlib import Path
 
 import numpy as np
 
+from . import environment
+
 SOURCE = Path(__file__).with_name("fused.c")
 LIBRARY = Path(__file__).with_name("_fused.so")
+STAMP = Path(__file__).with_name("_fused.so.sha256")  # the library's SHA-256, written by scripts/setup.sh
 _C = {np.dtype(np.float32): ctypes.c_float, np.dtype(np.float64): ctypes.c_double}
 _TINY = {d: float(np.finfo(d).tiny) for d in _C}  # each dtype's smallest normal number: adam's flush
 _state = {"lib": None, "why": None}
@@ -30,7 +33,7 @@ def source_hash() -> int:
 
 
 def enabled() -> bool:
-    return os.environ.get("NOTATION_FUSED", "1") != "0"
+    return environment.get("NOTATION_FUSED")
 
 
 def _lib():
@@ -49,14 +52,56 @@ def _library():
 def _load():
     if not LIBRARY.exists():
         return None, f"{LIBRARY.name} is not built (scripts/setup.sh builds it with a C compiler)"
+    why = _unfit()
+    if why is None:
+        try:
+            return _bind(ctypes.CDLL(str(LIBRARY.resolve()))), None
+        except _Stale:
+            why = "stale"
+        except (OSError, AttributeError, ValueError) as e:
+            why = f"does not load ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+    if why == "stale":
+        why = f"{LIBRARY.name} was built from another {SOURCE.name}; run scripts/setup.sh again"
+    else:
+        why = f"{LIBRARY.name} {why}; run scripts/setup.sh again"
+        print(f"notation: {why} (numpy's passes run meanwhile: the same results, slower)", file=sys.stderr)
+    return None, why
+
+
+class _Stale(Exception):
+    """The library was built from another fused.c."""
+
+
+STAMP_BYTES = 128  # the stamp is 64 hex digits and a newline; a longer file is not one
+MOST = 64 << 20  # a library beyond this size is not ours: refused before it is read
+
+
+def _unfit():
+    """Why the library must not be mapped (a truncated build, a `cp` over it, another library), else None:
+    its SHA-256 must be the one scripts/setup.sh wrote beside it once the build was complete.  ctypes
+    maps a file whose headers promise more than it holds, and a read past its end is SIGBUS."""
     try:
-        lib = ctypes.CDLL(str(LIBRARY))
-        lib.fused_source.restype = ctypes.c_ulonglong
-        built_from = lib.fused_source()
-    except (OSError, AttributeError) as e:
-        return None, f"{LIBRARY.name} does not load ({e}); run scripts/setup.sh again"
-    if built_from != source_hash():
-        return None, f"{LIBRARY.name} was built from another {SOURCE.name}; run scripts/setup.sh again"
+        with open(STAMP, "rb") as f:
+            stamp = f.read(STAMP_BYTES + 1).decode("ascii", "replace").strip()
+        size = LIBRARY.stat().st_size
+        if size > MOST:
+            return f"does not load (it is {size:,} bytes, not the fused loops)"
+        digest = hashlib.sha256(LIBRARY.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return f"does not load (no {STAMP.name} beside it: an unfinished build, or not one of scripts/setup.sh)"
+    except OSError as e:
+        return f"does not load ({e.strerror or e})"
+    if stamp != digest:
+        return (f"does not load (its SHA-256 is not the one in {STAMP.name}: a truncated, overwritten or "
+                "foreign file)")
+    return None
+
+
+def _bind(lib):
+    """lib with every function's argument and result types set; AttributeError names one it lacks."""
+    lib.fused_source.restype = ctypes.c_ulonglong
+    if lib.fused_source() != source_hash():
+        raise _Stale
     for dtype, c in _C.items():
         f = getattr(lib, f"adam_{dtype.name}")
         f.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_ssize_t] + [c] * 5
@@ -74,7 +119,7 @@ def _load():
                                ("flag_done_wait", [flag, n, flag, flag, flag, n, ns, ns], n)):
         f = getattr(lib, name)
         f.argtypes, f.restype = args, result
-    return lib, None
+    return lib
 
 
 def flags():

@@ -42,9 +42,18 @@ fi
 # -ffp-contract=off: no fused multiply-add, so the bits are numpy's
 if command -v cc >/dev/null; then
   source_hash="$("$VENV/bin/python" -c 'from notation.fused import source_hash; print(source_hash())')"
-  cc -O3 -fPIC -shared -ffp-contract=off -fno-math-errno -DFUSED_SOURCE="${source_hash}ULL" \
-     -o notation/_fused.so notation/fused.c \
-    || echo "setup: could not build notation/_fused.so; numpy's passes run instead (the same results, slower)" >&2
+  # built under a temporary name, its SHA-256 written beside it (notation/fused.py maps only a library
+  # that matches it), then both renamed: an interrupted build or a full disk never leaves a short library
+  tmp="notation/.fused.$$.so"
+  trap 'rm -f "$tmp" "$tmp.sha256"' EXIT
+  if cc -O3 -fPIC -shared -ffp-contract=off -fno-math-errno -DFUSED_SOURCE="${source_hash}ULL" \
+        -o "$tmp" notation/fused.c \
+     && "$VENV/bin/python" -c 'import hashlib, sys; print(hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest())' \
+        "$tmp" > "$tmp.sha256" \
+     && mv -f "$tmp.sha256" notation/_fused.so.sha256 && mv -f "$tmp" notation/_fused.so; then :
+  else
+    echo "setup: could not build notation/_fused.so; numpy's passes run instead (the same results, slower)" >&2
+  fi
 else
   echo "setup: no C compiler (cc); numpy's passes run instead of notation/fused.c (the same results, slower)." \
        "For the faster one: apt-get install gcc, then run this again" >&2
