@@ -10,11 +10,11 @@ waits on a thread it cannot see.
 from __future__ import annotations
 
 import math
-import os
 from contextlib import contextmanager
 
 import numpy as np
 
+from . import environment
 from .crew import Crew
 
 try:  # a well-kept library that finds the BLAS numpy loaded and sets its thread count
@@ -26,12 +26,8 @@ except ImportError:  # pragma: no cover - without it, np.matmul as it is
 # most).  With 1, every product runs whole on single-threaded BLAS: beside other work on this
 # 2-core machine that was the fastest (a step 52 ms against 57 ms split, 219 ms on OpenBLAS's two
 # threads); on a quiet machine two threads are.
-def _threads() -> int:
-    given = os.environ.get("NOTATION_THREADS", "")
-    return int(given) if given.isdigit() and int(given) > 0 else min(2, os.cpu_count() or 1)
-
-
-WORKERS = _threads()
+# notation/environment.py checks the value (1 to the cores; a bad one is refused by the scripts).
+WORKERS = environment.get("NOTATION_THREADS") or min(2, environment.cores())
 MIN_FLOPS = 2_000_000  # smaller products run as they are: a hand-off costs tens of microseconds
 # An elementwise pass (a broadcast product, a function written into its result) of at least this
 # many entries is cut in two as well: a pool's (19) at batch 64 writes 1.6 M of them in rows of 32,
@@ -43,7 +39,7 @@ MIN_ENTRIES = 1 << 18
 # machine they are faster for a large product (dense1's 411 MFLOP (12): 2.3 against 4.8 ms), but on
 # a busy one they collapse (the whole step under load 6: 314 against 103 ms, median), so by default
 # never; NOTATION_BLAS_THREADS_FLOPS=200000000 on a machine of your own.
-BLAS_THREADS_FLOPS = int(os.environ.get("NOTATION_BLAS_THREADS_FLOPS", 10 ** 18))
+BLAS_THREADS_FLOPS = environment.get("NOTATION_BLAS_THREADS_FLOPS")
 _crew = None
 _blas = None
 _depth = 0  # nesting of serial_blas()
@@ -64,7 +60,7 @@ def enabled() -> bool:
     return _ENABLED
 
 
-_ENABLED = ThreadpoolController is not None and os.environ.get("NOTATION_PARALLEL", "1") != "0"
+_ENABLED = ThreadpoolController is not None and environment.get("NOTATION_PARALLEL")
 
 
 @contextmanager
@@ -169,45 +165,87 @@ def _product(a, b, out, add):
     return out
 
 
+# A large 2-d product is always computed in PARTS fixed pieces (its columns, its rows, or for a thin
+# result its sum), whatever WORKERS is: cutting a sum changes its bits, and so can cutting rows or
+# columns (OpenBLAS takes another kernel below about 10^6 multiply-adds).  Two threads share the
+# pieces; one thread, or BLAS's own threads, compute them one after the other, to the same bits.
+PARTS = 2
+
+
+def _cut(m: int, k: int, n: int):
+    """How a 2-d product of these sizes is cut into PARTS pieces ("columns", "rows", "sum"), or None
+    (computed whole): a function of the sizes alone, so every thread count computes the same pieces."""
+    if 2 * m * n * k < MIN_FLOPS:
+        return None
+    if n > m and n >= 16 * PARTS and m * n >= 4096:
+        # each worker packs its own part of the larger operand b, not all of it: a few rows against a
+        # wide b (dense1's (12), (13) at batch 64: 3.3-3.8 against 3.7-4.5 ms split by rows)
+        return "columns"
+    if m >= 2 * PARTS and m * n >= 4096:
+        return "rows"
+    if k >= 64 * PARTS:  # a thin result: along the sum, then the parts added in order
+        return "sum"
+    return None
+
+
+def _pieces(cut, a, b, out, add):
+    """The PARTS pieces of a 2-d product cut as `cut` says, and the arrays of a cut sum's later parts."""
+    if cut == "columns":
+        return [(a, b[:, s], out[:, s], _along(add, 1, 2, s)) for s in cuts(b.shape[1], PARTS)], []
+    if cut == "rows":
+        return [(a[s], b, out[s], _along(add, 0, 2, s)) for s in cuts(a.shape[0], PARTS)], []
+    parts = [np.empty_like(out) for _ in range(PARTS - 1)]
+    return [(a[:, s], b[s], dest, None) for s, dest in zip(cuts(a.shape[1], PARTS), [out] + parts)], parts
+
+
+def _fixed(cut, a, b, out, add):
+    """out = a @ b (+ add) in the fixed pieces of `cut`: shared by the workers, or one after another
+    (on BLAS's own threads when ours are off, or for a product of BLAS_THREADS_FLOPS), to the same bits."""
+    pieces, parts = _pieces(cut, a, b, out, add)
+    if not enabled():
+        for piece in pieces:
+            _product(*piece)
+    elif 2 * a.shape[0] * a.shape[1] * b.shape[1] >= BLAS_THREADS_FLOPS:
+        _, blas = _setup()
+        with blas.limit(limits=WORKERS):  # one large GEMM: OpenBLAS's own threads
+            for piece in pieces:
+                _product(*piece)
+    else:
+        with serial_blas():
+            if WORKERS >= PARTS:
+                _share(_product, pieces)
+            else:
+                for piece in pieces:
+                    _product(*piece)
+    for p in parts:
+        out += p
+    if parts and add is not None:
+        out += add
+    return out
+
+
 def matmul(a, b, out=None, add=None):
     """np.matmul(a, b, out=out) (plus `add`, broadcast to the result: each worker adds its part of it
-    right after its product, on its own core), the work split over WORKERS threads of single-threaded BLAS."""
+    right after its product, on its own core), the work split over WORKERS threads of single-threaded
+    BLAS.  A stack is cut between the matrices (each computed whole); a 2-d product in the fixed
+    pieces of _cut, whoever computes them: the bits never depend on the number of threads."""
     m, k = a.shape[-2], a.shape[-1]
     n = b.shape[-1]
     stack = np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) if a.ndim > 2 or b.ndim > 2 else ()
-    batch = math.prod(stack)
-    if out is None and add is not None:
+    cut = _cut(m, k, n) if a.ndim == 2 and b.ndim == 2 else None
+    if out is None and (add is not None or cut):
         out = np.empty(stack + (m, n), dtype=np.result_type(a, b))
+    if cut:
+        return _fixed(cut, a, b, out, add)
     if not enabled():
         return _product(a, b, out, add)
-    if WORKERS < 2 or 2 * batch * m * n * k < MIN_FLOPS:
+    if WORKERS < 2 or not stack or max(stack) < WORKERS or 2 * math.prod(stack) * m * n * k < MIN_FLOPS:
         with serial_blas():
-            return _product(a, b, out, add)
-    if a.ndim == 2 and b.ndim == 2 and 2 * m * n * k >= BLAS_THREADS_FLOPS:
-        _, blas = _setup()
-        with blas.limit(limits=WORKERS):  # one large GEMM: OpenBLAS's own threads
             return _product(a, b, out, add)
     if out is None:
         out = np.empty(stack + (m, n), dtype=np.result_type(a, b))
-    halves, parts = [], []
-    if stack and max(stack) >= WORKERS:  # along the stack's longest axis
-        axis = int(np.argmax(stack))
-        halves = [tuple(_along(t, axis, len(stack) + 2, s) for t in (a, b, out, add)) for s in cuts(stack[axis])]
-    elif a.ndim == 2 and b.ndim == 2 and n > m and n >= 16 * WORKERS and m * n >= 4096:  # along the columns
-        # each worker packs its own part of the larger operand b, not all of it: a few rows against a
-        # wide b (dense1's (12), (13) at batch 64: 3.3-3.8 against 3.7-4.5 ms split by rows)
-        halves = [(a, b[:, s], out[:, s], _along(add, 1, 2, s)) for s in cuts(n)]
-    elif a.ndim == 2 and b.ndim == 2 and m >= 2 * WORKERS and m * n >= 4096:  # along the rows
-        halves = [(a[s], b, out[s], _along(add, 0, 2, s)) for s in cuts(m)]
-    elif a.ndim == 2 and b.ndim == 2 and k >= 64 * WORKERS:  # a thin result: along the sum, then added
-        parts = [np.empty_like(out) for _ in range(WORKERS - 1)]
-        halves = [(a[:, s], b[s], dest, None) for s, dest in zip(cuts(k), [out] + parts)]
+    axis = int(np.argmax(stack))  # along the stack's longest axis: each matrix's product whole
+    halves = [tuple(_along(t, axis, len(stack) + 2, s) for t in (a, b, out, add)) for s in cuts(stack[axis])]
     with serial_blas():
-        if not halves:
-            return _product(a, b, out, add)
         _share(_product, halves)
-        for p in parts:
-            out += p
-        if parts and add is not None:
-            out += add
     return out
