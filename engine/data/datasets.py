@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from notation import environment
+
 from ..errors import named
 from .idx import REDOWNLOAD, DataError, decompress, parse_idx
 
@@ -188,7 +190,7 @@ def _spec(name: str, split: str | None = None) -> DatasetSpec:
 
 def default_cache_root() -> Path:
     """The per-user download cache root: ${XDG_CACHE_HOME:-~/.cache}/einsum-engine."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    base = environment.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "einsum-engine"
 
 
@@ -204,9 +206,9 @@ def searched_places(name: str, data_dir: str | os.PathLike | None = None,
             raise DataError(f"{data_dir}: the data directory given {what}; check its spelling, or leave it out to "
                             "search the usual places")
         places += [explicit, explicit / name]
-    env = os.environ.get(ENV_VAR)
+    env = environment.get(ENV_VAR)
     if env:
-        places.append(Path(env).expanduser() / name)
+        places.append(env / name)
     places += [Path(root) / name for root in SYSTEM_DIRS]
     places.append(Path(cache_dir).expanduser() / name if cache_dir is not None else default_cache_root() / name)
     return places
@@ -403,8 +405,8 @@ def _not_found_message(spec: DatasetSpec, split: str, places: list[Path], failur
     lines = [f"{spec.title} ({spec.name}, {split} split) not found: no directory holds {needed}.",
              "Searched, in order:"]
     env_place = None
-    if os.environ.get(ENV_VAR):
-        env_place = Path(os.environ[ENV_VAR]).expanduser() / spec.name
+    if environment.get(ENV_VAR):
+        env_place = environment.get(ENV_VAR) / spec.name
     for place in places:
         note = f"  (${ENV_VAR} must hold a {spec.name}/ folder with the files)" if place == env_place else ""
         lines.append(f"  {place}{note}")
@@ -414,7 +416,7 @@ def _not_found_message(spec: DatasetSpec, split: str, places: list[Path], failur
         lines.append(f"Downloading into {places[-1]} failed:")
         lines += [f"  {failure}" for failure in failures]
     lines.append(f"To get it: {spec.how_to_get}.")
-    if not os.environ.get(ENV_VAR):
+    if not environment.get(ENV_VAR):
         lines.append(f"(${ENV_VAR}, if set, names a directory holding a {spec.name}/ folder with the files.)")
     return "\n".join(lines)
 
