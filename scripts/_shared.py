@@ -5,6 +5,8 @@ Standard library only, so importing it is instant and cannot itself fail for wan
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import signal
 import statistics
 import sys
@@ -68,6 +70,46 @@ def go_on() -> None:
     if _deferred:
         _deferred.clear()
         raise KeyboardInterrupt
+
+
+class Unbroken:
+    """A text stream whose writes never raise: once the far end is gone (`| head` closed the pipe, a
+    closed terminal, a full disk behind a redirect) what is written is dropped and the program goes on.
+    Its file descriptor is pointed at /dev/null then, so the interpreter's last flush is quiet too."""
+
+    def __init__(self, stream):
+        self.stream, self.broken = stream, False
+
+    def write(self, text):
+        if not self.broken:
+            try:
+                return self.stream.write(text)
+            except (OSError, ValueError):
+                self._drop()
+        return len(text)
+
+    def flush(self):
+        if not self.broken:
+            try:
+                self.stream.flush()
+            except (OSError, ValueError):
+                self._drop()
+
+    def _drop(self):
+        self.broken = True
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
+
+    def __getattr__(self, name):  # isatty, fileno, encoding, ...: the stream's own
+        return getattr(self.stream, name)
+
+
+def unbreakable() -> None:
+    """stdout and stderr as Unbroken streams: output that can no longer be written never costs a run."""
+    if not isinstance(sys.stdout, Unbroken):
+        sys.stdout = Unbroken(sys.stdout)
+    if not isinstance(sys.stderr, Unbroken):
+        sys.stderr = Unbroken(sys.stderr)
 
 
 class Parser(argparse.ArgumentParser):

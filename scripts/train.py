@@ -6,8 +6,9 @@
     python3 scripts/train.py --checkpoint runs/seven.npz             # Ctrl-C saves; add --resume to go on
     python3 scripts/train.py --checkpoint runs/seven.npz --eval-only # accuracy and confusion matrix
 
-Bad input (spec, equations, data, checkpoint, flags) is one line on stderr and exit code 2; a
-non-finite loss exits 1, Ctrl-C 130 and SIGTERM 143 (both save first). This script owns the
+Bad input (spec, equations, data, checkpoint, flags, environment variables) is one line on stderr and
+exit code 2; a non-finite loss exits 1, Ctrl-C 130, SIGTERM 143 and SIGHUP 129 (each saves first).
+Output that cannot be written (a closed pipe) is dropped and the run goes on. This script owns the
 command line (every flag, the plot); the run itself is engine/training/run.py.
 """
 from __future__ import annotations
@@ -27,12 +28,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from _shared import Parser, go_on, starting  # noqa: E402
+from _shared import Parser, go_on, starting, unbreakable  # noqa: E402
 
 with starting("train.py", defer=__name__ == "__main__"):  # Ctrl-C while the engine loads: one line
     from engine import UserError, training
     from engine.errors import rename
     from engine.training import settings
+    from engine.training.interrupts import STOPPING, exit_code, stopped_by
+    from engine.training.outputs import check_distinct
 
 # the flag of each setting and run option the engine names (`lr` in its messages is --lr here)
 FLAGS = {name: "--" + name.replace("_", "-") for name in (*settings.BY_NAME, *settings.RUN_OPTIONS)}
@@ -183,8 +186,9 @@ def train_main(o, resume: str = "", log=print, warn=None, hold_signals=False) ->
                                          "apply: drop it (or train with --resume)")
         training.evaluate_checkpoint(options(o), log=log)
         return 0
+    check_distinct({"spec": o.spec, "checkpoint": o.checkpoint, "metrics": o.metrics, "plot": o.plot})
     plot = check_plot(o.plot, warn) if o.plot else None
-    done = training.train(options(o, hold_signals), log=log)
+    done = training.train(options(o, hold_signals), log=log, warn=warn)
     if done.outcome is None:  # the checkpoint had all its epochs already
         return 0
     if plot and done.trainer.history:
@@ -193,11 +197,13 @@ def train_main(o, resume: str = "", log=print, warn=None, hold_signals=False) ->
 
 
 def ending(outcome, trainer, resume, log, warn) -> int:
-    """The run's last line and its exit code: 0 done, 1 diverged, 130 or 143 interrupted."""
+    """The run's last line and its exit code: 0 done, 1 diverged, 130, 143 or 129 interrupted.  From
+    here on a signal has nothing left to stop (`settled`)."""
+    settled()
     if outcome.status == "interrupted":
         hint = f"; resume with: {resume}" if outcome.saved and resume else ""
         warn(outcome.message + hint)
-        return 143 if outcome.signal == signal.SIGTERM else 130
+        return 128 + (outcome.signal or signal.SIGINT)
     if outcome.status == "diverged":
         warn(outcome.message)
         return 1
@@ -231,13 +237,23 @@ def default_checkpoint(o) -> str:
     return str(Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.npz")
 
 
-def _terminate(signum, frame):
-    raise training.Terminated
+_settled = []  # not empty once the run's outcome is decided: a later signal has nothing left to stop
+
+
+def settled() -> None:
+    _settled.append(True)
+
+
+def _stop(signum, frame):
+    """Ctrl-C, SIGTERM and SIGHUP outside the training loop (which saves first): stop, unless all is done."""
+    if not _settled:
+        raise KeyboardInterrupt if signum == signal.SIGINT else training.Terminated(signum)
 
 
 def main(argv=None, script=False) -> int:
     """The exit code.  script=True (run as a program): once interrupted, further Ctrl-C and SIGTERM
     are ignored until the process exits, so a hammered Ctrl-C cannot cut the last message short."""
+    _settled.clear()
     argv = sys.argv[1:] if argv is None else list(argv)
     o = parser().parse_args(argv)
     if o.no_checkpoint:
@@ -246,9 +262,10 @@ def main(argv=None, script=False) -> int:
         o.checkpoint = default_checkpoint(o)
         argv = argv + ["--checkpoint", o.checkpoint]
     main_thread = threading.current_thread() is threading.main_thread()
-    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)} if main_thread else {}
-    if main_thread and old[signal.SIGTERM] != signal.SIG_IGN:
-        signal.signal(signal.SIGTERM, _terminate)  # SIGTERM is Ctrl-C here
+    old = {s: signal.getsignal(s) for s in STOPPING} if main_thread else {}
+    for s, handler in old.items():
+        if handler not in (signal.SIG_IGN, None) and (s != signal.SIGINT or handler == signal.default_int_handler):
+            signal.signal(s, _stop)  # SIGTERM and SIGHUP are Ctrl-C here; ignored ones (nohup) stay ignored
 
     def log(line):
         print(flags(line))
@@ -258,17 +275,16 @@ def main(argv=None, script=False) -> int:
     try:
         return train_main(o, resume_command(argv), log, warn, hold_signals=script)
     except UserError as exc:  # every bad input: spec, equation, data, checkpoint, setting
+        settled()
         print(f"train.py: {flags(exc.one_line())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:  # outside the training loop (which saves and reports itself)
+        settled()
         if script and main_thread:
             for s in old:
                 signal.signal(s, signal.SIG_IGN)
         print(f"train.py: {interrupted_outside(o, argv, exc)}", file=sys.stderr)
-        return 143 if isinstance(exc, training.Terminated) else 130
-    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
+        return exit_code(exc)
     finally:
         if main_thread and not script:
             for s, handler in old.items():
@@ -277,7 +293,7 @@ def main(argv=None, script=False) -> int:
 
 def interrupted_outside(o, argv, exc) -> str:
     """What a signal outside the training loop leaves: the checkpoint on disk, if any, is the resume point."""
-    what = "stopped by SIGTERM" if isinstance(exc, training.Terminated) else "interrupted"
+    what = stopped_by(exc)
     if o.checkpoint and not o.eval_only and Path(o.checkpoint).is_file():
         return (f"{what}; {o.checkpoint} holds the last save (this stop wrote nothing to it); resume with: "
                 f"{resume_command(argv)}")
@@ -285,12 +301,17 @@ def interrupted_outside(o, argv, exc) -> str:
 
 
 if __name__ == "__main__":
+    unbreakable()  # `| head -n 3`, a closed terminal: output is dropped, the run goes on and saves
+    for s in STOPPING[1:]:  # SIGTERM or SIGHUP while the flags are read: one line, not a traceback
+        if signal.getsignal(s) not in (signal.SIG_IGN, None):
+            signal.signal(s, _stop)
     try:
         go_on()
         code = main(script=True)
     except KeyboardInterrupt as exc:  # while the flags were read, before anything ran
-        print(f"train.py: {'stopped by SIGTERM' if isinstance(exc, training.Terminated) else 'interrupted'}; "
-              "nothing was saved by this run", file=sys.stderr)
-        code = 143 if isinstance(exc, training.Terminated) else 130
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # all is said: a late Ctrl-C has nothing left to stop
+        settled()
+        print(f"train.py: {stopped_by(exc)}; nothing was saved by this run", file=sys.stderr)
+        code = exit_code(exc)
+    settled()  # all is said: a late signal has nothing left to stop
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.exit(code)

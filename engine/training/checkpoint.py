@@ -204,6 +204,23 @@ def check_writable(path) -> None:
     os.unlink(tmp)
 
 
+def size_estimate(params: dict, optim: dict, state: dict, examples: int, epochs: int) -> int:
+    """Bytes a checkpoint of these arrays takes at most: the arrays, the data order (int64), the meta
+    record (an epoch's record is some 200 bytes) and the archive's headers."""
+    arrays = [v for ps in params.values() for v in ps.values()] + list(optim.values()) + \
+        [v for ns in state.values() for v in ns.values()]
+    return sum(np.asarray(v).nbytes + 256 for v in arrays) + 8 * examples + 300 * epochs + 65536
+
+
+def free_bytes(path) -> int | None:
+    """Bytes free to this user in the checkpoint's folder, or None where the system does not say."""
+    try:
+        st = os.statvfs(Path(path).resolve().parent)
+    except (OSError, AttributeError):
+        return None
+    return st.f_bavail * st.f_frsize
+
+
 def write_advice(exc: OSError, path) -> str:
     """What to do about a checkpoint that cannot be written, by the reason."""
     import errno

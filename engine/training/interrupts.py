@@ -9,15 +9,30 @@ import threading
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM (what timeout, docker stop, Slurm and systemd send), handled as Ctrl-C: save, say so, exit 143."""
+    """SIGTERM (what timeout, docker stop, Slurm and systemd send) or SIGHUP (a closed terminal or SSH
+    connection), handled as Ctrl-C: save, say so, exit 128 + the signal's number (143, 129)."""
+
+    def __init__(self, signum=signal.SIGTERM):
+        super().__init__()
+        self.signum = signum
 
 
-SIGNAL_NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
+SIGNAL_NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}
+STOPPING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # the signals that stop a run, saving first
 
+
+def stopped_by(exc) -> str:
+    """How a stop is said: "interrupted" (Ctrl-C), "stopped by SIGTERM", "stopped by SIGHUP"."""
+    return f"stopped by {SIGNAL_NAMES[exc.signum]}" if isinstance(exc, Terminated) else "interrupted"
+
+
+def exit_code(exc) -> int:
+    """128 + the signal's number, as a shell reports a process that signal ended: 130, 143, 129."""
+    return 128 + (exc.signum if isinstance(exc, Terminated) else signal.SIGINT)
 
 
 class Interrupts:
-    """Ctrl-C (or SIGTERM) raises KeyboardInterrupt (Terminated) between updates, never halfway
+    """Ctrl-C (or SIGTERM, SIGHUP) raises KeyboardInterrupt (Terminated) between updates, never halfway
     through one; while a checkpoint is being saved, further signals are held until it is written."""
 
     def __init__(self, warn=None, hold=False):
@@ -30,7 +45,7 @@ class Interrupts:
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in STOPPING:
                 if signal.getsignal(sig) != signal.SIG_IGN:  # ignored by whoever started us (nohup, &): kept so
                     self.old[sig] = signal.signal(sig, self._handle)
             self.installed = True
@@ -44,7 +59,7 @@ class Interrupts:
 
     @staticmethod
     def exception(signum):
-        return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+        return KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum)
 
     def _handle(self, signum, frame):
         self.received = self.received or signum

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import signal
 import sys
@@ -18,15 +17,16 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from notation import parallel
 from notation.errors import one_line
 
 from ..data.examples import Data, inputs
 from ..errors import CheckpointError, TrainingError, named
-from . import augment, optim, schedule
+from . import augment, checks, optim, outputs, schedule
 from . import checkpoint as ckpt_io
 from .checkpoint import Checkpoint
 from .evaluation import Evaluation, evaluate
-from .interrupts import Interrupts, Terminated
+from .interrupts import Interrupts, Terminated, stopped_by
 from .settings import BY_NAME, OLD_CHECKPOINTS, Config
 
 
@@ -53,7 +53,7 @@ class Outcome:
     seconds: float = 0.0          # wall time of this run
     images_per_s: float = 0.0     # training images per second of training-step time, this run
     saved: bool = False           # a checkpoint was written at the end
-    signal: int | None = None     # interrupted by: signal.SIGINT or signal.SIGTERM
+    signal: int | None = None     # interrupted by: signal.SIGINT, SIGTERM or SIGHUP
 
 
 class Trainer:
@@ -72,6 +72,7 @@ class Trainer:
         self.checkpoint = Path(checkpoint) if checkpoint else None
         self.metrics = Path(metrics) if metrics else None
         self.progress, self.log, self.on_step = progress, log, on_step
+        self.warn = lambda line: print(line, file=sys.stderr)  # what the run says besides its log
         if int(np.prod(net.input_shape)) != int(np.prod(np.shape(data.train_x)[1:])):
             raise TrainingError(f"network {net.name!r} takes inputs of shape {net.input_shape}, the data set's "
                                 f"images are {np.shape(data.train_x)[1:]}")
@@ -80,6 +81,7 @@ class Trainer:
             raise TrainingError(f"network {net.name!r} has {net.classes} outputs, the data set has label {top}")
         if len(data.train_y) == 0:
             raise TrainingError("no training examples")
+        checks.statistics(net, config.batch_size, len(data.train_y))
         self.opt = optim.make(config.optimizer, net.params, config.lr)
         self.schedule = schedule.get(config.schedule)
         self.augment = augment.parse(config.augment)
@@ -115,6 +117,9 @@ class Trainer:
                 raise CheckpointError(f"{path}: trained with {named(k)} {saved.get(k)}, not {mine[k]}; resume "
                                       f"with the settings it began with, or start a new {named('checkpoint')}")
         self.epoch, self.batch, self.step = (ckpt_io.meta_count(ckpt, path, k) for k in ("epoch", "batch", "step"))
+        planned = saved.get("epochs") if isinstance(saved.get("epochs"), int) else self.epoch
+        checks.position(path, meta, self.epoch, self.batch, self.step, self.steps_per_epoch, max(planned, 0))
+        checks.arrays(path, ckpt)
         try:
             self.net.set_params(ckpt.params)
             self.opt.load_state(ckpt.optim)
@@ -144,6 +149,10 @@ class Trainer:
             self.order = order.astype(np.int64)
         self.resumed = True
         self.saved_at = (self.epoch, self.batch, self.step)
+        then, now = meta.get("arithmetic"), parallel.arithmetic()
+        if isinstance(then, str) and then != now:
+            self.warn(f"note: {path} was trained on {then}; this run computes on {now}, so its steps from here "
+                      "may differ in the last bits from the run's own")
 
     def _finite(self) -> bool:
         arrays = [v for ps in self.net.params.values() for v in ps.values()] + list(self.opt.state().values())
@@ -158,7 +167,7 @@ class Trainer:
                 **({"meaning": self.meaning} if self.meaning is not None else {}),
                 "config": dataclasses.asdict(self.config), "epoch": self.epoch, "batch": self.batch,
                 "step": self.step, "rng_state": self.rng_state, "sums": self.sums, "history": self.history,
-                "dtype": str(self.net.dtype), "mask_rng_state": self.mask_state,
+                "dtype": str(self.net.dtype), "mask_rng_state": self.mask_state, "arithmetic": parallel.arithmetic(),
                 "algorithms": dict(self.net.algorithms)}  # what `auto` chose: a resume runs the same
         order = self.order if self.order is not None else np.zeros(0, np.int64)
         try:
@@ -191,7 +200,7 @@ class Trainer:
         cfg = self.config
         self._run = {"started": time.perf_counter(), "images": 0, "seconds": 0.0, "evaluation": None}
         with contextlib.ExitStack() as stack:
-            metrics = stack.enter_context(open(self.metrics, "a" if self.resumed else "w")) if self.metrics else None
+            metrics = stack.enter_context(outputs.Metrics(self.metrics, self.warn)) if self.metrics else None
             interrupts = stack.enter_context(Interrupts(hold=self.hold_signals))
             # overflow in a diverging step is reported once, as divergence, not as numpy's warnings
             stack.enter_context(np.errstate(over="ignore", invalid="ignore", divide="ignore"))
@@ -224,8 +233,8 @@ class Trainer:
     def _interrupted(self, exc, interrupts, metrics) -> Outcome:
         """Save where the run stands (holding further signals until the file is written), or say which
         checkpoint stays the resume point."""
-        sig = signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT
-        what = "stopped by SIGTERM" if sig == signal.SIGTERM else "interrupted"
+        sig = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
+        what = stopped_by(exc)
         where = self.where()
         with interrupts.shield():
             if metrics:
@@ -281,9 +290,8 @@ class Trainer:
                     self._run["seconds"] += seconds
                     rate = self.sums["seen"] / self.sums["seconds"]
                     if metrics:
-                        metrics.write(json.dumps({"event": "step", "epoch": self.epoch + 1, "batch": self.batch,
-                                                  "step": self.step, "loss": loss,
-                                                  "images_per_s": round(rate, 1)}) + "\n")
+                        metrics.write({"event": "step", "epoch": self.epoch + 1, "batch": self.batch,
+                                       "step": self.step, "loss": loss, "images_per_s": round(rate, 1)})
                 bar.set_postfix_str(f"loss {self.sums['loss'] / self.sums['seen']:.4f}, {rate:.0f} img/s",
                                     refresh=False)
                 bar.update(1)
@@ -313,7 +321,7 @@ class Trainer:
                   "images_per_s": round(seen / max(seconds, 1e-9), 1)}
         self.history.append(record)
         if metrics:
-            metrics.write(json.dumps(record) + "\n")
+            metrics.write(record)
             metrics.flush()
         self.epoch += 1
         self.batch = 0

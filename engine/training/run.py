@@ -11,9 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
+from notation import environment
+
 from ..data.examples import Data, load_data
 from ..errors import CheckpointError, TrainingError, named
 from . import checkpoint as ckpt_io
+from . import checks, outputs, schedule
 from .evaluation import evaluate, format_confusion
 from .loop import Outcome, Trainer, count
 from .settings import Config, make_config
@@ -66,12 +69,22 @@ def describe(net, spec_file, config: Config) -> str:
             f"{'' if config.augment == 'none' else f', augment {config.augment}'}")
 
 
-def train(o: Options, log=print) -> Trained:
-    """Train (or resume) as `o` says. Raises a UserError (one line) for bad input, before any training."""
+def train(o: Options, log=print, warn=None) -> Trained:
+    """Train (or resume) as `o` says. Raises a UserError (one line) for bad input, before any training.
+    The checkpoint and metrics paths are claimed for the run: a second run given one is refused."""
+    environment.check()
+    outputs.check_distinct({"spec": o.spec, "checkpoint": o.checkpoint, "metrics": o.metrics})
+    with outputs.claimed({"checkpoint": o.checkpoint, "metrics": o.metrics}):
+        return _train(o, log, warn)
+
+
+def _train(o: Options, log, warn) -> Trained:
     from ..compiler.network import load as load_network
 
     spec, spec_bytes = read_spec(o.spec)
     ckpt = _resume_point(o)
+    if o.metrics:
+        outputs.check_metrics(o.metrics, o.resume)
     given = dict(o.settings)
     network = given.get("network") or spec.network
     config = make_config(spec.training_for(network), network, given, ckpt.meta["config"] if ckpt else None)
@@ -91,13 +104,18 @@ def train(o: Options, log=print) -> Trained:
     trainer = Trainer(net, data, config, spec_hash=digest, spec_file=str(o.spec), checkpoint=o.checkpoint,
                       metrics=o.metrics, progress=o.progress, log=log, meaning=meaning, legacy_hash=legacy)
     trainer.hold_signals = o.hold_signals
+    trainer.warn = warn or trainer.warn
+    if o.checkpoint:
+        _check_room(trainer, o.checkpoint)
     if ckpt is not None:
         trainer.restore(ckpt, o.checkpoint)
         if trainer.epoch >= config.epochs:
             last = trainer.history[-1] if trainer.history else {}
+            further = (f"its {config.schedule} schedule was planned over them, so it trains no further: start a new "
+                       f"{named('checkpoint')} to train longer" if config.schedule in schedule.OVER_EPOCHS else
+                       f"give {named('epochs')} N with N > {trainer.epoch} to train further")
             log(f"{o.checkpoint}: all {count(trainer.epoch, 'epoch')} done (test accuracy "
-                f"{last.get('test_accuracy', float('nan')):.2%}); give {named('epochs')} N with N > {trainer.epoch} "
-                f"to train further, or {named('eval_only')} to evaluate it")
+                f"{last.get('test_accuracy', float('nan')):.2%}); {further}, or {named('eval_only')} to evaluate it")
             return Trained(None, trainer, config)
         log(f"resuming from {o.checkpoint} at {trainer.where()}")
     log(f"checkpoint: {o.checkpoint} (each epoch and on Ctrl-C)" if o.checkpoint
@@ -142,6 +160,18 @@ def _check_outputs(o: Options, log) -> None:
             open(o.metrics, "a").close()
         except OSError as exc:
             raise TrainingError(f"{named('metrics')} {o.metrics}: cannot write it ({exc.strerror or exc})") from None
+
+
+def _check_room(trainer, path) -> None:
+    """Refuse a checkpoint folder without room for one checkpoint of this run (its arrays are known now),
+    rather than find out after an epoch."""
+    size = ckpt_io.size_estimate(trainer.net.params, trainer.opt.state(), trainer.net.state,
+                                 len(trainer.data.train_y), trainer.config.epochs)
+    free = ckpt_io.free_bytes(path)
+    if free is not None and free < size:
+        raise TrainingError(f"{named('checkpoint')} {path}: {Path(path).resolve().parent} has "
+                            f"{free / 1e6:.1f} MB free, and one checkpoint of this run takes about "
+                            f"{size / 1e6:.1f} MB; free some space or give another {named('checkpoint')} path")
 
 
 def _check_checkpoint_folder(path, log) -> None:
@@ -203,6 +233,7 @@ def evaluate_checkpoint(o: Options, log=print) -> int:
         raise TrainingError(f"{named('eval_only')} evaluates the checkpoint as it was trained; {', '.join(ignored)} "
                             f"{'does' if len(ignored) == 1 else 'do'} not apply: drop "
                             f"{'it' if len(ignored) == 1 else 'them'} (or train with {named('resume')})")
+    environment.check()
     ckpt = ckpt_io.load(o.checkpoint)
     saved = ckpt.meta.get("config")
     if not isinstance(saved, dict):
@@ -225,6 +256,7 @@ def evaluate_checkpoint(o: Options, log=print) -> int:
     log(f"data: {data.about}")
     net = load_network(spec, network=network, seed=config.seed, optimize=o.optimize,
                        algorithms=recorded_algorithms(ckpt, o.checkpoint))
+    checks.arrays(o.checkpoint, ckpt)
     try:
         net.set_params(ckpt.params)
         if net.state_shapes:
