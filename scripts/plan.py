@@ -44,7 +44,8 @@ with starting("plan.py"):  # Ctrl-C while numpy and opt_einsum load: one line, n
     from opt_einsum.paths import get_path_fn
 
     import engine
-    from engine.compiler import plan_schema, plans
+    from engine.compiler import memory, plan_schema, plans
+    from notation import environment
 
 
 def optimizer(name: str) -> str:
@@ -61,6 +62,21 @@ def _shown(path: str) -> str:
     """The spec's path relative to the working directory where it lies below it (for the header)."""
     rel = os.path.relpath(path)
     return path if rel.startswith("..") else rel
+
+
+def check_batch(net, batch: int) -> None:
+    """Refuse a batch whose compiled buffers cannot fit in memory, from the sizes at batch 1 and 2 (the
+    buffers grow linearly with the batch), before compiling for it: a plan's time grows with the batch."""
+    have = memory.available()
+    if have is None or batch <= 2:
+        return
+    one, two = memory.training_need(net, 1, None), memory.training_need(net, 2, None)
+    need = one + (batch - 1) * (two - one)
+    if need > have:
+        fits = 1 + max(0, (have - one) // max(two - one, 1))
+        raise engine.UserError(f"--batch {batch}: compiling {net.name!r} for {batch:,} examples takes about "
+                               f"{memory.human(need)} of memory, {memory.human(have)} are available here; give "
+                               f"--batch {fits} or less")
 
 
 def main(argv=None) -> int:
@@ -82,7 +98,9 @@ def main(argv=None) -> int:
         ap.error(f"--batch {args.batch}: the batch size must be at least 1")
     try:
         # the same load-time checks as training: a plan of a wrong Jacobian is no plan
+        environment.check()
         net = engine.load(_shown(args.spec), network=args.network, optimize=args.optimize)
+        check_batch(net, args.batch)
         doc = plans.collect(net, args.batch)
         if args.compare:
             other = engine.load(net.spec, network=net.name, optimize=args.compare, check=False)

@@ -38,6 +38,9 @@ def _is_path(source) -> bool:
     return (os.sep in text or text.endswith((".txt", ".json"))) and ": " not in text and "{" not in text
 
 
+MOST_BYTES = 16 << 20  # a spec file is read up to this size (layers.yaml is some 30 KB)
+
+
 def read(source) -> Spec:
     """A Spec from a path, a YAML string or a dict; SpecError names the file, place and fix."""
     if isinstance(source, dict):
@@ -49,7 +52,12 @@ def read(source) -> Spec:
     if _is_path(source):
         file = str(source)
         try:
-            text = Path(source).read_text(encoding="utf-8")
+            with open(source, "rb") as f:
+                data = f.read(MOST_BYTES + 1)  # bounded: a 3 GiB file, or /dev/zero, is no spec
+            if len(data) > MOST_BYTES:
+                raise SpecError(file, None, f"more than {MOST_BYTES >> 20} MiB: not a spec; give the path of a spec "
+                                            "such as layers.yaml")
+            text = data.decode("utf-8")
         except FileNotFoundError:
             raise SpecError(file, None, "no such file; give the path of a spec such as layers.yaml") from None
         except (OSError, UnicodeDecodeError) as e:

@@ -284,12 +284,30 @@ def _read_verified(path: Path, file_spec: FileSpec, size: int | None = None) -> 
     actual = _sha256(raw)
     content_ok = file_spec.content_sha256 is not None and _sha256(payload) == file_spec.content_sha256
     if actual != file_spec.sha256 and not content_ok:
+        known = _known_as(actual, _sha256(payload) if raw is not payload else actual)
+        if known is not None and known[0] != file_spec:
+            other, title, name = known
+            asked = next((t for f, t, _ in _every_file() if f == file_spec), "the data set asked for")
+            raise DataError(f"{path}: an intact {other.filename} of {title} ({name}), not of {asked}; give "
+                            f"{named('dataset')} {name}, or put {asked}'s files in {path.parent}")
         raise DataError(
             f"{path}: SHA-256 {actual} does not match the published {file_spec.sha256}"
             + (f" (nor, decompressed, {file_spec.content_sha256})" if file_spec.content_sha256 else "")
             + f": the file is damaged or not the official one; {REDOWNLOAD}"
         )
     return array
+
+
+def _known_as(archive_sha: str, content_sha: str):
+    """(FileSpec, title, data set name) of the file of any known data set with these hashes, or None."""
+    return next(((f, title, name) for f, title, name in _every_file()
+                 if archive_sha == f.sha256 or content_sha == f.content_sha256), None)
+
+
+def _every_file():
+    """(FileSpec, title, name) of every file of every known data set."""
+    return [(f, spec.title, name) for name, spec in DATASETS.items() for split in spec.splits.values()
+            for f in split.files]
 
 
 def _check_arrays(spec: DatasetSpec, split_spec: SplitSpec, directory: Path,

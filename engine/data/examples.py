@@ -33,6 +33,19 @@ class Data:
         self.test_y = np.asarray(self.test_y).astype(np.int64)
         if not self.about:
             self.about = f"{self.name}: train {len(self.train_y)} examples, test {len(self.test_y)} (arrays given)"
+        for split in ("train_x", "test_x"):
+            _finite(split, getattr(self, split))
+
+
+def _finite(split, images) -> None:
+    """Refuse NaN or infinite pixels: they would train to a NaN loss, misread as a learning rate too large."""
+    images = np.asarray(images)
+    if images.dtype.kind not in "fc" or np.isfinite(images).all():
+        return
+    bad = np.flatnonzero(~np.isfinite(images.reshape(len(images), -1)).all(axis=1))
+    raise DataError(f"the {split} images hold NaN or infinite values ({len(bad)} example"
+                    f"{'' if len(bad) == 1 else 's'}, the first at index {bad[0]}); give finite pixels "
+                    "(uint8 0..255 or floats in [0, 1])")
 
 
 def holdout_split(images, labels, holdout: int):
