@@ -313,5 +313,6 @@ if __name__ == "__main__":
         print(f"train.py: {stopped_by(exc)}; nothing was saved by this run", file=sys.stderr)
         code = exit_code(exc)
     settled()  # all is said: a late signal has nothing left to stop
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for s in STOPPING:  # ignored, not handled: Python's exit would put back their default (a kill)
+        signal.signal(s, signal.SIG_IGN)
     sys.exit(code)

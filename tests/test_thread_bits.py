@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import MNIST, ROOT, needs_mnist
 
 STEPS = """
 import hashlib, sys
@@ -57,3 +57,38 @@ def test_a_thin_product_sums_in_the_same_parts_with_one_worker_or_two(monkeypatc
     assert np.array_equal(parallel.matmul(a, b), two)
     monkeypatch.setattr(parallel, "_ENABLED", False)
     assert np.array_equal(parallel.matmul(a, b), two)
+
+
+def train(tmp_path, env, *args):
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), "--network", "seven-layer", "--dataset",
+                          "mnist", "--data-dir", str(MNIST), "--holdout", "500", "--limit", "64", "--test-limit", "32",
+                          "--batch-size", "32", "--no-progress", "--schedule", "constant", *map(str, args)],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=300, env={**os.environ, **env})
+    assert out.returncode == 0, out.stderr
+    return out
+
+
+def weights(path):
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files if k.startswith(("params/", "optim/"))}
+
+
+@needs_mnist
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="two threads need two cores")
+def test_a_run_interrupted_on_two_threads_resumes_on_one_to_the_same_bits(tmp_path):
+    whole, part = tmp_path / "whole.npz", tmp_path / "part.npz"
+    train(tmp_path, {"NOTATION_THREADS": "1"}, "--epochs", 2, "--checkpoint", whole)
+    train(tmp_path, {"NOTATION_THREADS": "2"}, "--epochs", 1, "--checkpoint", part)
+    resumed = train(tmp_path, {"NOTATION_THREADS": "1"}, "--epochs", 2, "--checkpoint", part, "--resume")
+    assert "note:" not in resumed.stderr  # nothing the bits depend on changed
+    a, b = weights(whole), weights(part)
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+@needs_mnist
+def test_a_resume_on_blas_threads_of_a_run_on_ours_says_so_in_one_line(tmp_path):
+    path = tmp_path / "c.npz"
+    train(tmp_path, {}, "--epochs", 1, "--checkpoint", path)
+    resumed = train(tmp_path, {"NOTATION_PARALLEL": "0"}, "--epochs", 2, "--checkpoint", path, "--resume")
+    note = [line for line in resumed.stderr.splitlines() if line.startswith("note:")]
+    assert len(note) == 1 and "one thread a product" in note[0] and "(NOTATION_PARALLEL=0)" in note[0]
