@@ -63,6 +63,29 @@ def enabled() -> bool:
 _ENABLED = ThreadpoolController is not None and environment.get("NOTATION_PARALLEL")
 
 
+def arithmetic() -> str:
+    """What the bits of a result depend on here, in a line a checkpoint keeps: the BLAS library and its
+    kernels, and whether BLAS's own threads compute products (their split is BLAS's, not ours).  The
+    number of our threads is not part of it: every product is cut the same way whatever it is."""
+    global _arithmetic
+    if _arithmetic is None:
+        info = ThreadpoolController().select(user_api="blas").info() if ThreadpoolController else []
+        blas = " ".join(str(info[0].get(k)) for k in ("internal_api", "version", "architecture")) if info else \
+            "numpy's BLAS"
+        if not enabled():
+            threads = "its own threads for every product (NOTATION_PARALLEL=0)"
+        elif BLAS_THREADS_FLOPS < 10 ** 18:
+            threads = (f"its own {WORKERS} threads for products of {BLAS_THREADS_FLOPS} FLOPs or more "
+                       "(NOTATION_BLAS_THREADS_FLOPS)")
+        else:
+            threads = "one thread a product"
+        _arithmetic = f"{blas}, {threads}"
+    return _arithmetic
+
+
+_arithmetic = None
+
+
 @contextmanager
 def serial_blas():
     """BLAS on one thread inside (every product of a training step, small ones too); the large
