@@ -60,8 +60,16 @@ def _setting(group, name):
                        help=s.help + default)
 
 
+class _Parser(Parser):
+    """The flags' parser: its one-line refusal is the run's last word (a signal after it changes nothing)."""
+
+    def error(self, message):
+        settled()
+        super().error(message)
+
+
 def parser() -> argparse.ArgumentParser:
-    p = Parser(prog="train.py", description=__doc__.split("\n\n")[0],
+    p = _Parser(prog="train.py", description=__doc__.split("\n\n")[0],
                epilog="Unset settings come from the spec's training: section (or, with --resume, from the "
                       "checkpoint, which a given setting may not contradict except --epochs).")
     run = p.add_argument_group("what to train")
@@ -312,6 +320,9 @@ if __name__ == "__main__":
         settled()
         print(f"train.py: {stopped_by(exc)}; nothing was saved by this run", file=sys.stderr)
         code = exit_code(exc)
+    except SystemExit as exc:  # --help, or a flag refused (its one line is out)
+        settled()
+        code = exc.code
     settled()  # all is said: a late signal has nothing left to stop
     for s in STOPPING:  # ignored, not handled: Python's exit would put back their default (a kill)
         signal.signal(s, signal.SIG_IGN)

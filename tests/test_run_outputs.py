@@ -147,9 +147,11 @@ def test_sighup_saves_as_sigterm_does_and_exits_129(tmp_path):
 
 
 @needs_mnist
-@pytest.mark.parametrize("last, code", [("done:", 0), ("train.py: --lr", 2)], ids=["after done", "after a refusal"])
-def test_sigterm_after_the_last_line_changes_nothing(tmp_path, last, code):
-    args = [*TINY, "--epochs", "1", "--checkpoint", tmp_path / "c.npz"] + (["--lr", "-1"] if code else [])
+@pytest.mark.parametrize("extra, last, code", [([], "done:", 0), (["--lr", "-1"], "train.py: --lr", 2),
+                                               (["--epochs", "x"], "train.py: argument --epochs", 2)],
+                         ids=["after done", "after a refusal", "after a flag refused"])
+def test_sigterm_after_the_last_line_changes_nothing(tmp_path, extra, last, code):
+    args = [*TINY, "--epochs", "1", "--checkpoint", tmp_path / "c.npz", *extra]
     proc = start(args, tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     stream = proc.stderr if code else proc.stdout
     for line in stream:

@@ -117,9 +117,6 @@ class Trainer:
                 raise CheckpointError(f"{path}: trained with {named(k)} {saved.get(k)}, not {mine[k]}; resume "
                                       f"with the settings it began with, or start a new {named('checkpoint')}")
         self.epoch, self.batch, self.step = (ckpt_io.meta_count(ckpt, path, k) for k in ("epoch", "batch", "step"))
-        planned = saved.get("epochs") if isinstance(saved.get("epochs"), int) else self.epoch
-        checks.position(path, meta, self.epoch, self.batch, self.step, self.steps_per_epoch, max(planned, 0))
-        checks.arrays(path, ckpt)
         try:
             self.net.set_params(ckpt.params)
             self.opt.load_state(ckpt.optim)
@@ -147,6 +144,9 @@ class Trainer:
                                   f"{ckpt_io.FIX}")
         else:
             self.order = order.astype(np.int64)
+        planned = saved.get("epochs") if isinstance(saved.get("epochs"), int) else self.epoch
+        checks.position(path, meta, self.epoch, self.batch, self.step, self.steps_per_epoch, max(planned, 0))
+        checks.arrays(path, ckpt)
         self.resumed = True
         self.saved_at = (self.epoch, self.batch, self.step)
         then, now = meta.get("arithmetic"), parallel.arithmetic()
