@@ -35,7 +35,7 @@ with starting("train.py", defer=__name__ == "__main__"):  # Ctrl-C while the eng
     from engine.errors import rename
     from engine.training import settings
     from engine.training.interrupts import STOPPING, exit_code, stopped_by
-    from engine.training.outputs import check_distinct
+    from engine.training.outputs import check_distinct, lock_path
 
 # the flag of each setting and run option the engine names (`lr` in its messages is --lr here)
 FLAGS = {name: "--" + name.replace("_", "-") for name in (*settings.BY_NAME, *settings.RUN_OPTIONS)}
@@ -240,9 +240,14 @@ def interpreter() -> str:
 
 
 def default_checkpoint(o) -> str:
-    """A fresh path under runs/ for a run that named none: every run keeps what it learned."""
-    name = o.network or "train"
-    return str(Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.npz")
+    """A fresh path under runs/ for a run that named none: every run keeps what it learned (two runs
+    started in the same second take two paths)."""
+    stem = Path("runs") / f"{o.network or 'train'}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path, n = stem.with_suffix(".npz"), 1
+    while path.exists() or lock_path(path).exists():
+        n += 1
+        path = stem.with_name(f"{stem.name}-{n}.npz")
+    return str(path)
 
 
 _settled = []  # not empty once the run's outcome is decided: a later signal has nothing left to stop

@@ -160,3 +160,13 @@ def test_sigterm_after_the_last_line_changes_nothing(tmp_path, extra, last, code
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == code and "Traceback" not in err and err.count("\n") <= 1 - bool(code), err
+
+
+def test_two_runs_started_in_one_second_take_two_default_checkpoints(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli.time, "strftime", lambda fmt: "20261207-103347")
+    first = cli.default_checkpoint(cli.parser().parse_args(["--network", "zoo"]))
+    outputs.lock_path(first).parent.mkdir(parents=True)
+    outputs.lock_path(first).write_text("")  # its run has claimed it
+    assert first == "runs/zoo-20261207-103347.npz"
+    assert cli.default_checkpoint(cli.parser().parse_args(["--network", "zoo"])) == "runs/zoo-20261207-103347-2.npz"

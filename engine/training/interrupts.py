@@ -1,4 +1,4 @@
-"""Signals during training: Ctrl-C and SIGTERM stop a run between updates, never halfway through one,
+"""Signals during training: Ctrl-C, SIGTERM and SIGHUP stop a run between updates, never halfway through one,
 and wait for a checkpoint being written."""
 from __future__ import annotations
 
