@@ -204,3 +204,11 @@ def test_a_plan_for_a_batch_beyond_memory_is_refused_before_compiling():
     out = script("plan.py", "--batch", 1099511627776)
     assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
     assert "--batch 1099511627776: compiling 'seven-layer' for 1,099,511,627,776 examples takes about" in out.stderr
+
+
+@pytest.mark.parametrize("variable, value", [("NOTATION_THREADS", "two"), ("NOTATION_BLAS_THREADS_FLOPS", "lots")])
+def test_the_python_api_names_a_bad_environment_variable(monkeypatch, variable, value):
+    import engine
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(engine.UserError, match=f"^{variable}='{value}' is not a whole number"):
+        engine.load(SPEC)

@@ -13,7 +13,7 @@ import dataclasses
 import numpy as np
 import opt_einsum as oe
 
-from notation import parallel
+from notation import environment, parallel
 from notation.derive import grad
 
 from ..errors import InputError
@@ -366,7 +366,9 @@ def load(source="layers.yaml", network=None, dtype=None, optimize=None, check=Tr
          reorder=True, algorithms=None) -> Network:
     """A Network from a spec file, YAML string or dict (see README: the spec format).  reorder=False
     runs each ReLU before the max pool after it, in the definition's order (engine/compiler/reorder.py);
-    algorithms={layer: name} fixes what `auto` would choose (as `net.algorithms` and checkpoints record it)."""
+    algorithms={layer: name} fixes what `auto` would choose (as `net.algorithms` and checkpoints record it).
+    An environment variable of the project set to a bad value is one UserError line (notation/environment.py)."""
+    environment.check()
     spec = source if isinstance(source, Spec) else read(source)
     return Network(spec, network, dtype=dtype, optimize=optimize, check=check, seed=seed, reorder=reorder,
                    algorithms=algorithms)
