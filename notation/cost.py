@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import environment
+
 
 @dataclass(frozen=True)
 class Rates:
@@ -51,7 +53,7 @@ def rates() -> Rates:
     and cached (${XDG_CACHE_HOME:-~/.cache}/einsum-engine/rates.json, one entry per machine and BLAS)."""
     with _lock:
         if not _current:
-            _current.append(REFERENCE if os.environ.get("NOTATION_RATES") == "reference" else cached())
+            _current.append(REFERENCE if environment.get("NOTATION_RATES") == "reference" else cached())
         return _current[0]
 
 
@@ -64,7 +66,7 @@ def use(r: Rates | None) -> None:
 
 
 def cache_file() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    base = environment.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "einsum-engine" / "rates.json"
 
 

@@ -50,6 +50,13 @@ def _flops(text):
                   "a number of FLOPs from 1 to 10^18 (a product of at least this many runs on BLAS's threads)")
 
 
+def _rates(text):
+    if text.strip() == "reference":
+        return "reference", None
+    return None, f"NOTATION_RATES={text!r}: give reference (fixed rates for the cost model), or unset it (this " \
+                 "machine's, measured once)"
+
+
 def _folder(name):
     def parse(text):
         path = Path(text).expanduser()
@@ -65,6 +72,7 @@ VARIABLES = {
     "NOTATION_PARALLEL": (_switch("NOTATION_PARALLEL"), True),
     "NOTATION_FUSED": (_switch("NOTATION_FUSED"), True),
     "NOTATION_BLAS_THREADS_FLOPS": (_flops, 10 ** 18),
+    "NOTATION_RATES": (_rates, None),  # None: this machine's rates (notation/cost.py)
     "EINSUM_DATA_DIR": (_folder("EINSUM_DATA_DIR"), None),
     "XDG_CACHE_HOME": (_folder("XDG_CACHE_HOME"), None),
 }

@@ -117,7 +117,8 @@ class ChunkedSum(SumGemv):
 
     def modelled(self, itemsize, r) -> float:
         entries = sum(math.prod(op.shape) for op in self.product.operands)
-        calls = len(self.product.operands) * len(self.chunks) / max(parallel.WORKERS, 1)
+        # shared by PARTS workers, whatever WORKERS is: the road, and so the bits, never depend on the thread count
+        calls = len(self.product.operands) * len(self.chunks) / parallel.PARTS
         return cost.pass_seconds(entries, itemsize, r, calls=calls + 2)
 
     def _ones(self, dtype):

@@ -181,7 +181,7 @@ def script(name, *args, env=None, cwd=ROOT):
 @pytest.mark.parametrize("variable, value", [
     ("NOTATION_THREADS", "0"), ("NOTATION_THREADS", "-3"), ("NOTATION_THREADS", "two"),
     ("NOTATION_THREADS", "1000"), ("NOTATION_BLAS_THREADS_FLOPS", "lots"), ("NOTATION_PARALLEL", "maybe"),
-    ("NOTATION_FUSED", "yes"), ("EINSUM_DATA_DIR", str(SPEC)),
+    ("NOTATION_FUSED", "yes"), ("NOTATION_RATES", "fast"), ("EINSUM_DATA_DIR", str(SPEC)),
 ])
 @pytest.mark.parametrize("name", ["train.py", "plan.py"])
 def test_a_bad_environment_variable_is_one_line_naming_it(tmp_path, name, variable, value):
