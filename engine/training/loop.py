@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from notation import parallel
+from notation import cost, parallel
 from notation.errors import one_line
 
 from ..data.examples import Data, inputs
@@ -28,6 +28,12 @@ from .checkpoint import Checkpoint
 from .evaluation import Evaluation, evaluate
 from .interrupts import Interrupts, Terminated, stopped_by
 from .settings import BY_NAME, OLD_CHECKPOINTS, Config
+
+
+def arithmetic() -> str:
+    """What the bits of a step depend on, which a checkpoint records: the BLAS and its threads
+    (notation.parallel), and the rates the roads were chosen by (notation.cost)."""
+    return f"{parallel.arithmetic()}; roads chosen at {cost.rates().describe()}"
 
 
 def mask_generator(seed: int):
@@ -149,7 +155,7 @@ class Trainer:
         checks.arrays(path, ckpt)
         self.resumed = True
         self.saved_at = (self.epoch, self.batch, self.step)
-        then, now = meta.get("arithmetic"), parallel.arithmetic()
+        then, now = meta.get("arithmetic"), arithmetic()
         if isinstance(then, str) and then != now:
             self.warn(f"note: {path} was trained on {then}; this run computes on {now}, so its steps from here "
                       "may differ in the last bits from the run's own")
@@ -167,7 +173,7 @@ class Trainer:
                 **({"meaning": self.meaning} if self.meaning is not None else {}),
                 "config": dataclasses.asdict(self.config), "epoch": self.epoch, "batch": self.batch,
                 "step": self.step, "rng_state": self.rng_state, "sums": self.sums, "history": self.history,
-                "dtype": str(self.net.dtype), "mask_rng_state": self.mask_state, "arithmetic": parallel.arithmetic(),
+                "dtype": str(self.net.dtype), "mask_rng_state": self.mask_state, "arithmetic": arithmetic(),
                 "algorithms": dict(self.net.algorithms)}  # what `auto` chose: a resume runs the same
         order = self.order if self.order is not None else np.zeros(0, np.int64)
         try:
