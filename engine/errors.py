@@ -1,11 +1,11 @@
-"""The engine's errors, all UserErrors (notation/errors.py): one line each, saying what to fix.
+"""The engine's errors, all UserErrors (notation/language/errors.py): one line each, saying what to fix.
 
 SpecError names the file, the layer or kind and the field; the others say which file, setting
 or array is wrong.
 """
 import re
 
-from notation.errors import UserError
+from notation.language.errors import UserError
 
 __all__ = ["UserError", "SpecError", "DataError", "CheckpointError", "TrainingError", "InputError", "named",
            "rename"]

@@ -4,12 +4,12 @@
     run = Equation("z[b,j] = x[b,i] * w[i,j]").compile(shapes={"x": (4, 3), "w": (3, 2)})
     z = run(x=x, w=w)
 """
-from .constants import CONSTANTS, register_constant
-from .counters import counting
 from .equation import Equation, Run
-from .errors import NotationError, NotationWarning, UserError
-from .functions import FUNCTIONS, register_function
-from .parser import TERM_FORMS
+from .language.errors import NotationError, NotationWarning, UserError
+from .language.parser import TERM_FORMS
+from .mathematics.constants import CONSTANTS, register_constant
+from .mathematics.functions import FUNCTIONS, register_function
+from .runtime.counters import counting
 
 __all__ = ["Equation", "Run", "NotationError", "NotationWarning", "FUNCTIONS", "TERM_FORMS", "counting", "UserError",
            "register_function", "CONSTANTS", "register_constant"]

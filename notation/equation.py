@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import counters
-from .ast import Max, Ref, expand, free_indices, lonely_sums, walk
-from .errors import NotationError
-from .lowering import CompiledSum
-from .maxima import Masks
-from .parser import parse, parse_einsum
-from .printer import LATEX, signed
-from .sizes import bind
+from .language.ast import Max, Ref, expand, free_indices, lonely_sums, walk
+from .language.errors import NotationError
+from .language.parser import parse, parse_einsum
+from .language.printer import LATEX, signed
+from .language.sizes import bind
+from .lowering.lowering import CompiledSum
+from .lowering.maxima import Masks
+from .runtime import counters
 
 
 class Equation:
@@ -64,7 +64,7 @@ class Equation:
 
     def latex(self) -> str:
         """The equation in the report's style: explicit sums over the summed indices."""
-        from .ast import Sum
+        from .language.ast import Sum
         terms = self.rhs.terms if isinstance(self.rhs, Sum) else ((1, self.rhs),)
         parts = []
         for sign, node in terms:
@@ -140,7 +140,7 @@ class Run:
     def describe(self, itemsize: int = 4) -> dict:
         """The lowering as data: per product the strategy that runs it, its views, einsum, opt_einsum's
         steps and costs (each step with what runs it), how its result is written, and the road's
-        modelled time and roofline bound for entries of `itemsize` bytes (notation/cost.py).
+        modelled time and roofline bound for entries of `itemsize` bytes (notation/lowering/cost.py).
 
         Every figure is opt_einsum's own (PathInfo), never recomputed here.
         """
@@ -176,12 +176,12 @@ class Run:
         return f"<Run {self.equation} for {shapes or 'no operands'}>"
 
     def bound_seconds(self, itemsize: int = 4) -> float:
-        """The roofline bound of the whole equation: its products' bounds summed (notation/cost.py)."""
+        """The roofline bound of the whole equation: its products' bounds summed (notation/lowering/cost.py)."""
         return sum(p.costs(itemsize)["bound_s"] for p in self._rhs.products)
 
     @property
     def strategies(self) -> tuple:
-        """The road each product of the right side takes, in order (see notation.strategies)."""
+        """The road each product of the right side takes, in order (see notation.lowering.strategies)."""
         return tuple(p.strategy.name for p in self._rhs.products)
 
     def plan(self) -> str:

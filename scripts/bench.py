@@ -39,7 +39,7 @@ with starting("bench.py"):
     from twins import ShapeMismatch, Torch, missing
 
     import engine
-    from notation import fused
+    from notation.runtime import fused
 
 TORCH = "pip install torch==2.13.0"
 

@@ -146,7 +146,7 @@ def breakdown(net, opt, x, y, repeats=5) -> list:
             for b in block.backward_runs:
                 labels[b.run] = f"{where}: {b.result}"
             for r in [f.run for f in block.forward_runs] + [b.run for b in block.backward_runs]:
-                bounds[r] = 1e3 * r.bound_seconds(block.dtype.itemsize)  # the roofline (notation/cost.py)
+                bounds[r] = 1e3 * r.bound_seconds(block.dtype.itemsize)  # the roofline (notation/lowering/cost.py)
     # the optimizer steps the network's own weights, as training runs it: what is made from them
     # (conv2's kernel spectrum) is made again every step, as in training, not kept as in inference
     steps, whole, update = [], [], []

@@ -45,7 +45,7 @@ with starting("plan.py"):  # Ctrl-C while numpy and opt_einsum load: one line, n
 
     import engine
     from engine.compiler import memory, plan_schema, plans
-    from notation import environment
+    from notation.runtime import environment
 
 
 def optimizer(name: str) -> str:

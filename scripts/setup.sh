@@ -36,26 +36,26 @@ if ! "$VENV/bin/python" -c "" 2>/dev/null; then
   fi
 fi
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
-# The fused loops (notation/fused.c: Adam's update in one pass, a pool's (18) and (19) without numpy's cost per
-# row) and the flags that hand work between the two threads (notation/crew.py), where a C compiler is at
+# The fused loops (notation/runtime/fused.c: Adam's update in one pass, a pool's (18) and (19) without numpy's cost per
+# row) and the flags that hand work between the two threads (notation/runtime/crew.py), where a C compiler is at
 # hand; without it numpy's passes run, to the same bits, and queues carry the hand-offs.
 # -ffp-contract=off: no fused multiply-add, so the bits are numpy's
 if command -v cc >/dev/null; then
-  source_hash="$("$VENV/bin/python" -c 'from notation.fused import source_hash; print(source_hash())')"
-  # built under a temporary name, its SHA-256 written beside it (notation/fused.py maps only a library
+  source_hash="$("$VENV/bin/python" -c 'from notation.runtime.fused import source_hash; print(source_hash())')"
+  # built under a temporary name, its SHA-256 written beside it (notation/runtime/fused.py maps only a library
   # that matches it), then both renamed: an interrupted build or a full disk never leaves a short library
-  tmp="notation/.fused.$$.so"
+  tmp="notation/runtime/.fused.$$.so"
   trap 'rm -f "$tmp" "$tmp.sha256"' EXIT
   if cc -O3 -fPIC -shared -ffp-contract=off -fno-math-errno -DFUSED_SOURCE="${source_hash}ULL" \
-        -o "$tmp" notation/fused.c \
+        -o "$tmp" notation/runtime/fused.c \
      && "$VENV/bin/python" -c 'import hashlib, sys; print(hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest())' \
         "$tmp" > "$tmp.sha256" \
-     && mv -f "$tmp.sha256" notation/_fused.so.sha256 && mv -f "$tmp" notation/_fused.so; then :
+     && mv -f "$tmp.sha256" notation/runtime/_fused.so.sha256 && mv -f "$tmp" notation/runtime/_fused.so; then :
   else
-    echo "setup: could not build notation/_fused.so; numpy's passes run instead (the same results, slower)" >&2
+    echo "setup: could not build notation/runtime/_fused.so; numpy's passes run instead (the same results, slower)" >&2
   fi
 else
-  echo "setup: no C compiler (cc); numpy's passes run instead of notation/fused.c (the same results, slower)." \
+  echo "setup: no C compiler (cc); numpy's passes run instead of notation/runtime/fused.c (the same results, slower)." \
        "For the faster one: apt-get install gcc, then run this again" >&2
 fi
 echo "setup: done; the project's Python is $VENV/bin/python (or run: . $VENV/bin/activate)" >&2

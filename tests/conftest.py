@@ -41,7 +41,7 @@ if not MISSING:
     set_hypothesis_home_dir(_HYPOTHESIS_HOME)
     atexit.register(shutil.rmtree, _HYPOTHESIS_HOME, ignore_errors=True)
 
-# The cost model's fixed reference rates (notation/cost.py): a test's roads never depend on the machine
+# The cost model's fixed reference rates (notation/lowering/cost.py): a test's roads never depend on the machine
 # that runs it, and no test measures the machine or writes its cache (subprocesses inherit this)
 os.environ["NOTATION_RATES"] = "reference"
 

@@ -1,7 +1,7 @@
 """Algorithms beside the definition: conv2d's im2col and Fourier chains give what (15)-(17) say.
 
 The definition is the report's equations; an algorithm is another evaluation of them.  Each
-chain is checked here against the literal loop interpreter (notation.reference) on small odd
+chain is checked here against the literal loop interpreter (notation.mathematics.reference) on small odd
 shapes, 'valid' and 'same' padding, and the stride where it applies; against finite differences
 in test_engine_jacobians.py; and against the definition when a network loads.
 """
@@ -13,9 +13,10 @@ from engine import SpecError
 from engine.compiler import algorithms as compiler_algorithms
 from engine.compiler import plans
 from engine.compiler.layer import Block
-from notation import Equation, cost
-from notation.constants import CONSTANTS
-from notation.reference import evaluate
+from notation import Equation
+from notation.lowering import cost
+from notation.mathematics.constants import CONSTANTS
+from notation.mathematics.reference import evaluate
 
 from conftest import SPEC as SPEC_PATH
 from conftest import spec_with

@@ -1,11 +1,11 @@
-"""notation.crew: helper threads that take parts of a split, handed over by spinning flags (where the C
+"""notation.runtime.crew: helper threads that take parts of a split, handed over by spinning flags (where the C
 library is built) or by queues alone; either way every part runs once and the caller waits for all."""
 import threading
 import time
 
 import pytest
 
-from notation import crew, fused
+from notation.runtime import crew, fused
 
 MODES = ["queues", pytest.param("flags", marks=pytest.mark.skipif(
     fused.flags() is None, reason=f"the C flags are not built: {fused.describe()}"))]

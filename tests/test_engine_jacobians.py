@@ -70,7 +70,7 @@ def test_conv2d_input_gradient_is_eq16_as_the_report_writes_it(stride, padding):
     """The im2col chain evaluates (16) as a gather down the height; the report's sum, term by term,
     restricted to the terms in range, must give the same numbers (then cropped to the input)."""
     from notation import Equation
-    from notation.reference import evaluate
+    from notation.mathematics.reference import evaluate
     block = build("conv2d", (2, 7, 6, 2), filters=3, kernel=3, stride=stride, padding=padding, algorithm="im2col")
     rng = np.random.default_rng(stride)
     env = block.forward(inputs(block, rng))

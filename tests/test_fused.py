@@ -1,4 +1,4 @@
-"""notation.fused: loops in C that give numpy's bits, used only where built from this fused.c."""
+"""notation.runtime.fused: loops in C that give numpy's bits, used only where built from this fused.c."""
 from pathlib import Path
 
 import numpy as np
@@ -7,8 +7,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from numpy.lib.stride_tricks import as_strided
 
-from notation import fused
-from notation.maxima import window_max
+from notation.lowering.maxima import window_max
+from notation.runtime import fused
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""notation/_fused.so is mapped only when it is the whole file scripts/setup.sh built: a truncated,
+"""notation/runtime/_fused.so is mapped only when it is the whole file scripts/setup.sh built: a truncated,
 overwritten or foreign library (which ctypes would map, then die of SIGBUS on) is one line on
 stderr, and numpy's passes run to the same bits.  Each case runs in a fresh process."""
 import shutil
@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from notation import fused
+from notation.runtime import fused
 
 from conftest import ROOT
 
@@ -17,7 +17,7 @@ RUN = """
 import sys
 from pathlib import Path
 import numpy as np
-from notation import fused
+from notation.runtime import fused
 fused.LIBRARY, fused.STAMP = Path(sys.argv[1]), Path(sys.argv[2])
 import engine
 w, g = np.linspace(-1, 1, 1000, dtype=np.float32), np.linspace(1, 2, 1000, dtype=np.float32)
@@ -31,7 +31,7 @@ print(fused.describe())
 print(float(loss), w.tobytes().hex()[:64])
 """
 needs_library = pytest.mark.skipif(not (fused.LIBRARY.is_file() and fused.STAMP.is_file()),
-                                   reason="notation/_fused.so is not built here (scripts/setup.sh)")
+                                   reason="notation/runtime/_fused.so is not built here (scripts/setup.sh)")
 
 
 def run_with(library, stamp, fused_flag="1"):

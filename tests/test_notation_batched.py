@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from notation import Equation
-from notation.reference import evaluate_run
+from notation.mathematics.reference import evaluate_run
 
 seeds = st.integers(0, 2**32 - 1)
 ROLES = ("batch", "contracted", "left", "right")

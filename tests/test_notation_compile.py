@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 
 from notation import Equation
-from notation.reference import evaluate_run
+from notation.mathematics.reference import evaluate_run
 
 TOL = dict(rtol=1e-10, atol=1e-10)
 FEW = settings(max_examples=25, deadline=None)

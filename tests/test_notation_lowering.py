@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-import notation.lowering as lowering
+import notation.lowering.lowering as lowering
 from notation import Equation
-from notation.reference import evaluate_run
+from notation.mathematics.reference import evaluate_run
 
 EQ16 = "dx[c,t,u,v] = dz[c,i,j,k] * w[P+s1*i-t, Q+s2*j-u, v, k]"
 
@@ -38,7 +38,7 @@ def test_window_max_marks_only_the_first_of_tied_maxima():
 def test_window_max_in_halves_on_the_workers_is_the_same_as_whole(monkeypatch, window):
     """A large max is split between the workers by its first axis; ties (many zeros, as after a
     ReLU) still go to the first maximum of each window, and nothing differs from the whole run."""
-    from notation import maxima
+    from notation.lowering import maxima
     rng = np.random.default_rng(0)
     inner = np.maximum(rng.integers(-3, 3, size=(5, 4, 3) + window), 0).astype(np.float32)
     whole = lowering.window_max(inner, len(window), positions=True)
@@ -61,7 +61,7 @@ def test_plan_names_the_views_the_gemm_and_the_scatter_of_eq16():
 
 
 def test_a_function_in_an_elementwise_product_runs_once_per_evaluation(monkeypatch):
-    from notation import functions
+    from notation.mathematics import functions
     calls = []
     drelu = functions.FUNCTIONS["drelu"]
     counted = functions.Function("drelu", lambda z, out=None: calls.append(1) or drelu.array(z, out=out),

@@ -12,9 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from notation import Equation, cost, roads
-from notation.reductions import ChunkedSum
-from notation.reference import evaluate_run
+from notation import Equation
+from notation.lowering import cost, roads
+from notation.lowering.reductions import ChunkedSum
+from notation.mathematics.reference import evaluate_run
 
 from conftest import ROOT
 

@@ -5,8 +5,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from notation import Equation, counting, stacked
-from notation.reference import evaluate_run
+from notation import Equation, counting
+from notation.lowering import stacked
+from notation.mathematics.reference import evaluate_run
 
 
 @pytest.fixture(autouse=True)

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 
 import notation
-import notation.lowering
+import notation.lowering.lowering
 from notation import Equation, counting
-from notation.reference import evaluate_run
+from notation.mathematics.reference import evaluate_run
 
 ROADS = [  # equation, shapes, symbols, the strategy, what it says runs
     ("z[b,j] = x[b,i] * w[i,j]", {"x": (4, 3), "w": (3, 2)}, {},
@@ -17,13 +17,13 @@ ROADS = [  # equation, shapes, symbols, the strategy, what it says runs
     ("xp[b, i+1, j+1, k] = x[b,i,j,k]", {"x": (2, 3, 3, 3), "xp": (2, 5, 5, 3)}, {},  # a padding: added
      "add of a view", "the view folded into the result"),
     ("dz[c,i] = da[c,i] * drelu(z[c,i])", {"da": (3, 4), "z": (3, 4)}, {},
-     "elementwise ufunc", "np.multiply in one C loop (notation/fused.c) where built, out=result"),
+     "elementwise ufunc", "np.multiply in one C loop (notation/runtime/fused.c) where built, out=result"),
     ("s[b,h,i,j] = q[b,h,i,d] * k[b,h,j,d]", {"q": (2, 3, 4, 5), "k": (2, 3, 6, 5)}, {},
      "batched GEMM", "np.matmul, batched over (b,h), written into the result"),
     ("dw[P-p, Q-q, r, k] = dz[b,i,j,k] * xc[b,i,j,p,q,r]", {"dz": (2, 3, 3, 4), "xc": (2, 3, 3, 2, 2, 3)}, {},
      "opt_einsum path", "np.matmul, folded"),
     ("z[b,i,j,k] = max[p,q] x[b, 2*i+p, 2*j+q, k]", {"x": (2, 4, 4, 3)}, {"P": 1, "Q": 1},
-     "nested into the result", "window max in one C loop (notation/fused.c) where built, out=result"),
+     "nested into the result", "window max in one C loop (notation/runtime/fused.c) where built, out=result"),
     ("db[k] = dz[b,k]", {"dz": (5, 3)}, {}, "sum as GEMV", "np.matmul, ones @ matrix, written into the result"),
     ("s[b] = 2 * x[b,i,j]", {"x": (5, 3, 4)}, {}, "sum as GEMV", "np.matmul, matrix @ ones, written into the result"),
     ("db[P-k] = dz[b,k]", {"dz": (5, 3)}, {"P": 2}, "sum as GEMV", "np.matmul, ones @ matrix, folded"),
@@ -67,7 +67,7 @@ def test_a_bias_on_the_last_axis_is_added_exactly_as_numpy_broadcasts_it(shape):
 
 
 def test_a_large_looped_scatter_runs_in_batch_slices(monkeypatch):
-    monkeypatch.setattr(notation.lowering, "CHUNK_ELEMENTS", 32 * 3 * 8 * 3 * 8 * 4)  # 32 images a slice
+    monkeypatch.setattr(notation.lowering.lowering, "CHUNK_ELEMENTS", 32 * 3 * 8 * 3 * 8 * 4)  # 32 images a slice
     shapes = {"dz": (64, 8, 8, 4), "w": (3, 3, 4, 4), "dx": (64, 17, 17, 4)}
     run = Equation("dx[c,t,u,v] = dz[c,i,j,k] * w[P+s1*i-t, Q+s2*j-u, v, k]").compile(
         shapes=shapes, symbols={"s1": 2, "s2": 2})
@@ -91,7 +91,7 @@ def test_counting_times_each_strategy_once_nested_functions_apart():
 def test_counting_is_off_and_costs_no_clock_reading_outside_its_block(monkeypatch):
     run = Equation("z[b,j] = x[b,i] * w[i,j]").compile(shapes={"x": (4, 3), "w": (3, 2)})
     readings = []
-    monkeypatch.setattr(notation.counters.time, "perf_counter", lambda: readings.append(1) or 0.0)
+    monkeypatch.setattr(notation.runtime.counters.time, "perf_counter", lambda: readings.append(1) or 0.0)
     run(x=np.ones((4, 3)), w=np.ones((3, 2)))
     assert readings == []
     with counting():
@@ -181,7 +181,7 @@ def test_a_gemm_is_turned_only_to_read_a_large_operand_as_it_lies(source, shapes
 
 def test_a_large_operand_read_transposed_comes_first_and_the_small_result_is_copied_into_place(monkeypatch):
     """(13)'s dx = dz w^T reads w[k,j] with its summed j last in memory: run as w dz^T, turned back."""
-    monkeypatch.setattr(notation.steps, "TURN_SIZE", 64)  # the size at which it pays, scaled down
+    monkeypatch.setattr(notation.lowering.steps, "TURN_SIZE", 64)  # the size at which it pays, scaled down
     run = Equation("dx[c,k] = dz[c,j] * w[k,j]").compile(shapes={"dz": (2, 16), "w": (40, 16)})
     strategy = run.describe()["products"][0]["strategy"]
     assert (strategy["name"], strategy["runs"]) == (

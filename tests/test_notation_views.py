@@ -1,8 +1,8 @@
-"""notation.views: an index term as a zero-copy strided view, made once per buffer a run passes."""
+"""notation.lowering.views: an index term as a zero-copy strided view, made once per buffer a run passes."""
 import numpy as np
 
-from notation.parser import parse
-from notation.views import View
+from notation.language.parser import parse
+from notation.lowering.views import View
 
 
 def _windows(shape=(2, 4, 4, 3)):

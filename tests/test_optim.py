@@ -4,7 +4,7 @@ import pytest
 
 from engine.training import optim
 from engine.training.optim import make
-from notation import fused, parallel
+from notation.runtime import fused, parallel
 
 SHAPES = [(6,), (3, 5)]  # a vector, and a matrix that spans several blocks below
 
@@ -89,7 +89,7 @@ def test_an_update_lands_in_the_parameter_array_itself():
 @pytest.mark.parametrize("name", ["sgd", "momentum", "adam"])
 def test_the_same_bits_on_one_thread_or_two(monkeypatch, name):
     """Adam's blocks are shared between the cores; the result does not depend on how."""
-    from notation import parallel
+    from notation.runtime import parallel
     results = []
     for workers in (1, 2):
         monkeypatch.setattr(parallel, "WORKERS", workers)

@@ -5,7 +5,7 @@ import pytest
 
 from engine.training import checkpoint as ckpt_io
 from engine.training.optim import make
-from notation import fused
+from notation.runtime import fused
 
 DTYPES = [np.float32, np.float64]
 

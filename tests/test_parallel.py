@@ -1,4 +1,4 @@
-"""notation.parallel.matmul is np.matmul, whichever way it cuts the work over its threads."""
+"""notation.runtime.parallel.matmul is np.matmul, whichever way it cuts the work over its threads."""
 import queue
 import signal
 import threading
@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from notation import parallel
+from notation.runtime import parallel
 
 
 @pytest.mark.parametrize("shapes", [

@@ -14,7 +14,7 @@ import yaml
 import engine
 from engine.compiler import plan_schema, plans
 from notation import Equation
-from notation.derive import derive
+from notation.mathematics.derive import derive
 
 from conftest import SPEC, run_script, spec_with
 

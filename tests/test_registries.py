@@ -9,8 +9,8 @@ import engine
 from engine.compiler import init
 from engine.training import optim
 from notation import FUNCTIONS, Equation, UserError, register_function
-from notation.derive import derive
-from notation.reference import evaluate_run
+from notation.mathematics.derive import derive
+from notation.mathematics.reference import evaluate_run
 
 from conftest import SPEC
 

@@ -1,5 +1,5 @@
 """The bits of training never depend on the number of threads: a sum cut in parts is cut the same way
-on one thread, two, or BLAS's own (notation/parallel.py), so a run resumes exactly under any of them."""
+on one thread, two, or BLAS's own (notation/runtime/parallel.py), so a run resumes exactly under any of them."""
 import os
 import subprocess
 import sys
@@ -47,7 +47,7 @@ def test_two_threads_one_thread_and_blas_threads_train_to_the_same_bits(network,
 
 
 def test_a_thin_product_sums_in_the_same_parts_with_one_worker_or_two(monkeypatch):
-    from notation import parallel
+    from notation.runtime import parallel
 
     rng = np.random.default_rng(1)
     a, b = rng.random((25, 50176), np.float32), rng.random((50176, 32), np.float32)

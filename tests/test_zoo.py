@@ -7,8 +7,8 @@ import pytest
 
 import engine
 from engine.compiler.layer import Block
-from notation.derive import grad
-from notation.reference import evaluate_run
+from notation.mathematics.derive import grad
+from notation.mathematics.reference import evaluate_run
 
 from conftest import SPEC
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from notation.constants import CONSTANTS
-from notation.derive import grad
+from notation.mathematics.constants import CONSTANTS
+from notation.mathematics.derive import grad
 
 from . import arith
 from .cost import keep, measuring, modelled_seconds, recall, timed_seconds

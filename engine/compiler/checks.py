@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 
-from notation.derive import grad
+from notation.mathematics.derive import grad
 
 from ..errors import SpecError
 from . import gradcheck

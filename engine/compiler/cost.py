@@ -1,7 +1,7 @@
 """What `auto` ranks a kind's algorithms by: each chain timed on this machine, once per layer shape and
 dtype, the choice kept in the user's cache folder (FFTW's wisdom, cuDNN's benchmark mode); where the
 rates are the fixed reference ones (NOTATION_RATES=reference, as the tests run), the modelled time of
-each product's road instead (notation/cost.py), so that the choice never depends on the machine."""
+each product's road instead (notation/lowering/cost.py), so that the choice never depends on the machine."""
 from __future__ import annotations
 
 import hashlib
@@ -12,13 +12,13 @@ import time
 
 import numpy as np
 
-from notation import cost
+from notation.lowering import cost
 
 BLAS_ROADS = ("GEMM", "batched GEMM", "stacked GEMM", "TDOT")
 
 
 def modelled_seconds(runs, itemsize) -> float:
-    """A run list's modelled time: each product's road on this machine's rates (notation/cost.py)."""
+    """A run list's modelled time: each product's road on this machine's rates (notation/lowering/cost.py)."""
     return sum(p.costs(itemsize)["modelled_s"] for run in (r[2] for r in runs) for p in run._rhs.products)
 
 

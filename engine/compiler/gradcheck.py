@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from notation.derive import grad
+from notation.mathematics.derive import grad
 
 
 def random_inputs(rng, shapes, dtype=np.float64):

@@ -3,7 +3,7 @@ chain, ordered so each runs after the gradients it reads."""
 from __future__ import annotations
 
 from notation import Equation, NotationError
-from notation.derive import derive, grad, grad_of
+from notation.mathematics.derive import derive, grad, grad_of
 
 from .steps import BackwardStep
 

@@ -126,7 +126,7 @@ def _chain(spec, where, part, raw) -> list:
 def _constant(spec, where, name, c, earlier) -> tuple:
     """(closed form, [argument size expressions]) from {rdft: [width, nw]}, or ("=", Equation) from
     an equation over the constants before it (a product folded once per compile)."""
-    from notation.constants import CONSTANTS
+    from notation.mathematics.constants import CONSTANTS
     if isinstance(c, str):
         eq = _equation(spec, where, c)
         if eq.result != name:

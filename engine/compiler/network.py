@@ -13,8 +13,8 @@ import dataclasses
 import numpy as np
 import opt_einsum as oe
 
-from notation import environment, parallel
-from notation.derive import grad
+from notation.mathematics.derive import grad
+from notation.runtime import environment, parallel
 
 from ..errors import InputError
 from . import memory
@@ -302,7 +302,7 @@ class Network(LoadChecks):
 
         With copy=False the gradients are the engine's own buffers, valid until the next call.
         """
-        with parallel.serial_blas():  # large products split over our own threads (notation.parallel)
+        with parallel.serial_blas():  # large products split over our own threads (notation.runtime.parallel)
             return self._loss_and_grads(x, labels, copy)
 
     def _loss_and_grads(self, x, labels, copy):
@@ -367,7 +367,7 @@ def load(source="layers.yaml", network=None, dtype=None, optimize=None, check=Tr
     """A Network from a spec file, YAML string or dict (see README: the spec format).  reorder=False
     runs each ReLU before the max pool after it, in the definition's order (engine/compiler/reorder.py);
     algorithms={layer: name} fixes what `auto` would choose (as `net.algorithms` and checkpoints record it).
-    An environment variable of the project set to a bad value is one UserError line (notation/environment.py)."""
+    A project environment variable set to a bad value is one UserError line (notation/runtime/environment.py)."""
     environment.check()
     spec = source if isinstance(source, Spec) else read(source)
     return Network(spec, network, dtype=dtype, optimize=optimize, check=check, seed=seed, reorder=reorder,

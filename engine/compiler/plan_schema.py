@@ -67,7 +67,7 @@ class Step(TypedDict):
 
 
 class Cost(TypedDict):
-    modelled_s: Annotated[float, "the road's time modelled on this machine's rates (notation/cost.py)"]
+    modelled_s: Annotated[float, "the road's time modelled on this machine's rates (notation/lowering/cost.py)"]
     bound_s: Annotated[float, "the roofline: FLOPs at the GEMM rate or bytes read and written once"]
     alternatives: Annotated[dict[str, float], "each road weighed for this product, modelled seconds"]
 

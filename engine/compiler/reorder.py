@@ -16,7 +16,7 @@ from collections import Counter
 
 import numpy as np
 
-from notation.derive import grad
+from notation.mathematics.derive import grad
 
 from . import gradcheck
 from .layer import Block

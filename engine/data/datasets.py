@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from notation import environment
+from notation.runtime import environment
 
 from ..errors import named
 from .idx import REDOWNLOAD, DataError, decompress, parse_idx

@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 
-from notation.errors import one_line
+from notation.language.errors import one_line
 
 from ..errors import DataError, TrainingError, named
 from . import datasets

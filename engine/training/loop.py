@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from notation import cost, parallel
-from notation.errors import one_line
+from notation.language.errors import one_line
+from notation.lowering import cost
+from notation.runtime import parallel
 
 from ..data.examples import Data, inputs
 from ..errors import CheckpointError, TrainingError, named
@@ -32,7 +33,7 @@ from .settings import BY_NAME, OLD_CHECKPOINTS, Config
 
 def arithmetic() -> str:
     """What the bits of a step depend on, which a checkpoint records: the BLAS and its threads
-    (notation.parallel), and the rates the roads were chosen by (notation.cost)."""
+    (notation.runtime.parallel), and the rates the roads were chosen by (notation.lowering.cost)."""
     return f"{parallel.arithmetic()}; roads chosen at {cost.rates().describe()}"
 
 

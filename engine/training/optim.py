@@ -4,8 +4,8 @@ Each updates parameters in place from batch-mean gradients and keeps its state a
 arrays, so a checkpoint can hold it and a resumed run continues exactly. Updates run block
 by block, so each block's temporaries stay in cache instead of streaming every full-size
 array through memory once per arithmetic step (Adam: 20 ms a step at batch 64 becomes 11), and
-Adam's blocks are shared between the machine's cores (notation.parallel.each; 12 ms becomes 7) and,
-where notation/fused.c is built, each worker's part is updated in one pass instead of twelve (3.5 ms
+Adam's blocks are shared between the machine's cores (notation.runtime.parallel.each; 12 ms becomes 7) and,
+where notation/runtime/fused.c is built, each worker's part is updated in one pass instead of twelve (3.5 ms
 becomes about 2).
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ import threading
 
 import numpy as np
 
-from notation import fused, parallel
+from notation.runtime import fused, parallel
 
 from ..errors import TrainingError
 
@@ -23,7 +23,7 @@ BLOCK = 1 << 17  # entries per block: the block's five arrays (2.5 MiB in float3
 
 def flush_subnormal(x: np.ndarray, scratch: np.ndarray, mask: np.ndarray) -> None:
     """x's entries of magnitude under its dtype's smallest normal number set to +0 in place (NaN kept), as
-    notation/fused.c's FLUSH; scratch (x's dtype) and mask (bool) are workspaces of x's size.  An
+    notation/runtime/fused.c's FLUSH; scratch (x's dtype) and mask (bool) are workspaces of x's size.  An
     optimizer's state decaying toward 0 would otherwise stay subnormal (a slow path on many processors)."""
     np.abs(x, out=scratch)
     np.less(scratch, np.finfo(x.dtype).tiny, out=mask)
@@ -150,7 +150,7 @@ class Adam(SGD):
     def _update(self, work):
         for (g, w_, m, v), (b1_, b2_, eps, step_) in work:
             if fused.adam(g, w_, m, v, b1_.item(), b2_.item(), eps.item(), step_.item()):
-                continue  # the passes below in one, in C (notation/fused.c): the same bits
+                continue  # the passes below in one, in C (notation/runtime/fused.c): the same bits
             sb = self._scratch(w_)[:w_.size]
             # m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
             m -= g

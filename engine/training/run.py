@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from notation import environment
+from notation.runtime import environment
 
 from ..data.examples import Data, load_data
 from ..errors import CheckpointError, TrainingError, named

@@ -17,9 +17,9 @@ import re
 from fractions import Fraction
 from typing import NamedTuple
 
+from ..mathematics.functions import FUNCTIONS
 from .ast import Affine, Call, Delta, Max, Mono, Mul, Num, Ref, Sum, Sym, is_extent_name, is_index_name
 from .errors import NotationError
-from .functions import FUNCTIONS
 
 _TOKEN = re.compile(r"\s*(?:(?P<num>\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+)|(?P<name>[A-Za-z_][A-Za-z0-9_]*'*)"
                     r"|(?P<op>->|[\[\](),=+\-*/]))")

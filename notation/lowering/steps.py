@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import parallel
+from ..runtime import parallel
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,11 @@
 """Max-reductions over windows (eq. 18) and the positions of their first maxima, which route the
 gradient back (eq. 19): one strided slice per window offset, no copy of the windows; in one C loop
-(notation/fused.py) where built, numpy's passes otherwise, to the same bits."""
+(notation/runtime/fused.py) where built, numpy's passes otherwise, to the same bits."""
 from __future__ import annotations
 
 import numpy as np
 
-from . import fused, parallel
+from ..runtime import fused, parallel
 
 SPLIT = 1 << 16  # results at least this large are shared between the workers, by their first axis
 
@@ -14,7 +14,7 @@ def window_max(inner, k, positions=False, out=None, planes=None):
     """The maximum over the k trailing (window) axes, one strided slice per window offset, and
     with positions=True a one-hot mask (bool) of the first maximum in C order (eq. 18, 19),
     written into `planes` (window axes first) when given.  A large one runs in two halves of its
-    first axis on the workers of notation.parallel."""
+    first axis on the workers of notation.runtime.parallel."""
     window = inner.shape[inner.ndim - k:]
     shape = inner.shape[:inner.ndim - k]
     values = np.empty(shape, dtype=inner.dtype) if out is None else out

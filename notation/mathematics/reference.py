@@ -12,9 +12,9 @@ import math
 
 import numpy as np
 
-from .ast import Call, Delta, Max, Mul, Num, Ref, Sum, Sym, free_indices
+from ..language.ast import Call, Delta, Max, Mul, Num, Ref, Sum, Sym, free_indices
+from ..language.sizes import scale
 from .functions import FUNCTIONS
-from .sizes import scale
 
 
 def evaluate(equation, arrays, extents, symbols, result_shape, positions=False):

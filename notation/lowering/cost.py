@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import environment
+from ..runtime import environment
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,7 @@ def _fastest(fn, repeats=5) -> float:
 def measure() -> Rates:
     """The rates of this machine as it is now: a 1024^3 GEMM, a pass over 3 x 16 MiB, a
     one-pass np.einsum reduction, an empty call, a stack of small blocks (fastest of a few runs)."""
-    from . import parallel
+    from ..runtime import parallel
     rng = np.random.default_rng(0)
     a = rng.random((1024, 1024), dtype=np.float32)
     out = np.empty_like(a)

@@ -1,9 +1,9 @@
 """Lowering: index terms become zero-copy views, each product a planned contraction.
 
 An operand `x[b, s1*i+p, s2*j+q, r]` becomes a strided view with one axis per index
-(notation/views.py: stride s1 for i, 1 for p, ...); a flip `P - p` a negative stride.  What is
+(notation/lowering/views.py: stride s1 for i, 1 for p, ...); a flip `P - p` a negative stride.  What is
 left is a plain einsum such as `bipjqr,pqrk->bijk`, whose path opt_einsum plans once and
-whose strategy (notation/strategies.py) is chosen once.  A result with index terms (a
+whose strategy (notation/lowering/strategies.py) is chosen once.  A result with index terms (a
 scatter, eq. 16, 17, 19) is folded back through a strided view of the result: one in-place
 add where positions never collide, else one slice-add per kernel offset.
 
@@ -20,12 +20,13 @@ import math
 import numpy as np
 import opt_einsum as oe
 
-from . import cost, counters, parallel
-from .ast import Affine, Call, Delta, Max, Mono, Ref, expand, free_indices
-from .functions import FUNCTIONS
+from ..language.ast import Affine, Call, Delta, Max, Mono, Ref, expand, free_indices
+from ..language.sizes import BoundProduct, scale
+from ..mathematics.functions import FUNCTIONS
+from ..runtime import counters, parallel
+from . import cost
 from .maxima import window_max
 from .roads import choose
-from .sizes import BoundProduct, scale
 from .steps import c_strides, make_step
 from .strategies import fuse_bias
 from .views import View, injective
@@ -297,7 +298,7 @@ class CompiledProduct:
 
     def costs(self, itemsize=4, rates=None) -> dict:
         """The road's modelled seconds, its roofline bound (its FLOPs at the GEMM rate or the bytes it
-        must read and write once at the bandwidth), and every road that was weighed (notation/cost.py)."""
+        must read and write once at the bandwidth), and every road that was weighed (notation/lowering/cost.py)."""
         r = rates or cost.rates()
         flops = int(self.path_info.opt_cost) if self.path_info is not None else 0
         entries = sum(op.entries for op in self.operands) + math.prod(self.fold.view.shape)
@@ -341,7 +342,7 @@ def _substitute_node(node, idx, rep, new_name):
         return Call(node.func, _substitute_node(node.arg, idx, rep, new_name), node.span)
     if isinstance(node, Max):
         return Max(node.indices, _substitute_node(node.arg, idx, rep, new_name), node.span)
-    from .ast import Mul, Sum
+    from ..language.ast import Mul, Sum
     if isinstance(node, Sum):
         return Sum(tuple((s, _substitute_node(n, idx, rep, new_name)) for s, n in node.terms), node.span)
     if isinstance(node, Mul):

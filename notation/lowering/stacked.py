@@ -16,7 +16,7 @@ from itertools import product as cartesian
 
 import numpy as np
 
-from . import parallel
+from ..runtime import parallel
 
 MIN_BLOCK_FLOPS = 8192  # smaller blocks cost more in calls than a transposing copy saves
 
@@ -124,7 +124,7 @@ class StackedGemm:
 
     def __call__(self, x, y, out, add=None):
         """Runs into `out` when every view is one stride per group (the layouts planned for), else
-        returns None so the caller takes its other road.  `add` (notation.steps.addend on `groups`) is
+        returns None so the caller takes its other road.  `add` (notation.lowering.steps.addend on `groups`) is
         added to each block as it is made."""
         a, b, c = self.views(x, y, out)
         if a is None or b is None or c is None:

@@ -124,7 +124,7 @@ def _bind(lib):
 
 def flags():
     """The library whose flag_wait, flag_done_wait, flag_load, flag_store and flag_exchange (fused.c)
-    hand work between threads without waking a sleeping one (notation/crew.py), or None where it is
+    hand work between threads without waking a sleeping one (notation/runtime/crew.py), or None where it is
     not built or NOTATION_FUSED is 0."""
     return _lib()
 
@@ -208,7 +208,7 @@ def _plan(layout, make, *arrays):
 def window_max(inner, k, values, planes=None) -> bool:
     """(18)'s max over inner's k trailing (window) axes into values, and where planes is given (bool,
     the window's axes first) (19)'s one-hot positions of each first maximum, in one C loop: the same
-    bits as notation/maxima.py's numpy passes, NaN and -0.0 included.  values up to 5-d, float, with
+    bits as notation/lowering/maxima.py's numpy passes, NaN and -0.0 included.  values up to 5-d, float, with
     its last axis contiguous in inner, values and planes alike.  False where it does not apply."""
     layout = ("window_max", k, inner.dtype, values.dtype, inner.shape, inner.strides, values.shape, values.strides) + \
         ((None,) if planes is None else (planes.dtype, planes.shape, planes.strides))

@@ -3,7 +3,7 @@
 Each road is a small named object (`GemmIntoResult`, `BatchedGemm`, `GatherCopy`, ...) made by
 `choose()`; `describe()` says what runs, so a plan names the road that is taken.  Like
 opt_einsum's `blas_flag`, the choice is made once and recorded.  A strategy that walks opt_einsum's
-path runs each pairwise step as notation/steps.py makes it (batched GEMMs on `np.matmul`).
+path runs each pairwise step as notation/lowering/steps.py makes it (batched GEMMs on `np.matmul`).
 """
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import math
 
 import numpy as np
 
-from . import cost, counters, fused, parallel
+from ..runtime import counters, fused, parallel
+from . import cost
 from .steps import MatmulStep, bias_addend, contract
 
 
@@ -32,7 +33,7 @@ class Strategy:
         return {"name": self.name, "runs": self.runs, "steps": None}
 
     def modelled(self, itemsize, r) -> float:
-        """Modelled seconds of this road (notation/cost.py): here one pass over its operands and result."""
+        """Modelled seconds of this road (notation/lowering/cost.py): here one pass over its operands and result."""
         p = self.product
         return cost.pass_seconds(sum(math.prod(op.shape) for op in p.operands) + math.prod(p.fold.view.shape),
                                  itemsize, r)
@@ -62,7 +63,7 @@ class NestedIntoResult(Strategy):
     def runs(self):
         op = self.product.operands[0]
         return f"{op.func.name}(..., out=result)" if op.kind == "call" else \
-            "window max in one C loop (notation/fused.c) where built, out=result"
+            "window max in one C loop (notation/runtime/fused.c) where built, out=result"
 
     def run(self, arrays, out, positions):
         self.product.operands[0].evaluate(arrays, out.dtype, positions, out=out)
@@ -133,7 +134,7 @@ class Elementwise(Strategy):
         # two operands in short rows (a pool's (19): rows of 32 channels): numpy's cost per row would
         # outweigh the work, so one C loop runs them, to the same bits (fused.multiply decides per call)
         rows = len(p.operands) == 2 and 0 < (self.out_shape or (0,))[-1] <= fused.ROW
-        self.runs = ("np.multiply in one C loop (notation/fused.c) where built" if rows else "np.multiply") + \
+        self.runs = ("np.multiply in one C loop (notation/runtime/fused.c) where built" if rows else "np.multiply") + \
             (", out=result" if self.in_place else ", then folded")
         self.scratch = {}  # dtype -> the buffer a product that is folded is made in
 
@@ -260,7 +261,7 @@ class GemmIntoResult(Path):
 
 class TurnedGemm(Path):
     """A GEMM that would read a large operand transposed, run with that operand first as it lies in
-    memory; the small result is copied into place (notation/steps.py, MatmulStep.turned)."""
+    memory; the small result is copied into place (notation/lowering/steps.py, MatmulStep.turned)."""
 
     name = "GEMM, turned"
 
@@ -279,7 +280,7 @@ class BatchedGemm(Path):
 
 class Stacked(Path):
     """One GEMM per block of a stack, on strided views of the operands and the result: no
-    transposing copy in or out (notation/stacked.py); the plain path where a layout differs."""
+    transposing copy in or out (notation/lowering/stacked.py); the plain path where a layout differs."""
 
     name = "stacked GEMM"
 

@@ -8,7 +8,8 @@ import math
 
 import numpy as np
 
-from . import cost, parallel
+from ..runtime import parallel
+from . import cost
 from .strategies import Strategy
 
 

@@ -1,6 +1,6 @@
 """How an operand is viewed: an index term such as `x[b, s1*i+p, s2*j+q, r]` becomes a zero-copy
 strided view of x with one axis per index (stride s1 for i, 1 for p, ...), a flip `P - p` a negative
-stride, an offset a slice (notation/lowering.py plans the products over these views)."""
+stride, an offset a slice (notation/lowering/lowering.py plans the products over these views)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .ast import Ref
+from ..language.ast import Ref
 from .steps import c_strides
 
 

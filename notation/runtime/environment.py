@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import UserError
+from ..language.errors import UserError
 
 
 class EnvironmentVariableError(UserError):
@@ -68,11 +68,11 @@ def _folder(name):
 
 # name: (parse, default); parse(text) -> (value, None) or (None, complaint)
 VARIABLES = {
-    "NOTATION_THREADS": (_threads, None),  # None: min(2, cores), see notation/parallel.py
+    "NOTATION_THREADS": (_threads, None),  # None: min(2, cores), see notation/runtime/parallel.py
     "NOTATION_PARALLEL": (_switch("NOTATION_PARALLEL"), True),
     "NOTATION_FUSED": (_switch("NOTATION_FUSED"), True),
     "NOTATION_BLAS_THREADS_FLOPS": (_flops, 10 ** 18),
-    "NOTATION_RATES": (_rates, None),  # None: this machine's rates (notation/cost.py)
+    "NOTATION_RATES": (_rates, None),  # None: this machine's rates (notation/lowering/cost.py)
     "EINSUM_DATA_DIR": (_folder("EINSUM_DATA_DIR"), None),
     "XDG_CACHE_HOME": (_folder("XDG_CACHE_HOME"), None),
 }

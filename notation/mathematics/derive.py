@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-from .ast import Affine, Call, Max, Mono, Ref, Sum, walk
-from .errors import NotationError
+from ..language.ast import Affine, Call, Max, Mono, Ref, Sum, walk
+from ..language.errors import NotationError
 from .functions import FUNCTIONS
 
 

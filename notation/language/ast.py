@@ -18,7 +18,7 @@ Span = tuple  # (start, end) character offsets in the source
 
 class Printable:
     """A node prints itself in our notation (str) and as the report typesets it (latex()),
-    both through the one printer in notation/printer.py."""
+    both through the one printer in notation/language/printer.py."""
 
     def __str__(self) -> str:
         return render(self, TEXT)

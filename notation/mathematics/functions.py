@@ -173,9 +173,9 @@ def register_function(name: str, array: Callable, scalar: Callable, derivative: 
     """Make `name(...)` callable in equations: `array(z, out=None)` evaluates it on arrays, `scalar(v)`
     in the reference loops, and `derivative` names the registered function that is its f' (so
     `backward: derive` and the load-time checks can use it).  `array` must work entry by entry: a
-    large array is evaluated in two parts at once, one per thread (notation.parallel.elementwise).
+    large array is evaluated in two parts at once, one per thread (notation.runtime.parallel.elementwise).
     A name already taken is refused."""
-    from .errors import UserError
+    from ..language.errors import UserError
     if not (isinstance(name, str) and name.isidentifier()) or name in ("max", "delta"):
         raise UserError(f"a function's name must be a plain identifier other than max and delta, not {name!r}")
     if name in FUNCTIONS:

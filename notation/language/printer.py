@@ -98,7 +98,7 @@ class Latex:
 
     @staticmethod
     def call(func, arg):
-        from .functions import FUNCTIONS
+        from ..mathematics.functions import FUNCTIONS
         return rf"{FUNCTIONS[func].latex}\left({arg}\right)"
 
     @staticmethod
@@ -127,7 +127,7 @@ TEXT, LATEX = Text(), Latex()
 
 
 def render(node, d=TEXT) -> str:
-    """The node in dialect d: each node of notation/ast.py says how it is spelt from its parts, so
+    """The node in dialect d: each node of notation/language/ast.py says how it is spelt from its parts, so
     this module knows none of their classes (the tree imports the printer, never the reverse)."""
     return node.render(d)
 

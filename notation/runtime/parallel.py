@@ -26,7 +26,7 @@ except ImportError:  # pragma: no cover - without it, np.matmul as it is
 # most).  With 1, every product runs whole on single-threaded BLAS: beside other work on this
 # 2-core machine that was the fastest (a step 52 ms against 57 ms split, 219 ms on OpenBLAS's two
 # threads); on a quiet machine two threads are.
-# notation/environment.py checks the value (1 to the cores; a bad one is refused by the scripts).
+# notation/runtime/environment.py checks the value (1 to the cores; a bad one is refused by the scripts).
 WORKERS = environment.get("NOTATION_THREADS") or min(2, environment.cores())
 MIN_FLOPS = 2_000_000  # smaller products run as they are: a hand-off costs tens of microseconds
 # An elementwise pass (a broadcast product, a function written into its result) of at least this

@@ -1,7 +1,7 @@
-"""The helper threads that run the parts of a split (notation/parallel.py), and the hand-offs to them.
+"""The helper threads that run the parts of a split (notation/runtime/parallel.py), and the hand-offs to them.
 
 A hand-off on queues alone costs 55-70 us on this VM: most of it is waking a sleeping thread (25-30
-us each way).  Where the C flags are built (notation/fused.c), each hand-off is a flag in shared
+us each way).  Where the C flags are built (notation/runtime/fused.c), each hand-off is a flag in shared
 memory: a helper done with its part watches for the next one for SPIN_NS, and the caller watches
 for the helper's part for WAIT_NS, both spinning without the GIL (ctypes releases it); only after
 that does either sleep on a queue, so an idle process does not keep a core busy.  A spinning wait

@@ -1,5 +1,5 @@
 """The road each product takes, chosen once when it is compiled: by rule where only one applies, and
-by modelled cost (notation/cost.py, this machine's rates) where several do."""
+by modelled cost (notation/lowering/cost.py, this machine's rates) where several do."""
 from __future__ import annotations
 
 from . import cost, stacked

@@ -129,7 +129,7 @@ def register_constant(name: str, args: tuple, shape: Callable, build: Callable, 
     """Make `{name: [arguments]}` usable under an algorithm's `constants:`: `shape(*args)` gives its
     shape and `build(*args)` its float64 values, from whole-number arguments (sizes, a shift).
     A name already taken is refused."""
-    from .errors import UserError
+    from ..language.errors import UserError
     if not (isinstance(name, str) and name.isidentifier()):
         raise UserError(f"a constant's name must be a plain identifier, not {name!r}")
     if name in CONSTANTS:
