@@ -80,7 +80,7 @@ class DatasetSpec:
     mirrors: tuple[str, ...]
     splits: Mapping[str, SplitSpec]
     how_to_get: str
-    how_to_get_briefly: str  # the same in a few words, for the one line of a command line
+    how_to_get_briefly: str = ""  # the same in a few words, for the one line of a command line (else how_to_get)
     classes: tuple[str, ...] = tuple(str(d) for d in range(10))  # the name of each label, in order
     image_shape: tuple[int, int] = (28, 28)
 

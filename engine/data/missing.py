@@ -14,7 +14,7 @@ from ..errors import DataError, named
 def not_found(spec, split: str, places: list[Path], failures: list[str] | None, env_var: str,
               shared: Path | None = None) -> DataError:
     """The error for a split found nowhere: every place and failure in its message, one short line as its
-    brief. `shared`: a copy of the data set's test split alone that --holdout trains on."""
+    brief. `shared`: a copy of the data set's test split alone, which `holdout` trains on."""
     return DataError(_message(spec, split, places, failures, env_var),
                      _brief(spec, split, places, failures, env_var, shared))
 
@@ -52,7 +52,7 @@ def _brief(spec, split: str, places: list[Path], failures: list[str] | None, env
     else:
         why = "download failed ({}); ".format(re.sub(r"^\[Errno [-\d]+\] ", "", failures[0].split(": ", 1)[-1]))
         retry = "retry online"
-    to_do = [spec.how_to_get_briefly, retry]
+    to_do = [spec.how_to_get_briefly or spec.how_to_get, retry]
     if shared is not None and shared not in places:
         to_do.append(f"use the shared test split: {named('dataset')} {spec.name} {named('data_dir')} "
                      f"{_typed(shared)} {named('holdout')} 2000")
