@@ -82,3 +82,14 @@ def test_missing_mnist_is_one_short_line_naming_the_shared_test_split(cli, tmp_p
     assert re.search(r"mnist train split not found in \S*cache/einsum-engine/mnist", err)
     assert "--data-dir DIR, drop --no-download" in err
     assert "--dataset mnist --data-dir datasets/mnist --holdout 2000" in err
+
+
+def test_missing_fashion_mnist_is_one_short_line_advising_apt_and_no_shared_copy(cli, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(engine.data.datasets, "SHARED_DIR", tmp_path / "nothing")
+    monkeypatch.setattr(engine.data.datasets, "SYSTEM_DIRS", ())
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("EINSUM_DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    _, err = refused(cli, capsys, ["--dataset", "fashion-mnist", "--no-download", "--no-checkpoint"])
+    assert len(err) < 260 and "apt-get install dataset-fashion-mnist, give --data-dir DIR" in err
+    assert "shared" not in err and "--holdout" not in err
