@@ -26,7 +26,15 @@ def rename(text: str, how, names) -> str:
 
 
 class DataError(UserError):
-    """A data file or data set that is missing, damaged or not the expected one; the message says what to do."""
+    """A data file or data set that is missing, damaged or not the expected one; the message says what to do.
+    `brief`, when given, is its one line for a command line (the message itself may list every detail)."""
+
+    def __init__(self, message, brief: str | None = None):
+        super().__init__(message)
+        self.brief = brief
+
+    def one_line(self) -> str:
+        return self.brief or super().one_line()
 
 
 class CheckpointError(UserError):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -240,9 +241,13 @@ def interpreter() -> str:
 
 
 def default_checkpoint(o) -> str:
-    """A fresh path under runs/ for a run that named none: every run keeps what it learned (two runs
-    started in the same second take two paths)."""
-    stem = Path("runs") / f"{o.network or 'train'}-{time.strftime('%Y%m%d-%H%M%S')}"
+    """A fresh path runs/<network>-<date>-<time>.npz for a run that named none: every run keeps what it
+    learned (two runs started in the same second take two paths). A bad spec raises its SpecError."""
+    from engine.compiler.spec import read
+
+    network = o.network or read(Path(o.spec)).network
+    name = re.sub(r"[^\w.-]+", "-", network) if isinstance(network, str) and network else "train"
+    stem = Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     path, n = stem.with_suffix(".npz"), 1
     while path.exists() or lock_path(path).exists():
         n += 1
@@ -271,9 +276,6 @@ def main(argv=None, script=False) -> int:
     o = parser().parse_args(argv)
     if o.no_checkpoint:
         o.checkpoint = None
-    elif not (o.checkpoint or o.resume or o.eval_only):
-        o.checkpoint = default_checkpoint(o)
-        argv = argv + ["--checkpoint", o.checkpoint]
     main_thread = threading.current_thread() is threading.main_thread()
     old = {s: signal.getsignal(s) for s in STOPPING} if main_thread else {}
     for s, handler in old.items():
@@ -286,6 +288,9 @@ def main(argv=None, script=False) -> int:
     def warn(line):
         print(flags(line), file=sys.stderr)
     try:
+        if not (o.no_checkpoint or o.checkpoint or o.resume or o.eval_only):
+            o.checkpoint = default_checkpoint(o)  # reads the spec for its network's name
+            argv = argv + ["--checkpoint", o.checkpoint]
         return train_main(o, resume_command(argv), log, warn, hold_signals=script)
     except UserError as exc:  # every bad input: spec, equation, data, checkpoint, setting
         settled()

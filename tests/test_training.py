@@ -291,7 +291,7 @@ def bad_inputs(tmp):
         "overwriting a run": (["--checkpoint", str(tmp / "good.npz")], "pass --resume to continue it"),
         "unknown schedule": (["--schedule", "linear"], "invalid choice: 'linear'"),
         "a data set nowhere, named by its flag": (["--dataset", "mnist", "--data-dir", str(tmp / "empty"),
-                                                   "--no-download"], "into a directory and pass it as --data-dir"),
+                                                   "--no-download"], "give --data-dir DIR"),
         "unknown augmentation": (["--augment", "flip,rotate"], "augmentation 'rotate' not found"),
         "another schedule on resume": (["--checkpoint", str(tmp / "good.npz"), "--resume", "--schedule", "cosine"],
                                        "the checkpoint was trained with --schedule constant, not cosine"),

@@ -31,6 +31,7 @@ from tqdm import tqdm
 from notation.runtime import environment
 
 from ..errors import named
+from . import missing
 from .idx import REDOWNLOAD, DataError, decompress, parse_idx
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
 
 ENV_VAR = "EINSUM_DATA_DIR"
 SYSTEM_DIRS: tuple[Path, ...] = (Path("/usr/share/datasets"),)
+SHARED_DIR = Path(__file__).resolve().parents[3] / "shared" / "datasets"  # copies shared beside the repository
 TIMEOUT_S = 30.0
 _CHUNK = 1 << 16
 
@@ -78,6 +80,7 @@ class DatasetSpec:
     mirrors: tuple[str, ...]
     splits: Mapping[str, SplitSpec]
     how_to_get: str
+    how_to_get_briefly: str = ""  # the same in a few words, for the one line of a command line (else how_to_get)
     classes: tuple[str, ...] = tuple(str(d) for d in range(10))  # the name of each label, in order
     image_shape: tuple[int, int] = (28, 28)
 
@@ -140,6 +143,7 @@ DATASETS: dict[str, DatasetSpec] = {
             + f" into a directory and pass it as {named('data_dir')}, "
             + f"or put them in a mnist/ folder under ${ENV_VAR}"
         ),
+        how_to_get_briefly=f"give {named('data_dir')} DIR",
     ),
     "fashion-mnist": DatasetSpec(
         name="fashion-mnist",
@@ -172,6 +176,7 @@ DATASETS: dict[str, DatasetSpec] = {
             + f" and pass their directory as {named('data_dir')}, or put them in a fashion-mnist/ folder under "
             f"${ENV_VAR}"
         ),
+        how_to_get_briefly=f"apt-get install dataset-fashion-mnist, give {named('data_dir')} DIR",
         classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                  "Ankle boot"),
     ),
@@ -245,11 +250,11 @@ def load(name: str, split: str, data_dir: str | os.PathLike | None = None, downl
     if directory is None:
         places = searched_places(name, data_dir, cache_dir)
         if not download:
-            raise DataError(_not_found_message(spec, split, places, None))
+            raise _not_found(spec, split, places, None)
         directory = places[-1]
         failures = _download_split(spec, split_spec, directory, _mirror_list(spec, mirrors))
         if failures:
-            raise DataError(_not_found_message(spec, split, places, failures))
+            raise _not_found(spec, split, places, failures)
     side = spec.image_shape[0] * spec.image_shape[1]
     images = _read_verified(_file(directory, split_spec.images), split_spec.images, 16 + split_spec.count * side)
     labels = _read_verified(_file(directory, split_spec.labels), split_spec.labels, 8 + split_spec.count)
@@ -417,24 +422,16 @@ def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _not_found_message(spec: DatasetSpec, split: str, places: list[Path], failures: list[str] | None) -> str:
-    """Where we looked, why downloading did not help, and how to get the files."""
-    needed = ", ".join(f.filename for f in spec.splits[split].files)
-    lines = [f"{spec.title} ({spec.name}, {split} split) not found: no directory holds {needed}.",
-             "Searched, in order:"]
-    env_place = None
-    if environment.get(ENV_VAR):
-        env_place = environment.get(ENV_VAR) / spec.name
-    for place in places:
-        note = f"  (${ENV_VAR} must hold a {spec.name}/ folder with the files)" if place == env_place else ""
-        lines.append(f"  {place}{note}")
-    if failures is None:
-        lines.append("Downloading was not allowed.")
-    else:
-        lines.append(f"Downloading into {places[-1]} failed:")
-        lines += [f"  {failure}" for failure in failures]
-    lines.append(f"To get it: {spec.how_to_get}.")
-    if not environment.get(ENV_VAR):
-        lines.append(f"(${ENV_VAR}, if set, names a directory holding a {spec.name}/ folder with the files.)")
-    return "\n".join(lines)
+def shared_test_split(name: str) -> Path | None:
+    """The project's shared copy of a data set that holds only its test split (../shared/datasets/<name>
+    beside the repository), when it exists."""
+    folder = SHARED_DIR / name
+    spec = DATASETS[name]
+    if "test" in spec.splits and folder.is_dir() and _has_split(folder, spec.splits["test"]):
+        return folder
+    return None
 
+
+def _not_found(spec: DatasetSpec, split: str, places: list[Path], failures: list[str] | None) -> DataError:
+    """The error for a split found nowhere (engine/data/missing.py words it)."""
+    return missing.not_found(spec, split, places, failures, ENV_VAR, shared_test_split(spec.name))

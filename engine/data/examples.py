@@ -6,8 +6,6 @@ import dataclasses
 
 import numpy as np
 
-from notation.language.errors import one_line
-
 from ..errors import DataError, TrainingError, named
 from . import datasets
 
@@ -94,7 +92,7 @@ def load_data(config, data_dir=None, download=True, log=print, train=True) -> Da
         try:
             train_split = datasets.load(name, "train", data_dir=data_dir, download=True)
         except DataError as exc:
-            raise DataError(f"{note}, and downloading it failed; {holdout}. In detail: {one_line(exc)}") from None
+            raise DataError(f"{note}, and downloading it failed; {holdout}. In detail: {exc.one_line()}") from None
     test_split = datasets.load(name, "test", data_dir=data_dir, download=download)
     n_train = min(config.limit or len(train_split), len(train_split))
     n_test = min(config.test_limit or len(test_split), len(test_split))

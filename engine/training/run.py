@@ -17,7 +17,7 @@ from ..data.examples import Data, load_data
 from ..errors import CheckpointError, TrainingError, named
 from . import checkpoint as ckpt_io
 from . import checks, outputs, schedule
-from .evaluation import evaluate, format_confusion
+from .evaluation import Evaluation, evaluate, format_confusion
 from .loop import Outcome, Trainer, count
 from .settings import Config, make_config
 
@@ -95,10 +95,10 @@ def _train(o: Options, log, warn) -> Trained:
     if ckpt is not None:
         ckpt_io.check_spec(ckpt, o.checkpoint, digest, str(o.spec), config.network, meaning, legacy)
     _check_outputs(o, log)
+    net = load_network(spec, network=config.network, seed=config.seed, optimize=o.optimize,
+                       algorithms=recorded_algorithms(ckpt, o.checkpoint))  # every setting is checked before the data
     data = load_data(config, o.data_dir, download=o.download, log=log)
     log(f"data: {data.about}")
-    net = load_network(spec, network=config.network, seed=config.seed, optimize=o.optimize,
-                       algorithms=recorded_algorithms(ckpt, o.checkpoint))
     log(describe(net, o.spec, config))
     _check_batch(net, config, data, log)
     trainer = Trainer(net, data, config, spec_hash=digest, spec_file=str(o.spec), checkpoint=o.checkpoint,
@@ -221,8 +221,9 @@ def _check_memory(net, config: Config, n_train: int, n_test: int, training: bool
                         f"{memory.human(have)} are available; {fix}")
 
 
-def evaluate_checkpoint(o: Options, log=print) -> int:
-    """Accuracy and confusion matrix of o.checkpoint on the test set, logged; the number of test examples."""
+def evaluate_checkpoint(o: Options, log=print) -> Evaluation:
+    """Accuracy, loss and confusion matrix of o.checkpoint on the test set, logged and returned (the
+    Evaluation a trained run's outcome carries)."""
     from ..compiler.network import load as load_network
 
     if not o.checkpoint:
@@ -234,6 +235,11 @@ def evaluate_checkpoint(o: Options, log=print) -> int:
                             f"{'does' if len(ignored) == 1 else 'do'} not apply: drop "
                             f"{'it' if len(ignored) == 1 else 'them'} (or train with {named('resume')})")
     environment.check()
+    if Path(o.checkpoint).is_dir():
+        raise CheckpointError(f"{o.checkpoint}: a folder, not a checkpoint; give the checkpoint's .npz file")
+    if not Path(o.checkpoint).exists():
+        raise CheckpointError(f"{o.checkpoint}: no such checkpoint (it does not exist); train one first with "
+                              f"{named('checkpoint')} {o.checkpoint}, then evaluate it with {named('eval_only')}")
     ckpt = ckpt_io.load(o.checkpoint)
     saved = ckpt.meta.get("config")
     if not isinstance(saved, dict):
@@ -252,10 +258,10 @@ def evaluate_checkpoint(o: Options, log=print) -> int:
     epoch, step = (ckpt_io.meta_count(ckpt, o.checkpoint, k) for k in ("epoch", "step"))
     overrides = {k: o.settings[k] for k in EVAL_OVERRIDES if o.settings.get(k) is not None}
     config = make_config({}, network, {}, {**saved, **overrides})
+    net = load_network(spec, network=network, seed=config.seed, optimize=o.optimize,
+                       algorithms=recorded_algorithms(ckpt, o.checkpoint))  # every setting is checked before the data
     data = load_data(config, o.data_dir, download=o.download, log=log, train=False)
     log(f"data: {data.about}")
-    net = load_network(spec, network=network, seed=config.seed, optimize=o.optimize,
-                       algorithms=recorded_algorithms(ckpt, o.checkpoint))
     checks.arrays(o.checkpoint, ckpt)
     try:
         net.set_params(ckpt.params)
@@ -279,4 +285,4 @@ def evaluate_checkpoint(o: Options, log=print) -> int:
     log(f"test accuracy {ev.accuracy:.2%} ({int(np.trace(ev.confusion))} of {ev.count}), loss {ev.loss:.4f} "
         f"({time.perf_counter() - t:.1f} s)")
     log(format_confusion(ev.confusion, data.classes))
-    return ev.count
+    return ev
