@@ -247,8 +247,12 @@ def main(argv=None) -> int:
         nets = prepare(spec, names, args.batch, state, torch)
         report = {"gemm_gflops": gemm_gflops(), "numpy": np.__version__, "fused": fused.describe()}
         if torch:
-            from importlib.metadata import version
-            report.update(torch=version("torch"), torch_threads=args.torch_threads)
+            from importlib.metadata import PackageNotFoundError, version
+            try:
+                found = version("torch")
+            except PackageNotFoundError:  # importable without its metadata (a stand-in, a source tree)
+                found = "unknown"
+            report.update(torch=found, torch_threads=args.torch_threads)
         report["networks"] = {}
         if not args.json:
             say(f"fused loops: {report['fused']}")

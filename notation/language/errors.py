@@ -64,3 +64,7 @@ class NotationError(UserError):
 
 class NotationWarning(UserWarning):
     """An equation that is valid but likely not what was meant (an index summed over one factor alone)."""
+
+
+for _public in (UserError, NotationError, NotationWarning):  # shown (and pickled) where users import them from
+    _public.__module__ = "notation"
