@@ -6,7 +6,7 @@ import os
 import re
 from pathlib import Path
 
-from notation import environment
+from notation.runtime import environment
 
 from ..errors import DataError, named
 
