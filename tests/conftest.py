@@ -107,3 +107,25 @@ def run_script(name, *args, cwd=ROOT, ok=True, timeout=120):
     if ok:
         assert out.returncode == 0, out.stderr
     return out
+
+
+TRAIN_SCRIPT = ROOT / "scripts" / "train.py"
+# a run of seconds: softmax regression on 64 examples of the shared MNIST test split
+TINY_RUN = ["--network", "softmax-regression", "--dataset", "mnist", "--data-dir", str(MNIST), "--holdout", "500",
+            "--limit", "64", "--test-limit", "64", "--no-progress"]
+
+
+def load_train_script(name="train_script"):
+    """scripts/train.py as a module, so that a test calls its main() in process."""
+    spec = importlib.util.spec_from_file_location(name, TRAIN_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def refused_run(cli, capsys, args) -> tuple:
+    """stdout and the one line on stderr of a train.py run refused with exit code 2."""
+    code = cli.main(args)
+    out, err = capsys.readouterr()
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    return out, err

@@ -16,26 +16,19 @@ from engine.data import datasets
 from engine.errors import DataError
 from engine.training import Config, Data, Trainer
 
-from conftest import MNIST, ROOT, SPEC, needs_mnist
+from conftest import MNIST, ROOT, SPEC, TINY_RUN, load_train_script, needs_mnist, refused_run
 
 SCRIPT = ROOT / "scripts" / "train.py"
-TINY = ["--network", "softmax-regression", "--dataset", "mnist", "--data-dir", str(MNIST), "--holdout", "500",
-        "--limit", "64", "--test-limit", "64", "--batch-size", "32", "--no-progress"]
+TINY = TINY_RUN + ["--batch-size", "32"]
 
 
 @pytest.fixture(scope="module")
 def cli():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("train_script_checks", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_train_script("train_script_checks")
 
 
-def refused(cli, capsys, args) -> str:
-    code = cli.main(args)
-    err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+def refused(cli, capsys, args):
+    out, err = refused_run(cli, capsys, args)
     return err
 
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 
 import numpy as np
@@ -79,19 +77,5 @@ def recall(block) -> dict | None:
 
 
 def keep(block, timings: dict) -> None:
-    """Write the timings to the cache (atomically); a cache that cannot be written is no error."""
-    path = _wisdom_file()
-    try:
-        try:
-            table = json.loads(path.read_text())
-            table = table if isinstance(table, dict) else {}
-        except (OSError, ValueError):
-            table = {}
-        table[wisdom_key(block)] = timings
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".algorithms-")
-        with os.fdopen(fd, "w") as f:
-            json.dump(table, f, indent=1)
-        os.replace(tmp, path)
-    except OSError:
-        pass
+    """Keep the timings in the cache, beside the rates (notation/lowering/cost.py writes it)."""
+    cost.keep(_wisdom_file(), wisdom_key(block), timings)

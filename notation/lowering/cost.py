@@ -102,17 +102,28 @@ def cached(path: Path | None = None) -> Rates:
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         pass
     r = measure()
+    keep(path, key, asdict(r))
+    return r
+
+
+def keep(path: Path, key: str, value) -> None:
+    """table[key] = value in the JSON cache file `path`, written whole to a temporary file and renamed
+    (two processes never leave half a file); a cache that cannot be read starts anew, one that
+    cannot be written is no error: it is measured again next time."""
     try:
-        table = table if isinstance(table, dict) else {}
-        table[key] = asdict(r)
+        try:
+            table = json.loads(path.read_text())
+            table = table if isinstance(table, dict) else {}
+        except (OSError, ValueError):
+            table = {}
+        table[key] = value
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".rates-")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-")
         with os.fdopen(fd, "w") as f:
             json.dump(table, f, indent=1)
         os.replace(tmp, path)
     except OSError:
         pass
-    return r
 
 
 def _fastest(fn, repeats=5) -> float:
