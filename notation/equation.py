@@ -179,6 +179,10 @@ class Run:
         """The roofline bound of the whole equation: its products' bounds summed (notation/lowering/cost.py)."""
         return sum(p.costs(itemsize)["bound_s"] for p in self._rhs.products)
 
+    def modelled_seconds(self, itemsize: int = 4) -> float:
+        """The modelled time of the roads its products take, on this machine's rates."""
+        return sum(p.costs(itemsize)["modelled_s"] for p in self._rhs.products)
+
     @property
     def strategies(self) -> tuple:
         """The road each product of the right side takes, in order (see notation.lowering.strategies)."""

@@ -129,3 +129,36 @@ def refused_run(cli, capsys, args) -> tuple:
     out, err = capsys.readouterr()
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
     return out, err
+
+
+def rewrite_checkpoint(path, meta=None, arrays=None):
+    """The checkpoint with its meta record or arrays changed, as a hostile editor would."""
+    import json
+
+    import numpy as np
+    with np.load(path, allow_pickle=False) as z:
+        content = {k: z[k] for k in z.files}
+    record = json.loads(str(content["meta"]))
+    if meta:
+        meta(record)
+    if arrays:
+        arrays(content)
+    content["meta"] = np.array(json.dumps(record))
+    with open(path, "wb") as f:
+        np.savez(f, **content)
+
+
+def needs_the_library():
+    """Skip where notation/runtime/fused.c is not built (or turned off): the fused loops' own tests."""
+    from notation.runtime import fused
+    if fused.describe().startswith("numpy passes"):
+        pytest.skip(f"Adam's fused update: {fused.describe()}")
+
+
+@pytest.fixture(params=["numpy passes", "one pass (fused.c)"])
+def update(request, monkeypatch):
+    """Every rule holds whether Adam's blocks take numpy's passes or the fused loop."""
+    monkeypatch.setenv("NOTATION_FUSED", "0" if request.param == "numpy passes" else "1")
+    if request.param != "numpy passes":
+        needs_the_library()
+    return request.param

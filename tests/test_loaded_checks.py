@@ -2,7 +2,6 @@
 fields and arrays, pixels handed to the Python API, batch statistics over one value, the environment
 variables, a spec too large to be one, a plan's batch, another data set's files."""
 import dataclasses
-import json
 import os
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from engine.data import datasets
 from engine.errors import DataError
 from engine.training import Config, Data, Trainer
 
-from conftest import MNIST, ROOT, SPEC, TINY_RUN, load_train_script, needs_mnist, refused_run
+from conftest import MNIST, ROOT, SPEC, TINY_RUN, load_train_script, needs_mnist, refused_run, rewrite_checkpoint
 
 SCRIPT = ROOT / "scripts" / "train.py"
 TINY = TINY_RUN + ["--batch-size", "32"]
@@ -32,18 +31,7 @@ def refused(cli, capsys, args):
     return err
 
 
-def rewrite(path, meta=None, arrays=None):
-    """The checkpoint with its meta record or arrays changed, as a hostile editor would."""
-    with np.load(path, allow_pickle=False) as z:
-        content = {k: z[k] for k in z.files}
-    record = json.loads(str(content["meta"]))
-    if meta:
-        meta(record)
-    if arrays:
-        arrays(content)
-    content["meta"] = np.array(json.dumps(record))
-    with open(path, "wb") as f:
-        np.savez(f, **content)
+rewrite = rewrite_checkpoint
 
 
 def trained(cli, capsys, tmp_path, *extra):

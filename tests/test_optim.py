@@ -6,6 +6,8 @@ from engine.training import optim
 from engine.training.optim import make
 from notation.runtime import fused, parallel
 
+from conftest import needs_the_library
+
 SHAPES = [(6,), (3, 5)]  # a vector, and a matrix that spans several blocks below
 
 
@@ -16,18 +18,6 @@ def block(request, monkeypatch):
     return request.param
 
 
-def needs_the_library():
-    if fused.describe().startswith("numpy passes"):
-        pytest.skip(f"Adam's fused update: {fused.describe()}")
-
-
-@pytest.fixture(params=["numpy passes", "one pass (fused.c)"])
-def update(request, monkeypatch):
-    """Every rule holds whether Adam's blocks take numpy's passes or the fused loop."""
-    monkeypatch.setenv("NOTATION_FUSED", "0" if request.param == "numpy passes" else "1")
-    if request.param != "numpy passes":
-        needs_the_library()
-    return request.param
 
 
 @pytest.fixture(params=SHAPES, ids=["vector", "matrix"])

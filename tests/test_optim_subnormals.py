@@ -5,7 +5,8 @@ import pytest
 
 from engine.training import checkpoint as ckpt_io
 from engine.training.optim import make
-from notation.runtime import fused
+
+from conftest import needs_the_library
 
 DTYPES = [np.float32, np.float64]
 
@@ -17,18 +18,6 @@ def subnormals(a) -> int:
     return int(np.count_nonzero((np.abs(a) < np.finfo(a.dtype).tiny) & (a != 0)))
 
 
-def needs_the_library():
-    if fused.describe().startswith("numpy passes"):
-        pytest.skip(f"Adam's fused update: {fused.describe()}")
-
-
-@pytest.fixture(params=["numpy passes", "one pass (fused.c)"])
-def update(request, monkeypatch):
-    """Every rule holds whether Adam's blocks take numpy's passes or the fused loop."""
-    monkeypatch.setenv("NOTATION_FUSED", "0" if request.param == "numpy passes" else "1")
-    if request.param != "numpy passes":
-        needs_the_library()
-    return request.param
 
 
 def steps(opt, w, gradients):

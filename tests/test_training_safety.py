@@ -2,7 +2,6 @@
 comment.  Every bad input is one line and exit code 2, checked before any training is spent; a
 signal saves (or says which checkpoint stays the resume point) and exits 130, or 143 for SIGTERM."""
 import gzip
-import json
 import os
 import signal
 import subprocess
@@ -22,7 +21,7 @@ from engine.data.idx import DataError, read_idx
 from engine.training import Config, Data, Trainer, checkpoint
 from engine.training.checkpoint import CheckpointError
 
-from conftest import MNIST, ROOT, SPEC, needs_mnist
+from conftest import MNIST, ROOT, SPEC, needs_mnist, rewrite_checkpoint
 
 SCRIPT = ROOT / "scripts" / "train.py"
 TINY = ["--network", "softmax-regression", "--dataset", "mnist", "--data-dir", str(MNIST), "--holdout", "500",
@@ -74,18 +73,7 @@ def make_checkpoint(cli, capsys, tmp_path, *extra):
     return path
 
 
-def rewrite(path, meta=None, arrays=None):
-    """The checkpoint with its meta record or arrays changed, as a hostile editor would."""
-    with np.load(path, allow_pickle=False) as z:
-        content = {k: z[k] for k in z.files}
-    record = json.loads(str(content["meta"]))
-    if meta:
-        meta(record)
-    if arrays:
-        arrays(content)
-    content["meta"] = np.array(json.dumps(record))
-    with open(path, "wb") as f:
-        np.savez(f, **content)
+rewrite = rewrite_checkpoint
 
 
 # -- lost work -------------------------------------------------------------------------------

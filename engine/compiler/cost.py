@@ -17,7 +17,7 @@ BLAS_ROADS = ("GEMM", "batched GEMM", "stacked GEMM", "TDOT")
 
 def modelled_seconds(runs, itemsize) -> float:
     """A run list's modelled time: each product's road on this machine's rates (notation/lowering/cost.py)."""
-    return sum(p.costs(itemsize)["modelled_s"] for run in (r[2] for r in runs) for p in run._rhs.products)
+    return sum(run.modelled_seconds(itemsize) for run in (r[2] for r in runs))
 
 
 def measuring() -> bool:

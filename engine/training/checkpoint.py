@@ -222,15 +222,9 @@ def free_bytes(path) -> int | None:
 
 
 def write_advice(exc: OSError, path) -> str:
-    """What to do about a checkpoint that cannot be written, by the reason."""
-    import errno
-
-    folder = Path(path).resolve().parent
-    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
-        return f"free some space or give another {named('checkpoint')} path"
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return f"make {folder} writable or give a {named('checkpoint')} path in a folder you can write"
-    return f"give another {named('checkpoint')} path"
+    """What to do about a checkpoint that cannot be written, by the reason (outputs.advice's rule)."""
+    from .outputs import advice
+    return advice(exc, "checkpoint", Path(path).resolve().parent)
 
 
 def load(path) -> Checkpoint:

@@ -302,7 +302,7 @@ class CompiledProduct:
         r = rates or cost.rates()
         flops = int(self.path_info.opt_cost) if self.path_info is not None else 0
         entries = sum(op.entries for op in self.operands) + math.prod(self.fold.view.shape)
-        alternatives = getattr(self.strategy, "alternatives", None) or {}
+        alternatives = self.strategy.alternatives or {}
         return {"modelled_s": self.strategy.modelled(itemsize, r),
                 "bound_s": cost.bound_seconds(flops, entries, itemsize, r),
                 "alternatives": dict(alternatives)}

@@ -22,6 +22,7 @@ class Strategy:
 
     name = "?"
     writes = False  # overwrites the whole result (no zeroing needed before it)
+    alternatives = None  # {road: modelled seconds} where several were weighed (notation/lowering/roads.py)
 
     def __init__(self, product):
         self.product = product
