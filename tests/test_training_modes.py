@@ -146,8 +146,27 @@ def test_a_cosine_schedule_with_augmented_images_resumes_bit_for_bit(fresh, data
     assert same_bits(everything(resumed.net), whole)
 
 
-def test_schedule_and_augmentation_change_the_run(fresh, data, uninterrupted):
-    for settings in ({"schedule": "cosine"}, {"augment": "flip"}):
+WARMED = {"schedule": "cosine", "warmup": 1, "weight_decay": 0.05}
+
+
+def test_a_warm_up_with_weight_decay_resumes_bit_for_bit(fresh, data, tmp_path):
+    t = trainer(fresh(), data, settings=WARMED)
+    assert t.run().status == "finished"
+    whole = everything(t.net)
+    path = tmp_path / "run.npz"
+
+    def stop(t):
+        if t.step == 1:  # inside the warm-up
+            raise KeyboardInterrupt
+    assert trainer(fresh(), data, path, WARMED, on_step=stop).run().status == "interrupted"
+    resumed = trainer(fresh(), data, path, WARMED)
+    resumed.restore(checkpoint.load(path), path)
+    assert resumed.run().status == "finished"
+    assert same_bits(everything(resumed.net), whole)
+
+
+def test_schedule_augmentation_warm_up_and_weight_decay_change_the_run(fresh, data, uninterrupted):
+    for settings in ({"schedule": "cosine"}, {"augment": "flip"}, {"warmup": 1}, {"weight_decay": 0.05}):
         t = trainer(fresh(), data, settings=settings)
         t.run()
         assert not same_bits(everything(t.net), uninterrupted[0]), settings
