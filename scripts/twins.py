@@ -9,15 +9,38 @@ from __future__ import annotations
 import numpy as np
 
 KINDS = {}  # kind name -> builder(torch, block) -> a torch module, or a function of the layer's inputs
+LAYOUTS = {}  # kind name -> layout(module) -> {engine param: (torch parameter, its view in the engine's layout)}
 
 
-def twin(*names):
-    """Register a builder as the twin of the layer kinds `names`."""
+def twin(*names, layout=None):
+    """Register a builder as the twin of the layer kinds `names`; `layout` says where each of the engine's
+    parameters lies in the module (a view of a torch parameter: transposed, permuted, sliced, reshaped)."""
     def register(builder):
         for name in names:
             KINDS[name] = builder
+            if layout is not None:
+                LAYOUTS[name] = layout
         return builder
     return register
+
+
+def _inner(module):
+    """The layer itself, under a ZeroPad2d that _padded may have put in front of it."""
+    return module[-1] if type(module).__name__ == "Sequential" else module
+
+
+def _linear(m):
+    return {"w": (m.weight, lambda t: t.T), "b": (m.bias, lambda t: t)}
+
+
+def _conv(m):
+    m = _inner(m)
+    # (15) convolves: w[P-p, Q-q, r, k] is torch's cross-correlation weight[k, r, p, q], flipped
+    return {"w": (m.weight, lambda t: t.permute(2, 3, 1, 0).flip(0, 1)), "b": (m.bias, lambda t: t)}
+
+
+def _norm(m):
+    return {"g": (m.weight, lambda t: t), "beta": (m.bias, lambda t: t)}
 
 
 ACTIVATIONS = {"identity": None, "relu": "relu", "tanh": "tanh", "sigmoid": "sigmoid", "softmax": "softmax"}
@@ -35,7 +58,7 @@ def _padded(torch, conv, block):
     return torch.nn.Sequential(torch.nn.ZeroPad2d((pl, pr, pt, pb)), conv)
 
 
-@twin("conv2d")
+@twin("conv2d", layout=_conv)
 def _conv2d(torch, block):
     s = block.sizes
     return _padded(torch, torch.nn.Conv2d(s["channels"], s["filters"], s["kernel"], stride=s["stride"]), block)
@@ -60,13 +83,13 @@ def _transpose(torch, block):
     return torch.nn.ConvTranspose2d(s["channels"], s["filters"], s["kernel"], stride=s["stride"])
 
 
-@twin("batchnorm")
+@twin("batchnorm", layout=_norm)
 def _batchnorm(torch, block):
     h = block.hyper
     return torch.nn.BatchNorm2d(block.sizes["channels"], eps=float(h["eps"]), momentum=float(h["momentum"]))
 
 
-@twin("layernorm")
+@twin("layernorm", layout=_norm)
 def _layernorm(torch, block):
     return torch.nn.LayerNorm(block.sizes["features"], eps=float(block.hyper["eps"]))
 
@@ -92,7 +115,7 @@ def _flatten(torch, block):
     return lambda x: x.permute(0, 2, 3, 1).flatten(1)
 
 
-@twin("dense")
+@twin("dense", layout=_linear)
 def _dense(torch, block):
     return torch.nn.Linear(block.sizes["features"], block.sizes["units"])
 
@@ -213,6 +236,41 @@ def to_torch(torch, x, dtype):
     if t.ndim == 4:
         t = t.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
     return t
+
+
+def _views(model, net):
+    """(layer, param, torch parameter, its view in the engine's layout) for every engine parameter."""
+    import torch
+    for layer in net.net.layers:
+        names = net.params.get(layer.name, {})
+        if not names:
+            continue
+        if layer.kind not in LAYOUTS:
+            raise ValueError(f"layer {layer.name!r} ({layer.kind}): its twin does not say where its parameters lie")
+        module = model.layers[layer.name] if layer.name in model.layers else model.functions[layer.name]
+        where = LAYOUTS[layer.kind](module)
+        for p in names:
+            param, view = where[p]
+            yield layer.name, p, param, view, torch
+
+
+def load_params(model, net) -> None:
+    """Give the twin the engine's parameters, each put where the kind's layout says."""
+    for layer, p, param, view, torch in _views(model, net):
+        # the flat positions of the view's entries within the parameter: a view's inverse, whatever it is
+        where = view(torch.arange(param.numel()).reshape(param.shape)).reshape(-1)
+        flat = param.detach().reshape(-1).clone()  # logical order, whatever the memory format
+        flat[where] = torch.from_numpy(np.ascontiguousarray(net.params[layer][p])).reshape(-1).to(param.dtype)
+        with torch.no_grad():
+            param.copy_(flat.reshape(param.shape))
+
+
+def grads(model, net) -> dict:
+    """The twin's gradients in the engine's layout: {layer: {param: array}}, as net.loss_and_grads gives."""
+    out = {}
+    for layer, p, param, view, _ in _views(model, net):
+        out.setdefault(layer, {})[p] = view(param.grad).detach().numpy()
+    return out
 
 
 def parameter_count(model) -> int:
