@@ -57,6 +57,10 @@ def _kind_input(spec, where, body, section) -> tuple:
     if not isinstance(inputs, (list, tuple)) or not all(isinstance(a, str) and a for a in inputs):
         raise spec.error(f"{where}, field 'input'", f"must list the names of the input's axes, e.g. "
                                                     f"[b, height, width, channels], not {_what(inputs)}")
+    for axes in [inputs, *input_axes.values()]:
+        if "..." in axes[1:]:
+            raise spec.error(f"{where}, field 'input'", "'...' stands for the leading axes; write it first, "
+                                                        "as in [..., features]")
     return tuple(inputs), input_axes
 
 

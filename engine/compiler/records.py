@@ -49,6 +49,20 @@ class Kind:
         return bool(self.eval is not None or self.update or self.random)
 
 
+def fits(axes, shape) -> bool:
+    """Whether a shape has the axes an input names: as many, or with a leading `...` (leading axes,
+    the batch at least) as many or more."""
+    if axes[:1] == ("...",):
+        return len(shape) >= len(axes)
+    return len(shape) == len(axes)
+
+
+def axis_sizes(axes, shape) -> dict:
+    """{axis name: size} of a shape that fits the axes: the named ones, counted from the end after `...`."""
+    named = axes[1:] if axes[:1] == ("...",) else axes
+    return dict(zip(named, shape[len(shape) - len(named):]))
+
+
 @dataclass
 class Algorithm:
     """Another way to evaluate a kind: how, never what.  The kind's equations stay the definition;

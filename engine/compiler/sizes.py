@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from . import arith
 from .padding import pads
+from .records import axis_sizes, fits
 
 
 def _whole(value):
@@ -32,9 +33,9 @@ class Sizes:
             if shape is None:
                 continue
             field = "input" if len(self.kind.in_names) == 1 else f"input {name!r}"
-            if len(shape) != len(axes):
+            if not fits(axes, shape):
                 raise self.error(field, f"expects an input [{', '.join(axes)}] but gets shape {tuple(shape)}")
-            for axis, n in zip(axes, shape):
+            for axis, n in axis_sizes(axes, shape).items():
                 if axis in sizes and sizes[axis] != n:
                     raise self.error(field, f"has {axis} = {n} (shape {tuple(shape)}) but input {first[axis]!r} "
                                             f"has {axis} = {sizes[axis]}; the inputs' shapes must agree")

@@ -61,7 +61,8 @@ def derive(equation, wrt: str, positions=None, name=None) -> str:
             ref = f.arg
             free = [i for a in ref.axes for i in a.indices if i not in f.indices]
             free = list(dict.fromkeys(free))
-            local = [Ref(positions, tuple(Affine((Mono(1, (), i),)) for i in free + list(f.indices)))]
+            lead = ref.axes[:1] if ref.dotted else ()  # the mask's leading axes, as the max's argument's
+            local = [Ref(positions, lead + tuple(Affine((Mono(1, (), i),)) for i in free + list(f.indices)))]
         else:
             raise _cannot(equation, wrt, f"{wrt!r} sits inside {f}, which the gradient rule does not open")
         key = tuple(str(a) for a in ref.axes)
