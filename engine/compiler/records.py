@@ -37,6 +37,8 @@ class Kind:
     update: list = field(default_factory=list)  # Equation: each state's new value, after a training forward
     random: dict = field(default_factory=dict)  # name -> (shape, probability): Bernoulli masks, drawn in training
     bounds: dict = field(default_factory=dict)  # hyperparameter -> interval text such as "[0, 1)"
+    divides: dict = field(default_factory=dict)  # hyperparameter -> the sizes it must divide (heads: [features])
+    no_gradient: tuple = ()  # results derive treats as constants (a softmax's shift: it changes nothing)
 
     @property
     def in_names(self) -> tuple:

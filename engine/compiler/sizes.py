@@ -60,6 +60,7 @@ class Sizes:
                 if v <= 0:
                     raise self.error(f"field {k!r}", f"{k} = {v} must be a positive whole number")
                 sizes[k] = v
+        self._check_divides(sizes)
         if "padding" in self.hyper:
             try:
                 k, s = self.hyper["kernel"], self.hyper["stride"]
@@ -71,6 +72,23 @@ class Sizes:
                 raise self.error("field 'padding'", f"padding needs {e.args[0]!r} (kernel, stride, height, "
                                                     "width)") from None
         return sizes
+
+    def _check_divides(self, sizes):
+        """Each hyperparameter under `divides:` a divisor of its sizes (heads of the features, a patch of
+        the image), else one line naming the field."""
+        for h, exprs in self.kind.divides.items():
+            for expr in exprs:
+                try:
+                    n = arith.size(expr, {**self._hyper_names(), **sizes})
+                except ValueError as e:
+                    raise self.error(f"divides {h!r}", str(e)) from None
+                d = sizes.get(h)
+                if d is not None and n % d:
+                    raise self.error(f"field {h!r}", f"{h} = {d} does not divide {expr} = {n}; choose {h} among "
+                                                     f"{[k for k in range(1, n + 1) if n % k == 0]}")
+
+    def _hyper_names(self):
+        return {k: v for k, v in self.hyper.items() if isinstance(v, int) and not isinstance(v, bool)}
 
     def _names(self, *more):
         """What a size expression may name: hyperparameters (non-sizes too, so a message can say
