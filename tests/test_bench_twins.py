@@ -13,7 +13,7 @@ spec = importlib.util.spec_from_file_location("twins", ROOT / "scripts" / "twins
 twins = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(twins)
 
-NETWORKS = ["seven-layer", "softmax-regression", "seven-layer-bn", "resnet", "zoo"]
+NETWORKS = ["seven-layer", "softmax-regression", "seven-layer-bn", "resnet", "zoo", "vit", "mixer"]
 
 
 def test_these_are_all_the_shipped_networks():
@@ -98,7 +98,7 @@ def test_bench_times_a_network_whose_twin_does_not_match_on_the_engine_alone(tmp
 
 
 # the networks without dropout: the twin's masks could not be the engine's
-SAME_LOSS = ["seven-layer", "softmax-regression", "resnet"]
+SAME_LOSS = ["seven-layer", "softmax-regression", "resnet", "vit", "mixer"]
 
 
 @pytest.mark.parametrize("name", SAME_LOSS)
