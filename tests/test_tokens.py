@@ -191,3 +191,11 @@ def test_a_network_of_tokens_loads_with_its_kinds_checked():
     net = engine.load(SPEC, network="vit")
     assert net.param_shapes["b1_attn"]["wq"] == (64, 64) and net.param_shapes["patches"]["w"] == (7, 7, 1, 64)
     assert net.compiled(2)[1].layer.out_shape == (2, 16, 64)
+
+
+def test_an_activation_gets_the_tokens_as_b_by_entries_without_a_copy():
+    net = engine.load(SPEC, network="vit")
+    stage = next(s for s in net.compiled(2) if s.name == "b1_mlp1")
+    assert stage.activation.shapes["z"] == (2, 16 * 128)
+    net.forward(np.zeros((2, 28, 28, 1), dtype=np.float32))
+    assert np.shares_memory(stage.act_env["z"], stage.env["z"])
