@@ -258,7 +258,7 @@ def evaluate_checkpoint(o: Options, log=print) -> Evaluation:
     saved = ckpt.meta["config"]
     if saved.get("dataset") is None and o.data is None:
         raise TrainingError(f"{o.checkpoint}: trained on its own data ({ckpt.meta.get('data_name', 'arrays')}); give "
-                            f"{named('data')} PATH, data of its kind, to evaluate it on")
+                            f"{named('data')} PATH to evaluate it on (that data, or data of its shape and classes)")
     back = restore.restored(ckpt, o.checkpoint, o.spec, o.settings.get("network"), o.optimize)
     net, network = back.net, back.net.name
     epoch, step = (ckpt_io.meta_count(ckpt, o.checkpoint, k) for k in ("epoch", "step"))
