@@ -179,3 +179,14 @@ def test_train_py_refuses_a_named_data_set_beside_data(cli, tmp_path, capsys, ex
 def test_train_py_names_a_missing_data_path(cli, tmp_path, capsys):
     _, err = refused_run(cli, capsys, [*RUN, "--data", str(tmp_path / "nothing"), "--no-checkpoint"])
     assert "--data" in err and "no such file or folder" in err
+
+
+def test_eval_only_evaluates_a_run_of_its_own_data_on_data_given(cli, tmp_path, capsys):
+    root = colour_folder(tmp_path / "pics")
+    assert cli.main([*RUN, "--data", str(root), "--checkpoint", str(tmp_path / "run.npz")]) == 0
+    capsys.readouterr()
+    assert cli.main(["--checkpoint", str(tmp_path / "run.npz"), "--eval-only", "--data", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "trained on pics" in out and "test accuracy 100.00% (6 of 6)" in out
+    _, err = refused_run(cli, capsys, ["--checkpoint", str(tmp_path / "run.npz"), "--eval-only"])
+    assert "trained on its own data (pics); give --data PATH to evaluate it on" in err
