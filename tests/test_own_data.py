@@ -120,3 +120,10 @@ def test_a_network_of_a_fixed_input_refuses_data_of_another_shape(tmp_path):
 def test_every_shipped_network_takes_32_by_32_colour_images(network):
     net = engine.load(fitted(engine.read(SPEC), network, (32, 32, 3), 7), network=network)
     assert net.forward(np.zeros((2, 32, 32, 3))).shape == (2, 7)
+
+
+def test_auto_without_data_is_the_named_data_sets_shape():
+    from engine.data.datasets import DATASETS
+    from engine.settings import NAMED_DATA_CLASSES, NAMED_DATA_INPUT
+    assert {(d.image_shape + (1,), d.num_classes) for d in DATASETS.values()} == {(NAMED_DATA_INPUT,
+                                                                                    NAMED_DATA_CLASSES)}
