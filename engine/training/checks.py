@@ -65,7 +65,7 @@ def fits(net, x, y, name="the data") -> None:
     `y` is one of its outputs; one TrainingError line naming both shapes otherwise."""
     if int(np.prod(net.input_shape)) != int(np.prod(np.shape(x)[1:])):
         raise TrainingError(f"network {net.name!r} takes inputs of shape {net.input_shape}, the examples of {name} "
-                            f"are {np.shape(x)[1:]}")
+                            f"are {np.shape(x)[1:]}; give data of its shape, or say input: auto in its spec")
     top = int(np.max(y, initial=0))
     if top >= net.classes:
         raise TrainingError(f"network {net.name!r} has {net.classes} outputs, {name} has label {top}")
