@@ -60,6 +60,15 @@ def _finite(path, what, v) -> None:
         raise _altered(path, what)
 
 
+def same_data(path, meta, data) -> None:
+    """A checkpoint resumes on the data it was trained on (when it recorded which: its fingerprint)."""
+    seen = meta.get("data_fingerprint")
+    if seen is not None and seen != data.fingerprint:
+        raise CheckpointError(f"{path}: trained on other data (fingerprint {str(seen)[:12]}), not on this {data.name} "
+                              f"(fingerprint {data.fingerprint[:12]}); resume on the data it was trained on, or start "
+                              f"a new {named('checkpoint')}")
+
+
 def fits(net, x, y, name="the data") -> None:
     """The examples `x` fit the network's input (feature vectors of its size are reshaped) and every label
     `y` is one of its outputs; one TrainingError line naming both shapes otherwise."""
