@@ -16,9 +16,10 @@ from notation.runtime import environment
 from ..data.examples import Data, load_data
 from ..errors import CheckpointError, TrainingError, named
 from . import checkpoint as ckpt_io
-from . import checks, outputs, schedule
+from . import outputs, schedule
 from .evaluation import Evaluation, evaluate, format_confusion
 from .loop import Outcome, Trainer, count
+from .restore import open_checkpoint, read_spec, recorded_algorithms, set_arrays
 from .settings import Config, make_config
 
 EVAL_IGNORES = ("optimizer", "lr", "epochs", "seed", "limit", "schedule", "augment")  # training settings
@@ -50,14 +51,6 @@ class Trained:
     outcome: Outcome | None
     trainer: Trainer
     config: Config
-
-
-def read_spec(path):
-    """The spec and its file's bytes (the legacy checkpoint hash reads them)."""
-    from ..compiler.spec import read
-
-    spec = read(Path(path))
-    return spec, Path(path).read_bytes()
 
 
 def describe(net, spec_file, config: Config) -> str:
@@ -123,16 +116,6 @@ def _train(o: Options, log, warn) -> Trained:
     if o.plans:
         log(net.plans(config.batch_size))
     return Trained(trainer.run(), trainer, config)
-
-
-def recorded_algorithms(ckpt, path) -> dict | None:
-    """The algorithms `auto` chose for the checkpoint's run ({layer: name}), or None where it predates them."""
-    if ckpt is None or "algorithms" not in ckpt.meta:
-        return None
-    found = ckpt.meta["algorithms"]
-    if not isinstance(found, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in found.items()):
-        raise CheckpointError(f"{path}: its record of the algorithms is damaged; {ckpt_io.FIX}")
-    return found
 
 
 def _resume_point(o: Options):
@@ -235,26 +218,7 @@ def evaluate_checkpoint(o: Options, log=print) -> Evaluation:
                             f"{'does' if len(ignored) == 1 else 'do'} not apply: drop "
                             f"{'it' if len(ignored) == 1 else 'them'} (or train with {named('resume')})")
     environment.check()
-    if Path(o.checkpoint).is_dir():
-        raise CheckpointError(f"{o.checkpoint}: a folder, not a checkpoint; give the checkpoint's .npz file")
-    if not Path(o.checkpoint).exists():
-        raise CheckpointError(f"{o.checkpoint}: no such checkpoint (it does not exist); train one first with "
-                              f"{named('checkpoint')} {o.checkpoint}, then evaluate it with {named('eval_only')}")
-    ckpt = ckpt_io.load(o.checkpoint)
-    saved = ckpt.meta.get("config")
-    if not isinstance(saved, dict):
-        raise CheckpointError(f"{o.checkpoint}: it holds no training settings; {ckpt_io.FIX}")
-    spec, spec_bytes = read_spec(o.spec)
-    network = saved.get("network")
-    if not isinstance(network, str) or network not in spec.networks:
-        raise CheckpointError(f"{o.checkpoint}: it was trained as network {network!r}, which {o.spec} does not "
-                              f"define (it has {sorted(spec.networks)}); give the {named('spec')} it was trained with")
-    if o.settings.get("network") and o.settings["network"] != network:
-        raise TrainingError(f"{o.checkpoint} holds network {network!r}, not {o.settings['network']!r}; drop "
-                            f"{named('network')}")
-    meaning = ckpt_io.meaning(spec, network)
-    ckpt_io.check_spec(ckpt, o.checkpoint, ckpt_io.fingerprint(meaning), str(o.spec), network, meaning,
-                       ckpt_io.spec_hash(spec_bytes, network))
+    ckpt, spec, network, saved = open_checkpoint(o.checkpoint, o.spec, o.settings.get("network"))
     epoch, step = (ckpt_io.meta_count(ckpt, o.checkpoint, k) for k in ("epoch", "step"))
     overrides = {k: o.settings[k] for k in EVAL_OVERRIDES if o.settings.get(k) is not None}
     config = make_config({}, network, {}, {**saved, **overrides})
@@ -262,18 +226,7 @@ def evaluate_checkpoint(o: Options, log=print) -> Evaluation:
                        algorithms=recorded_algorithms(ckpt, o.checkpoint))  # every setting is checked before the data
     data = load_data(config, o.data_dir, download=o.download, log=log, train=False)
     log(f"data: {data.about}")
-    checks.arrays(o.checkpoint, ckpt)
-    try:
-        net.set_params(ckpt.params)
-        if net.state_shapes:
-            net.set_state(ckpt.state)
-    except (ValueError, TypeError) as exc:
-        raise CheckpointError(f"{o.checkpoint}: {exc}; {ckpt_io.FIX}") from None
-    bad = [f"{layer}.{p}" for layer, ps in net.params.items() for p, v in ps.items() if not np.isfinite(v).all()]
-    if bad:
-        raise CheckpointError(f"{o.checkpoint}: its weights are not finite (NaN or infinite) in {', '.join(bad)}; "
-                              "training never saves such weights, so the file was damaged or altered; "
-                              f"{ckpt_io.FIX}")
+    set_arrays(net, ckpt, o.checkpoint)
     _check_memory(net, config, 0, len(data.test_y), training=False)
     if o.plans:
         log(net.plans(min(config.batch_size, max(len(data.test_y), 1))))
