@@ -149,11 +149,12 @@ def verify(net, model, batch: int = 2, tolerance: float = 1e-4) -> float:
         if have.ndim == 4:
             have = have.transpose(NHWC)
         if have.shape != want.shape or not _close(have, want, tolerance):
-            diff = np.abs(have - want).max() if have.shape == want.shape else f"shape {have.shape}, not {want.shape}"
-            kind = net.spec.kinds[next(l.kind for l in net.net.layers if l.name == s.name)]
-            raise ExportError(f"network {net.name!r}, layer {s.name!r} ({kind.name}): its ONNX form differs from the "
-                              f"engine's by {diff} on random images; is kind {kind.name!r} of {net.spec.file} the "
-                              f"one of layers.yaml? nothing was written")
+            diff = f"{np.abs(have - want).max():.3g}" if have.shape == want.shape else \
+                f"its shape ({have.shape}, not {want.shape})"
+            kind = next(l.kind for l in net.net.layers if l.name == s.name)
+            raise ExportError(f"network {net.name!r}, layer {s.name!r} ({kind}): its ONNX form differs from the "
+                              f"engine's by {diff} on random images: kind {kind!r} of {net.spec.file} means something "
+                              f"else than layers.yaml's, which the export maps; nothing was written")
     probs = net.forward(x)
     if not _close(got[OUTPUT], probs, tolerance):
         raise ExportError(f"network {net.name!r}: its ONNX graph's output differs from the engine's by "
