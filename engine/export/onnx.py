@@ -23,22 +23,19 @@ KINDS = {}  # kind name -> fn(graph, layer) -> the name of its output tensor
 ACTIVATIONS = {}  # activation name -> fn(graph, name, tensor, rank) -> the name of its output tensor
 
 
-def kind(*names):
-    """Register `fn` as the ONNX form of the layer kinds `names`."""
-    def register(fn):
-        for name in names:
-            KINDS[name] = fn
-        return fn
-    return register
+def _registry(table: dict):
+    """A decorator `@registered("name", ...)` that enters a function in `table` under each name."""
+    def registered(*names):
+        def register(fn):
+            for name in names:
+                table[name] = fn
+            return fn
+        return register
+    return registered
 
 
-def activation(*names):
-    """Register `fn` as the ONNX form of the activations `names`."""
-    def register(fn):
-        for name in names:
-            ACTIVATIONS[name] = fn
-        return fn
-    return register
+kind = _registry(KINDS)  # @kind("conv2d"): the ONNX form of the layer kind conv2d
+activation = _registry(ACTIVATIONS)  # @activation("relu"): the ONNX form of an activation
 
 
 class Layer:
