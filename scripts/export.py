@@ -27,7 +27,7 @@ with starting("export.py"):  # Ctrl-C while numpy loads: one line, not a traceba
     import engine
     from engine import export as exporting
     from engine.errors import rename
-    from engine.training import restore
+    from engine.training import outputs, restore
     from notation.runtime import environment
 
 FLAGS = ("checkpoint", "spec", "out")
@@ -53,6 +53,7 @@ def main(argv=None) -> int:
     o = parser().parse_args(argv)
     try:
         environment.check()
+        outputs.check_distinct({"spec": o.spec, "checkpoint": o.checkpoint, "out": o.out})
         exporting.check_out(o.out)
         started = time.perf_counter()
         net, ckpt = restore.trained_network(o.checkpoint, o.spec)

@@ -178,7 +178,9 @@ def test_a_kind_of_a_shipped_name_that_means_something_else_is_refused(tmp_path)
     (["--out", "{tmp}"], "a folder; give a file name"),
     (["--checkpoint", "{tmp}/notes.npz"], "damaged or not a checkpoint"),
     (["--checkpoint", "{tmp}/none.npz"], "no such checkpoint"),
-], ids=["unknown format", "out in a missing folder", "out a folder", "not a checkpoint", "no checkpoint"])
+    (["--out", "{tmp}/notes.npz"], "--out {tmp}/notes.npz and --checkpoint {tmp}/notes.npz are one file"),
+], ids=["unknown format", "out in a missing folder", "out a folder", "not a checkpoint", "no checkpoint",
+        "out the checkpoint"])
 def test_bad_input_is_one_line_and_exit_code_2(cli, capsys, tmp_path, args, says):
     (tmp_path / "notes.npz").write_text("not an archive")
     given = dict(zip(["--checkpoint", "--out"], [str(tmp_path / "notes.npz"), str(tmp_path / "m.onnx")]))
