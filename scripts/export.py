@@ -27,7 +27,7 @@ with starting("export.py"):  # Ctrl-C while numpy loads: one line, not a traceba
     import engine
     from engine import export as exporting
     from engine.errors import rename
-    from engine.training import outputs, restore
+    from engine.training import checkpoint, outputs, restore
     from notation.runtime import environment
 
 FLAGS = ("checkpoint", "spec", "out")
@@ -49,6 +49,17 @@ def parser() -> Parser:
     return p
 
 
+def described(ckpt, net, path) -> dict:
+    """What the model's metadata says of where it came from: the network, the checkpoint, its training."""
+    meta = ckpt.meta
+    data = (meta.get("config") or {}).get("dataset") or meta.get("data_name") or "its own data"
+    about = {"network": net.name, "checkpoint": Path(path).name,
+             "trained": f"{meta.get('epoch')} epochs, step {meta.get('step')}, on {data}"}
+    if isinstance(meta.get("data_fingerprint"), str):
+        about["data_fingerprint"] = meta["data_fingerprint"]
+    return about
+
+
 def main(argv=None) -> int:
     o = parser().parse_args(argv)
     try:
@@ -57,10 +68,8 @@ def main(argv=None) -> int:
         exporting.check_out(o.out)
         started = time.perf_counter()
         net, ckpt = restore.trained_network(o.checkpoint, o.spec)
-        classes = restore.class_names(ckpt, net.classes)
-        about = {"network": net.name, "checkpoint": Path(o.checkpoint).name,
-                 "trained": f"{ckpt.meta.get('epoch')} epochs, step {ckpt.meta.get('step')}, on "
-                            f"{(ckpt.meta.get('config') or {}).get('dataset')}"}
+        classes = checkpoint.class_names(ckpt)
+        about = described(ckpt, net, o.checkpoint)
         size = exporting.export(net, o.format, o.out, classes, about)
         seconds = time.perf_counter() - started
     except engine.UserError as exc:
@@ -69,7 +78,7 @@ def main(argv=None) -> int:
     shape = ", ".join(map(str, net.input_shape))
     print(f"{o.out}: network {net.name!r} as {o.format.upper()} ({size / 1e6:.2f} MB, checked against the engine, "
           f"{seconds:.1f} s): images [batch, {shape}] (NHWC float32 in [0, 1]) -> probabilities [batch, "
-          f"{net.classes}]; classes {'recorded' if classes else 'not recorded: numbered 0..' + str(net.classes - 1)}")
+          f"{net.classes}]; classes {', '.join(classes[:3])}{', ...' if len(classes) > 3 else ''}")
     return 0
 
 

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 import engine
+from engine import training
 from engine.data import datasets
 from engine.export import ExportError, export
 from engine.training import restore
@@ -199,3 +200,19 @@ def test_a_failed_write_leaves_the_old_file_and_no_half_one(tmp_path, monkeypatc
     with pytest.raises(ExportError, match="cannot write it \\(No space left on device\\); nothing was written"):
         export(engine.load(SPEC, network="softmax-regression"), "onnx", out)
     assert out.read_bytes() == b"the model before" and sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+def test_a_network_fitted_to_its_own_data_exports_at_that_shape_with_its_class_names(cli, capsys, tmp_path):
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 256, (96, 12, 12, 3), dtype=np.uint8), rng.integers(0, 3, 96)
+    data = training.Data(x[:64], y[:64], x[64:], y[64:], classes=["cat", "dog", "fox"])
+    o = training.Options(settings={"network": "seven-layer-bn", "epochs": 1, "batch_size": 32},
+                         checkpoint=tmp_path / "own.npz", progress=False)
+    training.train(o, log=lambda line: None, data=data)
+    exported(cli, capsys, tmp_path / "own.npz", tmp_path / "own.onnx")
+    net, _ = restore.trained_network(tmp_path / "own.npz", SPEC)
+    images = x[64:].astype(np.float32) / 255
+    assert np.abs(run_onnx(tmp_path / "own.onnx", images) - net.forward(images)).max() <= 1e-5
+    model = onnx.load(tmp_path / "own.onnx")
+    assert [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim] == ["batch", 12, 12, 3]
+    assert json.loads({p.key: p.value for p in model.metadata_props}["classes"]) == ["cat", "dog", "fox"]

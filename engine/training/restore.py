@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.datasets import DATASETS
+from ..compiler.spec import fitted
 from ..errors import CheckpointError, TrainingError, named
 from . import checkpoint as ckpt_io
 
@@ -51,6 +51,7 @@ def open_checkpoint(path, spec_file, network=None, then=EVALUATE):
                               f"define (it has {sorted(spec.networks)}); give the {named('spec')} it was trained with")
     if network and network != name:
         raise TrainingError(f"{path} holds network {name!r}, not {network!r}; drop {named('network')}")
+    spec = fitted_to(spec, name, ckpt, path)
     meaning = ckpt_io.meaning(spec, name)
     ckpt_io.check_spec(ckpt, path, ckpt_io.fingerprint(meaning), str(spec_file), name, meaning,
                        ckpt_io.spec_hash(spec_bytes, name))
@@ -87,12 +88,12 @@ def trained_network(path, spec_file, network=None, optimize=None, then="export i
     return net, ckpt
 
 
-def class_names(ckpt, classes: int) -> list | None:
-    """The name of each class the run recorded (else its data set's names), or None where neither says."""
-    names = ckpt.meta.get("classes")
-    if not isinstance(names, list):
-        dataset = DATASETS.get((ckpt.meta.get("config") or {}).get("dataset"))
-        names = list(dataset.classes) if dataset is not None else None
-    if names is None or len(names) != classes or not all(isinstance(n, str) for n in names):
-        return None
-    return names
+def fitted_to(spec, network, ckpt, path):
+    """The spec with the network's `input: auto` and `classes` as the checkpoint's run had them from its data."""
+    if not spec.networks[network].auto:
+        return spec
+    try:
+        shape = ckpt_io.input_shape(ckpt)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    return fitted(spec, network, shape, len(ckpt_io.class_names(ckpt)))

@@ -13,6 +13,8 @@ import numpy as np
 
 from notation.runtime import environment
 
+from ..compiler.spec import fitted
+from ..data.arrays import own_data
 from ..data.examples import Data, load_data
 from ..errors import CheckpointError, TrainingError, named
 from . import checkpoint as ckpt_io
@@ -36,6 +38,7 @@ class Options:
     checkpoint: str | Path | None = None  # written at the end of every epoch and on Ctrl-C
     resume: bool = False                  # continue `checkpoint` exactly where it stopped
     metrics: str | Path | None = None     # JSON lines: one per step, one per epoch
+    data: str | Path | Data | None = None  # the run's own data: an .npz, a folder of class folders, or Data
     data_dir: str | Path | None = None
     download: bool = True
     progress: bool = True                 # progress bars
@@ -62,9 +65,12 @@ def describe(net, spec_file, config: Config) -> str:
             f"{'' if config.augment == 'none' else f', augment {config.augment}'}")
 
 
-def train(o: Options, log=print, warn=None) -> Trained:
-    """Train (or resume) as `o` says. Raises a UserError (one line) for bad input, before any training.
-    The checkpoint and metrics paths are claimed for the run: a second run given one is refused."""
+def train(o: Options, log=print, warn=None, data=None) -> Trained:
+    """Train (or resume) as `o` says (`data`: the run's own data, as Options.data). Raises a UserError (one
+    line) for bad input, before any training. The checkpoint and metrics paths are claimed for the run: a
+    second run given one is refused."""
+    if data is not None:
+        o = dataclasses.replace(o, data=data)
     environment.check()
     outputs.check_distinct({"spec": o.spec, "checkpoint": o.checkpoint, "metrics": o.metrics})
     with outputs.claimed({"checkpoint": o.checkpoint, "metrics": o.metrics}):
@@ -80,9 +86,15 @@ def _train(o: Options, log, warn) -> Trained:
         outputs.check_metrics(o.metrics, o.resume)
     given = dict(o.settings)
     network = given.get("network") or spec.network
+    _check_source(o, given, ckpt)
     config = make_config(spec.training_for(network), network, given, ckpt.meta["config"] if ckpt else None)
     if config.network not in spec.networks:
         raise spec.error("network", f"{config.network!r} not found, valid options are {sorted(spec.networks)}")
+    own = None
+    if o.data is not None:  # the network's `input: auto` and `classes` come from it
+        config = dataclasses.replace(config, dataset=None)
+        own = own_data(o.data, config.limit, config.test_limit, log)
+        spec = fitted(spec, config.network, own.shape, len(own.classes))
     meaning = ckpt_io.meaning(spec, config.network)
     digest, legacy = ckpt_io.fingerprint(meaning), ckpt_io.spec_hash(spec_bytes, config.network)
     if ckpt is not None:
@@ -90,7 +102,7 @@ def _train(o: Options, log, warn) -> Trained:
     _check_outputs(o, log)
     net = load_network(spec, network=config.network, seed=config.seed, optimize=o.optimize,
                        algorithms=recorded_algorithms(ckpt, o.checkpoint))  # every setting is checked before the data
-    data = load_data(config, o.data_dir, download=o.download, log=log)
+    data = own or load_data(config, o.data_dir, download=o.download, log=log)
     log(f"data: {data.about}")
     log(describe(net, o.spec, config))
     _check_batch(net, config, data, log)
@@ -116,6 +128,26 @@ def _train(o: Options, log, warn) -> Trained:
     if o.plans:
         log(net.plans(config.batch_size))
     return Trained(trainer.run(), trainer, config)
+
+
+def _check_source(o: Options, given: dict, ckpt) -> None:
+    """Own data (`data`) and a named data set (`dataset`, `holdout`, `data_dir`) do not mix, and a resume
+    reads the kind of data its checkpoint was trained on."""
+    if o.data is not None:
+        clash = [named(k) for k in ("dataset", "holdout") if given.get(k) is not None] + \
+            ([named("data_dir")] if o.data_dir is not None else [])
+        if clash:
+            raise TrainingError(f"{named('data')} is the run's own data, and {', '.join(clash)} belong"
+                                f"{'s' if len(clash) == 1 else ''} to a named data set: give one or the other")
+    if ckpt is None:
+        return
+    saved = ckpt.meta["config"].get("dataset", "fashion-mnist")
+    if saved is None and o.data is None:
+        raise TrainingError(f"{o.checkpoint}: trained on its own data ({ckpt.meta.get('data_name', 'arrays')}); give "
+                            f"{named('data')} with that data to resume it")
+    if saved is not None and o.data is not None:
+        raise TrainingError(f"{o.checkpoint}: trained on the data set {saved}, not on {named('data')}; resume without "
+                            f"{named('data')}, or start a new {named('checkpoint')}")
 
 
 def _resume_point(o: Options):
