@@ -2,6 +2,7 @@
 engine's probabilities; what has no ONNX form, and bad input, refused in one line."""
 import importlib.util
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -216,3 +217,10 @@ def test_a_network_fitted_to_its_own_data_exports_at_that_shape_with_its_class_n
     model = onnx.load(tmp_path / "own.onnx")
     assert [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim] == ["batch", 12, 12, 3]
     assert json.loads({p.key: p.value for p in model.metadata_props}["classes"]) == ["cat", "dog", "fox"]
+
+
+def test_without_the_onnx_package_the_export_says_how_to_install_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnx", None)  # `import onnx` raises ImportError
+    with pytest.raises(ExportError, match=r"the onnx package is not installed; install it with: .*\[export\]"):
+        export(engine.load(SPEC, network="softmax-regression"), "onnx", tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()

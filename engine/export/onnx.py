@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import ExportError
 
-OPSET = 17  # LayerNormalization's first opset; onnxruntime 1.17 and later run all of it
+OPSET = 17  # LayerNormalization's first opset
 IR_VERSION = 8  # the oldest IR of opset 17: the file loads in older runtimes too
 INPUT, OUTPUT = "images", "probabilities"
 NCHW, NHWC = [0, 3, 1, 2], [0, 2, 3, 1]
