@@ -194,12 +194,13 @@ def test_bad_input_is_one_line_and_exit_code_2(cli, capsys, tmp_path, args, says
 def test_a_failed_write_leaves_the_old_file_and_no_half_one(tmp_path, monkeypatch):
     out = tmp_path / "m.onnx"
     out.write_bytes(b"the model before")
+    net = engine.load(SPEC, network="softmax-regression")
 
     def full_disk(src, dst):
         raise OSError(28, "No space left on device")
-    monkeypatch.setattr("engine.export.os.replace", full_disk)
+    monkeypatch.setattr("engine.export.os.replace", full_disk)  # the rename of the whole file fails
     with pytest.raises(ExportError, match="cannot write it \\(No space left on device\\); nothing was written"):
-        export(engine.load(SPEC, network="softmax-regression"), "onnx", out)
+        export(net, "onnx", out)
     assert out.read_bytes() == b"the model before" and sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
 
 
