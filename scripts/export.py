@@ -27,7 +27,7 @@ with starting("export.py"):  # Ctrl-C while numpy loads: one line, not a traceba
     import engine
     from engine import export as exporting
     from engine.errors import rename
-    from engine.training import checkpoint, outputs, restore
+    from engine.training import outputs, restore
     from notation.runtime import environment
 
 FLAGS = ("checkpoint", "spec", "out")
@@ -67,8 +67,8 @@ def main(argv=None) -> int:
         outputs.check_distinct({"spec": o.spec, "checkpoint": o.checkpoint, "out": o.out})
         exporting.check_out(o.out)
         started = time.perf_counter()
-        net, ckpt = restore.trained_network(o.checkpoint, o.spec)
-        classes = checkpoint.class_names(ckpt)
+        back = restore.restored(restore.load_checkpoint(o.checkpoint), o.checkpoint, o.spec)
+        net, ckpt, classes = back.net, back.ckpt, back.classes
         about = described(ckpt, net, o.checkpoint)
         size = exporting.export(net, o.format, o.out, classes, about)
         seconds = time.perf_counter() - started

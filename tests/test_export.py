@@ -89,6 +89,11 @@ def refused(cli, capsys, args) -> str:
     return err
 
 
+def restored(path):
+    """The checkpoint's network, as the engine runs it."""
+    return restore.restored(restore.load_checkpoint(path), path, SPEC).net
+
+
 def run_onnx(path, x):
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return session.run(["probabilities"], {"images": x})[0]
@@ -98,7 +103,7 @@ def run_onnx(path, x):
 def test_onnxruntime_gives_the_engines_probabilities_to_1e_5(network, cli, capsys, trained, images, tmp_path):
     checkpoint = trained(network)
     exported(cli, capsys, checkpoint, tmp_path / "model.onnx")
-    net, _ = restore.trained_network(checkpoint, SPEC)
+    net = restored(checkpoint)
     got, want = run_onnx(tmp_path / "model.onnx", images), net.forward(images)
     assert got.shape == want.shape == (64, 10)
     assert np.abs(got - want).max() <= 1e-5
@@ -212,7 +217,7 @@ def test_a_network_fitted_to_its_own_data_exports_at_that_shape_with_its_class_n
                          checkpoint=tmp_path / "own.npz", progress=False)
     training.train(o, log=lambda line: None, data=data)
     exported(cli, capsys, tmp_path / "own.npz", tmp_path / "own.onnx")
-    net, _ = restore.trained_network(tmp_path / "own.npz", SPEC)
+    net = restored(tmp_path / "own.npz")
     images = x[64:].astype(np.float32) / 255
     assert np.abs(run_onnx(tmp_path / "own.onnx", images) - net.forward(images)).max() <= 1e-5
     model = onnx.load(tmp_path / "own.onnx")

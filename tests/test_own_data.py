@@ -114,3 +114,16 @@ def test_a_network_of_a_fixed_input_refuses_data_of_another_shape(tmp_path):
                          progress=False)
     with pytest.raises(training.TrainingError, match=r"takes inputs of shape \(28, 28, 1\).*\(6, 6, 3\)"):
         training.train(o, log=lambda line: None, data=colour_data())
+
+
+@pytest.mark.parametrize("network", ["seven-layer", "seven-layer-bn", "resnet", "zoo", "softmax-regression"])
+def test_every_shipped_network_takes_32_by_32_colour_images(network):
+    net = engine.load(fitted(engine.read(SPEC), network, (32, 32, 3), 7), network=network)
+    assert net.forward(np.zeros((2, 32, 32, 3))).shape == (2, 7)
+
+
+def test_auto_without_data_is_the_named_data_sets_shape():
+    from engine.data.datasets import DATASETS
+    from engine.settings import NAMED_DATA_CLASSES, NAMED_DATA_INPUT
+    assert {(d.image_shape + (1,), d.num_classes) for d in DATASETS.values()} == {(NAMED_DATA_INPUT,
+                                                                                    NAMED_DATA_CLASSES)}

@@ -24,7 +24,9 @@ def own_data(source, limit=None, test_limit=None, log=print) -> Data:
                data.about, list(data.classes))
     what = "images of " + "x".join(map(str, data.shape)) if len(data.shape) == 3 else \
         f"examples of {data.shape[0]} features"
-    base = f"{data.name} (arrays given)" if isinstance(source, Data) else data.about
+    base = data.about
+    if isinstance(source, Data):
+        base = "arrays given from Python" if data.name == "arrays" else f"{data.name} (arrays given from Python)"
     cut.about = (f"{base}: train on {n_train}{f' of {n} (`limit`)' if n_train < n else ''} {what}, test on "
                  f"{n_test}{f' of {m} (`test_limit`)' if n_test < m else ''}; {len(data.classes)} classes")
     return cut

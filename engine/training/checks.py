@@ -60,6 +60,17 @@ def _finite(path, what, v) -> None:
         raise _altered(path, what)
 
 
+def fits(net, x, y, name="the data") -> None:
+    """The examples `x` fit the network's input (feature vectors of its size are reshaped) and every label
+    `y` is one of its outputs; one TrainingError line naming both shapes otherwise."""
+    if int(np.prod(net.input_shape)) != int(np.prod(np.shape(x)[1:])):
+        raise TrainingError(f"network {net.name!r} takes inputs of shape {net.input_shape}, the examples of {name} "
+                            f"are {np.shape(x)[1:]}")
+    top = int(np.max(y, initial=0))
+    if top >= net.classes:
+        raise TrainingError(f"network {net.name!r} has {net.classes} outputs, {name} has label {top}")
+
+
 def statistics(net, batch_size: int, n_train: int) -> None:
     """Refuse a layer with running statistics (batch norm) that sees one value per channel in a training
     batch (PyTorch: "Expected more than 1 value per channel when training"): its variance is 0."""

@@ -80,12 +80,7 @@ class Trainer:
         self.metrics = Path(metrics) if metrics else None
         self.progress, self.log, self.on_step = progress, log, on_step
         self.warn = lambda line: print(line, file=sys.stderr)  # what the run says besides its log
-        if int(np.prod(net.input_shape)) != int(np.prod(np.shape(data.train_x)[1:])):
-            raise TrainingError(f"network {net.name!r} takes inputs of shape {net.input_shape}, the data set's "
-                                f"images are {np.shape(data.train_x)[1:]}")
-        top = max(int(data.train_y.max(initial=0)), int(data.test_y.max(initial=0)))
-        if top >= net.classes:
-            raise TrainingError(f"network {net.name!r} has {net.classes} outputs, the data set has label {top}")
+        checks.fits(net, data.train_x, np.concatenate([data.train_y, data.test_y]), data.name)
         if len(data.train_y) == 0:
             raise TrainingError("no training examples")
         checks.statistics(net, config.batch_size, len(data.train_y))

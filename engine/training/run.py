@@ -18,10 +18,10 @@ from ..data.arrays import own_data
 from ..data.examples import Data, load_data
 from ..errors import CheckpointError, TrainingError, named
 from . import checkpoint as ckpt_io
-from . import outputs, schedule
+from . import checks, outputs, restore, schedule
 from .evaluation import Evaluation, evaluate, format_confusion
 from .loop import Outcome, Trainer, count
-from .restore import open_checkpoint, read_spec, recorded_algorithms, set_arrays
+from .restore import read_spec, recorded_algorithms
 from .settings import Config, make_config
 
 EVAL_IGNORES = ("optimizer", "lr", "epochs", "seed", "limit", "schedule", "augment")  # training settings
@@ -239,7 +239,6 @@ def _check_memory(net, config: Config, n_train: int, n_test: int, training: bool
 def evaluate_checkpoint(o: Options, log=print) -> Evaluation:
     """Accuracy, loss and confusion matrix of o.checkpoint on the test set, logged and returned (the
     Evaluation a trained run's outcome carries)."""
-    from ..compiler.network import load as load_network
 
     if not o.checkpoint:
         raise TrainingError(f"{named('eval_only')} needs {named('checkpoint')} PATH, the checkpoint to evaluate")
@@ -250,20 +249,35 @@ def evaluate_checkpoint(o: Options, log=print) -> Evaluation:
                             f"{'does' if len(ignored) == 1 else 'do'} not apply: drop "
                             f"{'it' if len(ignored) == 1 else 'them'} (or train with {named('resume')})")
     environment.check()
-    ckpt, spec, network, saved = open_checkpoint(o.checkpoint, o.spec, o.settings.get("network"))
+    if Path(o.checkpoint).is_dir():
+        raise CheckpointError(f"{o.checkpoint}: a folder, not a checkpoint; give the checkpoint's .npz file")
+    if not Path(o.checkpoint).exists():
+        raise CheckpointError(f"{o.checkpoint}: no such checkpoint (it does not exist); train one first with "
+                              f"{named('checkpoint')} {o.checkpoint}, then evaluate it with {named('eval_only')}")
+    ckpt = restore.load_checkpoint(o.checkpoint)
+    saved = ckpt.meta["config"]
+    if saved.get("dataset") is None and o.data is None:
+        raise TrainingError(f"{o.checkpoint}: trained on its own data ({ckpt.meta.get('data_name', 'arrays')}); give "
+                            f"{named('data')} PATH to evaluate it on (that data, or data of its shape and classes)")
+    back = restore.restored(ckpt, o.checkpoint, o.spec, o.settings.get("network"), o.optimize)
+    net, network = back.net, back.net.name
     epoch, step = (ckpt_io.meta_count(ckpt, o.checkpoint, k) for k in ("epoch", "step"))
     overrides = {k: o.settings[k] for k in EVAL_OVERRIDES if o.settings.get(k) is not None}
-    config = make_config({}, network, {}, {**saved, **overrides})
-    net = load_network(spec, network=network, seed=config.seed, optimize=o.optimize,
-                       algorithms=recorded_algorithms(ckpt, o.checkpoint))  # every setting is checked before the data
-    data = load_data(config, o.data_dir, download=o.download, log=log, train=False)
+    if o.data is not None:
+        _check_source(o, overrides, None)
+        config = make_config({}, network, {}, {**saved, **overrides, "dataset": None})
+        data = own_data(o.data, None, config.test_limit, log)
+    else:
+        config = make_config({}, network, {}, {**saved, **overrides})
+        data = load_data(config, o.data_dir, download=o.download, log=log, train=False)
     log(f"data: {data.about}")
-    set_arrays(net, ckpt, o.checkpoint)
+    checks.fits(net, data.test_x, data.test_y, data.name)
     _check_memory(net, config, 0, len(data.test_y), training=False)
     if o.plans:
         log(net.plans(min(config.batch_size, max(len(data.test_y), 1))))
     log(f"checkpoint: {o.checkpoint}: {network}, {count(epoch, 'epoch')}, step {step} "
-        f"({config.optimizer} lr {config.lr:g}, batch {saved.get('batch_size')}, trained on {saved.get('dataset')})")
+        f"({config.optimizer} lr {config.lr:g}, batch {saved.get('batch_size')}, trained on "
+        f"{saved.get('dataset') or ckpt.meta.get('data_name')})")
     t = time.perf_counter()
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         ev = evaluate(net, data.test_x, data.test_y, config.batch_size)
