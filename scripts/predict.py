@@ -65,10 +65,10 @@ def examples(paths, net) -> tuple:
             names.append(str(f))
             rows.append(read_image(f, channels))
     for name, row in zip(names, rows):
-        fits = row.shape == shape if len(shape) == 3 else row.size == int(np.prod(shape))
-        if not fits and not (len(shape) == 3 and row.shape[:2] == shape[:2] and row.size == np.prod(shape)):
-            what = "x".join(map(str, row.shape[1::-1])) + " pixels" if row.ndim == 3 else f"shape {row.shape}"
-            want = f"{shape[1]}x{shape[0]} pixels" if len(shape) == 3 else f"shape {shape}"
+        if (row.shape != shape) if len(shape) == 3 else (row.size != int(np.prod(shape))):
+            what = f"{row.shape[1]}x{row.shape[0]} pixels of {row.shape[2]} channels" if row.ndim == 3 else \
+                f"shape {row.shape}"
+            want = f"{shape[1]}x{shape[0]} pixels of {shape[2]} channels" if len(shape) == 3 else f"shape {shape}"
             raise DataError(f"{name}: {what}, but the network takes {want}; images are not resized, so give inputs "
                             "of its size")
     return names, rows
@@ -82,7 +82,8 @@ def npz_examples(path) -> np.ndarray:
             if key is None:
                 raise DataError(f"{path}: holds no array x or x_test (it holds {', '.join(z.files) or 'none'}); "
                                 "save the examples to predict as x")
-            return z[key]
+            x = z[key]
+            return x[..., None] if x.ndim == 3 else x  # grey images [n, h, w]: one channel
     except ValueError as exc:
         raise DataError(f"{path}: not an .npz of numbers ({str(exc).splitlines()[0]}); save x as numbers") from None
     except OSError as exc:

@@ -57,6 +57,12 @@ def test_a_resume_on_other_data_is_refused(tmp_path):
         run(tmp_path, colour_data(seed=5), resume=True, epochs=2)
 
 
+def test_a_resume_on_data_of_another_shape_says_the_data_differs(tmp_path):
+    run(tmp_path, colour_data(), epochs=1)
+    with pytest.raises(training.CheckpointError, match="trained on other data"):
+        run(tmp_path, colour_data(size=8), resume=True, epochs=2)
+
+
 def test_a_resume_on_the_same_data_goes_on(tmp_path):
     run(tmp_path, colour_data(), epochs=1)
     assert run(tmp_path, colour_data(), resume=True, epochs=2).trainer.epoch == 2

@@ -87,8 +87,8 @@ def test_a_checkpoint_without_recorded_names_uses_its_data_set_s(run, predict, t
 
 
 @pytest.mark.parametrize("make,message", [
-    (lambda d: image(d / "big.png", 0, size=14), "14x14 pixels, but the network takes 12x12 pixels; images are not "
-                                                 "resized"),
+    (lambda d: image(d / "big.png", 0, size=14), "14x14 pixels of 3 channels, but the network takes 12x12 pixels "
+                                                 "of 3 channels; images are not resized"),
     (lambda d: (d / "bad.png").write_bytes(b"nope") and str(d / "bad.png"), "not an image that can be read"),
     (lambda d: str(d / "none.png"), "no such file or folder"),
 ], ids=["another size", "an unreadable image", "a missing file"])

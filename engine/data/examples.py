@@ -3,6 +3,7 @@ as the network takes it."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 
@@ -46,9 +47,10 @@ class Data:
         shape = tuple(int(n) for n in np.shape(self.train_x)[1:])
         return shape + (1,) if len(shape) == 2 else shape
 
-    @property
+    @functools.cached_property
     def fingerprint(self) -> str:
-        """sha256 of the examples, their labels and the class names: which data a checkpoint saw."""
+        """sha256 of the examples, their labels and the class names: which data a checkpoint saw (worked
+        out once)."""
         h = hashlib.sha256(json.dumps(list(self.classes)).encode())
         for a in (self.train_x, self.train_y, self.test_x, self.test_y):
             a = np.ascontiguousarray(a)

@@ -128,14 +128,15 @@ def class_names(ckpt) -> list:
 
 
 def input_shape(ckpt) -> tuple:
-    """The shape of one input (after the batch) that a checkpoint's network takes, as it was trained."""
+    """The shape of one input (after the batch) that a checkpoint (a Checkpoint or its path) takes, as trained."""
+    where = "the checkpoint" if isinstance(ckpt, Checkpoint) else str(ckpt)
     ckpt = ckpt if isinstance(ckpt, Checkpoint) else load(ckpt)
     meaning_ = ckpt.meta.get("meaning")
     shape = meaning_.get("input") if isinstance(meaning_, dict) else None
     if not isinstance(shape, list) or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0
                                               for n in shape):
-        raise CheckpointError(f"its record of the network's input is {shape!r}, not a list of sizes: the file was "
-                              f"damaged or altered, or predates that record; {FIX}")
+        raise CheckpointError(f"{where}: its record of the network's input is {shape!r}, not a list of sizes: the "
+                              f"file was damaged or altered, or predates that record; {FIX}")
     return tuple(shape)
 
 

@@ -101,14 +101,6 @@ class Trainer:
         self.history = []         # one record per finished epoch
         self.resumed = False
         self.saved_at = None      # (epoch, batch, step) of the checkpoint on disk, if any
-        self._fingerprint = None
-
-    @property
-    def data_fingerprint(self) -> str:
-        """The data's fingerprint (sha256 of its arrays and class names), worked out once."""
-        if self._fingerprint is None:
-            self._fingerprint = self.data.fingerprint
-        return self._fingerprint
 
     @property
     def steps_per_epoch(self) -> int:
@@ -126,11 +118,7 @@ class Trainer:
             if not (k in BY_NAME and BY_NAME[k].on_resume) and saved.get(k) != mine[k]:
                 raise CheckpointError(f"{path}: trained with {named(k)} {saved.get(k)}, not {mine[k]}; resume "
                                       f"with the settings it began with, or start a new {named('checkpoint')}")
-        seen = meta.get("data_fingerprint")
-        if seen is not None and seen != self.data_fingerprint:
-            raise CheckpointError(f"{path}: trained on other data (fingerprint {str(seen)[:12]}), not on this "
-                                  f"{self.data.name} (fingerprint {self.data_fingerprint[:12]}); resume on the data it "
-                                  f"was trained on, or start a new {named('checkpoint')}")
+        checks.same_data(path, meta, self.data)
         self.epoch, self.batch, self.step = (ckpt_io.meta_count(ckpt, path, k) for k in ("epoch", "batch", "step"))
         try:
             self.net.set_params(ckpt.params)
@@ -184,7 +172,7 @@ class Trainer:
                 "step": self.step, "rng_state": self.rng_state, "sums": self.sums, "history": self.history,
                 "dtype": str(self.net.dtype), "mask_rng_state": self.mask_state, "arithmetic": arithmetic(),
                 "algorithms": dict(self.net.algorithms),  # what `auto` chose: a resume runs the same
-                "classes": [str(c) for c in self.data.classes], "data_fingerprint": self.data_fingerprint,
+                "classes": [str(c) for c in self.data.classes], "data_fingerprint": self.data.fingerprint,
                 "data_name": self.data.name}
         order = self.order if self.order is not None else np.zeros(0, np.int64)
         try:

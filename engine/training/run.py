@@ -94,6 +94,8 @@ def _train(o: Options, log, warn) -> Trained:
     if o.data is not None:  # the network's `input: auto` and `classes` come from it
         config = dataclasses.replace(config, dataset=None)
         own = own_data(o.data, config.limit, config.test_limit, log)
+        if ckpt is not None:  # before the network's meaning, which other data would change too
+            checks.same_data(o.checkpoint, ckpt.meta, own)
         spec = fitted(spec, config.network, own.shape, len(own.classes))
     meaning = ckpt_io.meaning(spec, config.network)
     digest, legacy = ckpt_io.fingerprint(meaning), ckpt_io.spec_hash(spec_bytes, config.network)
@@ -102,7 +104,7 @@ def _train(o: Options, log, warn) -> Trained:
     _check_outputs(o, log)
     net = load_network(spec, network=config.network, seed=config.seed, optimize=o.optimize,
                        algorithms=recorded_algorithms(ckpt, o.checkpoint))  # every setting is checked before the data
-    data = own or load_data(config, o.data_dir, download=o.download, log=log)
+    data = own if own is not None else load_data(config, o.data_dir, download=o.download, log=log)
     log(f"data: {data.about}")
     log(describe(net, o.spec, config))
     _check_batch(net, config, data, log)
