@@ -47,6 +47,11 @@ def load_path(path, log=print) -> Data:
 
 def load_npz(path) -> Data:
     """x_train, y_train, x_test, y_test (and optionally classes, the names) from an .npz, without pickles."""
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if not magic.startswith(b"PK") and magic != b"\x93NUMPY":  # neither a zip (.npz) nor an .npy
+        raise DataError(f"{path}: not an .npz of arrays (a file of another kind); give an .npz with "
+                        f"{', '.join(ARRAYS)}, or a folder of class folders")
     try:
         z = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
