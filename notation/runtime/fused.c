@@ -137,6 +137,95 @@ MULTIPLY(multiply_float64_bool, double, unsigned char)
 WINDOW_MAX(window_max_float32, float)
 WINDOW_MAX(window_max_float64, double)
 
+/* An elementwise sum of products (an equation whose terms sum nothing), entry by entry, in one pass:
+ * out = t0 + t1 + ..., each term t = f0(a0) * f1(a1) * ... * scale, in the order and rounding of
+ * numpy's passes that notation/lowering/chains.py replaces (a product's factors multiplied in order,
+ * then its scale; the first term written, or added to zero where numpy zeroes the result first).
+ * The result is C-ordered rows of n entries; each operand has up to 4 outer strides (the rows' axes
+ * of outer[0..3] entries, row-major) and one stride along the row, in entries.  kind says how an
+ * operand is read a block at a time: 0 contiguous like the result, 1 the same for every row (a bias
+ * k over b,i,j,k: tiled once), 2 gathered.  code: per term its factor count, then per factor its
+ * operand and function (CHAIN_ID ...), then its scale's index or -1.  Rows [r0, r1) only: the
+ * workers take a part each, to the same bits. */
+#define CHAIN_BLOCK 1024
+#define CHAIN_OPS 8
+enum { CHAIN_ID, CHAIN_SQUARE, CHAIN_TWICE, CHAIN_DRELU, CHAIN_RELU };
+
+#define CHAIN_F(T, F, x)                                                                                \
+    ((F) == CHAIN_SQUARE ? (x) * (x) : (F) == CHAIN_TWICE ? (x) * (T)2                                  \
+     : (F) == CHAIN_DRELU ? ((x) > 0 ? (T)1 : (x) == 0 ? (T)0.5 : (T)0)                               \
+     : MAXIMUM((x), (T)0))
+
+/* dst = (or dst +) the product of the factors a[0..nf), times m where scaled: one loop a term. */
+#define CHAIN_TERM(T, EXPR)                                                                             \
+    if (add) for (ptrdiff_t e = 0; e < L; e++) dst[e] = dst[e] + (EXPR);                                \
+    else for (ptrdiff_t e = 0; e < L; e++) dst[e] = (EXPR);
+
+#define CHAIN(NAME, T)                                                                                  \
+    WIDEST void NAME(ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t n, const ptrdiff_t *outer, int nops,         \
+                     const T *const *base, const ptrdiff_t *st, const int *kind, const int *code,       \
+                     const T *scales, int zero_first, T *out) {                                         \
+        T buf[CHAIN_OPS][CHAIN_BLOCK], fbuf[CHAIN_OPS][CHAIN_BLOCK], tmp[CHAIN_BLOCK];                  \
+        const ptrdiff_t R = n >= CHAIN_BLOCK ? 1 : CHAIN_BLOCK / n;                                     \
+        for (int o = 0; o < nops; o++)                                                                  \
+            if (kind[o] == 1 && R > 1)                                                                  \
+                for (ptrdiff_t e = 0; e < R * n; e++) buf[o][e] = base[o][(e % n) * st[5 * o + 4]];     \
+        for (ptrdiff_t r = r0; r < r1; r += R) {                                                        \
+            const ptrdiff_t nr = r1 - r < R ? r1 - r : R;                                               \
+            for (ptrdiff_t c = 0; c < n; c += CHAIN_BLOCK) {                                            \
+                const ptrdiff_t nc = n - c < CHAIN_BLOCK ? n - c : CHAIN_BLOCK, L = nr * nc;            \
+                const T *src[CHAIN_OPS];                                                                \
+                for (int o = 0; o < nops; o++) {                                                        \
+                    const ptrdiff_t *s = st + 5 * o;                                                    \
+                    if (kind[o] == 0) { src[o] = base[o] + r * n + c; continue; }                       \
+                    if (kind[o] == 1 && R > 1) { src[o] = buf[o]; continue; }                           \
+                    for (ptrdiff_t q = 0; q < nr; q++) {                                                \
+                        ptrdiff_t i = r + q, off = 0;                                                   \
+                        for (int d = 3; d >= 0; d--) { off += (i % outer[d]) * s[d]; i /= outer[d]; }   \
+                        const T *a = base[o] + off + c * s[4];                                          \
+                        for (ptrdiff_t e = 0; e < nc; e++) buf[o][q * nc + e] = a[e * s[4]];            \
+                    }                                                                                   \
+                    src[o] = buf[o];                                                                    \
+                }                                                                                       \
+                T *restrict dst = out + r * n + c;                                                      \
+                if (zero_first) for (ptrdiff_t e = 0; e < L; e++) dst[e] = 0;                           \
+                const int *pc = code;                                                                   \
+                for (int term = 0; *pc >= 0; term++) {                                                  \
+                    const int nf = *pc++, add = term > 0 || zero_first;                                 \
+                    const T *a[CHAIN_OPS] = {0};                                                            \
+                    for (int f = 0; f < nf; f++, pc += 2) {                                             \
+                        const int F = pc[1];                                                            \
+                        const T *restrict x = src[pc[0]];                                               \
+                        T *restrict y = fbuf[f];                                                        \
+                        a[f] = F == CHAIN_ID ? x : y;                                                   \
+                        if (F == CHAIN_SQUARE) for (ptrdiff_t e = 0; e < L; e++) y[e] = CHAIN_F(T, CHAIN_SQUARE, x[e]); \
+                        if (F == CHAIN_TWICE) for (ptrdiff_t e = 0; e < L; e++) y[e] = CHAIN_F(T, CHAIN_TWICE, x[e]); \
+                        if (F == CHAIN_DRELU) for (ptrdiff_t e = 0; e < L; e++) y[e] = CHAIN_F(T, CHAIN_DRELU, x[e]); \
+                        if (F == CHAIN_RELU) for (ptrdiff_t e = 0; e < L; e++) y[e] = CHAIN_F(T, CHAIN_RELU, x[e]); \
+                    }                                                                                   \
+                    const int k = *pc++;                                                                \
+                    const T m = k >= 0 ? scales[k] : (T)1;                                              \
+                    const T *restrict a0 = a[0], *restrict a1 = a[1];                                   \
+                    if (nf > 2) {  /* the first factors' product, then the last two as for nf == 2 */   \
+                        for (ptrdiff_t e = 0; e < L; e++) tmp[e] = a[0][e] * a[1][e];                   \
+                        for (int f = 2; f < nf - 1; f++)                                                \
+                            for (ptrdiff_t e = 0; e < L; e++) tmp[e] = tmp[e] * a[f][e];                \
+                        a0 = tmp, a1 = a[nf - 1];                                                       \
+                    }                                                                                   \
+                    if (nf == 0 && k >= 0) { CHAIN_TERM(T, m) }                                         \
+                    else if (nf == 0) { CHAIN_TERM(T, (T)1) }                                           \
+                    else if (nf == 1 && k >= 0) { CHAIN_TERM(T, a0[e] * m) }                           \
+                    else if (nf == 1) { CHAIN_TERM(T, a0[e]) }                                          \
+                    else if (k >= 0) { CHAIN_TERM(T, a0[e] * a1[e] * m) }                               \
+                    else { CHAIN_TERM(T, a0[e] * a1[e]) }                                               \
+                }                                                                                       \
+            }                                                                                           \
+        }                                                                                               \
+    }
+
+CHAIN(chain_float32, float)
+CHAIN(chain_float64, double)
+
 /* Hand-offs between the threads of notation/crew.py: a flag in shared memory, watched by spinning for
  * a bounded time, without the GIL (ctypes releases it), before the watcher falls back to sleeping on a
  * queue.  Waking a sleeping thread costs 25-30 us on a VM; a spinning one sees the flag at once. */
