@@ -138,3 +138,18 @@ def test_a_function_summed_chunk_by_chunk_keeps_the_bits_of_the_function_made_wh
     assert chunked.strategies == made_first.strategies == ("chunked sum of a product",)
     want = made_first(sq=np.square(xc), one=np.ones(BN, np.float32))  # times 1: the same chunks, to the bit
     assert np.array_equal(chunked(xc=xc).view(np.uint32), want.view(np.uint32))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_strided_add_in_one_loop_gives_numpys_bits(dtype, monkeypatch):
+    """A padding's fold (xp[b, i+1, j+1, k] = x) adds x into a strided view of xp: the C loop's bits are numpy's."""
+    needs_the_library()
+    run = Equation("xp[b, i + 1, j + 1, k] = x[b,i,j,k] + y[b,i,j,k]").compile(
+        shapes={"x": (4, 6, 5, 3), "y": (4, 6, 5, 3)})
+    arrays = _operands({"x": (4, 6, 5, 3), "y": (4, 6, 5, 3)}, dtype, 11)
+    with np.errstate(invalid="ignore", over="ignore"):
+        fused = run(**arrays)
+        monkeypatch.setenv("NOTATION_FUSED", "0")
+        passes = run(**arrays)
+    assert np.array_equal(fused.view(f"u{fused.itemsize}"), passes.view(f"u{passes.itemsize}"))
+    assert np.isnan(fused[0, 1:-1, 1:-1]).any() and (fused[:, 0] == 0).all()  # the pad stays zero

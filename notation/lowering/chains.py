@@ -8,6 +8,7 @@ a call per row.  The loop does the same float operations in the same order, so t
 """
 from __future__ import annotations
 
+import ctypes
 import math
 
 import numpy as np
@@ -127,7 +128,7 @@ class Chain:
 
     def _call(self, lib, arrays, sources, out):
         """(kernel, rows, the loop's other arguments) for these arrays, or None where it does not apply."""
-        if not (out.flags.c_contiguous and out.flags.writeable) or out.dtype not in fused.FLOATS:
+        if not out.flags.writeable or out.dtype not in fused.FLOATS:
             return None
         values = []
         for (_, op, how), source in zip(self.operands, sources):
@@ -138,27 +139,43 @@ class Chain:
         plan = _layout(self.operands, values, out, self.scales)
         if plan is None:
             return None
-        rows, n, outer, strides, kinds, scales = plan
+        rows, n, outer, strides, kinds, ostrides, okind, scales = plan
         bases = np.array([v.__array_interface__["data"][0] for v in values], np.uintp)
-        args = fused.chain_arguments(n, outer, bases, strides, kinds, self.code, scales, self.zero_first, out)
-        keep = (outer, strides, kinds, scales, bases, values)  # what args point into: alive as long as they are
+        args = fused.chain_arguments(n, outer, bases, strides, kinds, self.code, scales, int(self.zero_first), out,
+                                     ostrides, okind)
+        keep = (outer, strides, kinds, scales, bases, values, ostrides)  # what args point into: kept alive
         return getattr(lib, f"chain_{out.dtype.name}"), rows, args, keep
 
 
+AXES = 7  # fused.c's CHAIN_AXES outer axes and the row
+
+
+def _entries(a, item):
+    """a's strides in entries (0 along an axis of one entry), or None where one is not a whole entry."""
+    if any(x % item for x in a.strides):
+        return None
+    return [0 if n == 1 else x // item for n, x in zip(a.shape, a.strides)]
+
+
 def _layout(operands, values, out, scales):
-    """(rows, n, outer sizes, strides, kinds, scales) for fused.c's CHAIN, or None where an operand's
-    strides are not whole entries or the result has more than 5 axes after merging."""
-    shape = list(out.shape)
+    """(rows, n, outer sizes, strides, kinds, out's strides, okind, scales) for fused.c's CHAIN, or None
+    where an operand's strides are not whole entries or the iteration has too many axes after merging."""
     item = out.itemsize
-    table = []  # per operand, its stride in entries along each of out's axes (0 where it is broadcast)
+    table = [_entries(out, item)]  # out's, then each operand's stride in entries along out's axes
     for (p, op, _), v in zip(operands, values):
-        if any(s % item for s in v.strides):
+        st = _entries(v, item)
+        if st is None or table[0] is None:
             return None
-        row = []
-        for i in p.fold.view.indices:
-            k = op.indices.index(i) if i in op.indices else None
-            row.append(0 if k is None or v.shape[k] == 1 else v.strides[k] // item)
-        table.append(row)
+        table.append([st[op.indices.index(i)] if i in op.indices else 0 for i in p.fold.view.indices])
+    plan = layout(list(out.shape), table)
+    return plan and plan + (np.array(scales or [0], out.dtype),)
+
+
+def layout(shape, table):
+    """The iteration over `shape` (its axes in loop order) merged where every array's strides allow, as
+    fused.c's CHAIN reads it: (rows, n, outer sizes, operands' strides, kinds, out's strides, okind);
+    table holds out's strides in entries, then each operand's.  None where out's row is not unit-strided
+    or more than AXES axes are left."""
     axes = [d for d in range(len(shape)) if shape[d] != 1] or [len(shape) - 1]
     merged = [[shape[axes[0]], [t[axes[0]] for t in table]]]
     for d in axes[1:]:
@@ -167,22 +184,45 @@ def _layout(operands, values, out, scales):
             merged[-1] = [size * shape[d], [t[d] for t in table]]
         else:
             merged.append([shape[d], [t[d] for t in table]])
-    if len(merged) > 5:
+    if len(merged) > AXES or (merged[-1][1][0] != 1 and merged[-1][0] > 1):
         return None
+    pad = AXES - len(merged)
     n = merged[-1][0]
-    outer = [1] * (5 - len(merged)) + [m[0] for m in merged[:-1]]
-    rows = math.prod(outer)
-    strides, kinds = [], []
-    for k in range(len(values)):
-        st = [0] * (5 - len(merged)) + [m[1][k] for m in merged]
-        c = [math.prod(outer[d + 1:]) * n for d in range(4)]
-        outers = [s for s, o in zip(st[:4], outer) if o != 1]
-        if st[4] == 1 and all(s == cs for s, cs, o in zip(st[:4], c, outer) if o != 1):
-            kinds.append(0)
-        elif not any(outers):
-            kinds.append(1)
-        else:
-            kinds.append(2)
-        strides += st
-    return (rows, n, np.array(outer, np.intp), np.array(strides, np.intp), np.array(kinds, np.intc),
-            np.array(scales or [0], out.dtype))
+    outer = [1] * pad + [m[0] for m in merged[:-1]]
+    c = [math.prod(outer[d + 1:]) * n for d in range(AXES - 1)]  # C-ordered rows' strides
+    every = []
+    for k in range(len(table)):
+        every.append([0] * pad + [m[1][k] for m in merged])
+    contiguous = [st[-1] in (0, 1) if n == 1 else st[-1] == 1 for st in every]
+    contiguous = [ok and all(s == cs for s, cs, o in zip(st[:-1], c, outer) if o != 1)
+                  for ok, st in zip(contiguous, every)]
+    kinds = [0 if ok else 1 if not any(s for s, o in zip(st[:-1], outer) if o != 1) else 2
+             for ok, st in zip(contiguous[1:], every[1:])]
+    return (math.prod(outer), n, np.array(outer, np.intp), np.array(every[1:], np.intp).reshape(-1),
+            np.array(kinds, np.intc), np.array(every[0], np.intp), 0 if contiguous[0] else 2)
+
+
+ADD = np.array([1, 0, 0, -1, -1], np.intc)  # one term, one operand as it is, no scale: `target += src`
+
+
+def fold_add(target, src) -> bool:
+    """target += src where target is a strided view (a padding's `xp[b, i+pt, j+pl, k] = x`), in one C
+    loop on one thread, where numpy pays a call per row: the same adds, the same bits.  False where it
+    does not apply (the caller runs numpy).  A scatter whose slices meet stays numpy's: its rows are
+    short (a few channels), and the loop was no faster there."""
+    lib = fused.library()
+    if lib is None or target.dtype not in fused.FLOATS or src.dtype != target.dtype or np.may_share_memory(
+            target, src):
+        return False
+    item = target.itemsize
+    t, s = _entries(target, item), _entries(np.broadcast_to(src, target.shape), item)
+    plan = None if t is None or s is None else layout(list(target.shape), [t, s])
+    if plan is None:
+        return False
+    rows, n, outer, strides, kinds, ostrides, okind = plan
+    at = [ctypes.c_void_p(a.__array_interface__["data"][0]) for a in (outer, strides, kinds, ADD, ostrides)]
+    bases = np.array([src.__array_interface__["data"][0]], np.uintp)
+    getattr(lib, f"chain_{target.dtype.name}")(0, rows, n, at[0], 1, ctypes.c_void_p(bases.ctypes.data), at[1],
+                                               at[2], at[3], None, 2, ctypes.c_void_p(
+                                                   target.__array_interface__["data"][0]), at[4], okind)
+    return True

@@ -112,7 +112,7 @@ def _bind(lib):
             f.restype = None
         f = getattr(lib, f"chain_{dtype.name}")
         f.argtypes = [ctypes.c_ssize_t] * 3 + [ctypes.c_void_p, ctypes.c_int] + [ctypes.c_void_p] * 5 + \
-            [ctypes.c_int, ctypes.c_void_p]
+            [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
         f.restype = None
         f = getattr(lib, f"window_max_{dtype.name}")
         f.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_ssize_t] + [ctypes.c_void_p] * 6
@@ -266,11 +266,11 @@ def library():
     return _lib()
 
 
-def chain_arguments(n, outer, bases, strides, kinds, code, scales, zero_first, out) -> tuple:
+def chain_arguments(n, outer, bases, strides, kinds, code, scales, mode, out, ostrides, okind) -> tuple:
     """The arguments of fused.c's CHAIN after its rows (r0, r1), as ctypes values made once: the arrays'
     addresses (they must stay alive while these are used), prepared by notation/lowering/chains.py."""
-    at = [ctypes.c_void_p(_address(a)) for a in (outer, bases, strides, kinds, code, scales, out)]
-    return (n, at[0], len(kinds), *at[1:6], int(zero_first), at[6])
+    at = [ctypes.c_void_p(_address(a)) for a in (outer, bases, strides, kinds, code, scales, out, ostrides)]
+    return (n, at[0], len(kinds), *at[1:6], mode, at[6], at[7], okind)
 
 
 def available() -> bool:
