@@ -143,48 +143,24 @@ class ChunkedSum(SumGemv):
             s = self.chunks[c]
             tmp = scratch[:s.stop - s.start]
             if len(values) == 1:
-                tmp = self._chunk(values[0], s, tmp)
+                tmp = values[0][s]
             else:
-                np.multiply(self._chunk(values[0], s, tmp), self._chunk(values[1], s, None, items[0]), out=tmp)
+                np.multiply(values[0][s], values[1][s], out=tmp)
                 for v in values[2:]:
-                    np.multiply(tmp, self._chunk(v, s, None, items[0]), out=tmp)
+                    np.multiply(tmp, v[s], out=tmp)
             if self.leading:
                 np.matmul(ones[:tmp.shape[0]], tmp, out=dest[c])
             else:
                 np.matmul(tmp, ones, out=dest[s])
 
-    def _chunk(self, value, s, dest, worker=None):
-        """Rows s of an operand: of its array, or of a function of a view made here, a chunk at a time in
-        cache (into dest, else a buffer of the worker's), not first over the whole array (v's square)."""
-        if not isinstance(value, tuple):
-            return value[s]
-        func, arg = value
-        if dest is None:
-            dest = self._scratch(arg.dtype, ("function", worker % max(parallel.WORKERS, 1)))
-        return func.array(arg[s], out=dest[:s.stop - s.start])
-
-    def _values(self, arrays, dtype, positions):
-        """Each operand, C-ordered as (rows, row); a function of a C-ordered view as (function, view),
-        evaluated a chunk at a time (it works entry by entry, notation.register_function)."""
-        values = []
-        for op in self.product.operands:
-            arg = op.argument.as_view(arrays) if op.kind == "call" else None
-            if arg is not None and arg.flags.c_contiguous and arg.dtype == dtype:
-                values.append((op.func, arg.reshape(self.shape)))
-            else:
-                values.append(op.evaluate(arrays, dtype, positions))
-        return values
-
     def run(self, arrays, out, positions):
         p = self.product
-        values = self._values(arrays, out.dtype, positions) if out.dtype.kind in "fc" else \
-            [op.evaluate(arrays, out.dtype, positions) for op in p.operands]
-        dtype = np.result_type(*[v[1] if isinstance(v, tuple) else v for v in values])
-        if dtype.kind not in "fc" or (dtype != out.dtype and any(isinstance(v, tuple) for v in values)):
-            values = [op.evaluate(arrays, out.dtype, positions) for op in p.operands]
+        values = [op.evaluate(arrays, out.dtype, positions) for op in p.operands]
+        dtype = np.result_type(*values)
+        if dtype.kind not in "fc":
             self._write(out, np.einsum(p.einsum, *values).astype(out.dtype), False)
             return
-        values = [v if isinstance(v, tuple) else v.reshape(self.shape) for v in values]
+        values = [v.reshape(self.shape) for v in values]
         ones, partial = self._ones(dtype)
         direct = self.writes and out.dtype == dtype and out.flags.c_contiguous
         result = out.reshape(-1) if direct else np.empty(self.n_out, dtype)
