@@ -8,7 +8,6 @@ a call per row.  The loop does the same float operations in the same order, so t
 """
 from __future__ import annotations
 
-import ctypes
 import math
 
 import numpy as np
@@ -217,34 +216,3 @@ def layout(shape, table):
              for ok, st in zip(contiguous[1:], every[1:])]
     return (math.prod(outer), n, np.array(outer, np.intp), np.array(every[1:], np.intp).reshape(-1),
             np.array(kinds, np.intc), np.array(every[0], np.intp), 0 if contiguous[0] else 2)
-
-
-ADD = np.array([1, 0, 0, -1, -1], np.intc)  # one term, one operand as it is, no scale: `target += src`
-
-
-def fold_add(target, src) -> bool:
-    """target += src where target is a strided view (a padding's `xp[b, i+pt, j+pl, k] = x`), in one C
-    loop on one thread, where numpy pays a call per row: the same adds, the same bits.  False where it
-    does not apply (the caller runs numpy).  A scatter whose slices meet stays numpy's: its rows are
-    short (a few channels), and the loop was no faster there."""
-    return _one(target, src, 2)
-
-
-def _one(target, src, mode) -> bool:
-    """fused.c's CHAIN with one operand as it is: written (mode 0) or added (2) into target."""
-    lib = fused.library()
-    if lib is None or target.dtype not in fused.FLOATS or src.dtype != target.dtype or np.may_share_memory(
-            target, src):
-        return False
-    item = target.itemsize
-    t, s = _entries(target, item), _entries(np.broadcast_to(src, target.shape), item)
-    plan = None if t is None or s is None else layout(list(target.shape), [t, s])
-    if plan is None:
-        return False
-    rows, n, outer, strides, kinds, ostrides, okind = plan
-    at = [ctypes.c_void_p(a.__array_interface__["data"][0]) for a in (outer, strides, kinds, ADD, ostrides)]
-    bases = np.array([src.__array_interface__["data"][0]], np.uintp)
-    getattr(lib, f"chain_{target.dtype.name}")(0, rows, n, at[0], 1, ctypes.c_void_p(bases.ctypes.data), at[1],
-                                               at[2], at[3], None, mode, ctypes.c_void_p(
-                                                   target.__array_interface__["data"][0]), at[4], okind)
-    return True

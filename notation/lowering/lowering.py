@@ -25,7 +25,7 @@ from ..language.sizes import BoundProduct, scale
 from ..mathematics.functions import FUNCTIONS
 from ..runtime import counters, parallel
 from . import cost
-from .chains import Chain, fold_add
+from .chains import Chain
 from .maxima import window_max
 from .roads import choose
 from .steps import c_strides, make_step
@@ -69,8 +69,7 @@ class Fold:
         target = self.view(out, writeable=True)
         src = self._lined(result)
         if not self.loop:
-            if not (self.broadcast and _add_repeated(target, src)) and (
-                    target.flags.c_contiguous or not fold_add(target, src)):
+            if not (self.broadcast and _add_repeated(target, src)):
                 target += src
             return
         pos = [self.view.indices.index(i) for i in self.loop]

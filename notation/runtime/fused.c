@@ -141,12 +141,12 @@ WINDOW_MAX(window_max_float64, double)
  * out = t0 + t1 + ..., each term t = f0(a0) * f1(a1) * ... * scale, in the order and rounding of
  * numpy's passes that notation/lowering/chains.py replaces (a product's factors multiplied in order,
  * then its scale; mode 0: the first term written; 1: added to zero, where numpy zeroes the result
- * first; 2: every term added to what out holds, as a fold's `target += term` does).  The iteration
+ * first).  The iteration
  * runs over rows of n entries, the rows over up to 6 outer axes of outer[0..5] entries, row-major; out
  * and each operand have 6 outer strides and one along the row, in entries (7 each).  kind says how an
  * operand is read a block at a time: 0 contiguous rows, 1 the same for every row (a bias k over
  * b,i,j,k: tiled once), 2 gathered; okind 0: out's rows contiguous, 2: each row apart (a strided
- * target, such as a padding's: its rows gathered into a block and written back).
+ * result: its rows gathered into a block and written back).
  * code: per term its factor count, then per factor its operand and function (CHAIN_ID ...), then its
  * scale's index or -1; -1 ends it.  Rows [r0, r1) only: the workers take a part each. */
 #define CHAIN_BLOCK 1024
@@ -235,9 +235,6 @@ static void chain_next(chain_at *at, const ptrdiff_t *outer, const ptrdiff_t *os
                     src[o] = buf[o];                                                                    \
                 }                                                                                       \
                 T *restrict dst = okind ? obuf : out + r * n + c;                                       \
-                if (okind && mode == 2)  /* the rows' current values, to add to */                      \
-                    for (ptrdiff_t q = 0; q < nr; q++)                                                  \
-                        for (ptrdiff_t e = 0; e < nc; e++) dst[q * nc + e] = out[starts[nops][q] + c + e]; \
                 if (mode == 1) for (ptrdiff_t e = 0; e < L; e++) dst[e] = 0;                            \
                 const int *pc = code;                                                                   \
                 for (int term = 0; *pc >= 0; term++) {                                                  \
