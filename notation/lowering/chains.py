@@ -16,11 +16,7 @@ from ..runtime import counters, fused, parallel
 from . import cost
 
 CALLS = 2  # the Python around one run of the loop (the arrays checked, the call), in numpy calls' worth
-
-
 MARGIN = 1.25  # as roads.MARGIN: the chain replaces the terms' own roads where modelled this much faster
-
-
 ROW_SECONDS = 1.5e-9  # a broadcast product's cost per row of a few channels, numpy's or fused.multiply's
 # (batch norm's xh = xc r at resnet's stem, 50,176 rows of 32: 0.31 ms against 0.24 in the chain's blocks)
 
@@ -42,12 +38,11 @@ class Chain:
     name = "fused elementwise chain"
     alternatives = None  # {road: modelled seconds}: the chain's, and the terms' own roads summed
 
-    def __init__(self, rhs, operands, code, scales, precomputed):
+    def __init__(self, rhs, operands, code, scales):
         self.rhs = rhs
         self.operands = operands  # (product, operand, how): how is "view", "argument" or "evaluate"
         self.code = np.array(code + [-1], np.intc)
         self.scales = scales
-        self.precomputed = precomputed  # operands whose function numpy evaluates first (not in fused.c)
         self.zero_first = rhs.needs_zero
         self.shape = rhs.result_shape
         self.names = [op.view.name if how == "view" else op.argument.products[0].operands[0].view.name
@@ -61,7 +56,7 @@ class Chain:
         products = rhs.products
         if not rhs.result_shape or not products:
             return None
-        operands, code, scales, precomputed, passes = [], [], [], 0, 0
+        operands, code, scales, passes = [], [], [], 0
         for p in products:
             if p.summed or not p.fold.plain or p.fold.loop:
                 return None
@@ -74,9 +69,8 @@ class Chain:
                 elif op.func.name in fused.CHAIN_FUNCTIONS and op.argument.is_view:
                     how, func = "argument", op.func.name
                     passes += 1  # numpy writes the function's result and reads it back
-                else:
+                else:  # a function fused.c does not have: numpy makes it first, the loop reads it
                     how, func = "evaluate", "id"
-                    precomputed += 1
                 code += [len(operands), fused.CHAIN_FUNCTIONS.index(func)]
                 operands.append((p, op, how))
             if p.scale != 1.0:
@@ -87,7 +81,7 @@ class Chain:
         single = len(products) < 2 and not ((passes or _rows(products[0])) and len(operands) > 1)
         if len(operands) > fused.CHAIN_OPS or single:
             return None  # one product of plain views in long rows is one numpy pass already
-        chain = cls(rhs, operands, code, scales, precomputed)
+        chain = cls(rhs, operands, code, scales)
         r = cost.rates()
         mine, theirs = chain.modelled(4, r), chain.term_by_term(4, r)
         if mine * MARGIN >= theirs:  # a small result (a running mean's [k]): numpy's few calls cost less
@@ -110,13 +104,6 @@ class Chain:
         folds += sum(_rows(p) for p in self.rhs.products) * ROW_SECONDS
         return folds + sum(p.strategy.modelled(itemsize, r) for p in self.rhs.products) + sum(
             cost.pass_seconds(2 * op.entries, itemsize, r) for _, op, how in self.operands if how != "view")
-
-    def describe(self) -> str:
-        """What runs, for the plans."""
-        terms = len(self.rhs.products)
-        first = f", {self.precomputed} function(s) evaluated by numpy first" if self.precomputed else ""
-        return (f"all {terms} term(s) in one pass, a block of the result at a time, in one C loop "
-                f"(notation/runtime/fused.c){first}")
 
     def run(self, arrays, out, positions) -> bool:
         """out = the right side, in one pass; False where the loop does not apply here (no library,
