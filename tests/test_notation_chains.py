@@ -29,6 +29,9 @@ CHOICES = [  # equation, shapes, whether the chain runs it
     ("xc[b,n,d] = x[b,n,d] - mu[b,n]", {"x": TOKENS, "mu": TOKENS[:2]}, True),
     ("z[b,n,d] = xh[n,b,d] * g[d] + beta[d] + x[b,n,d]", {"xh": (64, 8, 96), "g": (96,), "beta": (96,),
                                                           "x": TOKENS}, True),
+    # fused.c's own functions, NaN, -0.0 and infinities included (the bits test's operands)
+    ("y[b,i] = relu(x[b,i]) * g[i] + square(t[b,i]) - x[b,i]", {"x": (64, 4096), "g": (4096,), "t": (64, 4096)},
+     True),
     # a function fused.c does not have is evaluated by numpy first, the rest in the pass
     ("y[b,i] = x[b,i] * exp(t[b,i]) + x[b,i]", {"x": (64, 4096), "t": (64, 4096)}, True),
     # a small result: three numpy calls against one (a running mean)
