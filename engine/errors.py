@@ -7,8 +7,8 @@ import re
 
 from notation.language.errors import UserError
 
-__all__ = ["UserError", "SpecError", "DataError", "CheckpointError", "TrainingError", "InputError", "named",
-           "rename"]
+__all__ = ["UserError", "SpecError", "DataError", "CheckpointError", "TrainingError", "InputError", "ExportError",
+           "named", "rename"]
 
 
 def named(name: str) -> str:
@@ -47,6 +47,11 @@ class TrainingError(UserError):
 
 class InputError(UserError):
     """Arrays or parameters handed to a network that do not fit it: wrong shape, type or missing."""
+
+
+class ExportError(UserError):
+    """A network that cannot be written in the format asked for (a kind with no form there), or an output
+    that cannot be written; one line naming what."""
 
 
 class SpecError(UserError):

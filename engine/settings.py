@@ -42,4 +42,7 @@ SETTINGS = (
             "dp, ...)", in_config=False),
 )
 BY_NAME = {s.name: s for s in SETTINGS}
+# what `input: auto` and `classes` in layers.yaml mean when no data is given: the named data sets'
+# images (MNIST and Fashion-MNIST, 28 x 28 x 1 in 10 classes; engine/data/datasets.py agrees)
+NAMED_DATA_INPUT, NAMED_DATA_CLASSES = (28, 28, 1), 10
 SPEC_DEFAULTS = {s.name: s.default for s in SETTINGS if s.in_spec}  # layers.yaml's training: fields

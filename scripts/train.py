@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Train a network of layers.yaml on MNIST or Fashion-MNIST; checkpoints resume exactly.
+"""Train a network of layers.yaml on MNIST, Fashion-MNIST or your own data; checkpoints resume exactly.
 
     python3 scripts/train.py                                         # the spec's training: defaults
     python3 scripts/train.py --network softmax-regression --epochs 1
+    python3 scripts/train.py --data photos/                          # a folder of class folders, or an .npz
     python3 scripts/train.py --checkpoint runs/seven.npz             # Ctrl-C saves; add --resume to go on
     python3 scripts/train.py --checkpoint runs/seven.npz --eval-only # accuracy and confusion matrix
 
@@ -80,6 +81,10 @@ def parser() -> argparse.ArgumentParser:
     for name in GROUPS["what to train"]:
         _setting(run, name)
     data = p.add_argument_group("data")
+    data.add_argument("--data", metavar="PATH", help="your own data instead of --dataset: an .npz of x_train, y_train, "
+                      "x_test, y_test (and classes), or a folder with one subfolder of images per class (train/ and "
+                      "test/ where present, else 20%% of each class tests); images need Pillow: pip install "
+                      "'.[images]'")
     for name in GROUPS["data"]:
         _setting(data, name)
     data.add_argument("--data-dir", metavar="DIR", help="directory holding the data set's .gz files (else "
@@ -100,8 +105,8 @@ def parser() -> argparse.ArgumentParser:
                      "pip install -e '.[plot]')")
     out.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     out.add_argument("--eval-only", action="store_true", help="evaluate --checkpoint on the test set (accuracy, "
-                     "confusion matrix) with its own settings; --dataset, --holdout, --test-limit, --batch-size "
-                     "may override")
+                     "confusion matrix) with its own settings; --dataset, --data, --holdout, --test-limit, "
+                     "--batch-size may override")
     return p
 
 
@@ -109,8 +114,8 @@ def options(o, hold_signals=False) -> training.Options:
     """The engine's options for the parsed flags `o`."""
     given = {name: getattr(o, name) for name in ("network", *GROUPS["what to train"], *GROUPS["data"])}
     return training.Options(spec=o.spec, settings=given, checkpoint=o.checkpoint, resume=o.resume,
-                            metrics=o.metrics, data_dir=o.data_dir, download=o.download, progress=o.progress,
-                            plans=o.plans, optimize=o.optimize, hold_signals=hold_signals)
+                            metrics=o.metrics, data=o.data, data_dir=o.data_dir, download=o.download,
+                            progress=o.progress, plans=o.plans, optimize=o.optimize, hold_signals=hold_signals)
 
 
 # -- the plot ---------------------------------------------------------------------------------
@@ -201,7 +206,8 @@ def train_main(o, resume: str = "", log=print, warn=None, hold_signals=False) ->
     if done.outcome is None:  # the checkpoint had all its epochs already
         return 0
     if plot and done.trainer.history:
-        draw_plot(done.trainer.history, plot, f"{done.config.network} on {done.config.dataset}", log, warn)
+        on = done.config.dataset or done.trainer.data.name
+        draw_plot(done.trainer.history, plot, f"{done.config.network} on {on}", log, warn)
     return ending(done.outcome, done.trainer, resume, log, warn)
 
 

@@ -141,8 +141,8 @@ def test_a_missing_checkpoint_is_one_line(tmp_path):
 
 def test_a_checkpoint_of_a_network_that_now_means_something_else_is_one_line(checkpoint, tmp_path):
     spec = tmp_path / "spec.yaml"
-    spec.write_text(SPEC.read_text().replace("{name: dense, kind: dense, units: 10, activation: softmax, init: zeros}",
-                                             "{name: dense, kind: dense, units: 10, activation: softmax, init: he}"))
+    spec.write_text(SPEC.read_text().replace("units: classes, activation: softmax, init: zeros}",
+                                             "units: classes, activation: softmax, init: he}"))
     err = refused("--checkpoint", checkpoint, "--spec", spec, *QUICK)
     assert "network 'softmax-regression' of" in err and "no longer means what it was trained as" in err
     assert "start a new --checkpoint" in err

@@ -77,9 +77,11 @@ def modules(folder):
 
 @pytest.mark.parametrize("folder,never", [("notation", "engine"), ("engine/compiler", "engine.training"),
                                           ("engine/compiler", "engine.data"), ("engine/data", "engine.compiler"),
-                                          ("engine/data", "engine.training")])
+                                          ("engine/data", "engine.training"), ("engine/compiler", "engine.export"),
+                                          ("engine/training", "engine.export"), ("engine/data", "engine.export")])
 def test_the_layers_import_only_downwards(folder, never):
-    """notation knows no engine; the compiler knows no training and no data; data knows no network."""
+    """notation knows no engine; the compiler knows no training and no data; data knows no network; nothing
+    below the export knows it."""
     wrong = {name: sorted(m for m in imports(p) if m == never or m.startswith(never + "."))
              for name, p in modules(folder).items()}
     assert {k: v for k, v in wrong.items() if v} == {}

@@ -361,8 +361,8 @@ HARMLESS = [
                                               "    forward:\n      - z[b,i] = 2 * x[b,i]\n    backward: derive\n", 1)),
     ("the other network's layers", lambda t: t.replace("units: 1024", "units: 512")),
     ("flow style rewritten as block style", lambda t: t.replace(
-        "      - {name: dense, kind: dense, units: 10, activation: softmax, init: zeros}",
-        "      - name: dense\n        kind: dense\n        units: 10\n"
+        "      - {name: dense, kind: dense, units: classes, activation: softmax, init: zeros}",
+        "      - name: dense\n        kind: dense\n        units: classes\n"
         "        activation: softmax\n        init: zeros")),
 ]
 MEANINGFUL = [
@@ -371,7 +371,7 @@ MEANINGFUL = [
     ("an initialiser", lambda t: t.replace("activation: softmax, init: zeros}", "activation: softmax, init: he}"),
      "layer 'dense' hyper init 'zeros' -> 'he'"),
     ("the input", lambda t: t.replace("    training: {epochs: 10}", "    training: {epochs: 10}").replace(
-        "  softmax-regression:\n    cites: \"Part 1: (12), (22)-(26)\"\n    input: [28, 28, 1]",
+        "  softmax-regression:\n    cites: \"Part 1: (12), (22)-(26)\"\n    input: auto",
         "  softmax-regression:\n    cites: \"Part 1: (12), (22)-(26)\"\n    input: [784, 1, 1]"),
      "input [28, 28, 1] -> [784, 1, 1]"),
 ]

@@ -103,6 +103,8 @@ class NetworkSpec:
     loss: str
     layers: list
     training: dict = field(default_factory=dict)  # this network's own training defaults
+    auto: tuple = ()  # what came from the data: "input" and "<layer>.<field>" of each `classes` value
+    body: dict | None = field(default=None, repr=False, compare=False)  # as written, for Spec.fitted
 
 
 @dataclass

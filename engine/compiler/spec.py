@@ -7,22 +7,25 @@ the layer graph checked in graph.py, YAML parsed in spec_yaml.py, into the recor
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from pathlib import Path
 
 from ..errors import SpecError
-from ..settings import SPEC_DEFAULTS
+from ..settings import NAMED_DATA_CLASSES, NAMED_DATA_INPUT, SPEC_DEFAULTS
 from .graph import INPUT, _graph, order
 from .kinds import ALGORITHM_CHOICES, _kind, interval, within
 from .records import Algorithm, Kind, LayerSpec, NetworkSpec, Spec
 from .spec_yaml import _name, _what, load, trailing_comments
 
-__all__ = ["read", "Spec", "Kind", "Algorithm", "LayerSpec", "NetworkSpec", "INPUT", "order", "TRAINING_DEFAULTS",
-           "ALGORITHM_CHOICES", "REQUIRED", "LAYER_NAME", "interval", "within", "trailing_comments"]
+__all__ = ["read", "fitted", "AUTO", "CLASSES", "Spec", "Kind", "Algorithm", "LayerSpec", "NetworkSpec", "INPUT",
+           "order", "TRAINING_DEFAULTS", "ALGORITHM_CHOICES", "REQUIRED", "LAYER_NAME", "interval", "within",
+           "trailing_comments"]
 
 TRAINING_DEFAULTS = SPEC_DEFAULTS  # the training: fields and their defaults (engine/settings.py)
 REQUIRED = "required"
+AUTO, CLASSES = "auto", "classes"  # input: auto and a hyperparameter's `classes` come from the data
 
 
 def _is_path(source) -> bool:
@@ -110,16 +113,32 @@ def _build(file, data) -> Spec:
     return spec
 
 
-def _network(spec, name, body) -> NetworkSpec:
+def fitted(spec: Spec, network: str, input_shape, classes: int) -> Spec:
+    """The spec with `network`'s `input: auto` and `classes` values taken from the data: its input's
+    shape (after the batch) and its number of classes.  A fixed input stays as written."""
+    body = spec.networks[network].body
+    if body is None or not spec.networks[network].auto:
+        return spec
+    out = dataclasses.replace(spec, networks=dict(spec.networks))
+    out.networks[network] = _network(out, network, body, (tuple(int(n) for n in input_shape), int(classes)))
+    return out
+
+
+def _network(spec, name, body, data=(NAMED_DATA_INPUT, NAMED_DATA_CLASSES)) -> NetworkSpec:
+    """One network; `input: auto` and `classes` values take `data`'s (input shape, number of classes)."""
     where = f"network {name!r}"
     if not isinstance(body, dict):
         raise spec.error(where, "must be a mapping with input:, layers: and loss:")
     for key in ("input", "layers", "loss"):
         if key not in body:
             raise spec.error(where, f"field {key!r} is missing")
-    shape = body["input"]
+    shape, auto = body["input"], []
+    if shape == AUTO:
+        shape = list(data[0])
+        auto.append("input")
     if not isinstance(shape, list) or not all(isinstance(n, int) and n > 0 for n in shape):
-        raise spec.error(f"{where}, field 'input'", "must list the input's sizes after the batch, e.g. [28, 28, 1]")
+        raise spec.error(f"{where}, field 'input'", "must list the input's sizes after the batch, e.g. [28, 28, 1], "
+                                                    "or say auto (the data's shape)")
     _name(spec, f"{where}, field 'loss'", body["loss"], f"a loss ({', '.join(sorted(spec.losses))})")
     if body["loss"] not in spec.losses:
         raise spec.error(f"{where}, field 'loss'", f"loss {body['loss']!r} not found, valid options are "
@@ -128,7 +147,7 @@ def _network(spec, name, body) -> NetworkSpec:
         raise spec.error(f"{where}, field 'layers'", "must be a non-empty list of layers")
     layers, names = [], set()
     for n, layer in enumerate(body["layers"]):
-        layers.append(_layer(spec, where, n, layer, names))
+        layers.append(_layer(spec, where, n, layer, names, data[1], auto))
     _graph(spec, where, layers)
     loss = spec.losses[body["loss"]]
     if loss.activation and layers[-1].activation != loss.activation:
@@ -138,10 +157,11 @@ def _network(spec, name, body) -> NetworkSpec:
     if not isinstance(training, dict) or set(training) - set(TRAINING_DEFAULTS):
         raise spec.error(f"{where}, field 'training'", f"must be a mapping of training defaults "
                                                        f"({', '.join(sorted(TRAINING_DEFAULTS))})")
-    return NetworkSpec(name, str(body.get("cites", "")), tuple(shape), body["loss"], order(layers), dict(training))
+    return NetworkSpec(name, str(body.get("cites", "")), tuple(shape), body["loss"], order(layers), dict(training),
+                       tuple(auto), body)
 
 
-def _layer(spec, where, n, layer, names) -> LayerSpec:
+def _layer(spec, where, n, layer, names, classes=NAMED_DATA_CLASSES, auto=None) -> LayerSpec:
     """One entry of a network's layers: its name (unique), kind, activation, hyperparameters, inputs."""
     if not isinstance(layer, dict) or "kind" not in layer:
         raise spec.error(f"{where}, layers[{n}]", "needs at least {name: ..., kind: ...}")
@@ -162,8 +182,13 @@ def _layer(spec, where, n, layer, names) -> LayerSpec:
     if act not in spec.activations:
         raise spec.error(f"{lwhere}, field 'activation'", f"activation {act!r} not found, valid options "
                                                           f"are {sorted(spec.activations)}")
-    merged = _layer_hyper(spec, lwhere, kind, {k: v for k, v in layer.items()
-                                              if k not in ("name", "kind", "activation", "inputs")})
+    given = {k: v for k, v in layer.items() if k not in ("name", "kind", "activation", "inputs")}
+    for k, v in given.items():
+        if v == CLASSES:  # the data's number of classes (the last dense layer's units)
+            given[k] = classes
+            if auto is not None:
+                auto.append(f"{lname}.{k}")
+    merged = _layer_hyper(spec, lwhere, kind, given)
     return LayerSpec(lname, kind, merged, act, _layer_sources(spec, lwhere, kind, layer.get("inputs", [])))
 
 

@@ -3,6 +3,9 @@ as the network takes it."""
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
+import json
 
 import numpy as np
 
@@ -15,8 +18,9 @@ LIMIT, TEST_LIMIT = f" ({named('limit')})", f" ({named('test_limit')})"
 
 @dataclasses.dataclass(eq=False)
 class Data:
-    """Train and test examples -- images uint8 in 0..255 (scaled on the fly) or floats in [0, 1] --
-    and a sentence saying what they are and where they came from."""
+    """Train and test examples -- images [n, h, w, c] or [n, h, w] as uint8 in 0..255 (scaled on the fly)
+    or floats in [0, 1], or feature vectors [n, f] -- their class names (default: "0", "1", ... up to the
+    largest label) and a sentence saying what they are and where they came from."""
 
     train_x: np.ndarray
     train_y: np.ndarray
@@ -24,15 +28,46 @@ class Data:
     test_y: np.ndarray
     name: str = "arrays"
     about: str = ""
-    classes: list = dataclasses.field(default_factory=lambda: [str(d) for d in range(10)])
+    classes: list | None = None
 
     def __post_init__(self):
-        self.train_y = np.asarray(self.train_y).astype(np.int64)
-        self.test_y = np.asarray(self.test_y).astype(np.int64)
+        self.train_y = _labels("train", self.train_y)
+        self.test_y = _labels("test", self.test_y)
+        if self.classes is None:
+            top = max(int(self.train_y.max(initial=0)), int(self.test_y.max(initial=0)))
+            self.classes = [str(d) for d in range(max(top + 1, 2))]
         if not self.about:
             self.about = f"{self.name}: train {len(self.train_y)} examples, test {len(self.test_y)} (arrays given)"
         for split in ("train_x", "test_x"):
             _finite(split, getattr(self, split))
+
+    @property
+    def shape(self) -> tuple:
+        """One example's shape as a network takes it: (h, w, c), grey [n, h, w] as (h, w, 1), or (f,)."""
+        shape = tuple(int(n) for n in np.shape(self.train_x)[1:])
+        return shape + (1,) if len(shape) == 2 else shape
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """sha256 of the examples, their labels and the class names: which data a checkpoint saw (worked
+        out once)."""
+        h = hashlib.sha256(json.dumps(list(self.classes)).encode())
+        for a in (self.train_x, self.train_y, self.test_x, self.test_y):
+            a = np.ascontiguousarray(a)
+            h.update(f"{a.dtype.str}{a.shape}".encode())
+            h.update(memoryview(a).cast("B") if a.size else b"")
+        return h.hexdigest()
+
+
+def _labels(split, y) -> np.ndarray:
+    """Labels as int64; integers only (floats that are whole numbers pass), one line otherwise."""
+    y = np.asarray(y)
+    if y.dtype.kind == "f" and np.isfinite(y).all() and (y == np.round(y)).all():
+        y = y.astype(np.int64)
+    if y.dtype.kind not in "iu" or y.ndim != 1:
+        raise DataError(f"the {split} labels are {y.dtype} of shape {y.shape}; give one whole number per example "
+                        "(a vector of class indices 0, 1, ...)")
+    return y.astype(np.int64)
 
 
 def _finite(split, images) -> None:

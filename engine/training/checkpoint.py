@@ -2,8 +2,8 @@
 
 Arrays are stored as ``params/<layer>/<param>``, ``state/<layer>/<name>`` (running statistics),
 ``optim/<key>`` and ``data/<name>``; everything
-else (epoch, batch, step, RNG state, config, history, the spec's hash) is one JSON string under
-``meta``, so the file loads with ``allow_pickle=False``.
+else (epoch, batch, step, RNG state, config, history, the spec's hash, the class names, the data's
+fingerprint) is one JSON string under ``meta``, so the file loads with ``allow_pickle=False``.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.datasets import DATASETS
 from ..errors import CheckpointError, named
 
 FORMAT = 1
@@ -112,6 +113,41 @@ def _label(where, key, table):
 def _short(value, width=60):
     text = json.dumps(value) if not isinstance(value, str) else repr(value)
     return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def class_names(ckpt) -> list:
+    """The names of the classes a checkpoint (a Checkpoint or its path) was trained on, in label order:
+    those its run recorded, else (checkpoints from before) its named data set's."""
+    ckpt = ckpt if isinstance(ckpt, Checkpoint) else load(ckpt)
+    names = ckpt.meta.get("classes")
+    if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
+        return list(names)
+    config = ckpt.meta.get("config") if isinstance(ckpt.meta.get("config"), dict) else {}
+    dataset = DATASETS.get(config.get("dataset"))
+    return list(dataset.classes) if dataset else [str(d) for d in range(_outputs(ckpt))]
+
+
+def input_shape(ckpt) -> tuple:
+    """The shape of one input (after the batch) that a checkpoint (a Checkpoint or its path) takes, as trained."""
+    where = "the checkpoint" if isinstance(ckpt, Checkpoint) else str(ckpt)
+    ckpt = ckpt if isinstance(ckpt, Checkpoint) else load(ckpt)
+    meaning_ = ckpt.meta.get("meaning")
+    shape = meaning_.get("input") if isinstance(meaning_, dict) else None
+    if not isinstance(shape, list) or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0
+                                              for n in shape):
+        raise CheckpointError(f"{where}: its record of the network's input is {shape!r}, not a list of sizes: the "
+                              f"file was damaged or altered, or predates that record; {FIX}")
+    return tuple(shape)
+
+
+def _outputs(ckpt) -> int:
+    """The number of outputs of the checkpoint's last layer (its last parameter's last axis)."""
+    layers = (ckpt.meta.get("meaning") or {}).get("layers") or []
+    for layer in reversed(layers):
+        ps = ckpt.params.get(layer.get("name") if isinstance(layer, dict) else None, {})
+        if ps:
+            return int(np.shape(list(ps.values())[-1])[-1])
+    return 10
 
 
 def save(path, ckpt: Checkpoint) -> None:

@@ -60,6 +60,26 @@ def _finite(path, what, v) -> None:
         raise _altered(path, what)
 
 
+def same_data(path, meta, data) -> None:
+    """A checkpoint resumes on the data it was trained on (when it recorded which: its fingerprint)."""
+    seen = meta.get("data_fingerprint")
+    if seen is not None and seen != data.fingerprint:
+        raise CheckpointError(f"{path}: trained on other data (fingerprint {str(seen)[:12]}), not on this {data.name} "
+                              f"(fingerprint {data.fingerprint[:12]}); resume on the data it was trained on, or start "
+                              f"a new {named('checkpoint')}")
+
+
+def fits(net, x, y, name="the data") -> None:
+    """The examples `x` fit the network's input (feature vectors of its size are reshaped) and every label
+    `y` is one of its outputs; one TrainingError line naming both shapes otherwise."""
+    if int(np.prod(net.input_shape)) != int(np.prod(np.shape(x)[1:])):
+        raise TrainingError(f"network {net.name!r} takes inputs of shape {net.input_shape}, the examples of {name} "
+                            f"are {np.shape(x)[1:]}; give data of its shape, or say input: auto in its spec")
+    top = int(np.max(y, initial=0))
+    if top >= net.classes:
+        raise TrainingError(f"network {net.name!r} has {net.classes} outputs, {name} has label {top}")
+
+
 def statistics(net, batch_size: int, n_train: int) -> None:
     """Refuse a layer with running statistics (batch norm) that sees one value per channel in a training
     batch (PyTorch: "Expected more than 1 value per channel when training"): its variance is 0."""

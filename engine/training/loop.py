@@ -80,12 +80,7 @@ class Trainer:
         self.metrics = Path(metrics) if metrics else None
         self.progress, self.log, self.on_step = progress, log, on_step
         self.warn = lambda line: print(line, file=sys.stderr)  # what the run says besides its log
-        if int(np.prod(net.input_shape)) != int(np.prod(np.shape(data.train_x)[1:])):
-            raise TrainingError(f"network {net.name!r} takes inputs of shape {net.input_shape}, the data set's "
-                                f"images are {np.shape(data.train_x)[1:]}")
-        top = max(int(data.train_y.max(initial=0)), int(data.test_y.max(initial=0)))
-        if top >= net.classes:
-            raise TrainingError(f"network {net.name!r} has {net.classes} outputs, the data set has label {top}")
+        checks.fits(net, data.train_x, np.concatenate([data.train_y, data.test_y]), data.name)
         if len(data.train_y) == 0:
             raise TrainingError("no training examples")
         checks.statistics(net, config.batch_size, len(data.train_y))
@@ -123,6 +118,7 @@ class Trainer:
             if not (k in BY_NAME and BY_NAME[k].on_resume) and saved.get(k) != mine[k]:
                 raise CheckpointError(f"{path}: trained with {named(k)} {saved.get(k)}, not {mine[k]}; resume "
                                       f"with the settings it began with, or start a new {named('checkpoint')}")
+        checks.same_data(path, meta, self.data)
         self.epoch, self.batch, self.step = (ckpt_io.meta_count(ckpt, path, k) for k in ("epoch", "batch", "step"))
         try:
             self.net.set_params(ckpt.params)
@@ -175,7 +171,9 @@ class Trainer:
                 "config": dataclasses.asdict(self.config), "epoch": self.epoch, "batch": self.batch,
                 "step": self.step, "rng_state": self.rng_state, "sums": self.sums, "history": self.history,
                 "dtype": str(self.net.dtype), "mask_rng_state": self.mask_state, "arithmetic": arithmetic(),
-                "algorithms": dict(self.net.algorithms)}  # what `auto` chose: a resume runs the same
+                "algorithms": dict(self.net.algorithms),  # what `auto` chose: a resume runs the same
+                "classes": [str(c) for c in self.data.classes], "data_fingerprint": self.data.fingerprint,
+                "data_name": self.data.name}
         order = self.order if self.order is not None else np.zeros(0, np.int64)
         try:
             ckpt_io.save(self.checkpoint, Checkpoint(self.net.params, self.opt.state(), {"order": order}, meta,

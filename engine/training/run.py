@@ -13,12 +13,15 @@ import numpy as np
 
 from notation.runtime import environment
 
+from ..compiler.spec import fitted
+from ..data.arrays import own_data
 from ..data.examples import Data, load_data
 from ..errors import CheckpointError, TrainingError, named
 from . import checkpoint as ckpt_io
-from . import checks, outputs, schedule
+from . import checks, outputs, restore, schedule
 from .evaluation import Evaluation, evaluate, format_confusion
 from .loop import Outcome, Trainer, count
+from .restore import read_spec, recorded_algorithms
 from .settings import Config, make_config
 
 EVAL_IGNORES = ("optimizer", "lr", "epochs", "seed", "limit", "schedule", "augment")  # training settings
@@ -35,6 +38,7 @@ class Options:
     checkpoint: str | Path | None = None  # written at the end of every epoch and on Ctrl-C
     resume: bool = False                  # continue `checkpoint` exactly where it stopped
     metrics: str | Path | None = None     # JSON lines: one per step, one per epoch
+    data: str | Path | Data | None = None  # the run's own data: an .npz, a folder of class folders, or Data
     data_dir: str | Path | None = None
     download: bool = True
     progress: bool = True                 # progress bars
@@ -52,14 +56,6 @@ class Trained:
     config: Config
 
 
-def read_spec(path):
-    """The spec and its file's bytes (the legacy checkpoint hash reads them)."""
-    from ..compiler.spec import read
-
-    spec = read(Path(path))
-    return spec, Path(path).read_bytes()
-
-
 def describe(net, spec_file, config: Config) -> str:
     """One line: the network, its size and the settings it trains with."""
     size = sum(int(v.size) for ps in net.params.values() for v in ps.values())
@@ -69,9 +65,12 @@ def describe(net, spec_file, config: Config) -> str:
             f"{'' if config.augment == 'none' else f', augment {config.augment}'}")
 
 
-def train(o: Options, log=print, warn=None) -> Trained:
-    """Train (or resume) as `o` says. Raises a UserError (one line) for bad input, before any training.
-    The checkpoint and metrics paths are claimed for the run: a second run given one is refused."""
+def train(o: Options, log=print, warn=None, data=None) -> Trained:
+    """Train (or resume) as `o` says (`data`: the run's own data, as Options.data). Raises a UserError (one
+    line) for bad input, before any training. The checkpoint and metrics paths are claimed for the run: a
+    second run given one is refused."""
+    if data is not None:
+        o = dataclasses.replace(o, data=data)
     environment.check()
     outputs.check_distinct({"spec": o.spec, "checkpoint": o.checkpoint, "metrics": o.metrics})
     with outputs.claimed({"checkpoint": o.checkpoint, "metrics": o.metrics}):
@@ -87,9 +86,17 @@ def _train(o: Options, log, warn) -> Trained:
         outputs.check_metrics(o.metrics, o.resume)
     given = dict(o.settings)
     network = given.get("network") or spec.network
+    _check_source(o, given, ckpt)
     config = make_config(spec.training_for(network), network, given, ckpt.meta["config"] if ckpt else None)
     if config.network not in spec.networks:
         raise spec.error("network", f"{config.network!r} not found, valid options are {sorted(spec.networks)}")
+    own = None
+    if o.data is not None:  # the network's `input: auto` and `classes` come from it
+        config = dataclasses.replace(config, dataset=None)
+        own = own_data(o.data, config.limit, config.test_limit, log)
+        if ckpt is not None:  # before the network's meaning, which other data would change too
+            checks.same_data(o.checkpoint, ckpt.meta, own)
+        spec = fitted(spec, config.network, own.shape, len(own.classes))
     meaning = ckpt_io.meaning(spec, config.network)
     digest, legacy = ckpt_io.fingerprint(meaning), ckpt_io.spec_hash(spec_bytes, config.network)
     if ckpt is not None:
@@ -97,7 +104,7 @@ def _train(o: Options, log, warn) -> Trained:
     _check_outputs(o, log)
     net = load_network(spec, network=config.network, seed=config.seed, optimize=o.optimize,
                        algorithms=recorded_algorithms(ckpt, o.checkpoint))  # every setting is checked before the data
-    data = load_data(config, o.data_dir, download=o.download, log=log)
+    data = own if own is not None else load_data(config, o.data_dir, download=o.download, log=log)
     log(f"data: {data.about}")
     log(describe(net, o.spec, config))
     _check_batch(net, config, data, log)
@@ -125,14 +132,24 @@ def _train(o: Options, log, warn) -> Trained:
     return Trained(trainer.run(), trainer, config)
 
 
-def recorded_algorithms(ckpt, path) -> dict | None:
-    """The algorithms `auto` chose for the checkpoint's run ({layer: name}), or None where it predates them."""
-    if ckpt is None or "algorithms" not in ckpt.meta:
-        return None
-    found = ckpt.meta["algorithms"]
-    if not isinstance(found, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in found.items()):
-        raise CheckpointError(f"{path}: its record of the algorithms is damaged; {ckpt_io.FIX}")
-    return found
+def _check_source(o: Options, given: dict, ckpt) -> None:
+    """Own data (`data`) and a named data set (`dataset`, `holdout`, `data_dir`) do not mix, and a resume
+    reads the kind of data its checkpoint was trained on."""
+    if o.data is not None:
+        clash = [named(k) for k in ("dataset", "holdout") if given.get(k) is not None] + \
+            ([named("data_dir")] if o.data_dir is not None else [])
+        if clash:
+            raise TrainingError(f"{named('data')} is the run's own data, and {', '.join(clash)} belong"
+                                f"{'s' if len(clash) == 1 else ''} to a named data set: give one or the other")
+    if ckpt is None:
+        return
+    saved = ckpt.meta["config"].get("dataset", "fashion-mnist")
+    if saved is None and o.data is None:
+        raise TrainingError(f"{o.checkpoint}: trained on its own data ({ckpt.meta.get('data_name', 'arrays')}); give "
+                            f"{named('data')} with that data to resume it")
+    if saved is not None and o.data is not None:
+        raise TrainingError(f"{o.checkpoint}: trained on the data set {saved}, not on {named('data')}; resume without "
+                            f"{named('data')}, or start a new {named('checkpoint')}")
 
 
 def _resume_point(o: Options):
@@ -224,7 +241,6 @@ def _check_memory(net, config: Config, n_train: int, n_test: int, training: bool
 def evaluate_checkpoint(o: Options, log=print) -> Evaluation:
     """Accuracy, loss and confusion matrix of o.checkpoint on the test set, logged and returned (the
     Evaluation a trained run's outcome carries)."""
-    from ..compiler.network import load as load_network
 
     if not o.checkpoint:
         raise TrainingError(f"{named('eval_only')} needs {named('checkpoint')} PATH, the checkpoint to evaluate")
@@ -240,45 +256,30 @@ def evaluate_checkpoint(o: Options, log=print) -> Evaluation:
     if not Path(o.checkpoint).exists():
         raise CheckpointError(f"{o.checkpoint}: no such checkpoint (it does not exist); train one first with "
                               f"{named('checkpoint')} {o.checkpoint}, then evaluate it with {named('eval_only')}")
-    ckpt = ckpt_io.load(o.checkpoint)
-    saved = ckpt.meta.get("config")
-    if not isinstance(saved, dict):
-        raise CheckpointError(f"{o.checkpoint}: it holds no training settings; {ckpt_io.FIX}")
-    spec, spec_bytes = read_spec(o.spec)
-    network = saved.get("network")
-    if not isinstance(network, str) or network not in spec.networks:
-        raise CheckpointError(f"{o.checkpoint}: it was trained as network {network!r}, which {o.spec} does not "
-                              f"define (it has {sorted(spec.networks)}); give the {named('spec')} it was trained with")
-    if o.settings.get("network") and o.settings["network"] != network:
-        raise TrainingError(f"{o.checkpoint} holds network {network!r}, not {o.settings['network']!r}; drop "
-                            f"{named('network')}")
-    meaning = ckpt_io.meaning(spec, network)
-    ckpt_io.check_spec(ckpt, o.checkpoint, ckpt_io.fingerprint(meaning), str(o.spec), network, meaning,
-                       ckpt_io.spec_hash(spec_bytes, network))
+    ckpt = restore.load_checkpoint(o.checkpoint)
+    saved = ckpt.meta["config"]
+    if saved.get("dataset") is None and o.data is None:
+        raise TrainingError(f"{o.checkpoint}: trained on its own data ({ckpt.meta.get('data_name', 'arrays')}); give "
+                            f"{named('data')} PATH to evaluate it on (that data, or data of its shape and classes)")
+    back = restore.restored(ckpt, o.checkpoint, o.spec, o.settings.get("network"), o.optimize)
+    net, network = back.net, back.net.name
     epoch, step = (ckpt_io.meta_count(ckpt, o.checkpoint, k) for k in ("epoch", "step"))
     overrides = {k: o.settings[k] for k in EVAL_OVERRIDES if o.settings.get(k) is not None}
-    config = make_config({}, network, {}, {**saved, **overrides})
-    net = load_network(spec, network=network, seed=config.seed, optimize=o.optimize,
-                       algorithms=recorded_algorithms(ckpt, o.checkpoint))  # every setting is checked before the data
-    data = load_data(config, o.data_dir, download=o.download, log=log, train=False)
+    if o.data is not None:
+        _check_source(o, overrides, None)
+        config = make_config({}, network, {}, {**saved, **overrides, "dataset": None})
+        data = own_data(o.data, None, config.test_limit, log)
+    else:
+        config = make_config({}, network, {}, {**saved, **overrides})
+        data = load_data(config, o.data_dir, download=o.download, log=log, train=False)
     log(f"data: {data.about}")
-    checks.arrays(o.checkpoint, ckpt)
-    try:
-        net.set_params(ckpt.params)
-        if net.state_shapes:
-            net.set_state(ckpt.state)
-    except (ValueError, TypeError) as exc:
-        raise CheckpointError(f"{o.checkpoint}: {exc}; {ckpt_io.FIX}") from None
-    bad = [f"{layer}.{p}" for layer, ps in net.params.items() for p, v in ps.items() if not np.isfinite(v).all()]
-    if bad:
-        raise CheckpointError(f"{o.checkpoint}: its weights are not finite (NaN or infinite) in {', '.join(bad)}; "
-                              "training never saves such weights, so the file was damaged or altered; "
-                              f"{ckpt_io.FIX}")
+    checks.fits(net, data.test_x, data.test_y, data.name)
     _check_memory(net, config, 0, len(data.test_y), training=False)
     if o.plans:
         log(net.plans(min(config.batch_size, max(len(data.test_y), 1))))
     log(f"checkpoint: {o.checkpoint}: {network}, {count(epoch, 'epoch')}, step {step} "
-        f"({config.optimizer} lr {config.lr:g}, batch {saved.get('batch_size')}, trained on {saved.get('dataset')})")
+        f"({config.optimizer} lr {config.lr:g}, batch {saved.get('batch_size')}, trained on "
+        f"{saved.get('dataset') or ckpt.meta.get('data_name')})")
     t = time.perf_counter()
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         ev = evaluate(net, data.test_x, data.test_y, config.batch_size)

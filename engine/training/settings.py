@@ -21,8 +21,8 @@ OLD_CHECKPOINTS = {"schedule": "constant", "augment": "none"}  # what a checkpoi
 HOLDOUT_SEED = 0  # the holdout split is the same for every seed
 
 # what a run is given besides its settings: the command line names these too
-RUN_OPTIONS = ("spec", "network", "checkpoint", "resume", "metrics", "plot", "data_dir", "download", "progress",
-               "plans", "eval_only")
+RUN_OPTIONS = ("spec", "network", "checkpoint", "resume", "metrics", "plot", "data", "data_dir", "download",
+               "progress", "plans", "eval_only")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,7 +31,7 @@ class Config:
     and a resume must match it."""
 
     network: str
-    dataset: str
+    dataset: str | None  # None: the run's own data (`data`: a path or arrays), which its checkpoint fingerprints
     optimizer: str
     lr: float
     batch_size: int
@@ -117,6 +117,7 @@ def value(name: str, given):
 
 def checked(c: Config) -> Config:
     """c with every setting checked (one line naming the first bad one) and augment in its plain form."""
-    values = {f.name: value(f.name, getattr(c, f.name)) for f in dataclasses.fields(c) if f.name != "network"}
+    values = {f.name: value(f.name, getattr(c, f.name)) for f in dataclasses.fields(c) if f.name != "network"
+              and not (f.name == "dataset" and c.dataset is None)}  # dataset None: the run's own data
     values["augment"] = ",".join(augment.parse(c.augment)) or "none"
     return dataclasses.replace(c, **values)
