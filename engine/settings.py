@@ -15,6 +15,7 @@ class Setting:
     default: object           # the spec's default; None: unset
     help: str
     low: float | None = None  # the smallest value it takes (float: more than low)
+    zero: bool = False        # a float that may also be 0 (off)
     in_spec: bool = True      # may be given in layers.yaml's training: (else only when a run is started)
     in_config: bool = True    # decides the run's trajectory: a checkpoint keeps it and a resume must match
     on_resume: bool = False   # may change when a run resumes (epochs: train longer)
@@ -31,6 +32,10 @@ SETTINGS = (
             "augmentation", low=0),
     Setting("schedule", str, "constant", "the learning rate over the run: constant, or cosine (from lr down to 0 "
             "over the epochs)"),
+    Setting("warmup", int, 0, "epochs over which the rate rises in a straight line from near 0 to lr before the "
+            "schedule takes over (0: none)", low=0),
+    Setting("weight_decay", float, 0.0, "decoupled weight decay (AdamW): each step multiplies the weights (not "
+            "biases or gains) by 1 - rate * weight_decay (0: none)", low=0, zero=True),
     Setting("augment", str, "none", "what changes each training image at random: flip (a mirror image), shift "
             "(by up to 2 pixels), both joined by a comma, or none"),
     Setting("limit", int, None, "train on the first N training examples", low=1, in_spec=False),

@@ -6,8 +6,10 @@
 
 It prints each epoch's wall time, training images per second and test accuracy, as train.py does,
 so that the engine's default run can be read against PyTorch's on the same machine.  The recipe is
-the network's `training:` settings (optimizer Adam, its lr, batch size, epochs; a constant rate),
-the data the same; augmentation and a cosine schedule are not reproduced (said so where set).
+the network's `training:` settings (optimizer Adam, its lr, batch size, epochs), the data the same;
+the schedule and its warm-up take the engine's rates step by step, weight decay is AdamW's on the
+weights the engine decays (two or more axes), and the images are augmented by the engine's own
+augmentation, drawn as its run draws them.
 PyTorch is optional: `.venv/bin/pip install torch==2.13.0`.
 """
 from __future__ import annotations
@@ -27,7 +29,7 @@ from _shared import Parser, starting  # noqa: E402
 with starting("bench_training.py"):
     import engine
     from engine import UserError
-    from engine.training import inputs, load_data, make_config
+    from engine.training import augment, inputs, load_data, make_config, optim, schedule
 
 
 def main(argv=None) -> int:
@@ -62,24 +64,36 @@ def main(argv=None) -> int:
         return 2
     torch.set_num_threads(args.threads)
     dtype = twins.torch_dtype(torch, net)
-    opt = torch.optim.Adam(model.parameters(), config.lr)
+    params = list(model.parameters())
+    opt = torch.optim.AdamW([{"params": [w for w in params if optim.decays(w)], "weight_decay": config.weight_decay},
+                             {"params": [w for w in params if not optim.decays(w)], "weight_decay": 0.0}], config.lr)
     x, y = inputs(data.train_x, net.input_shape, net.dtype), data.train_y
     tx, ty = inputs(data.test_x, net.input_shape, net.dtype), data.test_y
-    extras = [s for s in ("schedule", "augment") if getattr(config, s) not in ("constant", "none")]
+    steps = -(-len(y) // config.batch_size)
+    rate = schedule.warmed(schedule.get(config.schedule), config.warmup * steps)
+    names = augment.parse(config.augment)
+    extras = [f"{config.schedule} schedule"] if config.schedule != "constant" else []
+    extras += [f"warm-up {config.warmup} epochs"] if config.warmup else []
+    extras += [f"weight decay {config.weight_decay:g}"] if config.weight_decay else []
+    extras += [f"augment {config.augment}"] if config.augment != "none" else []
     print(f"{name}: PyTorch {torch.__version__} on {args.threads} threads, Adam lr {config.lr:g}, batch "
           f"{config.batch_size}, {config.epochs} epochs, {len(y)} training examples"
-          + (f" (not reproduced: {', '.join(extras)})" if extras else ""))
-    rng, total = np.random.default_rng(config.seed), 0.0
+          + (f"; {', '.join(extras)}" if extras else ""))
+    rng, total, step = np.random.default_rng(config.seed), 0.0, 0
     for epoch in range(1, config.epochs + 1):
         model.train()
         order = rng.permutation(len(y))
         start = time.perf_counter()
-        for s in range(0, len(y), config.batch_size):
+        for batch, s in enumerate(range(0, len(y), config.batch_size)):
             idx = order[s:s + config.batch_size]
+            images = augment.apply(names, x[idx], augment.batch_generator(config.seed, epoch - 1, batch))
+            for group in opt.param_groups:
+                group["lr"] = rate(config.lr, step, config.epochs * steps)
             opt.zero_grad()
             labels = torch.from_numpy(y[idx].astype(np.int64))
-            model.loss(model(twins.to_torch(torch, x[idx], dtype)), labels).backward()
+            model.loss(model(twins.to_torch(torch, images, dtype)), labels).backward()
             opt.step()
+            step += 1
         seconds = time.perf_counter() - start
         total += seconds
         model.eval()

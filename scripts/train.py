@@ -42,8 +42,9 @@ with starting("train.py", defer=__name__ == "__main__"):  # Ctrl-C while the eng
 # the flag of each setting and run option the engine names (`lr` in its messages is --lr here)
 FLAGS = {name: "--" + name.replace("_", "-") for name in (*settings.BY_NAME, *settings.RUN_OPTIONS)}
 FLAGS.update(download="--no-download", progress="--no-progress")
-METAVARS = {"lr": "RATE", "augment": "NAMES"}
-GROUPS = {"what to train": ("optimizer", "lr", "batch_size", "epochs", "seed", "schedule", "augment"),
+METAVARS = {"lr": "RATE", "augment": "NAMES", "weight_decay": "FACTOR"}
+GROUPS = {"what to train": ("optimizer", "lr", "batch_size", "epochs", "seed", "schedule", "warmup", "weight_decay",
+                            "augment"),
           "data": ("dataset", "limit", "test_limit", "holdout")}
 
 

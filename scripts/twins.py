@@ -9,18 +9,42 @@ from __future__ import annotations
 import numpy as np
 
 KINDS = {}  # kind name -> builder(torch, block) -> a torch module, or a function of the layer's inputs
+LAYOUTS = {}  # kind name -> layout(module) -> {engine param: (torch parameter, its view in the engine's layout)}
 
 
-def twin(*names):
-    """Register a builder as the twin of the layer kinds `names`."""
+def twin(*names, layout=None):
+    """Register a builder as the twin of the layer kinds `names`; `layout` says where each of the engine's
+    parameters lies in the module (a view of a torch parameter: transposed, permuted, sliced, reshaped)."""
     def register(builder):
         for name in names:
             KINDS[name] = builder
+            if layout is not None:
+                LAYOUTS[name] = layout
         return builder
     return register
 
 
-ACTIVATIONS = {"identity": None, "relu": "relu", "tanh": "tanh", "sigmoid": "sigmoid", "softmax": "softmax"}
+def _inner(module):
+    """The layer itself, under a ZeroPad2d that _padded may have put in front of it."""
+    return module[-1] if type(module).__name__ == "Sequential" else module
+
+
+def _linear(m):
+    return {"w": (m.weight, lambda t: t.T), "b": (m.bias, lambda t: t)}
+
+
+def _conv(m):
+    m = _inner(m)
+    # (15) convolves: w[P-p, Q-q, r, k] is torch's cross-correlation weight[k, r, p, q], flipped
+    return {"w": (m.weight, lambda t: t.permute(2, 3, 1, 0).flip(0, 1)), "b": (m.bias, lambda t: t)}
+
+
+def _norm(m):
+    return {"g": (m.weight, lambda t: t), "beta": (m.bias, lambda t: t)}
+
+
+ACTIVATIONS = {"identity": None, "relu": "relu", "tanh": "tanh", "sigmoid": "sigmoid", "softmax": "softmax",
+               "gelu": "gelu"}
 LOSSES = {"softmax_cross_entropy": "softmax"}  # loss -> the activation it fuses with (logits into the torch loss)
 
 
@@ -35,7 +59,7 @@ def _padded(torch, conv, block):
     return torch.nn.Sequential(torch.nn.ZeroPad2d((pl, pr, pt, pb)), conv)
 
 
-@twin("conv2d")
+@twin("conv2d", layout=_conv)
 def _conv2d(torch, block):
     s = block.sizes
     return _padded(torch, torch.nn.Conv2d(s["channels"], s["filters"], s["kernel"], stride=s["stride"]), block)
@@ -60,13 +84,13 @@ def _transpose(torch, block):
     return torch.nn.ConvTranspose2d(s["channels"], s["filters"], s["kernel"], stride=s["stride"])
 
 
-@twin("batchnorm")
+@twin("batchnorm", layout=_norm)
 def _batchnorm(torch, block):
     h = block.hyper
     return torch.nn.BatchNorm2d(block.sizes["channels"], eps=float(h["eps"]), momentum=float(h["momentum"]))
 
 
-@twin("layernorm")
+@twin("layernorm", layout=_norm)
 def _layernorm(torch, block):
     return torch.nn.LayerNorm(block.sizes["features"], eps=float(block.hyper["eps"]))
 
@@ -92,7 +116,7 @@ def _flatten(torch, block):
     return lambda x: x.permute(0, 2, 3, 1).flatten(1)
 
 
-@twin("dense")
+@twin("dense", layout=_linear)
 def _dense(torch, block):
     return torch.nn.Linear(block.sizes["features"], block.sizes["units"])
 
@@ -112,6 +136,89 @@ def _concat(torch, block):
     return lambda x1, x2: torch.cat((x1, x2), 1)
 
 
+# -- tokens [b, n, d]: dense, layernorm and add above serve them as they are (torch's act on the last axis)
+def _patches(m):
+    return {"w": (m.conv.weight, lambda t: t.permute(2, 3, 1, 0)), "b": (m.conv.bias, lambda t: t)}
+
+
+@twin("patch_embedding", layout=_patches)
+def _patch_embedding(torch, block):
+    s = block.sizes
+
+    class PatchEmbedding(torch.nn.Module):
+        """A convolution with kernel = stride = P, its [b, d, i, j] read as tokens [b, i*J + j, d]."""
+
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(s["channels"], s["dim"], s["patch"], stride=s["patch"])
+
+        def forward(self, x):
+            return self.conv(x).flatten(2).transpose(1, 2)
+    return PatchEmbedding()
+
+
+@twin("positional_embedding", layout=lambda m: {"pos": (m.pos, lambda t: t)})
+def _positional_embedding(torch, block):
+    s = block.sizes
+
+    class PositionalEmbedding(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pos = torch.nn.Parameter(torch.zeros(s["tokens"], s["features"]).normal_(0, 0.02))
+
+        def forward(self, x):
+            return x + self.pos
+    return PositionalEmbedding()
+
+
+def _attention_layout(m):
+    return {"wq": (m.q.weight, lambda t: t.T), "bq": (m.q.bias, lambda t: t), "wk": (m.k.weight, lambda t: t.T),
+            "wv": (m.v.weight, lambda t: t.T), "bv": (m.v.bias, lambda t: t),
+            "wo": (m.o.weight, lambda t: t.T), "bo": (m.o.bias, lambda t: t)}
+
+
+@twin("attention", layout=_attention_layout)
+def _attention(torch, block):
+    d, heads = block.sizes["features"], block.sizes["heads"]
+
+    class Attention(torch.nn.Module):
+        """Multi-head self-attention written out as a PyTorch user would: q, k (no bias, as the engine's),
+        v and the output projection as Linear layers, torch's fused scaled_dot_product_attention between."""
+
+        def __init__(self):
+            super().__init__()
+            self.q, self.k = torch.nn.Linear(d, d), torch.nn.Linear(d, d, bias=False)
+            self.v, self.o = torch.nn.Linear(d, d), torch.nn.Linear(d, d)
+
+        def forward(self, x):
+            b, n, _ = x.shape
+            q, k, v = (f(x).view(b, n, heads, d // heads).transpose(1, 2) for f in (self.q, self.k, self.v))
+            o = torch.nn.functional.scaled_dot_product_attention(q, k, v)  # softmax(q k^T / sqrt(E)) v
+            return self.o(o.transpose(1, 2).reshape(b, n, d))
+    return Attention()
+
+
+@twin("token_mixing", layout=lambda m: _linear(m.mix))
+def _token_mixing(torch, block):
+    s = block.sizes
+
+    class TokenMixing(torch.nn.Module):
+        """A Linear over the tokens: each feature's column [b, n] mixed apart."""
+
+        def __init__(self):
+            super().__init__()
+            self.mix = torch.nn.Linear(s["tokens"], s["units"])
+
+        def forward(self, x):
+            return self.mix(x.transpose(1, 2)).transpose(1, 2)
+    return TokenMixing()
+
+
+@twin("mean_pool")
+def _mean_pool(torch, block):
+    return lambda x: x.mean(1)
+
+
 def missing(net) -> list:
     """What of `net` has no PyTorch twin, as 'kind NAME', 'activation NAME', 'loss NAME'; [] if all has."""
     gaps = [f"kind {layer.kind!r}" for layer in net.net.layers if layer.kind not in KINDS]
@@ -119,6 +226,15 @@ def missing(net) -> list:
     if net.net.loss not in LOSSES:
         gaps.append(f"loss {net.net.loss!r}")
     return list(dict.fromkeys(gaps))
+
+
+def _activate(torch, a, activation):
+    """The layer's activation on its output `a` (None: none)."""
+    if activation == "softmax":  # over each example's entries, as the engine's [b, i]
+        return torch.softmax(a.reshape(a.shape[0], -1), 1).reshape(a.shape)
+    if activation == "gelu":  # the engine's form: tanh's approximation, not erf
+        return torch.nn.functional.gelu(a, approximate="tanh")
+    return a if activation is None else getattr(torch, activation)(a)
 
 
 class ShapeMismatch(ValueError):
@@ -178,11 +294,7 @@ def build(net, batch: int):
                 if expect is not None and tuple(a.shape) != expect[name]:
                     raise ShapeMismatch(kind, f"layer {name!r} ({kind}): its twin gives {tuple(a.shape)}, the engine "
                                               f"{expect[name]}")
-                if activation == "softmax":  # over each example's entries, as the engine's [b, i]
-                    a = torch.softmax(a.reshape(a.shape[0], -1), 1).reshape(a.shape)
-                elif activation is not None:
-                    a = getattr(torch, activation)(a)
-                outs[name] = a
+                outs[name] = a = _activate(torch, a, activation)
             return a
 
     dtype = torch_dtype(torch, net)
@@ -213,6 +325,41 @@ def to_torch(torch, x, dtype):
     if t.ndim == 4:
         t = t.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
     return t
+
+
+def _views(model, net):
+    """(layer, param, torch parameter, its view in the engine's layout) for every engine parameter."""
+    import torch
+    for layer in net.net.layers:
+        names = net.params.get(layer.name, {})
+        if not names:
+            continue
+        if layer.kind not in LAYOUTS:
+            raise ValueError(f"layer {layer.name!r} ({layer.kind}): its twin does not say where its parameters lie")
+        module = model.layers[layer.name] if layer.name in model.layers else model.functions[layer.name]
+        where = LAYOUTS[layer.kind](module)
+        for p in names:
+            param, view = where[p]
+            yield layer.name, p, param, view, torch
+
+
+def load_params(model, net) -> None:
+    """Give the twin the engine's parameters, each put where the kind's layout says."""
+    for layer, p, param, view, torch in _views(model, net):
+        # the flat positions of the view's entries within the parameter: a view's inverse, whatever it is
+        where = view(torch.arange(param.numel()).reshape(param.shape)).reshape(-1)
+        flat = param.detach().reshape(-1).clone()  # logical order, whatever the memory format
+        flat[where] = torch.from_numpy(np.ascontiguousarray(net.params[layer][p])).reshape(-1).to(param.dtype)
+        with torch.no_grad():
+            param.copy_(flat.reshape(param.shape))
+
+
+def grads(model, net) -> dict:
+    """The twin's gradients in the engine's layout: {layer: {param: array}}, as net.loss_and_grads gives."""
+    out = {}
+    for layer, p, param, view, _ in _views(model, net):
+        out.setdefault(layer, {})[p] = view(param.grad).detach().numpy()
+    return out
 
 
 def parameter_count(model) -> int:

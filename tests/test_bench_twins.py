@@ -13,7 +13,7 @@ spec = importlib.util.spec_from_file_location("twins", ROOT / "scripts" / "twins
 twins = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(twins)
 
-NETWORKS = ["seven-layer", "softmax-regression", "seven-layer-bn", "resnet", "zoo"]
+NETWORKS = ["seven-layer", "softmax-regression", "seven-layer-bn", "resnet", "zoo", "vit", "mixer"]
 
 
 def test_these_are_all_the_shipped_networks():
@@ -95,3 +95,27 @@ def test_bench_times_a_network_whose_twin_does_not_match_on_the_engine_alone(tmp
     section = json.loads(out.stdout)["networks"]["wide"]
     assert section["no_twin"] == ["kind 'concat'"] and "pytorch" not in section["batches"][0]
     assert "network wide: PyTorch side skipped: its twin does not match: layer 'cat' (concat)" in out.stderr
+
+
+# the networks without dropout: the twin's masks could not be the engine's
+SAME_LOSS = ["seven-layer", "softmax-regression", "resnet", "vit", "mixer"]
+
+
+@pytest.mark.parametrize("name", SAME_LOSS)
+def test_the_twin_given_the_engines_parameters_has_its_loss_and_gradients_in_float64(name):
+    import engine
+    net = engine.load(SPEC, network=name, dtype="float64", check=False)
+    rng = np.random.default_rng(0)
+    x, y = rng.random((4, *net.input_shape)), rng.integers(0, net.classes, 4)
+    model = twins.build(net, 4)
+    twins.load_params(model, net)
+    loss, grads = net.loss_and_grads(x, y)
+    twin_loss = model.loss(model(twins.to_torch(torch, x, torch.float64)), torch.from_numpy(y))
+    twin_loss.backward()
+    assert twin_loss.item() == pytest.approx(loss, rel=1e-12)
+    twin_grads = twins.grads(model, net)
+    grads = {layer: ps for layer, ps in grads.items() if ps}
+    assert twin_grads.keys() == grads.keys()
+    for layer, ps in grads.items():
+        for p, g in ps.items():
+            np.testing.assert_allclose(twin_grads[layer][p], g, rtol=1e-9, atol=1e-12, err_msg=f"{layer}.{p}")

@@ -63,6 +63,42 @@ def test_adam_matches_kingma_and_ba(shape):
     np.testing.assert_allclose(w, ref, rtol=1e-6)
 
 
+@pytest.mark.usefixtures("update")
+@pytest.mark.parametrize("name", ["sgd", "momentum", "adam"])
+def test_weight_decay_shrinks_weights_by_rate_times_decay_and_leaves_biases(name):
+    rng = np.random.default_rng(0)
+    params = {"l": {"w": rng.standard_normal((3, 5)), "b": rng.standard_normal(5)}}
+    before = {k: v.copy() for k, v in params["l"].items()}
+    opt = optim.decaying(make(name, params, 0.1), 0.5)
+    opt.step(params, {"l": {k: np.zeros_like(v) for k, v in params["l"].items()}})  # no gradient: decay alone
+    np.testing.assert_array_equal(params["l"]["w"], before["w"] * (1 - 0.1 * 0.5))
+    np.testing.assert_array_equal(params["l"]["b"], before["b"])
+
+
+@pytest.mark.usefixtures("update")
+def test_adam_with_weight_decay_matches_loshchilov_and_hutter():
+    rng = np.random.default_rng(0)
+    w0 = rng.standard_normal((3, 5))
+    params = {"l": {"w": w0.copy()}}
+    opt = optim.decaying(make("adam", params, 0.01), 0.1)
+    m, v, ref = np.zeros_like(w0), np.zeros_like(w0), w0.copy()
+    for t in range(1, 5):
+        g = rng.standard_normal(w0.shape)
+        opt.step(params, {"l": {"w": g}})
+        ref *= 1 - 0.01 * 0.1
+        m = 0.9 * m + 0.1 * g
+        v = 0.999 * v + 0.001 * g * g
+        ref -= 0.01 * (m / (1 - 0.9 ** t)) / (np.sqrt(v / (1 - 0.999 ** t)) + 1e-8)
+    np.testing.assert_allclose(params["l"]["w"], ref, rtol=1e-6)
+
+
+def test_an_optimizer_without_weight_decay_is_refused_in_one_line():
+    class Plain:
+        name = "plain"
+    with pytest.raises(ValueError, match=r"^optimizer 'plain' has no weight decay; leave `weight_decay` at 0"):
+        optim.decaying(Plain(), 0.1)
+
+
 def test_unknown_optimizer_lists_the_valid_ones():
     valid = r"\['adam', 'momentum', 'sgd'\]"
     with pytest.raises(ValueError, match=rf"optimizer 'adagrad' not found, valid options are {valid}"):

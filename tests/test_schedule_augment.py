@@ -20,6 +20,16 @@ def test_cosine_falls_from_the_rate_through_half_to_zero():
     assert all(a > b for a, b in zip(rates, rates[1:]))
 
 
+def test_a_warm_up_rises_in_a_line_then_the_schedule_runs_as_if_begun_there():
+    rate = schedule.warmed(schedule.cosine, 4)
+    assert [rate(0.01, s, 14) for s in range(4)] == [0.0025, 0.005, 0.0075, 0.01]
+    assert [rate(0.01, s, 14) for s in range(4, 15)] == [schedule.cosine(0.01, s, 10) for s in range(11)]
+
+
+def test_no_warm_up_is_the_schedule_itself():
+    assert schedule.warmed(schedule.cosine, 0) is schedule.cosine
+
+
 def test_an_unknown_schedule_lists_the_valid_ones():
     with pytest.raises(TrainingError, match=r"schedule 'linear' not found, valid options are \['constant', 'cosine'\]"):
         schedule.get("linear")

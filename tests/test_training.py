@@ -293,6 +293,11 @@ def bad_inputs(tmp):
         "a data set nowhere, named by its flag": (["--dataset", "mnist", "--data-dir", str(tmp / "empty"),
                                                    "--no-download"], "give --data-dir DIR"),
         "unknown augmentation": (["--augment", "flip,rotate"], "augmentation 'rotate' not found"),
+        "a warm-up as long as the run": (["--warmup", "1"], "--warmup 1 must be fewer than --epochs 1"),
+        "a negative weight decay": (["--weight-decay", "-0.1"], "--weight-decay (or training: weight_decay in the "
+                                                                 "spec) must be 0 or a positive number, got -0.1"),
+        "another weight decay on resume": (["--checkpoint", str(tmp / "good.npz"), "--resume", "--weight-decay",
+                                            "0.05"], "the checkpoint was trained with --weight-decay 0.0, not 0.05"),
         "another schedule on resume": (["--checkpoint", str(tmp / "good.npz"), "--resume", "--schedule", "cosine"],
                                        "the checkpoint was trained with --schedule constant, not cosine"),
     }
@@ -381,6 +386,13 @@ def test_a_cosine_run_cannot_change_its_epochs_on_resume_but_a_constant_one_can(
         training.make_config({}, "seven-layer", {"epochs": 4}, saved)
     saved["schedule"] = "constant"
     assert training.make_config({}, "seven-layer", {"epochs": 4}, saved).epochs == 4
+
+
+def test_a_checkpoint_from_before_warm_up_and_weight_decay_resumes_without_them():
+    saved = dataclasses.asdict(training.make_config(SPEC_DEFAULTS, "seven-layer", {}))
+    del saved["warmup"], saved["weight_decay"]
+    config = training.make_config({}, "seven-layer", {}, saved)
+    assert (config.warmup, config.weight_decay) == (0, 0.0)
 
 
 def test_a_checkpoint_from_before_schedules_resumes_as_constant_without_augmentation():

@@ -127,27 +127,28 @@ def test_eval_only_restores_the_running_statistics_and_gives_the_runs_accuracy(t
     assert f"test accuracy {trained}" in capsys.readouterr().out
 
 
-SCHEDULED = {"schedule": "cosine", "augment": "flip,shift"}
-
-
-def test_a_cosine_schedule_with_augmented_images_resumes_bit_for_bit(fresh, data, tmp_path):
-    t = trainer(fresh(), data, settings=SCHEDULED)
+@pytest.mark.parametrize("settings, stop_at", [
+    ({"schedule": "cosine", "augment": "flip,shift"}, 3),
+    ({"schedule": "cosine", "warmup": 1, "weight_decay": 0.05}, 1),  # stopped inside the warm-up
+], ids=["cosine with augmented images", "warm-up with weight decay"])
+def test_a_scheduled_run_resumes_bit_for_bit(fresh, data, tmp_path, settings, stop_at):
+    t = trainer(fresh(), data, settings=settings)
     assert t.run().status == "finished"
     whole = everything(t.net)
     path = tmp_path / "run.npz"
 
     def stop(t):
-        if t.step == 3:
+        if t.step == stop_at:
             raise KeyboardInterrupt
-    assert trainer(fresh(), data, path, SCHEDULED, on_step=stop).run().status == "interrupted"
-    resumed = trainer(fresh(), data, path, SCHEDULED)
+    assert trainer(fresh(), data, path, settings, on_step=stop).run().status == "interrupted"
+    resumed = trainer(fresh(), data, path, settings)
     resumed.restore(checkpoint.load(path), path)
     assert resumed.run().status == "finished"
     assert same_bits(everything(resumed.net), whole)
 
 
-def test_schedule_and_augmentation_change_the_run(fresh, data, uninterrupted):
-    for settings in ({"schedule": "cosine"}, {"augment": "flip"}):
+def test_schedule_augmentation_warm_up_and_weight_decay_change_the_run(fresh, data, uninterrupted):
+    for settings in ({"schedule": "cosine"}, {"augment": "flip"}, {"warmup": 1}, {"weight_decay": 0.05}):
         t = trainer(fresh(), data, settings=settings)
         t.run()
         assert not same_bits(everything(t.net), uninterrupted[0]), settings

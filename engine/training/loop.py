@@ -85,7 +85,9 @@ class Trainer:
             raise TrainingError("no training examples")
         checks.statistics(net, config.batch_size, len(data.train_y))
         self.opt = optim.make(config.optimizer, net.params, config.lr)
-        self.schedule = schedule.get(config.schedule)
+        if config.weight_decay:
+            optim.decaying(self.opt, config.weight_decay)
+        self.schedule = schedule.warmed(schedule.get(config.schedule), config.warmup * self.steps_per_epoch)
         self.augment = augment.parse(config.augment)
         if self.augment and len(net.input_shape) != 3:
             raise TrainingError(f"{named('augment')} {config.augment} moves images, but network {net.name!r} takes "

@@ -47,10 +47,16 @@ def _blocks(grad, *updated, parts=None):
         yield tuple(f[cut] for f in flat)
 
 
+def decays(w: np.ndarray) -> bool:
+    """Whether weight decay shrinks w: weights (two or more axes) do; biases, gains and shifts do not."""
+    return w.ndim >= 2
+
+
 class SGD:
     """w += delta with delta = -eta * dJ/dw (eq. 6-9: the learning rate rides in delta)."""
 
     name = "sgd"
+    weight_decay = 0.0  # decoupled (Loshchilov & Hutter 2019): w *= 1 - lr * weight_decay before each update
 
     def __init__(self, params, lr):
         self.lr = lr
@@ -67,6 +73,12 @@ class SGD:
             s = self.scratch[key] = np.empty(need, dtype)
         return s
 
+    def _shrink(self, w: np.ndarray):
+        """1 - lr * weight_decay in w's dtype when weight decay shrinks w this step, else None."""
+        if self.weight_decay and decays(w):
+            return np.asarray(1 - self.lr * self.weight_decay, w.dtype)
+        return None
+
     def _flush(self, x: np.ndarray, scratch: np.ndarray) -> None:
         """flush_subnormal(x) with this thread's workspace (scratch: a float block of x's size, free)."""
         flush_subnormal(x, scratch, self._scratch(x, bool)[:x.size])
@@ -75,9 +87,11 @@ class SGD:
         self.t += 1
         for layer, ps in params.items():
             for p, w in ps.items():
-                lr, s = np.asarray(self.lr, w.dtype), self._scratch(w)
+                lr, s, shrink = np.asarray(self.lr, w.dtype), self._scratch(w), self._shrink(w)
                 for gb, wb in _blocks(grads[layer][p], w):
                     sb = s[:wb.size]
+                    if shrink is not None:
+                        wb *= shrink
                     np.multiply(gb, lr, out=sb)
                     wb -= sb
 
@@ -103,8 +117,11 @@ class Momentum(SGD):
         for layer, ps in params.items():
             for p, w in ps.items():
                 mu, lr, s = np.asarray(self.mu, w.dtype), np.asarray(self.lr, w.dtype), self._scratch(w)
+                shrink = self._shrink(w)
                 for gb, wb, vb in _blocks(grads[layer][p], w, self.v[f"{layer}.{p}"]):
                     sb = s[:wb.size]
+                    if shrink is not None:
+                        wb *= shrink
                     vb *= mu
                     np.multiply(gb, lr, out=sb)
                     vb -= sb
@@ -142,13 +159,15 @@ class Adam(SGD):
                 key = f"{layer}.{p}"
                 parts = parallel.WORKERS if fusing and grads[layer][p].dtype == w.dtype else None
                 # scalars in the weights' own dtype, so float32 stays float32
-                scalars = tuple(np.asarray(x, w.dtype) for x in (b1, b2, self.eps, step))
+                scalars = tuple(np.asarray(x, w.dtype) for x in (b1, b2, self.eps, step)) + (self._shrink(w),)
                 work += [(block, scalars) for block in _blocks(grads[layer][p], w, self.m[key], self.v[key],
                                                                parts=parts)]
         parallel.each(self._update, work)  # each block on its own: the same bits however they are shared
 
     def _update(self, work):
-        for (g, w_, m, v), (b1_, b2_, eps, step_) in work:
+        for (g, w_, m, v), (b1_, b2_, eps, step_, shrink) in work:
+            if shrink is not None:
+                w_ *= shrink  # AdamW: the decay first, at the scheduled rate, apart from the moments
             if fused.adam(g, w_, m, v, b1_.item(), b2_.item(), eps.item(), step_.item()):
                 continue  # the passes below in one, in C (notation/runtime/fused.c): the same bits
             sb = self._scratch(w_)[:w_.size]
@@ -192,6 +211,16 @@ def register_optimizer(cls) -> type:
         raise TrainingError(f"optimizer name {name!r} must be a new identifier (taken: {sorted(OPTIMIZERS)})")
     OPTIMIZERS[name] = cls
     return cls
+
+
+def decaying(opt, weight_decay: float):
+    """opt with decoupled weight decay, or a TrainingError if its rule has none (a registered optimizer that
+    does not derive from SGD nor declare `weight_decay`)."""
+    if not hasattr(opt, "weight_decay"):
+        raise TrainingError(f"optimizer {opt.name!r} has no weight decay; leave `weight_decay` at 0, or give "
+                            f"it a `weight_decay` attribute its step applies")
+    opt.weight_decay = weight_decay
+    return opt
 
 
 def make(name, params, lr):

@@ -59,9 +59,11 @@ class Trained:
 def describe(net, spec_file, config: Config) -> str:
     """One line: the network, its size and the settings it trains with."""
     size = sum(int(v.size) for ps in net.params.values() for v in ps.values())
-    return (f"network: {net.name} of {spec_file} ({size:,} parameters, {net.dtype}); {config.optimizer} "
-            f"lr {config.lr:g}{'' if config.schedule == 'constant' else f' ({config.schedule})'}, batch "
-            f"{config.batch_size}, {count(config.epochs, 'epoch')}, seed {config.seed}"
+    rate = f"lr {config.lr:g}" + ("" if config.schedule == "constant" else f" ({config.schedule})")
+    rate += f" after a warm-up of {count(config.warmup, 'epoch')}" if config.warmup else ""
+    rate += f", weight decay {config.weight_decay:g}" if config.weight_decay else ""
+    return (f"network: {net.name} of {spec_file} ({size:,} parameters, {net.dtype}); {config.optimizer} {rate}, "
+            f"batch {config.batch_size}, {count(config.epochs, 'epoch')}, seed {config.seed}"
             f"{'' if config.augment == 'none' else f', augment {config.augment}'}")
 
 

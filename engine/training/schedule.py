@@ -1,7 +1,8 @@
 """Learning-rate schedules by name: the rate of each step as a pure function of the step.
 
-A schedule reads nothing but (lr, step, total steps), so a resumed run takes exactly the rates an
-uninterrupted one would, and a checkpoint needs to keep nothing for it.
+A schedule reads nothing but (lr, step, total steps), and a warm-up nothing more than its own
+length, so a resumed run takes exactly the rates an uninterrupted one would, and a checkpoint
+needs to keep nothing for it.
 """
 from __future__ import annotations
 
@@ -22,6 +23,19 @@ def cosine(lr: float, step: int, total: int) -> float:
 
 SCHEDULES = {"constant": constant, "cosine": cosine}
 OVER_EPOCHS = {"cosine"}  # planned over the run's epochs: a resume may not change them
+
+
+def warmed(rate, warmup_steps: int):
+    """`rate` after a linear warm-up (Goyal et al. 2017): step s < warmup_steps takes lr (s + 1) / warmup_steps,
+    the steps after it take rate over the rest of the run, as if the run began there; still a pure function."""
+    if not warmup_steps:
+        return rate
+
+    def warming(lr: float, step: int, total: int) -> float:
+        if step < warmup_steps:
+            return lr * (step + 1) / warmup_steps
+        return rate(lr, step - warmup_steps, total - warmup_steps)
+    return warming
 
 
 def get(name: str):

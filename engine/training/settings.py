@@ -17,7 +17,8 @@ from . import augment, optim, schedule
 
 CHOICES = {"dataset": lambda: sorted(DATASETS), "optimizer": lambda: sorted(optim.OPTIMIZERS),
            "schedule": lambda: sorted(schedule.SCHEDULES)}
-OLD_CHECKPOINTS = {"schedule": "constant", "augment": "none"}  # what a checkpoint from before a setting ran with
+# what a checkpoint from before a setting ran with
+OLD_CHECKPOINTS = {"schedule": "constant", "augment": "none", "warmup": 0, "weight_decay": 0.0}
 HOLDOUT_SEED = 0  # the holdout split is the same for every seed
 
 # what a run is given besides its settings: the command line names these too
@@ -42,6 +43,8 @@ class Config:
     test_limit: int | None = None
     schedule: str = "constant"
     augment: str = "none"
+    warmup: int = 0
+    weight_decay: float = 0.0
 
 
 def named(name: str) -> str:
@@ -108,8 +111,8 @@ def value(name: str, given):
     except (TypeError, ValueError):
         what = "an integer" if s.kind is int else "a number"
         raise TrainingError(f"{where} must be {what}, got {given!r}") from None
-    if s.kind is float and not (math.isfinite(v) and v > s.low):
-        raise TrainingError(f"{where} must be a positive number, got {given!r}")
+    if s.kind is float and not (math.isfinite(v) and (v > s.low or (s.zero and v == 0))):
+        raise TrainingError(f"{where} must be {'0 or ' if s.zero else ''}a positive number, got {given!r}")
     if s.low is not None and v < s.low:
         raise TrainingError(f"{where} must be at least {s.low}, got {given!r}")
     return v
@@ -120,4 +123,7 @@ def checked(c: Config) -> Config:
     values = {f.name: value(f.name, getattr(c, f.name)) for f in dataclasses.fields(c) if f.name != "network"
               and not (f.name == "dataset" and c.dataset is None)}  # dataset None: the run's own data
     values["augment"] = ",".join(augment.parse(c.augment)) or "none"
+    if values["warmup"] >= values["epochs"]:
+        raise TrainingError(f"{named('warmup')} {c.warmup} must be fewer than {named('epochs')} {c.epochs}: the rate "
+                            f"rises over the first epochs, and the schedule needs at least one after them")
     return dataclasses.replace(c, **values)
