@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .language.ast import Max, Ref, expand, free_indices, lonely_sums, walk
+from .language.ellipsis import bind_dots, dotted
 from .language.errors import NotationError
 from .language.parser import parse, parse_einsum
 from .language.printer import LATEX, signed
@@ -50,6 +51,19 @@ class Equation:
     def result(self) -> str:
         return self.lhs.name
 
+    @property
+    def has_ellipsis(self) -> bool:
+        """Whether a tensor is written with `...` (its leading axes, bound when shapes are known)."""
+        return bool(dotted(self.lhs, self.rhs))
+
+    def expanded(self, shapes) -> Equation:
+        """This equation with each `...` bound to fresh indices for these shapes (itself without one):
+        `z[...,j] = x[...,i] * w[i,j]` on x (64, 16, 32) is `z[b,n,j] = x[b,n,i] * w[i,j]`."""
+        if not self.has_ellipsis:
+            return self
+        lhs, rhs = bind_dots(self.source, self.lhs, self.rhs, shapes)
+        return Equation(f"{lhs.name if not lhs.axes else lhs} = {rhs}")
+
     def summed(self, product) -> tuple:
         """Indices of one product that the left side does not name (Einstein summation)."""
         left = {i for axis in self.lhs.axes for i in axis.indices}
@@ -90,11 +104,12 @@ class Equation:
             except (TypeError, ValueError):
                 raise NotationError(f"the shape of {name!r} must be a tuple of whole numbers, "
                                     f"not {shape!r}", self.source) from None
-        binding = bind(self.source, self.lhs, self.products, shapes, symbols)
+        plain = self.expanded(shapes)
+        binding = bind(plain.source, plain.lhs, plain.products, shapes, symbols)
         operand_shapes = {k: v for k, v in shapes.items() if k != self.lhs.name}
         rhs = CompiledSum(binding.products, binding.result_shape, binding.extents, binding.symbols,
                           operand_shapes, optimize)
-        return Run(self, binding, rhs, operand_shapes)
+        return Run(self, binding, rhs, operand_shapes, plain)
 
 
 def cost_line(c: dict) -> str:
@@ -108,8 +123,9 @@ def cost_line(c: dict) -> str:
 class Run:
     """A compiled equation: fixed shapes, views, einsum strings and planned paths."""
 
-    def __init__(self, equation, binding, rhs, shapes):
+    def __init__(self, equation, binding, rhs, shapes, expanded=None):
         self.equation = equation
+        self.expanded = expanded or equation  # the equation as lowered: each `...` bound to indices
         self.extents = dict(binding.extents)
         self.symbols = dict(binding.symbols)
         self.result_shape = tuple(binding.result_shape)

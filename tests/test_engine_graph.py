@@ -199,7 +199,7 @@ def test_the_zoo_network_uses_every_kind_and_trains_from_the_spec_alone():
     spec = engine.read(SPEC)
     used = {layer.kind for layer in spec.networks["zoo"].layers}
     used |= {layer.activation for layer in spec.networks["zoo"].layers}
-    assert set(spec.kinds) - {"conv2d", "dense", "maxpool", "flatten"} <= used
+    assert set(spec.kinds) - {"conv2d", "dense", "maxpool", "flatten"} - TOKEN_KINDS <= used
     assert {"tanh", "sigmoid"} <= used
     net = engine.load(SPEC, network="zoo")
     rng = np.random.default_rng(0)
@@ -238,3 +238,20 @@ def test_declared_jacobians_of_a_kind_with_two_inputs_are_checked_at_load(tmp_pa
         return
     with pytest.raises(engine.SpecError, match=r"layer 'sum'.*backward 'x2'.*disagrees with the derived one by"):
         engine.load(data, network="res")
+
+
+TOKEN_KINDS = {"patch_embedding", "positional_embedding", "attention", "token_mixing", "mean_pool"}
+
+
+@pytest.mark.parametrize("network", ["vit", "mixer"])
+def test_the_token_networks_use_every_token_kind_and_train_from_the_spec_alone(network):
+    from conftest import train_steps
+    spec = engine.read(SPEC)
+    used = {layer.kind for name in ("vit", "mixer") for layer in spec.networks[name].layers}
+    assert TOKEN_KINDS <= used and "gelu" in {layer.activation for layer in spec.networks[network].layers}
+    net = engine.load(SPEC, network=network)
+    rng = np.random.default_rng(0)
+    x = rng.random((32, 28, 28, 1)).astype(np.float32)
+    y = (x[:, :, :14].mean(axis=(1, 2, 3)) > x[:, :, 14:].mean(axis=(1, 2, 3))).astype(int)  # left brighter
+    losses = train_steps(net, np.concatenate([x] * 6), np.concatenate([y] * 6), 6, 32, 0.003)
+    assert np.mean(losses[-2:]) < 0.8 * np.mean(losses[:2])

@@ -86,9 +86,16 @@ def test_wrong_jacobian_that_cannot_be_derived_is_caught_by_finite_differences(t
 
 
 def test_shapes_that_do_not_chain_name_both_layers_and_shapes(tmp_path):
+    msg = load_changed(tmp_path, lambda d: d["networks"]["seven-layer"]["layers"].insert(5, {
+        "name": "pool3", "kind": "maxpool"}))  # an image layer after the flatten
+    assert "layer 'pool3'" in msg and "layer 'flatten' gives shape (2, 3136)" in msg
+    assert "[b, height, width, channels]" in msg
+
+
+def test_a_network_whose_output_is_not_one_vector_per_example_is_refused_naming_the_last_layer(tmp_path):
     msg = load_changed(tmp_path, lambda d: d["networks"]["seven-layer"]["layers"].pop(4))  # no flatten
-    assert "layer 'dense1'" in msg and "layer 'pool2' gives shape (2, 7, 7, 64)" in msg
-    assert "[b, features]" in msg
+    assert "layer 'dense2'" in msg and "gives shape (2, 7, 7, 10)" in msg and "[b, classes]" in msg
+    assert "a flatten" in msg
 
 
 def test_yaml_syntax_error_gives_the_line(tmp_path):

@@ -74,3 +74,13 @@ def test_a_registered_initialiser_and_optimizer_are_used_by_name(registries):
         optim.register_optimizer(Halving)
     with pytest.raises(UserError, match="taken"):
         init.register_initialiser("he", init.he)
+
+
+@pytest.mark.parametrize("source, wrt, written", [
+    ("ex[b,i] = exp(s[b,i] - m[b])", "s", "ds[b,i] = dex[b,i] * ex[b,i]"),
+    ("ex[b,i] = exp(s[b,i] - m[b])", "m", "dm[b] = -1 * dex[b,i] * ex[b,i]"),
+    ("ex[b,i] = 2 * exp(s[b,i])", "s", "ds[b,i] = 2 * dex[b,i] * exp(s[b,i])"),  # the result is not exp's value
+    ("ex[b,i] = exp(s[b,i]) + s[b,i]", "s", "ds[b,i] = dex[b,i] * exp(s[b,i]) + dex[b,i]"),
+])
+def test_a_function_that_is_its_own_derivative_reads_the_result_where_the_result_is_its_value(source, wrt, written):
+    assert derive(Equation(source), wrt) == written

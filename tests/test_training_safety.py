@@ -355,7 +355,8 @@ def test_a_misspelt_data_dir_is_reported_missing(tmp_path):
 SPEC_TEXT = SPEC.read_text()
 HARMLESS = [
     ("a comment and blank lines", lambda t: "# my notes\n\n" + t.replace("# (12), plus the bias of (2)", "# eq. 12")),
-    ("spacing inside an equation", lambda t: t.replace("z[b,j] = x[b,i] * w[i,j] + b[j]", "z[b,j]=x[b,i]*w[i,j]+b[j]")),
+    ("spacing inside an equation",
+     lambda t: t.replace("z[...,j] = x[...,i] * w[i,j] + b[j]", "z[...,j]=x[...,i]*w[i,j]+b[j]")),
     ("an unrelated kind", lambda t: t.replace("kinds:\n", "kinds:\n  twice:\n    cites: x\n    input: [b, f]\n"
                                               "    forward:\n      - z[b,i] = 2 * x[b,i]\n    backward: derive\n", 1)),
     ("the other network's layers", lambda t: t.replace("units: 1024", "units: 512")),
@@ -365,8 +366,8 @@ HARMLESS = [
         "        activation: softmax\n        init: zeros")),
 ]
 MEANINGFUL = [
-    ("a Jacobian", lambda t: t.replace("db[i] = dz[b,i]      ", "db[i] = 2 * dz[b,i]", 1),
-     "kind 'dense' backward b[0] 'db[i] = dz[b,i]' -> 'db[i] = 2 * dz[b,i]'"),
+    ("a Jacobian", lambda t: t.replace("db[i] = dz[...,i]      ", "db[i] = 2 * dz[...,i]", 1),
+     "kind 'dense' backward b[0] 'db[i] = dz[...,i]' -> 'db[i] = 2 * dz[...,i]'"),
     ("an initialiser", lambda t: t.replace("activation: softmax, init: zeros}", "activation: softmax, init: he}"),
      "layer 'dense' hyper init 'zeros' -> 'he'"),
     ("the input", lambda t: t.replace("    training: {epochs: 10}", "    training: {epochs: 10}").replace(

@@ -95,6 +95,9 @@ CASES = [
     ("kinds", "flatten", IMAGE, {}, ["train"]),
     ("kinds", "batchnorm", IMAGE, {}, ["train", "eval"]),
     ("kinds", "layernorm", {"x": (3, 7)}, {}, ["train"]),
+    ("kinds", "layernorm", {"x": (2, 3, 5)}, {}, ["train"]),  # each token of [b, n, d]
+    ("kinds", "dense", {"x": (2, 3, 4)}, {"units": 5}, ["train"]),  # each token of [b, n, d]
+    ("kinds", "add", {"x1": (2, 3, 4), "x2": (2, 3, 4)}, {}, ["train"]),  # a residual over tokens
     ("kinds", "dropout", {"x": (4, 9)}, {"rate": 0.3}, ["train", "eval"]),
     ("kinds", "avgpool", {"x": (2, 6, 5, 3)}, {}, ["train"]),
     ("kinds", "global_avgpool", IMAGE, {}, ["train"]),
@@ -105,7 +108,14 @@ CASES = [
     ("kinds", "conv2d_transpose", {"x": (2, 3, 4, 2)}, {"filters": 2, "kernel": 3}, ["train"]),  # overlapping
     ("kinds", "add", {"x1": (2, 3, 4, 2), "x2": (2, 3, 4, 2)}, {}, ["train"]),
     ("kinds", "concat", {"x1": (2, 3, 4, 2), "x2": (2, 3, 4, 3)}, {}, ["train"]),
+    ("kinds", "patch_embedding", {"x": (2, 6, 4, 2)}, {"patch": 2, "dim": 3}, ["train"]),
+    ("kinds", "positional_embedding", {"x": (2, 3, 4)}, {}, ["train"]),
+    ("kinds", "attention", {"x": (2, 3, 4)}, {"heads": 2}, ["train"]),
+    ("kinds", "attention", {"x": (2, 5, 3)}, {"heads": 1}, ["train"]),
+    ("kinds", "token_mixing", {"x": (2, 3, 4)}, {"units": 5}, ["train"]),
+    ("kinds", "mean_pool", {"x": (2, 3, 4)}, {}, ["train"]),
     ("activations", "relu", {"z": (3, 5)}, {}, ["train"]),
+    ("activations", "gelu", {"z": (3, 5)}, {}, ["train"]),
     ("activations", "tanh", {"z": (3, 5)}, {}, ["train"]),
     ("activations", "sigmoid", {"z": (3, 5)}, {}, ["train"]),
     ("activations", "softmax", {"z": (3, 5)}, {}, ["train"]),

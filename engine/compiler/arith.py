@@ -55,8 +55,8 @@ def _walk(node, names, expr, depth=0):
 
 
 def number(expr, names: dict) -> float:
-    """A real-valued expression (`1 - rate`, `eps`): numbers, names, + - * / //, for scalars such as a
-    dropout's keep probability; ValueError says what is wrong."""
+    """A real-valued expression (`1 - rate`, `eps`, `E ** -0.5`): numbers, names, + - * / // **, for scalars
+    such as a dropout's keep probability; ValueError says what is wrong."""
     if isinstance(expr, bool):
         raise ValueError(f"{expr!r} is not a number")
     if isinstance(expr, (int, float)):
@@ -68,7 +68,7 @@ def number(expr, names: dict) -> float:
     try:
         tree = ast.parse(expr, mode="eval")
     except (SyntaxError, RecursionError, MemoryError):
-        raise ValueError(f"{expr!r} is not an expression (names, numbers, + - * / //)") from None
+        raise ValueError(f"{expr!r} is not an expression (names, numbers, + - * / // **)") from None
     return _real(tree.body, names, expr)
 
 
@@ -82,11 +82,15 @@ def _real(node, names, expr, depth=0):
         if node.id not in names or isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"unknown number {node.id!r} in {expr!r}")
         return value
-    if isinstance(node, ast.BinOp) and (isinstance(node.op, ast.Div) or type(node.op) in _OPS):
+    if isinstance(node, ast.BinOp) and (isinstance(node.op, (ast.Div, ast.Pow)) or type(node.op) in _OPS):
         left, right = _real(node.left, names, expr, depth + 1), _real(node.right, names, expr, depth + 1)
+        if isinstance(node.op, ast.Pow):  # E ** -0.5: attention's 1/sqrt(d_head)
+            if left < 0 or (left == 0 and right <= 0):
+                raise ValueError(f"{expr!r} takes a power of {left}; fix the expression")
+            return float(left) ** right
         if isinstance(node.op, (ast.Div, ast.FloorDiv)) and right == 0:
             raise ValueError(f"{expr!r} divides by zero; fix the expression")
         return left / right if isinstance(node.op, ast.Div) else _OPS[type(node.op)](left, right)
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
         return -_real(node.operand, names, expr, depth + 1)
-    raise ValueError(f"{expr!r} is not an expression (names, numbers, + - * / //)")
+    raise ValueError(f"{expr!r} is not an expression (names, numbers, + - * / // **)")

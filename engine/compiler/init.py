@@ -1,5 +1,5 @@
 """Parameter initialisers by name, seeded: He for ReLU layers, Glorot for the rest;
-zeros and ones for biases, scales and running statistics."""
+zeros and ones for biases, scales and running statistics; small normal entries for embeddings."""
 from __future__ import annotations
 
 import numpy as np
@@ -25,6 +25,11 @@ def glorot(rng, shape):
     return rng.uniform(-limit, limit, shape)
 
 
+def normal(rng, shape):
+    """N(0, 0.02^2), as BERT and the Vision Transformer start their embeddings."""
+    return rng.standard_normal(shape) * 0.02
+
+
 def zeros(rng, shape):
     return np.zeros(shape)
 
@@ -33,7 +38,7 @@ def ones(rng, shape):
     return np.ones(shape)
 
 
-INITIALISERS = {"he": he, "glorot": glorot, "zeros": zeros, "ones": ones}
+INITIALISERS = {"he": he, "glorot": glorot, "normal": normal, "zeros": zeros, "ones": ones}
 
 
 def register_initialiser(name: str, init) -> None:

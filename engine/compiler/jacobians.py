@@ -33,8 +33,11 @@ class Jacobians:
         several (a fan-out, as batch normalisation's x feeds both its mean and its centring): as one
         equation of several terms where each writes the gradient alike, else each term apart, then summed."""
         differentiable = set(self.param_shapes) | set(self.kind.in_names) | {e.result for e in self.equations}
+        differentiable -= set(self.kind.no_gradient)  # constants for the gradient (a softmax's shift)
         uses = {}
         for eq in self.equations:
+            if eq.result in self.kind.no_gradient:  # a constant passes no gradient to what it is computed from
+                continue
             for name in dict.fromkeys(eq.operands):
                 if name in differentiable:
                     uses.setdefault(name, []).append(eq)

@@ -16,7 +16,8 @@ def _kind(spec, section, name, body, io) -> Kind:
     if not isinstance(body, dict):
         raise spec.error(where, "must be a mapping with forward: and backward:")
     allowed = {"cites", "input", "hyper", "symbols", "shapes", "params", "forward", "backward", "positions",
-               "activation", "algorithms", "eval", "state", "update", "random", "bounds"}
+               "activation", "algorithms", "eval", "state", "update", "random", "bounds", "divides",
+               "no_gradient"}
     extra = set(body) - allowed
     if extra:
         raise spec.error(where, f"unknown field(s) {sorted(extra)}; valid are {sorted(allowed)}")
@@ -34,6 +35,9 @@ def _kind(spec, section, name, body, io) -> Kind:
     if algorithms:
         hyper.setdefault("algorithm", "auto")
     modes = _modes(spec, where, body, params, hyper)
+    for result in modes["no_gradient"]:
+        if result not in {eq.result for eq in forward}:
+            raise spec.error(f"{where}, no_gradient {result!r}", "is not written by a forward equation")
     kind = Kind(name, section, str(body["cites"]), inputs, hyper, symbols, shapes, params, forward, backward,
                 positions, activation, io[0], io[1], algorithms, **modes)
     if input_axes:
@@ -57,6 +61,10 @@ def _kind_input(spec, where, body, section) -> tuple:
     if not isinstance(inputs, (list, tuple)) or not all(isinstance(a, str) and a for a in inputs):
         raise spec.error(f"{where}, field 'input'", f"must list the names of the input's axes, e.g. "
                                                     f"[b, height, width, channels], not {_what(inputs)}")
+    for axes in [inputs, *input_axes.values()]:
+        if "..." in axes[1:]:
+            raise spec.error(f"{where}, field 'input'", "'...' stands for the leading axes; write it first, "
+                                                        "as in [..., features]")
     return tuple(inputs), input_axes
 
 
@@ -209,7 +217,35 @@ def _modes(spec, where, body, params, hyper) -> dict:
         random[rname] = (tuple(rbody["shape"]), rbody["bernoulli"])
     out["random"] = random
     out["bounds"] = _bounds(spec, where, body, hyper)
+    out["divides"] = _divides(spec, where, body, hyper)
+    out["no_gradient"] = _no_gradient(spec, where, body)
     return out
+
+
+def _divides(spec, where, body, hyper) -> dict:
+    """{hyperparameter: [size expressions]}: the sizes it must divide (a head count the features)."""
+    out = {}
+    for hname, sizes in _mapping(spec, f"{where}, field 'divides'", body.get("divides"),
+                                 "{heads: [features]}").items():
+        if hname not in hyper:
+            raise spec.error(f"{where}, divides {hname!r}", "is not a hyperparameter of this kind")
+        if not isinstance(sizes, list) or not sizes or any(isinstance(v, bool) or not isinstance(v, (str, int))
+                                                           for v in sizes):
+            raise spec.error(f"{where}, divides {hname!r}", f"must list sizes such as [height, width], "
+                                                             f"not {_what(sizes)}")
+        out[hname] = tuple(sizes)
+    return out
+
+
+def _no_gradient(spec, where, body) -> tuple:
+    """The results `backward: derive` treats as constants: a max subtracted before a softmax, which the
+    softmax's shift invariance makes irrelevant to the output (its gradient is zero by construction)."""
+    raw = body.get("no_gradient") or []
+    if not isinstance(raw, list):
+        raise spec.error(f"{where}, field 'no_gradient'", f"must list results, such as [sm], not {_what(raw)}")
+    for name in raw:
+        _name(spec, f"{where}, field 'no_gradient'", name, "a result of the forward equations")
+    return tuple(raw)
 
 
 def _state(spec, where, body, params) -> dict:

@@ -22,6 +22,7 @@ from . import reorder as reordering
 from .checks import LoadChecks
 from .init import INITIALISERS
 from .layer import Block
+from .records import fits
 from .spec import INPUT, Spec, read
 
 PATH_OPTIONS = set(oe.paths._PATH_OPTIONS) | {"auto", "auto-hq"}  # opt_einsum's registry of path optimizers
@@ -72,6 +73,11 @@ class Network(LoadChecks):
         self._relu_of = {pool: layers[layer] for layer, pool in self.reordered.items()}  # pool -> its ReLU's layer
         self.algorithms = self._resolve_algorithms(algorithms)  # layer -> the algorithm it runs (or "definition")
         stages = self._build(2, np.float64)  # shapes, names and parameters; also the load-time checks
+        if len(stages[-2].layer.out_shape) != 2:  # a dense layer over [b, ..., features] keeps the leading axes
+            raise spec.error(self._where(self.net.layers[-1]),
+                             f"gives shape {stages[-2].layer.out_shape}, but the loss {self.net.loss!r} reads "
+                             "[b, classes]; end the network with one vector per example (a flatten, a pooling "
+                             "or a mean over the tokens before the last dense layer)")
         self.classes = stages[-2].layer.out_shape[-1]
         self.param_shapes = {s.name: dict(s.layer.param_shapes) for s in stages[:-1]}
         self.state_shapes = {s.name: dict(s.layer.state_shapes) for s in stages[:-1] if s.layer.state_shapes}
@@ -132,12 +138,13 @@ class Network(LoadChecks):
             in_shapes = {}
             for in_name, src in zip(kind.in_names, layer.inputs):
                 shape, axes = shapes[src], kind.input_axes.get(in_name, kind.inputs)
-                if len(shape) != len(axes):
+                if not fits(axes, shape):
                     before = f"layer {src!r} gives" if src != INPUT else "the network's input is"
+                    more = " or more" if axes[0] == "..." else ""
                     field = "" if len(kind.in_names) == 1 else f" {in_name!r}"
                     raise self.spec.error(f"{self._where(layer)}, input{field}",
                                           f"expects an input [{', '.join(axes)}] but {before} shape {shape}: "
-                                          f"{len(shape)} axes, not {len(axes)}; make them chain (e.g. a flatten "
+                                          f"{len(shape)} axes, not {len(axes)}{more}; make them chain (e.g. a flatten "
                                           "layer between an image layer and a dense one)")
                 in_shapes[in_name] = shape
             needs = (set(kind.params) | {i for i, src in zip(kind.in_names, layer.inputs) if src != INPUT}

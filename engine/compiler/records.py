@@ -37,6 +37,8 @@ class Kind:
     update: list = field(default_factory=list)  # Equation: each state's new value, after a training forward
     random: dict = field(default_factory=dict)  # name -> (shape, probability): Bernoulli masks, drawn in training
     bounds: dict = field(default_factory=dict)  # hyperparameter -> interval text such as "[0, 1)"
+    divides: dict = field(default_factory=dict)  # hyperparameter -> the sizes it must divide (heads: [features])
+    no_gradient: tuple = ()  # results derive treats as constants (a softmax's shift: it changes nothing)
 
     @property
     def in_names(self) -> tuple:
@@ -47,6 +49,20 @@ class Kind:
     def modal(self) -> bool:
         """Whether training and evaluation run this kind differently."""
         return bool(self.eval is not None or self.update or self.random)
+
+
+def fits(axes, shape) -> bool:
+    """Whether a shape has the axes an input names: as many, or with a leading `...` (leading axes,
+    the batch at least) as many or more."""
+    if axes[:1] == ("...",):
+        return len(shape) >= len(axes)
+    return len(shape) == len(axes)
+
+
+def axis_sizes(axes, shape) -> dict:
+    """{axis name: size} of a shape that fits the axes: the named ones, counted from the end after `...`."""
+    named = axes[1:] if axes[:1] == ("...",) else axes
+    return dict(zip(named, shape[len(shape) - len(named):]))
 
 
 @dataclass

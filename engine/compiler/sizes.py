@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from . import arith
 from .padding import pads
+from .records import axis_sizes, fits
 
 
 def _whole(value):
@@ -32,9 +33,9 @@ class Sizes:
             if shape is None:
                 continue
             field = "input" if len(self.kind.in_names) == 1 else f"input {name!r}"
-            if len(shape) != len(axes):
+            if not fits(axes, shape):
                 raise self.error(field, f"expects an input [{', '.join(axes)}] but gets shape {tuple(shape)}")
-            for axis, n in zip(axes, shape):
+            for axis, n in axis_sizes(axes, shape).items():
                 if axis in sizes and sizes[axis] != n:
                     raise self.error(field, f"has {axis} = {n} (shape {tuple(shape)}) but input {first[axis]!r} "
                                             f"has {axis} = {sizes[axis]}; the inputs' shapes must agree")
@@ -59,6 +60,7 @@ class Sizes:
                 if v <= 0:
                     raise self.error(f"field {k!r}", f"{k} = {v} must be a positive whole number")
                 sizes[k] = v
+        self._check_divides(sizes)
         if "padding" in self.hyper:
             try:
                 k, s = self.hyper["kernel"], self.hyper["stride"]
@@ -70,6 +72,23 @@ class Sizes:
                 raise self.error("field 'padding'", f"padding needs {e.args[0]!r} (kernel, stride, height, "
                                                     "width)") from None
         return sizes
+
+    def _check_divides(self, sizes):
+        """Each hyperparameter under `divides:` a divisor of its sizes (heads of the features, a patch of
+        the image), else one line naming the field."""
+        for h, exprs in self.kind.divides.items():
+            for expr in exprs:
+                try:
+                    n = arith.size(expr, {**self._hyper_names(), **sizes})
+                except ValueError as e:
+                    raise self.error(f"divides {h!r}", str(e)) from None
+                d = sizes.get(h)
+                if d is not None and n % d:
+                    raise self.error(f"field {h!r}", f"{h} = {d} does not divide {expr} = {n}; choose {h} among "
+                                                     f"{[k for k in range(1, n + 1) if n % k == 0]}")
+
+    def _hyper_names(self):
+        return {k: v for k, v in self.hyper.items() if isinstance(v, int) and not isinstance(v, bool)}
 
     def _names(self, *more):
         """What a size expression may name: hyperparameters (non-sizes too, so a message can say

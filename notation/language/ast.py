@@ -127,8 +127,30 @@ class Affine(Printable):
 
 
 @dataclass(frozen=True)
+class Dots(Printable):
+    """`...`, numpy's ellipsis: the leading axes of the tensor read, as many as its shape has beyond
+    the terms written after it; bound to fresh indices once shapes are known (notation/language/ellipsis.py)."""
+
+    span: Span = field(default=(0, 0), compare=False)
+    kind = "ellipsis"
+    monos, indices, symbols = (), (), ()
+
+    def render(self, d) -> str:
+        return d.dots
+
+    def plain(self) -> None:
+        return None
+
+    def flip(self) -> None:
+        return None
+
+    def substitute(self, index: str, replacement: Affine) -> Dots:
+        return self
+
+
+@dataclass(frozen=True)
 class Ref(Printable):
-    """A tensor with its index terms: `x[b, s1*i+p, s2*j+q, r]`."""
+    """A tensor with its index terms: `x[b, s1*i+p, s2*j+q, r]`, or `x[...,i]` with an ellipsis first."""
 
     name: str
     axes: tuple
@@ -136,7 +158,13 @@ class Ref(Printable):
     kind = "tensor"
 
     def render(self, d) -> str:
-        return d.tensor(self.name, [render(a, d) for a in self.axes], [a.plain() is not None for a in self.axes])
+        return d.tensor(self.name, [render(a, d) for a in self.axes],
+                        [a.plain() is not None or isinstance(a, Dots) for a in self.axes])
+
+    @property
+    def dotted(self) -> bool:
+        """Whether its first axis is an ellipsis (`x[...,i]`)."""
+        return bool(self.axes) and isinstance(self.axes[0], Dots)
 
 
 @dataclass(frozen=True)
@@ -233,7 +261,7 @@ class Mul(Printable):
         return out
 
 
-Node = Ref | Delta | Call | Max | Num | Sym | Sum | Mul
+Node = Ref | Dots | Delta | Call | Max | Num | Sym | Sum | Mul
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ Grammar (whitespace is free):
     mul      := unary (('*'|'/') unary)*
     unary    := '-' unary | atom
     atom     := NUMBER | '(' expr ')' | 'max' '[' index (',' index)* ']' unary
-              | 'delta' '[' index ',' index ']' | FUNC '(' expr ')' | NAME '[' terms ']' | NAME
+              | 'delta' '[' index ',' index ']' | FUNC '(' expr ')' | NAME '[' axes ']' | NAME
+    axes     := ['...' [',']] [term (',' term)*]           (the ellipsis first: the leading axes)
     term     := ['+'|'-'] mono (('+'|'-') mono)*        (an affine index term)
     mono     := (INT | NAME) ('*' (INT | NAME))*        (at most one index per monomial)
 """
@@ -18,11 +19,11 @@ from fractions import Fraction
 from typing import NamedTuple
 
 from ..mathematics.functions import FUNCTIONS
-from .ast import Affine, Call, Delta, Max, Mono, Mul, Num, Ref, Sum, Sym, is_extent_name, is_index_name
+from .ast import Affine, Call, Delta, Dots, Max, Mono, Mul, Num, Ref, Sum, Sym, is_extent_name, is_index_name, walk
 from .errors import NotationError
 
 _TOKEN = re.compile(r"\s*(?:(?P<num>\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+)|(?P<name>[A-Za-z_][A-Za-z0-9_]*'*)"
-                    r"|(?P<op>->|[\[\](),=+\-*/]))")
+                    r"|(?P<op>->|\.\.\.|[\[\](),=+\-*/]))")
 
 MAX_DEPTH = 64  # nested parentheses, calls and signs: deeper is a mistake, and Python's recursion limit
 
@@ -51,7 +52,7 @@ def tokenize(source: str) -> list:
         m = _TOKEN.match(source, pos)
         if not m or m.end() == pos:
             raise NotationError(f"unexpected character {source[pos]!r}", source, (pos, pos + 1),
-                                "equations use names, numbers, [ ] ( ) , = + - * /")
+                                "equations use names, numbers, [ ] ( ) , = + - * / and ...")
         kind = m.lastgroup
         tokens.append(Token(kind, m.group(kind), m.start(kind), m.end(kind)))
         pos = m.end()
@@ -211,12 +212,25 @@ class Parser:
         self.take("[")
         axes = []
         if not self.at("]"):
-            axes.append(self.term())
+            axes.append(self.axis(name, axes))
             while self.at(","):
                 self.take(",")
-                axes.append(self.term())
+                axes.append(self.axis(name, axes))
         close = self.take("]")
         return Ref(name, tuple(axes), (start, close.end))
+
+    def axis(self, name, before):
+        """One axis of a tensor: an index term, or the ellipsis `...` standing first for the leading axes."""
+        if not self.at("..."):
+            return self.term()
+        t = self.take()
+        if any(isinstance(a, Dots) for a in before):
+            raise NotationError(f"{name} has two ellipses; one ... stands for all its leading axes",
+                                self.source, (t.start, t.end), "write a single ... first, as in x[...,i]")
+        if before:
+            raise NotationError(f"the ellipsis of {name} stands after an axis; ... stands for the leading "
+                                "axes", self.source, (t.start, t.end), "write it first, as in x[...,i]")
+        return Dots((t.start, t.end))
 
     def term(self):
         start = self.tok.start
@@ -272,6 +286,10 @@ def parse(source: str):
                             "operands= and result= with an einsum string 'bi,ij->bj'")
     lhs, rhs = Parser(source).equation()
     _check_symbols(lhs, source)
+    if lhs.dotted and not any(isinstance(n, Ref) and n.dotted for n in walk(rhs)):
+        raise NotationError(f"the ellipsis of {lhs.name} stands for no axes: no tensor on the right side has one",
+                            source, lhs.axes[0].span, "give a tensor read on the right its ... too, as in "
+                                                      "z[...,j] = x[...,i] * w[i,j]")
     return lhs, rhs
 
 
@@ -284,20 +302,21 @@ def _check_symbols(lhs, source):
 
 
 def parse_einsum(subscripts: str, operands, result: str):
-    """An equation string from a numpy-style subscript string and the operands' names."""
+    """An equation string from a numpy-style subscript string and the operands' names; a part may
+    start with numpy's ellipsis ('...i,ij->...j')."""
     src = subscripts.replace(" ", "")
     if "->" not in src:
         raise NotationError("an einsum string needs an explicit output ('bi,ij->bj')", subscripts)
     ins, out = src.split("->")
-    ins = ins.split(",")
+    parts = [[*(["..."] if p.startswith("...") else []), *p.removeprefix("...")] for p in ins.split(",") + [out]]
     operands = list(operands)
-    if len(ins) != len(operands):
-        raise NotationError(f"the einsum string has {len(ins)} operand(s) but {len(operands)} name(s) "
+    if len(parts) - 1 != len(operands):
+        raise NotationError(f"the einsum string has {len(parts) - 1} operand(s) but {len(operands)} name(s) "
                             f"were given: {operands}", subscripts)
-    for part in ins + [out]:
+    for part in parts:
         for ch in part:
-            if not ch.isalpha() or not ch.islower():
+            if ch != "..." and (not ch.isalpha() or not ch.islower()):
                 raise NotationError(f"einsum subscripts are lower-case letters; found {ch!r}", subscripts,
                                     (src.find(ch), src.find(ch) + 1))
-    refs = " * ".join(f"{name}[{','.join(sub)}]" for name, sub in zip(operands, ins))
-    return f"{result}[{','.join(out)}] = {refs}"
+    refs = " * ".join(f"{name}[{','.join(sub)}]" for name, sub in zip(operands, parts))
+    return f"{result}[{','.join(parts[-1])}] = {refs}"

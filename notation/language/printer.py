@@ -16,6 +16,7 @@ class Text:
 
     plus, minus, lead_minus = " + ", " - ", "-"  # between the terms of a sum
     term_plus, term_minus, times = " + ", " - ", "*"  # inside an index term
+    dots = "..."  # the ellipsis: leading axes
 
     @staticmethod
     def index(name):
@@ -66,6 +67,7 @@ class Latex:
 
     plus, minus, lead_minus = " + ", " - ", "-"
     term_plus, term_minus, times = "+", "-", ""
+    dots = r"\ldots "
 
     @staticmethod
     def index(name):

@@ -4,7 +4,8 @@ For `z[L] = c * x[T] * w[U]` the gradient with respect to x is the upstream grad
 contracted with the other operands, written at x's own index terms:
 `dx[T] = c * dz[L] * w[U]`.  What was a gather on the right (a strided window) becomes a
 scatter on the left, a scatter on the left a gather; a function contributes its
-derivative from the registry (relu -> drelu), a max its positions mask (eq. 19).
+derivative from the registry (relu -> drelu), a max its positions mask (eq. 19); a function that
+is its own derivative (exp) reads the result it wrote, `ex[L] = exp(s[L] - m)` giving `ds = dex * ex`.
 A function of a sum (`rsqrt(v[k] + eps)`) is opened when the tensor is one of its terms.
 """
 from __future__ import annotations
@@ -55,13 +56,16 @@ def derive(equation, wrt: str, positions=None, name=None) -> str:
                 sign, ref = _term_of_sum(f.arg, wrt)
                 coef = coef * sign
             local = [Call(d, f.arg)]
+            if d == f.func and _result_is(equation, product, f):  # exp: its derivative is what it wrote
+                local = [Ref(lhs.name, lhs.axes)]
         elif isinstance(f, Max) and isinstance(f.arg, Ref):
             if not positions:
                 raise _cannot(equation, wrt, "a max needs its positions named (positions: {z: m})")
             ref = f.arg
             free = [i for a in ref.axes for i in a.indices if i not in f.indices]
             free = list(dict.fromkeys(free))
-            local = [Ref(positions, tuple(Affine((Mono(1, (), i),)) for i in free + list(f.indices)))]
+            lead = ref.axes[:1] if ref.dotted else ()  # the mask's leading axes, as the max's argument's
+            local = [Ref(positions, lead + tuple(Affine((Mono(1, (), i),)) for i in free + list(f.indices)))]
         else:
             raise _cannot(equation, wrt, f"{wrt!r} sits inside {f}, which the gradient rule does not open")
         key = tuple(str(a) for a in ref.axes)
@@ -75,6 +79,13 @@ def derive(equation, wrt: str, positions=None, name=None) -> str:
     ref = target[1]
     body = " + ".join(_product_text(c, s, fs) for c, s, fs in terms).replace("+ -", "- ")
     return f"{Ref(name or 'd' + wrt, ref.axes)} = {body}"
+
+
+def _result_is(equation, product, f) -> bool:
+    """Whether the equation's result is exactly f (one product, no coefficient): then f's value
+    is read from the result rather than computed again."""
+    return (len(equation.products) == 1 and product.factors == (f,) and product.coef == 1
+            and not product.scalars and bool(equation.lhs.axes))
 
 
 def _term_of_sum(node, wrt):

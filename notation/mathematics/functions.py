@@ -120,6 +120,51 @@ def _dtanh_array(z, out=None):
     return np.subtract(np.asarray(1, dtype=out.dtype), out, out=out)
 
 
+_GELU_C, _GELU_A = math.sqrt(2 / math.pi), 0.044715  # the tanh form's constants (Hendrycks & Gimpel 2016)
+
+
+def _gelu_tanh(z):
+    """tanh(c (z + a z^3)), the tanh form's inner value, in z's dtype."""
+    t = np.square(z)
+    t *= np.asarray(_GELU_A * _GELU_C, dtype=t.dtype)
+    t += np.asarray(_GELU_C, dtype=t.dtype)
+    t *= z
+    return np.tanh(t, out=t)
+
+
+def _gelu_array(z, out=None):
+    # z/2 (1 + tanh(c (z + a z^3))): PyTorch's GELU(approximate="tanh")
+    t = _gelu_tanh(z)
+    t += np.asarray(1, dtype=t.dtype)
+    t *= np.asarray(0.5, dtype=t.dtype)
+    return np.multiply(t, z, out=out)
+
+
+def _dgelu_array(z, out=None):
+    # (1 + t)/2 + z/2 (1 - t^2) c (1 + 3a z^2), t = tanh(c (z + a z^3))
+    t = _gelu_tanh(z)
+    u = np.square(z)
+    u *= np.asarray(3 * _GELU_A * _GELU_C, dtype=u.dtype)
+    u += np.asarray(_GELU_C, dtype=u.dtype)
+    u *= z
+    out = np.square(t, out=out)
+    np.subtract(np.asarray(1, dtype=out.dtype), out, out=out)
+    out *= u
+    out += t
+    out += np.asarray(1, dtype=out.dtype)
+    out *= np.asarray(0.5, dtype=out.dtype)
+    return out
+
+
+def _gelu_scalar(v):
+    return 0.5 * v * (1.0 + math.tanh(_GELU_C * (v + _GELU_A * v ** 3)))
+
+
+def _dgelu_scalar(v):
+    t = math.tanh(_GELU_C * (v + _GELU_A * v ** 3))
+    return 0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * _GELU_C * (1.0 + 3.0 * _GELU_A * v * v)
+
+
 def _tanh_scalar(v):
     return math.tanh(v)
 
@@ -163,6 +208,8 @@ FUNCTIONS = {
         Function("sigmoid", _sigmoid_array, _sigmoid_scalar, "dsigmoid", r"\sigma"),
         Function("dsigmoid", _dsigmoid_array, lambda v: _sigmoid_scalar(v) * (1.0 - _sigmoid_scalar(v)), None,
                  r"\sigma'"),
+        Function("gelu", _gelu_array, _gelu_scalar, "dgelu", r"\operatorname{GELU}"),    # tanh form
+        Function("dgelu", _dgelu_array, _dgelu_scalar, None, r"\operatorname{GELU}'"),
         Function("id", _id_array, lambda v: v, None, r"\operatorname{id}"),
     ]
 }

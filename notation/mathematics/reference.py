@@ -12,7 +12,8 @@ import math
 
 import numpy as np
 
-from ..language.ast import Call, Delta, Max, Mul, Num, Ref, Sum, Sym, free_indices
+from ..language.ast import Call, Delta, Max, Mul, Num, Ref, Sum, Sym, expand, free_indices
+from ..language.ellipsis import bind_dots
 from ..language.sizes import scale
 from .functions import FUNCTIONS
 
@@ -22,13 +23,15 @@ def evaluate(equation, arrays, extents, symbols, result_shape, positions=False):
     arrays = {k: np.asarray(v, dtype=np.float64) for k, v in arrays.items()}
     out = np.zeros(result_shape)
     masks = {}
-    left = [i for axis in equation.lhs.axes for i in axis.indices]
-    for product in equation.products:
+    shapes = {**{k: v.shape for k, v in arrays.items()}, equation.lhs.name: tuple(result_shape)}
+    lhs, rhs = bind_dots(equation.source, equation.lhs, equation.rhs, shapes)  # each `...` as fresh indices
+    left = [i for axis in lhs.axes for i in axis.indices]
+    for product in expand(rhs):
         names = list(dict.fromkeys(left + free_indices(product.factors)))
         k = scale(product.coef, product.scalars, symbols)
         for values in itertools.product(*(range(extents[i]) for i in names)):
             env = dict(zip(names, values))
-            pos = _position(equation.lhs.axes, env, symbols, result_shape)
+            pos = _position(lhs.axes, env, symbols, result_shape)
             if pos is None:
                 continue
             v = k
@@ -43,7 +46,7 @@ def evaluate(equation, arrays, extents, symbols, result_shape, positions=False):
 
 def evaluate_run(run, positions=False, **arrays):
     """The reference result for a compiled Run, using the ranges it bound."""
-    return evaluate(run.equation, arrays, run.extents, run.symbols, run.result_shape, positions)
+    return evaluate(run.expanded, arrays, run.extents, run.symbols, run.result_shape, positions)
 
 
 def _position(axes, env, symbols, shape):
