@@ -9,6 +9,7 @@ imported only when a graph is built, so what has no ONNX form is known without i
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 
@@ -46,6 +47,7 @@ class Layer:
         self.name, self.block, self.inputs = name, block, inputs
         self.sizes, self.hyper = block.sizes, block.hyper
         self.params, self.state = params, state
+        self.rank = len(block.shapes[block.kind.in_names[0]])  # of its (first) input, the batch included
 
     @property
     def x(self) -> str:
@@ -245,10 +247,12 @@ def _flatten(g, layer):  # (10): i*J*K + j*K + k, the NHWC order
 
 
 @kind("dense")
-def _dense(g, layer):  # (12), plus the bias of (2)
+def _dense(g, layer):  # (12), plus the bias of (2); over [b, n, features] each token apart
     n = layer.name
-    return g.node("Gemm", [layer.x, g.constant(f"{n}/w", layer.params["w"]), g.constant(f"{n}/b", layer.params["b"])],
-                  n)
+    w, b = g.constant(f"{n}/w", layer.params["w"]), g.constant(f"{n}/b", layer.params["b"])
+    if layer.rank == 2:
+        return g.node("Gemm", [layer.x, w, b], n)
+    return g.node("Add", [g.node("MatMul", [layer.x, w], f"{n}/xw"), b], n)
 
 
 @kind("batchnorm")
@@ -281,6 +285,62 @@ def _concat(g, layer):  # channels side by side: axis 1 of NCHW
     return g.node("Concat", layer.inputs, layer.name, axis=1)
 
 
+# -- the token kinds: x[b, n, k], token n, features k ------------------------------------------------
+@kind("patch_embedding")
+def _patch_embedding(g, layer):
+    """z[b, i*J + j, k] = x[b, s1*i+p, s1*j+q, r] * w[p,q,r,k] + b[k]: a Conv of stride P (not flipped, a learned
+    kernel read as is), then [b, k, I, J] to tokens [b, I*J, k], row i*J + j."""
+    s, n = layer.sizes, layer.name
+    conv = g.node("Conv", [layer.x, g.constant(f"{n}/w", layer.params["w"].transpose(3, 2, 0, 1)),
+                           g.constant(f"{n}/b", layer.params["b"])], f"{n}/conv",
+                  kernel_shape=[s["patch"]] * 2, strides=[s["patch"]] * 2)
+    rows = g.node("Reshape", [conv, g.constant(f"{n}/shape", [0, s["dim"], -1], np.int64)], f"{n}/rows")
+    return g.node("Transpose", [rows], n, perm=[0, 2, 1])
+
+
+@kind("positional_embedding")
+def _positional_embedding(g, layer):  # z[b,n,k] = x[b,n,k] + pos[n,k]
+    return g.node("Add", [layer.x, g.constant(f"{layer.name}/pos", layer.params["pos"])], layer.name)
+
+
+@kind("attention")
+def _attention(g, layer):
+    """Multi-head self-attention as layers.yaml writes it: the heads apart as [b, h, n, E], scores scaled by
+    E**-0.5, ONNX's Softmax over the keys (the engine's shift by the max changes nothing), heads joined."""
+    n, p, s = layer.name, layer.params, layer.sizes
+    heads, d = s["heads"], s["features"]
+    split = g.constant(f"{n}/heads", [0, 0, heads, d // heads], np.int64)  # [b, n, d] -> [b, n, h, E]
+
+    def projected(w, b, name, perm):  # (12) per token, then the heads apart
+        xw = g.node("MatMul", [layer.x, g.constant(f"{n}/{w}", p[w])], f"{n}/x{w}")
+        if b is not None:
+            xw = g.node("Add", [xw, g.constant(f"{n}/{b}", p[b])], f"{n}/{name}_biased")
+        return g.node("Transpose", [g.node("Reshape", [xw, split], f"{n}/{name}_heads")], f"{n}/{name}", perm=perm)
+
+    q = projected("wq", "bq", "q", [0, 2, 1, 3])  # [b, h, n, E]
+    k = projected("wk", None, "k", [0, 2, 3, 1])  # [b, h, E, m]
+    v = projected("wv", "bv", "v", [0, 2, 1, 3])  # [b, h, m, E]
+    scores = g.node("Mul", [g.node("MatMul", [q, k], f"{n}/qk"),
+                            g.constant(f"{n}/scale", layer.block.symbols["scale"])], f"{n}/s")
+    weights = g.node("Softmax", [scores], f"{n}/p", axis=-1)
+    o = g.node("Transpose", [g.node("MatMul", [weights, v], f"{n}/pv")], f"{n}/o", perm=[0, 2, 1, 3])
+    joined = g.node("Reshape", [o, g.constant(f"{n}/join", [0, 0, d], np.int64)], f"{n}/joined")
+    return g.node("Add", [g.node("MatMul", [joined, g.constant(f"{n}/wo", p["wo"])], f"{n}/ow"),
+                          g.constant(f"{n}/bo", p["bo"])], n)
+
+
+@kind("token_mixing")
+def _token_mixing(g, layer):  # z[b,n,k] = x[b,m,k] * w[m,n] + b[n]: w transposed times each example's x
+    n, p = layer.name, layer.params
+    mixed = g.node("MatMul", [g.constant(f"{n}/wt", p["w"].T), layer.x], f"{n}/wx")  # [n, m] @ [b, m, k]
+    return g.node("Add", [mixed, g.constant(f"{n}/b", p["b"][:, None])], n)
+
+
+@kind("mean_pool")
+def _mean_pool(g, layer):  # z[b,k] = x[b,n,k] / count
+    return g.node("ReduceMean", [layer.x], layer.name, axes=[1], keepdims=0)
+
+
 # -- the activations, on the engine's z[b, i] (each example's entries in a row) ----------------------
 @activation("identity")
 def _identity(g, name, z, rank):
@@ -304,3 +364,14 @@ def _softmax(g, name, z, rank):  # (22) over all of an example's entries, in any
     shape = g.node("Shape", [z], f"{name}/shape")
     rows = g.node("Flatten", [z], f"{name}/rows", axis=1)
     return g.node("Reshape", [g.node("Softmax", [rows], f"{name}/rows_softmax", axis=1), shape], name)
+
+
+@activation("gelu")
+def _gelu(g, name, z, rank):
+    """The engine's tanh form, z/2 (1 + tanh(c (z + a z^3))), c = sqrt(2/pi), a = 0.044715: opset 17 has no Gelu."""
+    c, a = g.constant(f"{name}/c", math.sqrt(2 / math.pi)), g.constant(f"{name}/a", 0.044715)
+    cube = g.node("Mul", [g.node("Mul", [z, z], f"{name}/z2"), z], f"{name}/z3")
+    inner = g.node("Add", [z, g.node("Mul", [a, cube], f"{name}/az3")], f"{name}/inner")
+    t = g.node("Tanh", [g.node("Mul", [c, inner], f"{name}/cinner")], f"{name}/tanh")
+    half = g.node("Mul", [z, g.constant(f"{name}/half", 0.5)], f"{name}/half_z")
+    return g.node("Mul", [half, g.node("Add", [t, g.constant(f"{name}/one", 1.0)], f"{name}/one_t")], name)
