@@ -10,8 +10,10 @@ import yaml
 
 import engine
 from engine import training
+from engine.compiler import spec as spec_file
 from engine.data import datasets
 from engine.export import ExportError, export
+from engine.export import onnx as to_onnx
 from engine.training import restore
 
 from conftest import HAVE_MNIST, MNIST, ROOT, SPEC, load_train_script
@@ -19,7 +21,7 @@ from conftest import HAVE_MNIST, MNIST, ROOT, SPEC, load_train_script
 onnx = pytest.importorskip("onnx", reason="the onnx package is a test extra: pip install -e '.[test]'")
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime is a test extra: pip install -e '.[test]'")
 
-SHIPPED = ["seven-layer", "seven-layer-bn", "resnet", "zoo", "softmax-regression"]  # every network of layers.yaml
+SHIPPED = ["seven-layer", "seven-layer-bn", "resnet", "zoo", "softmax-regression", "vit", "mixer"]  # every network
 
 
 def data_args() -> list:
@@ -127,9 +129,10 @@ def test_the_graph_names_its_input_images_and_its_output_probabilities(cli, caps
     assert [o.name for o in model.graph.output] == ["probabilities"]
 
 
-def test_the_graph_takes_any_batch(cli, capsys, trained, images, tmp_path):
-    exported(cli, capsys, trained("zoo"), tmp_path / "zoo.onnx")
-    assert [run_onnx(tmp_path / "zoo.onnx", images[:n]).shape for n in (1, 7)] == [(1, 10), (7, 10)]
+@pytest.mark.parametrize("network", ["zoo", "vit"])  # vit: attention's reshapes into heads keep the batch
+def test_the_graph_takes_any_batch(network, cli, capsys, trained, images, tmp_path):
+    exported(cli, capsys, trained(network), tmp_path / "m.onnx")
+    assert [run_onnx(tmp_path / "m.onnx", images[:n]).shape for n in (1, 7)] == [(1, 10), (7, 10)]
 
 
 def test_the_class_names_the_run_recorded_are_in_the_metadata(cli, capsys, trained, tmp_path):
@@ -230,3 +233,11 @@ def test_without_the_onnx_package_the_export_says_how_to_install_it(tmp_path, mo
     with pytest.raises(ExportError, match=r"the onnx package is not installed; install it with: .*\[export\]"):
         export(engine.load(SPEC, network="softmax-regression"), "onnx", tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_every_network_of_layers_yaml_has_an_onnx_form():
+    networks = spec_file.read(SPEC).networks
+    gaps = {name: [layer.kind for layer in net.layers if layer.kind not in to_onnx.KINDS]
+            + [layer.activation for layer in net.layers if layer.activation not in to_onnx.ACTIVATIONS]
+            for name, net in networks.items()}
+    assert gaps == {name: [] for name in networks}
