@@ -3,8 +3,9 @@ kind mapped to ONNX operators by one function in KINDS, each activation by one i
 
 The engine's images are NHWC; the graph transposes its input to NCHW once and keeps every image tensor
 NCHW inside (what ONNX's Conv and pools take), back to NHWC only where the engine's order matters:
-before a flatten ((10) runs i, j, k in NHWC order) and at an image output.  The `onnx` package is
-imported only when a graph is built, so what has no ONNX form is known without it.
+before a flatten ((10) runs i, j, k in NHWC order) and at an image output.  Token tensors are the engine's
+[b, n, features] throughout.  The `onnx` package is imported only when a graph is built, so what has no
+ONNX form is known without it.
 """
 from __future__ import annotations
 
