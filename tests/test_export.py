@@ -241,3 +241,25 @@ def test_every_network_of_layers_yaml_has_an_onnx_form():
             + [layer.activation for layer in net.layers if layer.activation not in to_onnx.ACTIVATIONS]
             for name, net in networks.items()}
     assert gaps == {name: [] for name in networks}
+
+
+def with_features_last_on_an_image(spec):
+    """A layer norm and a dense layer on an image [b, h, w, c]: over each pixel's channels, as `...` reads them."""
+    spec["networks"]["pixelwise"] = {
+        "cites": "extension", "input": [8, 8, 3], "loss": "softmax_cross_entropy",
+        "layers": [{"name": "conv", "kind": "conv2d", "filters": 4, "kernel": 3, "activation": "relu"},
+                   {"name": "norm", "kind": "layernorm"},
+                   {"name": "mix", "kind": "dense", "units": 5, "activation": "gelu"},
+                   {"name": "flatten", "kind": "flatten"},
+                   {"name": "out", "kind": "dense", "units": 10, "activation": "softmax"}]}
+
+
+def test_a_dense_layer_and_a_layer_norm_on_an_image_act_on_each_pixels_channels(tmp_path):
+    net = engine.load(custom_spec(tmp_path, with_features_last_on_an_image), network="pixelwise")
+    rng = np.random.default_rng(0)
+    for name in ("norm", "mix"):
+        for p in net.params[name].values():
+            p += rng.normal(0, 0.5, p.shape)  # away from ones and zeros: a wrong axis shows
+    export(net, "onnx", tmp_path / "m.onnx")
+    x = rng.random((4, 8, 8, 3), dtype=np.float32)
+    assert np.abs(run_onnx(tmp_path / "m.onnx", x) - net.forward(x)).max() <= 1e-5

@@ -247,13 +247,23 @@ def _flatten(g, layer):  # (10): i*J*K + j*K + k, the NHWC order
     return g.node("Flatten", [nhwc], layer.name, axis=1)
 
 
+def _on_features(g, layer, run) -> str:
+    """run(x, name) over the engine's last axis, the features: an image, NCHW here, made NHWC for it and back."""
+    if layer.rank != 4:
+        return run(layer.x, layer.name)
+    nhwc = g.node("Transpose", [layer.x], f"{layer.name}/nhwc", perm=NHWC)
+    return g.node("Transpose", [run(nhwc, f"{layer.name}/features")], layer.name, perm=NCHW)
+
+
 @kind("dense")
-def _dense(g, layer):  # (12), plus the bias of (2); over [b, n, features] each token apart
+def _dense(g, layer):  # (12), plus the bias of (2); over more leading axes ([b, n] of tokens) each row apart
     n = layer.name
     w, b = g.constant(f"{n}/w", layer.params["w"]), g.constant(f"{n}/b", layer.params["b"])
-    if layer.rank == 2:
-        return g.node("Gemm", [layer.x, w, b], n)
-    return g.node("Add", [g.node("MatMul", [layer.x, w], f"{n}/xw"), b], n)
+
+    def run(x, out):
+        return g.node("Gemm", [x, w, b], out) if layer.rank == 2 else \
+            g.node("Add", [g.node("MatMul", [x, w], f"{n}/xw"), b], out)
+    return _on_features(g, layer, run)
 
 
 @kind("batchnorm")
@@ -266,9 +276,10 @@ def _batchnorm(g, layer):  # eval: (2) with the running statistics
 
 @kind("layernorm")
 def _layernorm(g, layer):
-    n, p = layer.name, layer.params
-    return g.node("LayerNormalization", [layer.x, g.constant(f"{n}/g", p["g"]), g.constant(f"{n}/beta", p["beta"])],
-                  n, axis=-1, epsilon=float(layer.hyper["eps"]))
+    n, p = layer.name, layer.params  # over the last axis: each example's features, or each token's (or pixel's)
+    g_, beta = g.constant(f"{n}/g", p["g"]), g.constant(f"{n}/beta", p["beta"])
+    return _on_features(g, layer, lambda x, out: g.node("LayerNormalization", [x, g_, beta], out, axis=-1,
+                                                        epsilon=float(layer.hyper["eps"])))
 
 
 @kind("dropout")
