@@ -182,6 +182,17 @@ def test_a_kind_of_a_shipped_name_that_means_something_else_is_refused(tmp_path)
     assert list(tmp_path.glob("*.onnx")) == []
 
 
+def test_a_kind_of_a_shipped_name_whose_shapes_differ_is_refused_naming_the_layer(tmp_path):
+    def weights_transposed(spec):
+        spec["kinds"]["dense"]["params"]["w"]["shape"] = ["units", "features"]
+        spec["kinds"]["dense"]["forward"] = ["z[...,j] = x[...,i] * w[j,i] + b[j]"]
+        spec["kinds"]["dense"]["backward"] = "derive"
+    net = engine.load(custom_spec(tmp_path, weights_transposed), network="softmax-regression")
+    with pytest.raises(ExportError, match="layer 'dense' \\(dense\\): its ONNX form does not check") as refusal:
+        export(net, "onnx", tmp_path / "m.onnx")
+    assert "\n" not in str(refusal.value) and list(tmp_path.glob("*.onnx")) == []
+
+
 @pytest.mark.parametrize("args, says", [
     (["--format", "tflite"], "invalid choice: 'tflite'"),
     (["--out", "{tmp}/missing/m.onnx"], "its folder {tmp}/missing does not exist"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 
@@ -104,9 +105,25 @@ def build(net, classes: list | None = None, about: dict | None = None):
     if classes is not None:
         meta["classes"] = json.dumps(list(classes))
     helper.set_model_props(model, {k: str(v) for k, v in meta.items()})
-    onnx.checker.check_model(model, full_check=True)
+    _check(onnx, net, model)
     verify(net, model)
     return model
+
+
+def _check(onnx, net, model):
+    """onnx's checker and shape inference pass the graph; else ExportError naming the first layer they fault
+    (a kind of a known name whose shapes differ from layers.yaml's), in one line."""
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+        first = str(e).strip().splitlines()[0]
+        node = re.search(r"node name: ([^)]+)\)", first)
+        layer = node.group(1).split("/")[0] if node else None
+        kind = next((spec_layer.kind for spec_layer in net.net.layers if spec_layer.name == layer), None)
+        where, what = (f"layer {layer!r} ({kind})", f"kind {kind!r}") if kind else ("a layer", "a kind")
+        raise ExportError(f"network {net.name!r}, {where}: its ONNX form does not check ({first.split(': ')[-1]}): "
+                          f"{what} of {net.spec.file} means something else than layers.yaml's, which the export "
+                          "maps; nothing was written") from None
 
 
 def _layers(g, net) -> tuple:
