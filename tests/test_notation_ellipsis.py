@@ -117,3 +117,8 @@ def test_a_misplaced_ellipsis_is_one_error_pointing_at_it(source, message):
 def test_ellipses_standing_for_different_axes_are_refused(shapes, message):
     with pytest.raises(NotationError, match=message):
         Equation("z[...,i] = x[...,i] + y[...,i]").compile(shapes=shapes)
+
+
+def test_an_ellipsis_with_no_shape_to_bind_it_says_which_shape_to_give():
+    with pytest.raises(NotationError, match=r"cannot tell how many axes \.\.\. stands for.*give the shape of x"):
+        Equation(DENSE).compile(shapes={"w": (3, 4), "b": (4,)})
