@@ -25,6 +25,7 @@ from ..language.sizes import BoundProduct, scale
 from ..mathematics.functions import FUNCTIONS
 from ..runtime import counters, parallel
 from . import cost
+from .chains import Chain
 from .maxima import window_max
 from .roads import choose
 from .steps import c_strides, make_step
@@ -367,6 +368,7 @@ class CompiledSum:
                                                           optimize, self.letters, first=False)]
         self.needs_zero = not (self.products and self.products[0].strategy.writes)
         fuse_bias(self.products)
+        self.chain = Chain.fit(self)  # all of it in one pass, where every term is elementwise
 
     @classmethod
     def sub(cls, node, out_indices, extents, symbols, shapes, optimize, letters):
@@ -405,6 +407,11 @@ class CompiledSum:
         return p.operands[0].view(arrays[p.operands[0].view.name]).transpose(p.perm)
 
     def evaluate(self, arrays, out=None, positions=None):
+        if self.chain is not None:
+            if out is None:
+                out = np.empty(self.result_shape, dtype=self.dtype(arrays))
+            if self.chain.run(arrays, out, positions):
+                return out
         if out is None:
             dtype = self.dtype(arrays)
             out = (np.zeros if self.needs_zero else np.empty)(self.result_shape, dtype=dtype)

@@ -23,6 +23,7 @@ class Strategy:
     name = "?"
     writes = False  # overwrites the whole result (no zeroing needed before it)
     alternatives = None  # {road: modelled seconds} where several were weighed (notation/lowering/roads.py)
+    note = ""  # what runs it instead, where another road takes the whole right side (notation/lowering/chains.py)
 
     def __init__(self, product):
         self.product = product
@@ -31,7 +32,7 @@ class Strategy:
         raise NotImplementedError
 
     def describe(self) -> dict:
-        return {"name": self.name, "runs": self.runs, "steps": None}
+        return {"name": self.name, "runs": self.runs + self.note, "steps": None}
 
     def modelled(self, itemsize, r) -> float:
         """Modelled seconds of this road (notation/lowering/cost.py): here one pass over its operands and result."""
@@ -196,7 +197,7 @@ class Path(Strategy):
         return f", {self.bias.strategy.term} added to each worker's part as it is made" if self.bias else ""
 
     def describe(self) -> dict:
-        return {"name": self.name, "runs": self.runs, "steps": [s.describe() for s in self.steps]}
+        return {"name": self.name, "runs": self.runs + self.note, "steps": [s.describe() for s in self.steps]}
 
     def modelled(self, itemsize, r, copies=True) -> float:
         """Each pairwise step: a (batched) GEMM with the copies it makes, or np.einsum's loop; then the fold."""
@@ -298,7 +299,7 @@ class Stacked(Path):
         return self.block.groups
 
     def describe(self) -> dict:
-        return {"name": self.name, "runs": self.runs, "steps": [self.block.describe()]}
+        return {"name": self.name, "runs": self.runs + self.note, "steps": [self.block.describe()]}
 
     def modelled(self, itemsize, r, copies=False) -> float:
         return super().modelled(itemsize, r, copies=False)  # strided views: nothing copied
@@ -330,7 +331,7 @@ class SliceScatter(Strategy):
             s.describe()["runs"] for s in chunks[0][2]) + ", folded"
 
     def describe(self) -> dict:
-        return {"name": self.name, "runs": self.runs, "steps": [s.describe() for s in self.chunks[0][2]]}
+        return {"name": self.name, "runs": self.runs + self.note, "steps": [s.describe() for s in self.chunks[0][2]]}
 
     def run(self, arrays, out, positions):
         p = self.product

@@ -137,6 +137,145 @@ MULTIPLY(multiply_float64_bool, double, unsigned char)
 WINDOW_MAX(window_max_float32, float)
 WINDOW_MAX(window_max_float64, double)
 
+/* An elementwise sum of products (an equation whose terms sum nothing), entry by entry, in one pass:
+ * out = t0 + t1 + ..., each term t = f0(a0) * f1(a1) * ... * scale, in the order and rounding of
+ * numpy's passes that notation/lowering/chains.py replaces (a product's factors multiplied in order,
+ * then its scale; mode 0: the first term written; 1: added to zero, where numpy zeroes the result
+ * first).  The iteration
+ * runs over rows of n entries, the rows over up to 6 outer axes of outer[0..5] entries, row-major; out
+ * and each operand have 6 outer strides and one along the row, in entries (7 each).  kind says how an
+ * operand is read a block at a time: 0 contiguous rows, 1 the same for every row (a bias k over
+ * b,i,j,k: tiled once), 2 gathered; okind 0: out's rows contiguous, 2: each row apart (a strided
+ * result: its rows gathered into a block and written back).
+ * code: per term its factor count, then per factor its operand and function (CHAIN_ID ...), then its
+ * scale's index or -1; -1 ends it.  Rows [r0, r1) only: the workers take a part each. */
+#define CHAIN_BLOCK 1024
+#define CHAIN_OPS 8
+enum { CHAIN_ID, CHAIN_SQUARE, CHAIN_TWICE, CHAIN_DRELU, CHAIN_RELU };
+
+#define CHAIN_F(T, F, x)                                                                                \
+    ((F) == CHAIN_SQUARE ? (x) * (x) : (F) == CHAIN_TWICE ? (x) * (T)2                                  \
+     : (F) == CHAIN_DRELU ? ((x) > 0 ? (T)1 : (x) == 0 ? (T)0.5 : (T)0)                               \
+     : MAXIMUM((x), (T)0))
+
+/* dst = (or dst +) the product of the factors a[0..nf), times m where scaled: one loop a term. */
+#define CHAIN_TERM(T, EXPR)                                                                             \
+    if (add) for (ptrdiff_t e = 0; e < L; e++) dst[e] = dst[e] + (EXPR);                                \
+    else for (ptrdiff_t e = 0; e < L; e++) dst[e] = (EXPR);
+
+#define CHAIN_AXES 6
+/* Where a row starts in out and in each operand: an index over the outer axes and its offsets, moved
+ * on a row at a time with adds (a division per axis and row cost more than a short row's work). */
+typedef struct { ptrdiff_t idx[CHAIN_AXES], out, op[CHAIN_OPS]; } chain_at;
+
+static void chain_seek(chain_at *at, ptrdiff_t r, const ptrdiff_t *outer, const ptrdiff_t *ost,
+                       const ptrdiff_t *st, int nops) {
+    at->out = 0;
+    for (int o = 0; o < nops; o++) at->op[o] = 0;
+    for (int d = CHAIN_AXES - 1; d >= 0; d--) {
+        at->idx[d] = r % outer[d];
+        r /= outer[d];
+        at->out += at->idx[d] * ost[d];
+        for (int o = 0; o < nops; o++) at->op[o] += at->idx[d] * st[(CHAIN_AXES + 1) * o + d];
+    }
+}
+
+static void chain_next(chain_at *at, const ptrdiff_t *outer, const ptrdiff_t *ost, const ptrdiff_t *st,
+                       int nops) {
+    for (int d = CHAIN_AXES - 1; d >= 0; d--) {
+        const ptrdiff_t back = ++at->idx[d] < outer[d] ? 0 : outer[d];
+        at->out += ost[d] * (1 - back);
+        for (int o = 0; o < nops; o++) at->op[o] += st[(CHAIN_AXES + 1) * o + d] * (1 - back);
+        if (!back) return;
+        at->idx[d] = 0;
+    }
+}
+
+#define CHAIN_ROWS 256  /* rows of a block walked one by one (their starts kept) at most */
+
+#define CHAIN(NAME, T)                                                                                  \
+    WIDEST void NAME(ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t n, const ptrdiff_t *outer, int nops,         \
+                     const T *const *base, const ptrdiff_t *st, const int *kind, const int *code,       \
+                     const T *scales, int mode, T *out, const ptrdiff_t *ost, int okind) {              \
+        T buf[CHAIN_OPS][CHAIN_BLOCK], fbuf[CHAIN_OPS][CHAIN_BLOCK], tmp[CHAIN_BLOCK], obuf[CHAIN_BLOCK];  \
+        ptrdiff_t starts[CHAIN_OPS + 1][CHAIN_ROWS];                                                    \
+        const ptrdiff_t W = CHAIN_AXES + 1;                                                             \
+        ptrdiff_t R = n >= CHAIN_BLOCK ? 1 : CHAIN_BLOCK / n;                                           \
+        int walk = okind != 0;                                                                          \
+        for (int o = 0; o < nops; o++) walk |= kind[o] == 2 || (kind[o] == 1 && R == 1);                \
+        if (walk && R > CHAIN_ROWS) R = CHAIN_ROWS;                                                     \
+        chain_at at, row_at;                                                                            \
+        chain_seek(&at, r0, outer, ost, st, nops);                                                      \
+        for (int o = 0; o < nops; o++)                                                                  \
+            if (kind[o] == 1 && R > 1)                                                                  \
+                for (ptrdiff_t e = 0; e < R * n; e++) buf[o][e] = base[o][(e % n) * st[W * o + W - 1]]; \
+        for (ptrdiff_t r = r0, nr; r < r1; r += nr) {                                                   \
+            nr = r1 - r < R ? r1 - r : R;                                                               \
+            if (walk) {  /* each row's start in out and the operands */                                 \
+                row_at = at;                                                                            \
+                for (ptrdiff_t q = 0; q < nr; q++) {                                                    \
+                    starts[nops][q] = row_at.out;                                                       \
+                    for (int o = 0; o < nops; o++) starts[o][q] = row_at.op[o];                         \
+                    chain_next(&row_at, outer, ost, st, nops);                                          \
+                }                                                                                       \
+                at = row_at;                                                                            \
+            }                                                                                           \
+            for (ptrdiff_t c = 0; c < n; c += CHAIN_BLOCK) {                                            \
+                const ptrdiff_t nc = n - c < CHAIN_BLOCK ? n - c : CHAIN_BLOCK, L = nr * nc;            \
+                const T *src[CHAIN_OPS];                                                                \
+                for (int o = 0; o < nops; o++) {                                                        \
+                    const ptrdiff_t inner = st[W * o + W - 1];                                          \
+                    if (kind[o] == 0) { src[o] = base[o] + r * n + c; continue; }                       \
+                    if (kind[o] == 1 && R > 1) { src[o] = buf[o]; continue; }                           \
+                    if (nr == 1 && inner == 1) { src[o] = base[o] + starts[o][0] + c; continue; }       \
+                    for (ptrdiff_t q = 0; q < nr; q++) {                                                \
+                        const T *a = base[o] + starts[o][q] + c * inner;                                \
+                        for (ptrdiff_t e = 0; e < nc; e++) buf[o][q * nc + e] = a[e * inner];           \
+                    }                                                                                   \
+                    src[o] = buf[o];                                                                    \
+                }                                                                                       \
+                T *restrict dst = okind ? obuf : out + r * n + c;                                       \
+                if (mode == 1) for (ptrdiff_t e = 0; e < L; e++) dst[e] = 0;                            \
+                const int *pc = code;                                                                   \
+                for (int term = 0; *pc >= 0; term++) {                                                  \
+                    const int nf = *pc++, add = term > 0 || mode;                                       \
+                    const T *a[CHAIN_OPS] = {0};                                                        \
+                    for (int f = 0; f < nf; f++, pc += 2) {                                             \
+                        const int F = pc[1];                                                            \
+                        const T *restrict x = src[pc[0]];                                               \
+                        T *restrict y = fbuf[f];                                                        \
+                        a[f] = F == CHAIN_ID ? x : y;                                                   \
+                        if (F == CHAIN_SQUARE) for (ptrdiff_t e = 0; e < L; e++) y[e] = CHAIN_F(T, CHAIN_SQUARE, x[e]); \
+                        if (F == CHAIN_TWICE) for (ptrdiff_t e = 0; e < L; e++) y[e] = CHAIN_F(T, CHAIN_TWICE, x[e]); \
+                        if (F == CHAIN_DRELU) for (ptrdiff_t e = 0; e < L; e++) y[e] = CHAIN_F(T, CHAIN_DRELU, x[e]); \
+                        if (F == CHAIN_RELU) for (ptrdiff_t e = 0; e < L; e++) y[e] = CHAIN_F(T, CHAIN_RELU, x[e]); \
+                    }                                                                                   \
+                    const int k = *pc++;                                                                \
+                    const T m = k >= 0 ? scales[k] : (T)1;                                              \
+                    const T *restrict a0 = a[0], *restrict a1 = a[1];                                   \
+                    if (nf > 2) {  /* the first factors' product, then the last two as for nf == 2 */   \
+                        for (ptrdiff_t e = 0; e < L; e++) tmp[e] = a[0][e] * a[1][e];                   \
+                        for (int f = 2; f < nf - 1; f++)                                                \
+                            for (ptrdiff_t e = 0; e < L; e++) tmp[e] = tmp[e] * a[f][e];                \
+                        a0 = tmp, a1 = a[nf - 1];                                                       \
+                    }                                                                                   \
+                    if (nf == 0 && k >= 0) { CHAIN_TERM(T, m) }                                         \
+                    else if (nf == 0) { CHAIN_TERM(T, (T)1) }                                           \
+                    else if (nf == 1 && k >= 0) { CHAIN_TERM(T, a0[e] * m) }                           \
+                    else if (nf == 1) { CHAIN_TERM(T, a0[e]) }                                          \
+                    else if (k >= 0) { CHAIN_TERM(T, a0[e] * a1[e] * m) }                               \
+                    else { CHAIN_TERM(T, a0[e] * a1[e]) }                                               \
+                }                                                                                       \
+                if (okind)  /* the block back to its rows */                                            \
+                    for (ptrdiff_t q = 0; q < nr; q++)                                                  \
+                        for (ptrdiff_t e = 0; e < nc; e++) out[starts[nops][q] + c + e] = dst[q * nc + e]; \
+            }                                                                                           \
+        }                                                                                               \
+    }
+
+CHAIN(chain_float32, float)
+CHAIN(chain_float64, double)
+
 /* Hand-offs between the threads of notation/crew.py: a flag in shared memory, watched by spinning for
  * a bounded time, without the GIL (ctypes releases it), before the watcher falls back to sleeping on a
  * queue.  Waking a sleeping thread costs 25-30 us on a VM; a spinning one sees the flag at once. */

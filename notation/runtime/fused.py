@@ -110,6 +110,10 @@ def _bind(lib):
             f = getattr(lib, f"multiply_{dtype.name}_{other}")
             f.argtypes = [ctypes.c_void_p] * 7
             f.restype = None
+        f = getattr(lib, f"chain_{dtype.name}")
+        f.argtypes = [ctypes.c_ssize_t] * 3 + [ctypes.c_void_p, ctypes.c_int] + [ctypes.c_void_p] * 5 + \
+            [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
+        f.restype = None
         f = getattr(lib, f"window_max_{dtype.name}")
         f.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_ssize_t] + [ctypes.c_void_p] * 6
         f.restype = None
@@ -248,6 +252,25 @@ def _window_plan(inner, k, values, planes):
         ints += [*outer(planes[(0,) * k], 1), *start(planes.strides[:k], 1)]
     ints = np.array(ints, np.intp)
     return f"window_max_{values.dtype.name}", len(offsets), ints, _address(ints)
+
+
+CHAIN_FUNCTIONS = ("id", "square", "twice", "drelu", "relu")  # fused.c's CHAIN_ID ...: each the same bits as numpy's
+CHAIN_OPS = 8  # fused.c's CHAIN_OPS: operands of one chain at most
+
+
+FLOATS = tuple(_C)  # the dtypes the loops take
+
+
+def library():
+    """The library where the fused loops run, else None (NOTATION_FUSED=0, or not built)."""
+    return _lib()
+
+
+def chain_arguments(n, outer, bases, strides, kinds, code, scales, mode, out, ostrides, okind) -> tuple:
+    """The arguments of fused.c's CHAIN after its rows (r0, r1), as ctypes values made once: the arrays'
+    addresses (they must stay alive while these are used), prepared by notation/lowering/chains.py."""
+    at = [ctypes.c_void_p(_address(a)) for a in (outer, bases, strides, kinds, code, scales, out, ostrides)]
+    return (n, at[0], len(kinds), *at[1:6], mode, at[6], at[7], okind)
 
 
 def available() -> bool:
