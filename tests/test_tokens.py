@@ -60,6 +60,12 @@ def test_token_mixing_and_the_token_kinds_match_central_differences(b, n, d, uni
     check_kind("add", {"x1": (b, n, d), "x2": (b, n, d)})
 
 
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_dropout_masks_each_entry_of_a_token_tensor(mode):
+    block = check_kind("dropout", {"x": (2, 3, 4)}, mode=mode, rate=0.3)
+    assert [shape for _, shape, _ in block.random] == ([(2, 3, 4)] if mode == "train" else [])
+
+
 def test_gelu_is_the_tanh_form():
     block = check_kind("gelu", {"z": (2, 7)}, section="activations")
     z = np.linspace(-4, 4, 14).reshape(2, 7)

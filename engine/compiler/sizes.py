@@ -25,8 +25,10 @@ class Sizes:
     """Block's sizes (a mixin): reads self.kind, self.hyper, self.sizes, self.symbols; error() is Block's."""
 
     def _input_sizes(self, in_shapes):
-        """Each input axis's size, from every input that names it; inputs that disagree are refused."""
+        """Each input axis's size, from every input that names it; inputs that disagree are refused.
+        The axes a leading `...` stands for are kept as self.lead, for shapes written with it."""
         sizes, first = {}, {}
+        self.lead = ()
         for name in self.kind.in_names:
             axes = self.kind.input_axes.get(name, self.kind.inputs)
             shape = in_shapes.get(name)
@@ -35,6 +37,8 @@ class Sizes:
             field = "input" if len(self.kind.in_names) == 1 else f"input {name!r}"
             if not fits(axes, shape):
                 raise self.error(field, f"expects an input [{', '.join(axes)}] but gets shape {tuple(shape)}")
+            if axes[:1] == ("...",):
+                self.lead = tuple(shape[:len(shape) - len(axes) + 1])
             for axis, n in axis_sizes(axes, shape).items():
                 if axis in sizes and sizes[axis] != n:
                     raise self.error(field, f"has {axis} = {n} (shape {tuple(shape)}) but input {first[axis]!r} "
@@ -128,9 +132,13 @@ class Sizes:
         return out
 
     def _shape(self, exprs, field):
-        """A declared shape's sizes: expressions in the input's axes, hyperparameters and symbols."""
+        """A declared shape's sizes: expressions in the input's axes, hyperparameters and symbols; a
+        leading `...` is the input's leading axes (a dropout mask over tokens: [..., features])."""
+        lead = ()
+        if tuple(exprs[:1]) == ("...",):
+            lead, exprs = self.lead, exprs[1:]
         try:
-            shape = tuple(arith.size(e, self._names(self.symbols)) for e in exprs)
+            shape = lead + tuple(arith.size(e, self._names(self.symbols)) for e in exprs)
         except ValueError as e:
             raise self.error(field, str(e)) from None
         if any(n < 1 for n in shape):
