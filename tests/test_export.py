@@ -10,8 +10,10 @@ import yaml
 
 import engine
 from engine import training
+from engine.compiler import spec as spec_file
 from engine.data import datasets
 from engine.export import ExportError, export
+from engine.export import onnx as to_onnx
 from engine.training import restore
 
 from conftest import HAVE_MNIST, MNIST, ROOT, SPEC, load_train_script
@@ -19,7 +21,7 @@ from conftest import HAVE_MNIST, MNIST, ROOT, SPEC, load_train_script
 onnx = pytest.importorskip("onnx", reason="the onnx package is a test extra: pip install -e '.[test]'")
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime is a test extra: pip install -e '.[test]'")
 
-SHIPPED = ["seven-layer", "seven-layer-bn", "resnet", "zoo", "softmax-regression"]  # every network of layers.yaml
+SHIPPED = ["seven-layer", "seven-layer-bn", "resnet", "zoo", "softmax-regression", "vit", "mixer"]  # every network
 
 
 def data_args() -> list:
@@ -127,9 +129,10 @@ def test_the_graph_names_its_input_images_and_its_output_probabilities(cli, caps
     assert [o.name for o in model.graph.output] == ["probabilities"]
 
 
-def test_the_graph_takes_any_batch(cli, capsys, trained, images, tmp_path):
-    exported(cli, capsys, trained("zoo"), tmp_path / "zoo.onnx")
-    assert [run_onnx(tmp_path / "zoo.onnx", images[:n]).shape for n in (1, 7)] == [(1, 10), (7, 10)]
+@pytest.mark.parametrize("network", ["zoo", "vit"])  # vit: attention's reshapes into heads keep the batch
+def test_the_graph_takes_any_batch(network, cli, capsys, trained, images, tmp_path):
+    exported(cli, capsys, trained(network), tmp_path / "m.onnx")
+    assert [run_onnx(tmp_path / "m.onnx", images[:n]).shape for n in (1, 7)] == [(1, 10), (7, 10)]
 
 
 def test_the_class_names_the_run_recorded_are_in_the_metadata(cli, capsys, trained, tmp_path):
@@ -177,6 +180,17 @@ def test_a_kind_of_a_shipped_name_that_means_something_else_is_refused(tmp_path)
     with pytest.raises(ExportError, match="layer 'dense' \\(dense\\): its ONNX form differs from the engine's"):
         export(net, "onnx", tmp_path / "m.onnx")
     assert list(tmp_path.glob("*.onnx")) == []
+
+
+def test_a_kind_of_a_shipped_name_whose_shapes_differ_is_refused_naming_the_layer(tmp_path):
+    def weights_transposed(spec):
+        spec["kinds"]["dense"]["params"]["w"]["shape"] = ["units", "features"]
+        spec["kinds"]["dense"]["forward"] = ["z[...,j] = x[...,i] * w[j,i] + b[j]"]
+        spec["kinds"]["dense"]["backward"] = "derive"
+    net = engine.load(custom_spec(tmp_path, weights_transposed), network="softmax-regression")
+    with pytest.raises(ExportError, match="layer 'dense' \\(dense\\): its ONNX form does not check") as refusal:
+        export(net, "onnx", tmp_path / "m.onnx")
+    assert "\n" not in str(refusal.value) and list(tmp_path.glob("*.onnx")) == []
 
 
 @pytest.mark.parametrize("args, says", [
@@ -230,3 +244,33 @@ def test_without_the_onnx_package_the_export_says_how_to_install_it(tmp_path, mo
     with pytest.raises(ExportError, match=r"the onnx package is not installed; install it with: .*\[export\]"):
         export(engine.load(SPEC, network="softmax-regression"), "onnx", tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_every_network_of_layers_yaml_has_an_onnx_form():
+    networks = spec_file.read(SPEC).networks
+    gaps = {name: [layer.kind for layer in net.layers if layer.kind not in to_onnx.KINDS]
+            + [layer.activation for layer in net.layers if layer.activation not in to_onnx.ACTIVATIONS]
+            for name, net in networks.items()}
+    assert gaps == {name: [] for name in networks}
+
+
+def with_features_last_on_an_image(spec):
+    """A layer norm and a dense layer on an image [b, h, w, c]: over each pixel's channels, as `...` reads them."""
+    spec["networks"]["pixelwise"] = {
+        "cites": "extension", "input": [8, 8, 3], "loss": "softmax_cross_entropy",
+        "layers": [{"name": "conv", "kind": "conv2d", "filters": 4, "kernel": 3, "activation": "relu"},
+                   {"name": "norm", "kind": "layernorm"},
+                   {"name": "mix", "kind": "dense", "units": 5, "activation": "gelu"},
+                   {"name": "flatten", "kind": "flatten"},
+                   {"name": "out", "kind": "dense", "units": 10, "activation": "softmax"}]}
+
+
+def test_a_dense_layer_and_a_layer_norm_on_an_image_act_on_each_pixels_channels(tmp_path):
+    net = engine.load(custom_spec(tmp_path, with_features_last_on_an_image), network="pixelwise")
+    rng = np.random.default_rng(0)
+    for name in ("norm", "mix"):
+        for p in net.params[name].values():
+            p += rng.normal(0, 0.5, p.shape)  # away from ones and zeros: a wrong axis shows
+    export(net, "onnx", tmp_path / "m.onnx")
+    x = rng.random((4, 8, 8, 3), dtype=np.float32)
+    assert np.abs(run_onnx(tmp_path / "m.onnx", x) - net.forward(x)).max() <= 1e-5

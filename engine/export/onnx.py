@@ -3,12 +3,15 @@ kind mapped to ONNX operators by one function in KINDS, each activation by one i
 
 The engine's images are NHWC; the graph transposes its input to NCHW once and keeps every image tensor
 NCHW inside (what ONNX's Conv and pools take), back to NHWC only where the engine's order matters:
-before a flatten ((10) runs i, j, k in NHWC order) and at an image output.  The `onnx` package is
-imported only when a graph is built, so what has no ONNX form is known without it.
+before a flatten ((10) runs i, j, k in NHWC order) and at an image output.  Token tensors are the engine's
+[b, n, features] throughout.  The `onnx` package is imported only when a graph is built, so what has no
+ONNX form is known without it.
 """
 from __future__ import annotations
 
 import json
+import math
+import re
 
 import numpy as np
 
@@ -46,6 +49,7 @@ class Layer:
         self.name, self.block, self.inputs = name, block, inputs
         self.sizes, self.hyper = block.sizes, block.hyper
         self.params, self.state = params, state
+        self.rank = len(block.shapes[block.kind.in_names[0]])  # of its (first) input, the batch included
 
     @property
     def x(self) -> str:
@@ -101,9 +105,25 @@ def build(net, classes: list | None = None, about: dict | None = None):
     if classes is not None:
         meta["classes"] = json.dumps(list(classes))
     helper.set_model_props(model, {k: str(v) for k, v in meta.items()})
-    onnx.checker.check_model(model, full_check=True)
+    _check(onnx, net, model)
     verify(net, model)
     return model
+
+
+def _check(onnx, net, model):
+    """onnx's checker and shape inference pass the graph; else ExportError naming the first layer they fault
+    (a kind of a known name whose shapes differ from layers.yaml's), in one line."""
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+        first = str(e).strip().splitlines()[0]
+        node = re.search(r"node name: ([^)]+)\)", first)
+        layer = node.group(1).split("/")[0] if node else None
+        kind = next((spec_layer.kind for spec_layer in net.net.layers if spec_layer.name == layer), None)
+        where, what = (f"layer {layer!r} ({kind})", f"kind {kind!r}") if kind else ("a layer", "a kind")
+        raise ExportError(f"network {net.name!r}, {where}: its ONNX form does not check ({first.split(': ')[-1]}): "
+                          f"{what} of {net.spec.file} means something else than layers.yaml's, which the export "
+                          "maps; nothing was written") from None
 
 
 def _layers(g, net) -> tuple:
@@ -244,11 +264,23 @@ def _flatten(g, layer):  # (10): i*J*K + j*K + k, the NHWC order
     return g.node("Flatten", [nhwc], layer.name, axis=1)
 
 
+def _on_features(g, layer, run) -> str:
+    """run(x, name) over the engine's last axis, the features: an image, NCHW here, made NHWC for it and back."""
+    if layer.rank != 4:
+        return run(layer.x, layer.name)
+    nhwc = g.node("Transpose", [layer.x], f"{layer.name}/nhwc", perm=NHWC)
+    return g.node("Transpose", [run(nhwc, f"{layer.name}/features")], layer.name, perm=NCHW)
+
+
 @kind("dense")
-def _dense(g, layer):  # (12), plus the bias of (2)
+def _dense(g, layer):  # (12), plus the bias of (2); over more leading axes ([b, n] of tokens) each row apart
     n = layer.name
-    return g.node("Gemm", [layer.x, g.constant(f"{n}/w", layer.params["w"]), g.constant(f"{n}/b", layer.params["b"])],
-                  n)
+    w, b = g.constant(f"{n}/w", layer.params["w"]), g.constant(f"{n}/b", layer.params["b"])
+
+    def run(x, out):
+        return g.node("Gemm", [x, w, b], out) if layer.rank == 2 else \
+            g.node("Add", [g.node("MatMul", [x, w], f"{n}/xw"), b], out)
+    return _on_features(g, layer, run)
 
 
 @kind("batchnorm")
@@ -261,9 +293,10 @@ def _batchnorm(g, layer):  # eval: (2) with the running statistics
 
 @kind("layernorm")
 def _layernorm(g, layer):
-    n, p = layer.name, layer.params
-    return g.node("LayerNormalization", [layer.x, g.constant(f"{n}/g", p["g"]), g.constant(f"{n}/beta", p["beta"])],
-                  n, axis=-1, epsilon=float(layer.hyper["eps"]))
+    n, p = layer.name, layer.params  # over the last axis: each example's features, or each token's (or pixel's)
+    g_, beta = g.constant(f"{n}/g", p["g"]), g.constant(f"{n}/beta", p["beta"])
+    return _on_features(g, layer, lambda x, out: g.node("LayerNormalization", [x, g_, beta], out, axis=-1,
+                                                        epsilon=float(layer.hyper["eps"])))
 
 
 @kind("dropout")
@@ -279,6 +312,62 @@ def _add(g, layer):
 @kind("concat")
 def _concat(g, layer):  # channels side by side: axis 1 of NCHW
     return g.node("Concat", layer.inputs, layer.name, axis=1)
+
+
+# -- the token kinds: x[b, n, k], token n, features k ------------------------------------------------
+@kind("patch_embedding")
+def _patch_embedding(g, layer):
+    """z[b, i*J + j, k] = x[b, s1*i+p, s1*j+q, r] * w[p,q,r,k] + b[k]: a Conv of stride P (not flipped, a learned
+    kernel read as is), then [b, k, I, J] to tokens [b, I*J, k], row i*J + j."""
+    s, n = layer.sizes, layer.name
+    conv = g.node("Conv", [layer.x, g.constant(f"{n}/w", layer.params["w"].transpose(3, 2, 0, 1)),
+                           g.constant(f"{n}/b", layer.params["b"])], f"{n}/conv",
+                  kernel_shape=[s["patch"]] * 2, strides=[s["patch"]] * 2)
+    rows = g.node("Reshape", [conv, g.constant(f"{n}/shape", [0, s["dim"], -1], np.int64)], f"{n}/rows")
+    return g.node("Transpose", [rows], n, perm=[0, 2, 1])
+
+
+@kind("positional_embedding")
+def _positional_embedding(g, layer):  # z[b,n,k] = x[b,n,k] + pos[n,k]
+    return g.node("Add", [layer.x, g.constant(f"{layer.name}/pos", layer.params["pos"])], layer.name)
+
+
+@kind("attention")
+def _attention(g, layer):
+    """Multi-head self-attention as layers.yaml writes it: the heads apart as [b, h, n, E], scores scaled by
+    E**-0.5, ONNX's Softmax over the keys (the engine's shift by the max changes nothing), heads joined."""
+    n, p, s = layer.name, layer.params, layer.sizes
+    heads, d = s["heads"], s["features"]
+    split = g.constant(f"{n}/heads", [0, 0, heads, d // heads], np.int64)  # [b, n, d] -> [b, n, h, E]
+
+    def projected(w, b, name, perm):  # (12) per token, then the heads apart
+        xw = g.node("MatMul", [layer.x, g.constant(f"{n}/{w}", p[w])], f"{n}/x{w}")
+        if b is not None:
+            xw = g.node("Add", [xw, g.constant(f"{n}/{b}", p[b])], f"{n}/{name}_biased")
+        return g.node("Transpose", [g.node("Reshape", [xw, split], f"{n}/{name}_heads")], f"{n}/{name}", perm=perm)
+
+    q = projected("wq", "bq", "q", [0, 2, 1, 3])  # [b, h, n, E]
+    k = projected("wk", None, "k", [0, 2, 3, 1])  # [b, h, E, m]
+    v = projected("wv", "bv", "v", [0, 2, 1, 3])  # [b, h, m, E]
+    scores = g.node("Mul", [g.node("MatMul", [q, k], f"{n}/qk"),
+                            g.constant(f"{n}/scale", layer.block.symbols["scale"])], f"{n}/s")
+    weights = g.node("Softmax", [scores], f"{n}/p", axis=-1)
+    o = g.node("Transpose", [g.node("MatMul", [weights, v], f"{n}/pv")], f"{n}/o", perm=[0, 2, 1, 3])
+    joined = g.node("Reshape", [o, g.constant(f"{n}/join", [0, 0, d], np.int64)], f"{n}/joined")
+    return g.node("Add", [g.node("MatMul", [joined, g.constant(f"{n}/wo", p["wo"])], f"{n}/ow"),
+                          g.constant(f"{n}/bo", p["bo"])], n)
+
+
+@kind("token_mixing")
+def _token_mixing(g, layer):  # z[b,n,k] = x[b,m,k] * w[m,n] + b[n]: w transposed times each example's x
+    n, p = layer.name, layer.params
+    mixed = g.node("MatMul", [g.constant(f"{n}/wt", p["w"].T), layer.x], f"{n}/wx")  # [n, m] @ [b, m, k]
+    return g.node("Add", [mixed, g.constant(f"{n}/b", p["b"][:, None])], n)
+
+
+@kind("mean_pool")
+def _mean_pool(g, layer):  # z[b,k] = x[b,n,k] / count
+    return g.node("ReduceMean", [layer.x], layer.name, axes=[1], keepdims=0)
 
 
 # -- the activations, on the engine's z[b, i] (each example's entries in a row) ----------------------
@@ -304,3 +393,14 @@ def _softmax(g, name, z, rank):  # (22) over all of an example's entries, in any
     shape = g.node("Shape", [z], f"{name}/shape")
     rows = g.node("Flatten", [z], f"{name}/rows", axis=1)
     return g.node("Reshape", [g.node("Softmax", [rows], f"{name}/rows_softmax", axis=1), shape], name)
+
+
+@activation("gelu")
+def _gelu(g, name, z, rank):
+    """The engine's tanh form, z/2 (1 + tanh(c (z + a z^3))), c = sqrt(2/pi), a = 0.044715: opset 17 has no Gelu."""
+    c, a = g.constant(f"{name}/c", math.sqrt(2 / math.pi)), g.constant(f"{name}/a", 0.044715)
+    cube = g.node("Mul", [g.node("Mul", [z, z], f"{name}/z2"), z], f"{name}/z3")
+    inner = g.node("Add", [z, g.node("Mul", [a, cube], f"{name}/az3")], f"{name}/inner")
+    t = g.node("Tanh", [g.node("Mul", [c, inner], f"{name}/cinner")], f"{name}/tanh")
+    half = g.node("Mul", [z, g.constant(f"{name}/half", 0.5)], f"{name}/half_z")
+    return g.node("Mul", [half, g.node("Add", [t, g.constant(f"{name}/one", 1.0)], f"{name}/one_t")], name)
