@@ -125,5 +125,6 @@ def checked(c: Config) -> Config:
     values["augment"] = ",".join(augment.parse(c.augment)) or "none"
     if values["warmup"] >= values["epochs"]:
         raise TrainingError(f"{named('warmup')} {c.warmup} must be fewer than {named('epochs')} {c.epochs}: the rate "
-                            f"rises over the first epochs, and the schedule needs at least one after them")
+                            f"rises over the first epochs, and the schedule needs at least one after them; give more "
+                            f"{named('epochs')} or {named('warmup')} 0")
     return dataclasses.replace(c, **values)
