@@ -64,8 +64,12 @@ def bind_dots(source, lhs, rhs, shapes) -> tuple:
     """(lhs, rhs) with every ellipsis replaced by fresh plain indices; unchanged without one."""
     if not dotted(lhs, rhs):
         return lhs, rhs
-    letters = fresh(lhs, rhs, rank(source, lhs, rhs, shapes))
-    axes = tuple(Affine((Mono(1, (), i),)) for i in letters)
+    return expand(lhs, rhs, rank(source, lhs, rhs, shapes))
+
+
+def expand(lhs, rhs, count) -> tuple:
+    """(lhs, rhs) with every ellipsis replaced by the same `count` fresh plain indices."""
+    axes = tuple(Affine((Mono(1, (), i),)) for i in fresh(lhs, rhs, count))
     return _replace(lhs, axes), _replace(rhs, axes)
 
 
@@ -83,4 +87,4 @@ def _replace(node, axes):
     return node
 
 
-__all__ = ["Dots", "bind_dots", "dotted", "rank", "fresh"]
+__all__ = ["Dots", "bind_dots", "dotted", "expand", "rank", "fresh"]
