@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import string
 
-from .ast import Affine, Call, Delta, Max, Mono, Mul, Ref, Sum, Sym, is_extent_name, walk
+from .ast import Affine, Call, Delta, Max, Mono, Mul, Ref, Sum, Sym, is_extent_name, rebuild, walk
 from .ellipsis import dotted, expand
 from .errors import NotationError
 from .parser import parse
@@ -23,7 +23,10 @@ def canonical(lhs, rhs) -> str:
     nodes = [lhs, *walk(rhs)]
     extents = {s for n in nodes if isinstance(n, Ref) for a in n.axes for s in a.symbols if is_extent_name(s)}
     extents |= {n.name for n in nodes if isinstance(n, Sym) and is_extent_name(n.name)}
-    tied = lambda name: name.rstrip("'").upper() in extents  # noqa: E731
+
+    def tied(name):
+        return name.rstrip("'").upper() in extents
+
     order = list(dict.fromkeys(_indices(lhs) + _indices(rhs)))
     names = iter(c + prime for prime in ("", "'", "''") for c in string.ascii_lowercase if not tied(c + prime))
     mapping = {i: (i if tied(i) else next(names)) for i in order}
@@ -65,22 +68,21 @@ def _indices(node) -> list:
 
 
 def _rename(node, mapping):
-    if isinstance(node, Ref):
-        return dataclasses.replace(node, axes=tuple(_rename(a, mapping) for a in node.axes))
-    if isinstance(node, Affine):
-        return Affine(tuple(Mono(m.coef, m.symbols, mapping.get(m.index, m.index)) for m in node.monos))
-    if isinstance(node, Delta):
-        return dataclasses.replace(node, i=mapping[node.i], j=mapping[node.j])
-    if isinstance(node, Max):
-        return dataclasses.replace(node, indices=tuple(mapping[i] for i in node.indices),
-                                   arg=_rename(node.arg, mapping))
-    if isinstance(node, Call):
-        return dataclasses.replace(node, arg=_rename(node.arg, mapping))
-    if isinstance(node, Sum):
-        return dataclasses.replace(node, terms=tuple((s, _rename(n, mapping)) for s, n in node.terms))
-    if isinstance(node, Mul):
-        return dataclasses.replace(node, factors=tuple((op, _rename(n, mapping)) for op, n in node.factors))
-    return node
+    def leaf(n):
+        if isinstance(n, Ref):
+            return dataclasses.replace(n, axes=tuple(_renamed(a, mapping) for a in n.axes))
+        if isinstance(n, Delta):
+            return dataclasses.replace(n, i=mapping[n.i], j=mapping[n.j])
+        if isinstance(n, Max):
+            return dataclasses.replace(n, indices=tuple(mapping[i] for i in n.indices))
+        return n
+    return rebuild(node, leaf)
+
+
+def _renamed(axis, mapping):
+    if not isinstance(axis, Affine):
+        return axis  # the ellipsis
+    return Affine(tuple(Mono(m.coef, m.symbols, mapping.get(m.index, m.index)) for m in axis.monos))
 
 
 __all__ = ["canonical", "same"]

@@ -7,9 +7,9 @@ summed, as any index the left does not name (`db[j] = dz[...,j]`).
 """
 from __future__ import annotations
 
-import dataclasses
+from dataclasses import replace
 
-from .ast import Affine, Call, Delta, Dots, Max, Mono, Mul, Ref, Sum, is_index_name, walk
+from .ast import Affine, Delta, Dots, Max, Mono, Ref, is_index_name, rebuild, walk
 from .errors import NotationError
 
 FRESH = "bnmtuvwxyzacdefghijklopqrs"  # the report's b first, then a token's n: plans read naturally
@@ -74,17 +74,9 @@ def expand(lhs, rhs, count) -> tuple:
 
 
 def _replace(node, axes):
-    if isinstance(node, Ref):
-        if not node.dotted:
-            return node
-        return dataclasses.replace(node, axes=axes + node.axes[1:])
-    if isinstance(node, (Call, Max)):
-        return dataclasses.replace(node, arg=_replace(node.arg, axes))
-    if isinstance(node, Sum):
-        return dataclasses.replace(node, terms=tuple((s, _replace(n, axes)) for s, n in node.terms))
-    if isinstance(node, Mul):
-        return dataclasses.replace(node, factors=tuple((op, _replace(n, axes)) for op, n in node.factors))
-    return node
+    def dots(n):
+        return replace(n, axes=axes + n.axes[1:]) if isinstance(n, Ref) and n.dotted else n
+    return rebuild(node, dots)
 
 
 __all__ = ["Dots", "bind_dots", "dotted", "expand", "rank", "fresh"]
