@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from notation.language.canonical import same as same_equation
+
 from ..data.datasets import DATASETS
 from ..errors import CheckpointError, named
 
@@ -78,30 +80,72 @@ def fingerprint(meaning_: dict) -> str:
     return hashlib.sha256(json.dumps(meaning_, sort_keys=True).encode()).hexdigest()
 
 
-def differences(old: dict, new: dict, where: str = "") -> list:
-    """Where two meanings differ, as short phrases: "layer 'dense' units 10 -> 20"."""
+def differences(old: dict, new: dict, where: str = "", leading: dict | None = None) -> list:
+    """Where two meanings differ, as short phrases: "layer 'dense' units 10 -> 20".  Spelling is not
+    meaning: a field added or removed empty, indices renamed, and `...` for the leading axes a kind
+    spelt out before (the same number throughout the kind) are no difference."""
     if isinstance(old, dict) and isinstance(new, dict):
         out = []
         for k in list(old) + [k for k in new if k not in old]:
             here = _label(where, k, old if k in old else new)
             if k not in new:
-                out.append(f"{here} removed")
+                out += [] if _empty(old[k]) else [f"{here} removed"]
             elif k not in old:
-                out.append(f"{here} added")
+                out += [] if _empty(new[k]) else [f"{here} added"]
+            elif where in ("kinds", "activations", "losses"):
+                out += _entry_differences(old[k], new[k], here)
             else:
-                out += differences(old[k], new[k], here)
+                out += differences(old[k], new[k], here, leading)
         return out
+    if _strings(old) and _strings(new) and ("..." in old) != ("..." in new):
+        count = _leading_axes(old, new)
+        if count is None:
+            return [f"{where} {_short(old)} -> {_short(new)}"]
+        (leading if leading is not None else {})[where] = count
+        return []
     if (isinstance(old, list) and isinstance(new, list) and len(old) == len(new)
             and not all(isinstance(v, (int, float)) for v in old + new)):
         out = []
         for n, (a, b) in enumerate(zip(old, new)):
             label = f"layer {a['name']!r}" if isinstance(a, dict) and "name" in a and where == "layers" else \
                 f"{where}[{n}]"
-            out += differences(a, b, label)
+            out += differences(a, b, label, leading)
         return out
+    if isinstance(old, str) and isinstance(new, str) and old != new:
+        alike, count = same_equation(old, new)
+        if alike and count is not None and leading is not None:
+            leading[where] = count
+        return [] if alike else [f"{where} {_short(old)} -> {_short(new)}"]
     if old != new:
         return [f"{where} {_short(old)} -> {_short(new)}"]
     return []
+
+
+def _entry_differences(old, new, where) -> list:
+    """A kind's (activation's, loss's) differences, and whether its `...` stands for one number of axes."""
+    leading = {}
+    out = differences(old, new, where, leading)
+    if len(set(leading.values())) > 1:
+        counts = ", ".join(f"{n} in {label[len(where) + 1:]}" for label, n in leading.items())
+        out.append(f"{where} ... stands for different numbers of leading axes ({counts})")
+    return out
+
+
+def _empty(value) -> bool:
+    return value is None or (isinstance(value, (str, list, dict)) and not value)
+
+
+def _strings(value) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value)
+
+
+def _leading_axes(old: list, new: list) -> int | None:
+    """How many leading axes `...` of one axis list stands for in the other spelt out, or None if they differ."""
+    dots, plain = (old, new) if "..." in old else (new, old)
+    if dots[0] != "..." or "..." in dots[1:] or len(plain) < len(dots) - 1:
+        return None
+    count = len(plain) - (len(dots) - 1)
+    return count if plain[count:] == dots[1:] else None
 
 
 def _label(where, key, table):

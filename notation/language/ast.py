@@ -8,7 +8,7 @@ is the *last value* of its lower-case index's range; as a multiplier of an index
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
 from .printer import LATEX, TEXT, affine, render, signed
@@ -320,6 +320,17 @@ def walk(node):
             yield from walk(sub)
     elif isinstance(node, (Call, Max)):
         yield from walk(node.arg)
+
+
+def rebuild(node, leaf):
+    """The tree with `leaf` applied to every node, its parts rebuilt first: one rewrite of a tree."""
+    if isinstance(node, (Call, Max)):
+        node = replace(node, arg=rebuild(node.arg, leaf))
+    elif isinstance(node, Sum):
+        node = replace(node, terms=tuple((s, rebuild(n, leaf)) for s, n in node.terms))
+    elif isinstance(node, Mul):
+        node = replace(node, factors=tuple((op, rebuild(n, leaf)) for op, n in node.factors))
+    return leaf(node)
 
 
 def free_indices(factors) -> list:

@@ -7,9 +7,9 @@ summed, as any index the left does not name (`db[j] = dz[...,j]`).
 """
 from __future__ import annotations
 
-import dataclasses
+from dataclasses import replace
 
-from .ast import Affine, Call, Delta, Dots, Max, Mono, Mul, Ref, Sum, is_index_name, walk
+from .ast import Affine, Delta, Dots, Max, Mono, Ref, is_index_name, rebuild, walk
 from .errors import NotationError
 
 FRESH = "bnmtuvwxyzacdefghijklopqrs"  # the report's b first, then a token's n: plans read naturally
@@ -64,23 +64,19 @@ def bind_dots(source, lhs, rhs, shapes) -> tuple:
     """(lhs, rhs) with every ellipsis replaced by fresh plain indices; unchanged without one."""
     if not dotted(lhs, rhs):
         return lhs, rhs
-    letters = fresh(lhs, rhs, rank(source, lhs, rhs, shapes))
-    axes = tuple(Affine((Mono(1, (), i),)) for i in letters)
+    return expand(lhs, rhs, rank(source, lhs, rhs, shapes))
+
+
+def expand(lhs, rhs, count) -> tuple:
+    """(lhs, rhs) with every ellipsis replaced by the same `count` fresh plain indices."""
+    axes = tuple(Affine((Mono(1, (), i),)) for i in fresh(lhs, rhs, count))
     return _replace(lhs, axes), _replace(rhs, axes)
 
 
 def _replace(node, axes):
-    if isinstance(node, Ref):
-        if not node.dotted:
-            return node
-        return dataclasses.replace(node, axes=axes + node.axes[1:])
-    if isinstance(node, (Call, Max)):
-        return dataclasses.replace(node, arg=_replace(node.arg, axes))
-    if isinstance(node, Sum):
-        return dataclasses.replace(node, terms=tuple((s, _replace(n, axes)) for s, n in node.terms))
-    if isinstance(node, Mul):
-        return dataclasses.replace(node, factors=tuple((op, _replace(n, axes)) for op, n in node.factors))
-    return node
+    def dots(n):
+        return replace(n, axes=axes + n.axes[1:]) if isinstance(n, Ref) and n.dotted else n
+    return rebuild(node, dots)
 
 
-__all__ = ["Dots", "bind_dots", "dotted", "rank", "fresh"]
+__all__ = ["Dots", "bind_dots", "dotted", "expand", "rank", "fresh"]
