@@ -55,8 +55,8 @@ def trained(tmp_path_factory):
         if (network, spec) not in made:
             path = folder / f"{network}-{len(made)}.npz"
             code = train.main(["--spec", str(spec), "--network", network, *data_args(), "--holdout", "500",
-                               "--limit", "128", "--test-limit", "32", "--batch-size", "32", "--epochs", "1", "--warmup", "0",
-                               "--no-progress", "--checkpoint", str(path)])
+                               "--limit", "128", "--test-limit", "32", "--batch-size", "32", "--epochs", "1",
+                               "--warmup", "0", "--no-progress", "--checkpoint", str(path)])
             assert code == 0
             made[(network, spec)] = path
         return made[(network, spec)]
