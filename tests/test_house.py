@@ -91,3 +91,11 @@ def test_no_two_modules_of_the_notation_import_each_other():
     graph = {name: {m for m in imports(p) if m in modules("notation")} - {name}
              for name, p in modules("notation").items()}
     assert sorted((a, b) for a in graph for b in graph[a] if a in graph.get(b, ()) and a < b) == []
+
+
+def test_no_file_keeps_a_merge_conflict_marker():
+    texts = [p for p in ROOT.rglob("*") if p.suffix in (".py", ".md", ".yaml", ".toml", ".c", ".sh")
+             and not any(part.startswith(".") for part in p.relative_to(ROOT).parts)]
+    marked = [str(p.relative_to(ROOT)) for p in texts
+              if re.search(r"^(<{7} |>{7} |={7}$)", p.read_text(errors="replace"), re.MULTILINE)]
+    assert marked == []
