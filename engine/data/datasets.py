@@ -195,8 +195,7 @@ def _spec(name: str, split: str | None = None) -> DatasetSpec:
 
 def default_cache_root() -> Path:
     """The per-user download cache root: ${XDG_CACHE_HOME:-~/.cache}/einsum-engine."""
-    base = environment.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "einsum-engine"
+    return environment.cache_root()
 
 
 def searched_places(name: str, data_dir: str | os.PathLike | None = None,

@@ -66,8 +66,7 @@ def use(r: Rates | None) -> None:
 
 
 def cache_file() -> Path:
-    base = environment.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "einsum-engine" / "rates.json"
+    return environment.cache_root() / "rates.json"
 
 
 def machine_key() -> str:

@@ -105,3 +105,9 @@ def check() -> None:
     bad = complaints()
     if bad:
         raise EnvironmentVariableError(bad[0])
+
+
+def cache_root() -> Path:
+    """The engine's per-user cache folder, ${XDG_CACHE_HOME:-~/.cache}/einsum-engine: rates, algorithms,
+    downloads and decoded images all live under it."""
+    return Path(get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")) / "einsum-engine"
