@@ -108,8 +108,9 @@ def test_the_twin_given_the_engines_parameters_has_its_loss_and_gradients_in_flo
 
 
 def test_the_twin_of_a_smoothed_loss_is_torchs_label_smoothing_to_the_same_loss_and_gradients():
-    import engine
     import yaml
+
+    import engine
     data = yaml.safe_load(SPEC.read_text())
     data["networks"]["softmax-regression"]["loss"] = {"kind": "smoothed_softmax_cross_entropy", "smoothing": 0.2}
     same_loss_and_gradients(engine.load(data, network="softmax-regression", dtype="float64", check=False))
