@@ -130,3 +130,16 @@ def test_a_checkpoint_trained_with_one_smoothing_does_not_resume_with_another(tm
 
 def test_the_plain_losss_meaning_is_as_before_so_its_checkpoints_still_load():
     assert "loss_hyper" not in checkpoint.meaning(SPEC, "seven-layer")
+
+
+def test_the_test_loss_stays_the_plain_cross_entropy_of_the_true_class(tmp_path):
+    from engine.training.evaluation import evaluate
+    net = engine.load(with_loss(tmp_path, {"kind": SMOOTHED, "smoothing": 0.3}), network="softmax-regression",
+                      dtype="float64", check=False)
+    rng = np.random.default_rng(0)
+    for layer in net.params.values():
+        for p in layer.values():
+            p[...] = rng.standard_normal(p.shape) * 0.1
+    images, labels = rng.random((8, 28, 28, 1)), rng.integers(0, 10, 8)
+    probs = net.forward(images)
+    assert evaluate(net, images, labels, 8).loss == pytest.approx(-np.mean(np.log(probs[np.arange(8), labels])))
