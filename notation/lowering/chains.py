@@ -58,7 +58,7 @@ class Chain:
             return None
         operands, code, scales, passes = [], [], [], 0
         for p in products:
-            if p.summed or not p.fold.plain or p.fold.loop:
+            if p.summed or not p.fold.plain or p.fold.loop or p.reshape is not None:
                 return None
             code.append(len(p.operands))
             for op in p.operands:

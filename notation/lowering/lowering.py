@@ -56,6 +56,10 @@ class Fold:
         # one strided view that reaches every entry once (2x2 windows at stride 2, as (19) scatters):
         # writing through it overwrites the whole result, so nothing needs zeroing first
         self.covers = not self.loop and not self.broadcast and math.prod(self.view.shape) == math.prod(result_shape)
+        # the result's axes merely split (dw[i, E*h + e] over i,h,e; tokens n = i*J + j): the view is a
+        # reshape of a C-ordered result, and a product can write it as one of that shape
+        self.reshape = (self.covers and not self.plain and not any(self.view.offsets)
+                        and tuple(strides) == c_strides(self.view.shape))
 
     def _lined(self, result: np.ndarray) -> np.ndarray:
         """The product's result arranged on the target view's axes (size 1 where it is broadcast)."""
@@ -214,6 +218,12 @@ class CompiledProduct:
             _, self.path_info = oe.contract_path(executed, *[op.shape for op in ordered], shapes=True,
                                                  optimize=optimize)
         self.fold = Fold(lhs, self.out_indices, extents, symbols, result_shape)
+        self.reshape = None  # the result's shape as this product writes it, where that is a reshape of it
+        if self.fold.reshape and self.fold.view.indices == self.out_indices:
+            self.reshape = self.fold.view.shape
+            plain = tuple(Affine((Mono(1, (), i),)) for i in self.out_indices)
+            self.fold = Fold(plain, self.out_indices, extents, symbols, self.reshape)
+            lhs, lhs_order = plain, list(self.out_indices)
         self.chunks = self._chunking(lhs, extents, symbols, result_shape, executed, ordered)
         # one viewed operand, nothing summed, unit scale, plain result: the result is a transposed view
         self.perm = None
@@ -310,11 +320,21 @@ class CompiledProduct:
 
     def run(self, arrays, out, positions):
         """Write (first product) or add this product into out, by the strategy chosen at compile time."""
+        if self.reshape is not None:
+            out = _reshaped(out, self.reshape)
         if counters.ACTIVE is None:
             self.strategy.run(arrays, out, positions)
             return
         with counters.timing(self.strategy.name):
             self.strategy.run(arrays, out, positions)
+
+
+def _reshaped(out, shape):
+    """out as an array of `shape` that shares its memory (a C-ordered result: a view); refused where a
+    reshape would copy, since the product's writes would then be lost."""
+    view = out.view()
+    view.shape = shape  # raises rather than copy
+    return view
 
 
 def _assign_letter(letters, index):
