@@ -48,6 +48,7 @@ class Chain:
         self.names = [op.view.name if how == "view" else op.argument.products[0].operands[0].view.name
                       if how == "argument" else None for _, op, how in operands]
         self.last = None  # (the arrays read, out, the library, the call made for them)
+        self.functions = {op.func.name for _, op, how in operands if how == "argument"}
 
     @classmethod
     def fit(cls, rhs):
@@ -56,7 +57,7 @@ class Chain:
         products = rhs.products
         if not rhs.result_shape or not products:
             return None
-        operands, code, scales, passes = [], [], [], 0
+        operands, code, scales, passes, heavy = [], [], [], 0, False
         for p in products:
             if p.summed or not p.fold.plain or p.fold.loop or p.reshape is not None:
                 return None
@@ -69,6 +70,7 @@ class Chain:
                 elif op.func.name in fused.CHAIN_FUNCTIONS and op.argument.is_view:
                     how, func = "argument", op.func.name
                     passes += 1  # numpy writes the function's result and reads it back
+                    heavy = heavy or op.func.name in fused.NUMPY_PASSES  # and makes it in several passes
                 else:  # a function fused.c does not have: numpy makes it first, the loop reads it
                     how, func = "evaluate", "id"
                 code += [len(operands), fused.CHAIN_FUNCTIONS.index(func)]
@@ -78,7 +80,7 @@ class Chain:
                 scales.append(p.scale)
             else:
                 code.append(-1)
-        single = len(products) < 2 and not ((passes or _rows(products[0])) and len(operands) > 1)
+        single = len(products) < 2 and not heavy and not ((passes or _rows(products[0])) and len(operands) > 1)
         if len(operands) > fused.CHAIN_OPS or single:
             return None  # one product of plain views in long rows is one numpy pass already
         chain = cls(rhs, operands, code, scales)
@@ -103,7 +105,8 @@ class Chain:
         folds = (len(self.rhs.products) - 1) * cost.pass_seconds(2 * math.prod(self.shape), itemsize, r)
         folds += sum(_rows(p) for p in self.rhs.products) * ROW_SECONDS
         return folds + sum(p.strategy.modelled(itemsize, r) for p in self.rhs.products) + sum(
-            cost.pass_seconds(2 * op.entries, itemsize, r) for _, op, how in self.operands if how != "view")
+            cost.pass_seconds(2 * op.entries, itemsize, r) * fused.NUMPY_PASSES.get(op.func.name, 1)
+            for _, op, how in self.operands if how != "view")
 
     def run(self, arrays, out, positions) -> bool:
         """out = the right side, in one pass; False where the loop does not apply here (no library,
@@ -131,7 +134,7 @@ class Chain:
 
     def _call(self, lib, arrays, sources, out):
         """(kernel, rows, the loop's other arguments) for these arrays, or None where it does not apply."""
-        if not out.flags.writeable or out.dtype not in fused.FLOATS:
+        if not out.flags.writeable or out.dtype not in fused.FLOATS or not fused.chain_runs(self.functions, out.dtype):
             return None
         values = []
         for (_, op, how), source in zip(self.operands, sources):

@@ -151,7 +151,57 @@ WINDOW_MAX(window_max_float64, double)
  * scale's index or -1; -1 ends it.  Rows [r0, r1) only: the workers take a part each. */
 #define CHAIN_BLOCK 1024
 #define CHAIN_OPS 8
-enum { CHAIN_ID, CHAIN_SQUARE, CHAIN_TWICE, CHAIN_DRELU, CHAIN_RELU };
+enum { CHAIN_ID, CHAIN_SQUARE, CHAIN_TWICE, CHAIN_DRELU, CHAIN_RELU, CHAIN_TANH, CHAIN_DTANH, CHAIN_SIGMOID,
+       CHAIN_DSIGMOID, CHAIN_GELU, CHAIN_DGELU };
+
+/* numpy's own tanh loop for each dtype (float32, float64), handed over by notation/runtime/ufuncs.py: the
+ * functions built on tanh (notation/mathematics/functions.py) run their numpy passes here on a block in
+ * cache, with numpy's tanh in the middle, so they are numpy's bits (its tanh is no libm call: SVML's
+ * algorithm on AVX2/AVX-512).  gelu's constants c, a c and 3 a c, as functions.py computes them. */
+typedef void (*ufunc_loop)(char **args, const ptrdiff_t *dims, const ptrdiff_t *steps, void *data);
+static ufunc_loop numpy_tanh[2];
+static void *numpy_tanh_data[2];
+static double gelu_k[3];
+
+void chain_numpy_tanh(int which, void *loop, void *data) {
+    numpy_tanh[which] = (ufunc_loop)loop;
+    numpy_tanh_data[which] = data;
+}
+
+void chain_gelu_constants(double c, double ac, double ac3) {
+    gelu_k[0] = c, gelu_k[1] = ac, gelu_k[2] = ac3;
+}
+
+#define NUMPY_TANH(K, T, x, y, L)                                                                      \
+    do {                                                                                                \
+        char *args_[2] = {(char *)(x), (char *)(y)};                                                    \
+        ptrdiff_t n_ = (L), steps_[2] = {sizeof(T), sizeof(T)};                                         \
+        numpy_tanh[K](args_, &n_, steps_, numpy_tanh_data[K]);                                          \
+    } while (0)
+
+/* y = F(x) over L entries for the functions on tanh, u a block of scratch: numpy's passes in their
+ * order (functions.py's _dtanh_array, _sigmoid_array, ... written out entry by entry). */
+#define CHAIN_ON_TANH(K, T, F, x, y, u, L)                                                             \
+    do {                                                                                                \
+        const T c = (T)gelu_k[0], ac = (T)gelu_k[1], ac3 = (T)gelu_k[2];                                \
+        if (F == CHAIN_TANH || F == CHAIN_DTANH) NUMPY_TANH(K, T, x, y, L);                             \
+        if (F == CHAIN_SIGMOID || F == CHAIN_DSIGMOID) {                                                \
+            for (ptrdiff_t e = 0; e < L; e++) y[e] = x[e] * (T)0.5;                                     \
+            NUMPY_TANH(K, T, y, y, L);                                                                  \
+        }                                                                                               \
+        if (F == CHAIN_GELU || F == CHAIN_DGELU) {                                                      \
+            for (ptrdiff_t e = 0; e < L; e++) y[e] = (x[e] * x[e] * ac + c) * x[e];                     \
+            NUMPY_TANH(K, T, y, y, L);                                                                  \
+        }                                                                                               \
+        if (F == CHAIN_DTANH) for (ptrdiff_t e = 0; e < L; e++) y[e] = (T)1 - y[e] * y[e];              \
+        if (F == CHAIN_SIGMOID) for (ptrdiff_t e = 0; e < L; e++) y[e] = (y[e] + (T)1) * (T)0.5;       \
+        if (F == CHAIN_DSIGMOID) for (ptrdiff_t e = 0; e < L; e++) y[e] = ((T)1 - y[e] * y[e]) * (T)0.25; \
+        if (F == CHAIN_GELU) for (ptrdiff_t e = 0; e < L; e++) y[e] = (y[e] + (T)1) * (T)0.5 * x[e];   \
+        if (F == CHAIN_DGELU) {                                                                         \
+            for (ptrdiff_t e = 0; e < L; e++) u[e] = (x[e] * x[e] * ac3 + c) * x[e];                    \
+            for (ptrdiff_t e = 0; e < L; e++) y[e] = (((T)1 - y[e] * y[e]) * u[e] + y[e] + (T)1) * (T)0.5; \
+        }                                                                                               \
+    } while (0)
 
 #define CHAIN_F(T, F, x)                                                                                \
     ((F) == CHAIN_SQUARE ? (x) * (x) : (F) == CHAIN_TWICE ? (x) * (T)2                                  \
@@ -193,7 +243,7 @@ static void chain_next(chain_at *at, const ptrdiff_t *outer, const ptrdiff_t *os
 
 #define CHAIN_ROWS 256  /* rows of a block walked one by one (their starts kept) at most */
 
-#define CHAIN(NAME, T)                                                                                  \
+#define CHAIN(NAME, T, K)                                                                               \
     WIDEST void NAME(ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t n, const ptrdiff_t *outer, int nops,         \
                      const T *const *base, const ptrdiff_t *st, const int *kind, const int *code,       \
                      const T *scales, int mode, T *out, const ptrdiff_t *ost, int okind) {              \
@@ -249,6 +299,7 @@ static void chain_next(chain_at *at, const ptrdiff_t *outer, const ptrdiff_t *os
                         if (F == CHAIN_TWICE) for (ptrdiff_t e = 0; e < L; e++) y[e] = CHAIN_F(T, CHAIN_TWICE, x[e]); \
                         if (F == CHAIN_DRELU) for (ptrdiff_t e = 0; e < L; e++) y[e] = CHAIN_F(T, CHAIN_DRELU, x[e]); \
                         if (F == CHAIN_RELU) for (ptrdiff_t e = 0; e < L; e++) y[e] = CHAIN_F(T, CHAIN_RELU, x[e]); \
+                        if (F >= CHAIN_TANH) CHAIN_ON_TANH(K, T, F, x, y, tmp, L);                      \
                     }                                                                                   \
                     const int k = *pc++;                                                                \
                     const T m = k >= 0 ? scales[k] : (T)1;                                              \
@@ -273,8 +324,8 @@ static void chain_next(chain_at *at, const ptrdiff_t *outer, const ptrdiff_t *os
         }                                                                                               \
     }
 
-CHAIN(chain_float32, float)
-CHAIN(chain_float64, double)
+CHAIN(chain_float32, float, 0)
+CHAIN(chain_float64, double, 1)
 
 /* Hand-offs between the threads of notation/crew.py: a flag in shared memory, watched by spinning for
  * a bounded time, without the GIL (ctypes releases it), before the watcher falls back to sleeping on a

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import environment
+from ..mathematics.functions import GELU_CONSTANTS
+from . import environment, ufuncs
 
 SOURCE = Path(__file__).with_name("fused.c")
 LIBRARY = Path(__file__).with_name("_fused.so")
@@ -117,6 +118,14 @@ def _bind(lib):
         f = getattr(lib, f"window_max_{dtype.name}")
         f.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_ssize_t] + [ctypes.c_void_p] * 6
         f.restype = None
+    lib.chain_numpy_tanh.argtypes, lib.chain_numpy_tanh.restype = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p], None
+    lib.chain_gelu_constants.argtypes, lib.chain_gelu_constants.restype = [ctypes.c_double] * 3, None
+    lib.chain_gelu_constants(*GELU_CONSTANTS)
+    for which, dtype in enumerate(_C):
+        found = ufuncs.loop(np.tanh, dtype)
+        _TANH[dtype] = found is not None
+        if found:
+            lib.chain_numpy_tanh(which, *found)
     flag, n, ns = ctypes.c_void_p, ctypes.c_int, ctypes.c_longlong
     for name, args, result in (("flag_wait", [flag, n, ns, ns], n), ("flag_load", [flag], n),
                                ("flag_store", [flag, n], None), ("flag_exchange", [flag, n], n),
@@ -254,7 +263,17 @@ def _window_plan(inner, k, values, planes):
     return f"window_max_{values.dtype.name}", len(offsets), ints, _address(ints)
 
 
-CHAIN_FUNCTIONS = ("id", "square", "twice", "drelu", "relu")  # fused.c's CHAIN_ID ...: each the same bits as numpy's
+# fused.c's CHAIN_ID ...: each the same bits as numpy's; from "tanh" on, numpy's own tanh loop runs inside
+CHAIN_FUNCTIONS = ("id", "square", "twice", "drelu", "relu", "tanh", "dtanh", "sigmoid", "dsigmoid", "gelu", "dgelu")
+ON_TANH = frozenset(CHAIN_FUNCTIONS[CHAIN_FUNCTIONS.index("tanh"):])
+# numpy's passes over its entries for each function that makes more than one (functions.py): the chain saves them
+NUMPY_PASSES = {"dtanh": 3, "sigmoid": 4, "dsigmoid": 5, "gelu": 8, "dgelu": 14}
+_TANH = {}  # dtype -> whether numpy's tanh loop was found and handed to the library
+
+
+def chain_runs(functions, dtype) -> bool:
+    """Whether the library's chain can run these functions for dtype (those on tanh need numpy's loop)."""
+    return not (set(functions) & ON_TANH) or _TANH.get(np.dtype(dtype), False)
 CHAIN_OPS = 8  # fused.c's CHAIN_OPS: operands of one chain at most
 
 
