@@ -30,7 +30,7 @@ from .maxima import window_max
 from .roads import choose
 from .steps import c_strides, make_step
 from .strategies import fuse_bias
-from .views import View, injective
+from .views import View, injective, reshaped
 
 CHUNK_ELEMENTS = 1 << 20  # a looped scatter's result is made in slices of about this many entries
 
@@ -321,20 +321,12 @@ class CompiledProduct:
     def run(self, arrays, out, positions):
         """Write (first product) or add this product into out, by the strategy chosen at compile time."""
         if self.reshape is not None:
-            out = _reshaped(out, self.reshape)
+            out = reshaped(out, self.reshape)
         if counters.ACTIVE is None:
             self.strategy.run(arrays, out, positions)
             return
         with counters.timing(self.strategy.name):
             self.strategy.run(arrays, out, positions)
-
-
-def _reshaped(out, shape):
-    """out as an array of `shape` that shares its memory (a C-ordered result: a view); refused where a
-    reshape would copy, since the product's writes would then be lost."""
-    view = out.view()
-    view.shape = shape  # raises rather than copy
-    return view
 
 
 def _assign_letter(letters, index):

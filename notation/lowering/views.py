@@ -99,3 +99,11 @@ def injective(strides, shape) -> bool:
             return False
         reach += s * (n - 1)
     return True
+
+
+def reshaped(out: np.ndarray, shape) -> np.ndarray:
+    """out as an array of `shape` that shares its memory (a C-ordered result: a view); refused where a
+    reshape would copy, since a product's writes into it would then be lost."""
+    view = out.view()
+    view.shape = shape  # raises rather than copy
+    return view
