@@ -104,6 +104,6 @@ def injective(strides, shape) -> bool:
 def reshaped(out: np.ndarray, shape) -> np.ndarray:
     """out as an array of `shape` that shares its memory (a C-ordered result: a view); refused where a
     reshape would copy, since a product's writes into it would then be lost."""
-    view = out.view()
-    view.shape = shape  # raises rather than copy
-    return view
+    if not out.flags.c_contiguous:
+        raise ValueError(f"a result of shape {out.shape} written as {tuple(shape)} must be C-ordered")
+    return out.reshape(shape)
