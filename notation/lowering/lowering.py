@@ -30,7 +30,7 @@ from .maxima import window_max
 from .roads import choose
 from .steps import c_strides, make_step
 from .strategies import fuse_bias
-from .views import View, injective, reshaped
+from .views import View, injective
 
 CHUNK_ELEMENTS = 1 << 20  # a looped scatter's result is made in slices of about this many entries
 
@@ -320,8 +320,13 @@ class CompiledProduct:
 
     def run(self, arrays, out, positions):
         """Write (first product) or add this product into out, by the strategy chosen at compile time."""
+        if self.reshape is not None and not out.flags.c_contiguous:  # made in a C-ordered copy, then put back
+            whole = np.ascontiguousarray(out)
+            self.run(arrays, whole, positions)
+            out[...] = whole
+            return
         if self.reshape is not None:
-            out = reshaped(out, self.reshape)
+            out = out.reshape(self.reshape)  # a view: out is C-ordered
         if counters.ACTIVE is None:
             self.strategy.run(arrays, out, positions)
             return

@@ -100,10 +100,3 @@ def injective(strides, shape) -> bool:
         reach += s * (n - 1)
     return True
 
-
-def reshaped(out: np.ndarray, shape) -> np.ndarray:
-    """out as an array of `shape` that shares its memory (a C-ordered result: a view); refused where a
-    reshape would copy, since a product's writes into it would then be lost."""
-    if not out.flags.c_contiguous:
-        raise ValueError(f"a result of shape {out.shape} written as {tuple(shape)} must be C-ordered")
-    return out.reshape(shape)
