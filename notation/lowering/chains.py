@@ -117,9 +117,10 @@ class Chain:
         sources = [op.evaluate(arrays, out.dtype, positions) if how == "evaluate" else arrays[name]
                    for (_, op, how), name in zip(self.operands, self.names)]
         last = self.last
-        if last is None or last[1] is not out or last[2] is not lib or any(
-                a is not b for a, b in zip(last[0], sources)):
-            # an array's data never moves while it lives: the same arrays (a step's buffers), the same call
+        if last is None or not _same(last[1], out) or last[2] is not lib or not all(
+                _same(a, b) for a, b in zip(last[0], sources)):
+            # an array's data never moves while it lives: the same memory (a step's buffers, seen through
+            # a view made afresh each step, as an activation's [b, i]), the same call
             last = self.last = (sources, out, lib, self._call(lib, arrays, sources, out))
         call = last[3]
         if call is None:
@@ -151,6 +152,13 @@ class Chain:
                                      ostrides, okind)
         keep = (outer, strides, kinds, scales, bases, values, ostrides)  # what args point into: kept alive
         return getattr(lib, f"chain_{out.dtype.name}"), rows, args, keep
+
+
+def _same(a, b) -> bool:
+    """Whether b is a, or an array over the very memory of a, laid out alike (a's kept alive by the call
+    made for it, so its address cannot have gone to another buffer)."""
+    return a is b or (a.shape == b.shape and a.strides == b.strides and a.dtype == b.dtype
+                      and a.__array_interface__["data"][0] == b.__array_interface__["data"][0])
 
 
 AXES = 7  # fused.c's CHAIN_AXES outer axes and the row
