@@ -278,6 +278,14 @@ static void chain_next(chain_at *at, const ptrdiff_t *outer, const ptrdiff_t *os
                     if (kind[o] == 0) { src[o] = base[o] + r * n + c; continue; }                       \
                     if (kind[o] == 1 && R > 1) { src[o] = buf[o]; continue; }                           \
                     if (nr == 1 && inner == 1) { src[o] = base[o] + starts[o][0] + c; continue; }       \
+                    if (inner == 0) {  /* one value a row (a per-token mean): each row filled with it */ \
+                        for (ptrdiff_t q = 0; q < nr; q++) {                                            \
+                            const T v = base[o][starts[o][q]];                                          \
+                            for (ptrdiff_t e = 0; e < nc; e++) buf[o][q * nc + e] = v;                  \
+                        }                                                                               \
+                        src[o] = buf[o];                                                                \
+                        continue;                                                                       \
+                    }                                                                                   \
                     for (ptrdiff_t q = 0; q < nr; q++) {                                                \
                         const T *a = base[o] + starts[o][q] + c * inner;                                \
                         for (ptrdiff_t e = 0; e < nc; e++) buf[o][q * nc + e] = a[e * inner];           \
