@@ -142,6 +142,30 @@ def test_window_max_gives_numpys_values_and_first_maxima(monkeypatch, dtype, b, 
 
 
 @pytest.mark.usefixtures("built")
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(dtype=st.sampled_from([np.float32, np.float64]), lead=st.lists(st.integers(1, 5), min_size=1, max_size=3),
+       w=st.sampled_from([1, 2, 10, 16, 300, 5000]), positions=st.booleans(), seed=st.integers(0, 2 ** 16))
+def test_a_max_over_each_rows_contiguous_entries_gives_numpys_values_and_first_maxima(monkeypatch, dtype, lead, w,
+                                                                                      positions, seed):
+    """A softmax's max[m] s[b,h,n,m] (the window each row's own entries, a row at a time, where WINDOW_MAX
+    would take one entry a row): the C loop against numpy's passes, to the bit, ties, NaN and -0.0 included,
+    rows wider than its block of 4,096 too."""
+    rng = np.random.default_rng(seed)
+    x = (rng.integers(-2, 3, size=(*lead, w)) * 0.5).astype(dtype)
+    x[rng.random(x.shape) < 0.2] = -0.0
+    x[rng.random(x.shape) < 0.05] = np.nan
+    runs = []
+    for flag in ("0", "1"):
+        monkeypatch.setenv("NOTATION_FUSED", flag)
+        runs.append(window_max(x, 1, positions=positions))
+    (want, want_at), (got, got_at) = runs
+    np.testing.assert_array_equal(_bits(got), _bits(want))
+    if positions:
+        np.testing.assert_array_equal(got_at, want_at)
+    assert fused.row_max(x, np.empty(x.shape[:-1], dtype))  # it ran the C loop
+
+
+@pytest.mark.usefixtures("built")
 def test_window_max_leaves_to_numpy_what_it_cannot_take():
     """Rows that are not contiguous (channels first), integers, a result overlapping its input: False,
     and nothing written."""
@@ -153,6 +177,7 @@ def test_window_max_leaves_to_numpy_what_it_cannot_take():
                        (_windows(values, 1, 1), values)):
         assert not fused.window_max(inner, 2, out)
     np.testing.assert_array_equal(values, 7.0)
+    assert not fused.row_max(x.transpose(0, 1, 3, 2), np.empty((2, 6, 4), np.float32))  # a row's entries apart
     assert fused.window_max(_windows(x, 2, 2), 2, values)  # NHWC windows of floats: it runs
     np.testing.assert_array_equal(values, _windows(x, 2, 2).max(axis=(-2, -1)))
 

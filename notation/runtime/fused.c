@@ -137,6 +137,49 @@ MULTIPLY(multiply_float64_bool, double, unsigned char)
 WINDOW_MAX(window_max_float32, float)
 WINDOW_MAX(window_max_float64, double)
 
+/* The same max over a window that is each row's w contiguous entries (a softmax's max over its last
+ * axis), where WINDOW_MAX would take the rows one entry at a time: row r starts at x + r * xs; values, and
+ * each plane (ps entries apart), are contiguous over the rows.  The compares of WINDOW_MAX in its order,
+ * over a block of rows at a time turned so that each offset's entries lie together (vector compares). */
+#define ROW_BLOCK 4096
+#define ROW_MAX(NAME, T)                                                                                \
+    WIDEST void NAME(const T *x, ptrdiff_t rows, ptrdiff_t w, ptrdiff_t xs, T *values,                  \
+                     unsigned char *planes, ptrdiff_t ps) {                                             \
+        T col[ROW_BLOCK];                                                                               \
+        unsigned char seen[ROW_BLOCK];                                                                  \
+        const ptrdiff_t R = w >= ROW_BLOCK ? 1 : ROW_BLOCK / w;                                         \
+        for (ptrdiff_t r0 = 0; r0 < rows; r0 += R) {                                                    \
+            const ptrdiff_t nr = rows - r0 < R ? rows - r0 : R;                                         \
+            T *restrict v = values + r0;                                                                \
+            for (ptrdiff_t r = 0; r < nr; r++) v[r] = x[(r0 + r) * xs];                                 \
+            for (ptrdiff_t o = 1; o < w; o++) {                                                         \
+                if (w < ROW_BLOCK) {                                                                    \
+                    T *restrict c = col;                                                                \
+                    for (ptrdiff_t r = 0; r < nr; r++) c[r] = x[(r0 + r) * xs + o];                     \
+                    for (ptrdiff_t r = 0; r < nr; r++) v[r] = MAXIMUM(v[r], c[r]);                      \
+                } else {                                                                                \
+                    v[0] = MAXIMUM(v[0], x[r0 * xs + o]);                                               \
+                }                                                                                       \
+            }                                                                                           \
+            if (!planes)                                                                                \
+                continue;                                                                               \
+            for (ptrdiff_t r = 0; r < nr; r++) seen[r] = 0;                                             \
+            for (ptrdiff_t o = 0; o < w; o++) {                                                         \
+                unsigned char *restrict h = planes + o * ps + r0;                                       \
+                T *restrict c = col;                                                                    \
+                for (ptrdiff_t r = 0; r < nr; r++) c[r] = x[(r0 + r) * xs + o];                         \
+                for (ptrdiff_t r = 0; r < nr; r++) {                                                    \
+                    unsigned char hit = (c[r] == v[r]) & !seen[r];                                      \
+                    h[r] = hit;                                                                         \
+                    seen[r] |= hit;                                                                     \
+                }                                                                                       \
+            }                                                                                           \
+        }                                                                                               \
+    }
+
+ROW_MAX(row_max_float32, float)
+ROW_MAX(row_max_float64, double)
+
 /* An elementwise sum of products (an equation whose terms sum nothing), entry by entry, in one pass:
  * out = t0 + t1 + ..., each term t = f0(a0) * f1(a1) * ... * scale, in the order and rounding of
  * numpy's passes that notation/lowering/chains.py replaces (a product's factors multiplied in order,

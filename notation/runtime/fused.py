@@ -115,6 +115,9 @@ def _bind(lib):
         f.argtypes = [ctypes.c_ssize_t] * 3 + [ctypes.c_void_p, ctypes.c_int] + [ctypes.c_void_p] * 5 + \
             [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
         f.restype = None
+        f = getattr(lib, f"row_max_{dtype.name}")
+        f.argtypes = [ctypes.c_void_p] + [ctypes.c_ssize_t] * 3 + [ctypes.c_void_p] * 2 + [ctypes.c_ssize_t]
+        f.restype = None
         f = getattr(lib, f"window_max_{dtype.name}")
         f.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_ssize_t] + [ctypes.c_void_p] * 6
         f.restype = None
@@ -235,6 +238,28 @@ def window_max(inner, k, values, planes=None) -> bool:
     getattr(lib, kernel)(_address(inner), at, at + 4 * step, w, _address(values), at + (4 + w) * step,
                          None if planes is None else _address(planes), None if planes is None else at + (13 + w) * step,
                          None if planes is None else at + (17 + w) * step, at + (8 + w) * step)
+    return True
+
+
+def row_max(inner, values, planes=None) -> bool:
+    """window_max over inner's last axis where that axis is contiguous and its other axes are one stride
+    of rows (a softmax's max[m] s[b,h,n,m]), values C-ordered, planes C-ordered (the window first): one
+    C loop, the same bits.  False where it does not apply."""
+    lib = _lib()
+    if lib is None or values.dtype not in _C or inner.dtype != values.dtype or inner.ndim != values.ndim + 1 or \
+            inner.shape[:-1] != values.shape or 0 in inner.shape or not values.flags.c_contiguous or \
+            not values.flags.writeable or inner.strides[-1] != inner.itemsize or np.may_share_memory(values, inner):
+        return False
+    live = [k for k in range(values.ndim) if inner.shape[k] != 1]
+    if any(inner.strides[p] != inner.strides[q] * inner.shape[q] for p, q in zip(live, live[1:])) or \
+            any(s % inner.itemsize for s in inner.strides):
+        return False
+    if planes is not None and not (planes.dtype == bool and planes.shape == inner.shape[-1:] + values.shape
+                                   and planes.flags.c_contiguous and planes.flags.writeable):
+        return False
+    xs = inner.strides[live[-1]] // inner.itemsize if live else 0
+    getattr(lib, f"row_max_{values.dtype.name}")(_address(inner), values.size, inner.shape[-1], xs, _address(values),
+                                                 None if planes is None else _address(planes), values.size)
     return True
 
 
