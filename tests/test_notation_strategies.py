@@ -29,8 +29,6 @@ ROADS = [  # equation, shapes, symbols, the strategy, what it says runs
     ("db[k] = dz[b,k]", {"dz": (5, 3)}, {}, "sum as GEMV", "np.matmul, ones @ matrix, written into the result"),
     ("s[b] = 2 * x[b,i,j]", {"x": (5, 3, 4)}, {}, "sum as GEMV", "np.matmul, matrix @ ones, written into the result"),
     ("db[P-k] = dz[b,k]", {"dz": (5, 3)}, {"P": 2}, "sum as GEMV", "np.matmul, ones @ matrix, folded"),
-    ("db[n] = dz[b,n,k]", {"dz": (5, 3, 4)}, {}, "sum as GEMV",  # a token mixing's bias: summed on both sides
-     "np.matmul, ones @ matrix, then matrix @ ones, written into the result"),
     ("t[i] = x[2*i, j]", {"x": (6, 3)}, {}, "opt_einsum path", "np.einsum, written into the result"),
     ("xs[b,u,v,g,r] = xh[b,u,f,c,r] * fc[f,c,v,g]", {"xh": (2, 3, 2, 14, 32), "fc": (2, 14, 9, 2)}, {},
      "stacked GEMM", "np.matmul over 6 blocks (b,u) of 32x28 @ 28x18, no copy, written into the result"),

@@ -20,15 +20,12 @@ class SumGemv(Strategy):
 
     name = "sum as GEMV"
 
-    def __init__(self, product, writes, leading, middle=None):
+    def __init__(self, product, writes, leading):
         super().__init__(product)
         self.writes, self.leading = writes, leading
         self.summed = math.prod(product.extents[i] for i in product.summed)
         self.ones = {}  # one vector of ones per dtype, made once
-        # summed axes on both sides of the result's (a token mixing's db[n] = dz[b,n,k]): the leading ones'
-        # size, then the trailing ones', summed by two GEMVs (np.einsum's loop is 3-4x slower)
-        self.middle = middle
-        side = "ones @ matrix, then matrix @ ones" if middle else "ones @ matrix" if leading else "matrix @ ones"
+        side = "ones @ matrix" if leading else "matrix @ ones"
         self.runs = f"np.matmul, {side}, " + ("written into the result" if writes else "folded")
 
     @staticmethod
@@ -44,20 +41,7 @@ class SumGemv(Strategy):
             return "leading"
         if set(op.indices[-n:]) == set(p.summed) and op.indices[:-n] == p.out_indices:
             return "trailing"
-        k = len(op.indices) - len(p.out_indices)  # first axis after the result's, where they are in the middle
-        lead = next((a for a in range(1, len(op.indices)) if op.indices[a:a + len(p.out_indices)] == p.out_indices), 0)
-        if 0 < lead < k and set(op.indices[:lead] + op.indices[lead + len(p.out_indices):]) == set(p.summed):
-            return "middle"
         return None
-
-    @staticmethod
-    def middle_sizes(product) -> tuple:
-        """The summed axes' sizes before and after the result's, for a 'middle' sum."""
-        p = product
-        idx = p.operands[0].indices
-        lead = next(a for a in range(1, len(idx)) if idx[a:a + len(p.out_indices)] == p.out_indices)
-        return (math.prod(p.extents[i] for i in idx[:lead]),
-                math.prod(p.extents[i] for i in idx[lead + len(p.out_indices):]))
 
     def run(self, arrays, out, positions):
         p = self.product
@@ -69,15 +53,10 @@ class SumGemv(Strategy):
             ones = self.ones.get(x.dtype)
             if ones is None:
                 ones = self.ones[x.dtype] = np.ones(self.summed, dtype=x.dtype)
+            matrix = x.reshape((self.summed, -1) if self.leading else (-1, self.summed))
+            pair = (ones, matrix) if self.leading else (matrix, ones)
             with parallel.serial_blas():  # a memory-bound GEMV: one thread, the same bits on every run
-                if self.middle:
-                    lead, trail = self.middle
-                    inner = np.matmul(ones[:lead], x.reshape(lead, -1)).reshape(-1, trail)
-                    result = np.matmul(inner, ones[:trail], out=out.reshape(-1) if direct else None)
-                else:
-                    matrix = x.reshape((self.summed, -1) if self.leading else (-1, self.summed))
-                    pair = (ones, matrix) if self.leading else (matrix, ones)
-                    result = np.matmul(*pair, out=out.reshape(-1) if direct else None)
+                result = np.matmul(*pair, out=out.reshape(-1) if direct else None)
             result = result.reshape(tuple(p.extents[i] for i in p.out_indices))
         self._write(out, result, direct)
 

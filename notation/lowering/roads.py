@@ -46,7 +46,7 @@ def choose(product, first: bool) -> Strategy:
     writes = first and p.direct
     sums = SumGemv.fits(p)
     if sums:
-        return SumGemv(p, writes, sums == "leading", SumGemv.middle_sizes(p) if sums == "middle" else None)
+        return SumGemv(p, writes, sums == "leading")
     road = _path(p, writes)
     chunked = ChunkedSum.fits(p)
     if chunked:
