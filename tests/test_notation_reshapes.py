@@ -47,6 +47,14 @@ def test_a_result_that_is_a_reshape_is_written_as_one(source, shapes, symbols, r
     np.testing.assert_allclose(run(**arrays), evaluate_run(run, **arrays), rtol=1e-12, atol=1e-12)
 
 
+def test_a_bias_over_a_reshaped_result_is_added_by_the_gemm_s_workers():
+    source, shapes, symbols = CASES[3][:3]
+    run = Equation(source).compile(shapes=shapes, symbols=symbols)
+    strategies = [p["strategy"]["runs"] for p in run.describe()["products"]]
+    assert strategies[0].endswith("c[k] added to each worker's part as it is made")
+    assert strategies[1] == "added by the product before it, to each of its parts"
+
+
 @pytest.mark.parametrize("source,shapes,symbols", [c[:3] for c in CASES[:5]], ids=[c[0] for c in CASES[:5]])
 def test_a_strided_result_is_written_through_a_c_ordered_copy(source, shapes, symbols):
     run = Equation(source).compile(shapes=shapes, symbols=symbols)

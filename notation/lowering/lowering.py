@@ -58,8 +58,8 @@ class Fold:
         self.covers = not self.loop and not self.broadcast and math.prod(self.view.shape) == math.prod(result_shape)
         # the result's axes merely split (dw[i, E*h + e] over i,h,e; tokens n = i*J + j): the view is a
         # reshape of a C-ordered result, and a product can write it as one of that shape
-        self.reshape = (self.covers and not self.plain and not any(self.view.offsets)
-                        and tuple(strides) == c_strides(self.view.shape))
+        self.reshape = (not self.plain and not any(self.view.offsets) and tuple(strides) == c_strides(self.view.shape)
+                        and math.prod(self.view.shape) == math.prod(result_shape))
 
     def _lined(self, result: np.ndarray) -> np.ndarray:
         """The product's result arranged on the target view's axes (size 1 where it is broadcast)."""
@@ -219,11 +219,11 @@ class CompiledProduct:
                                                  optimize=optimize)
         self.fold = Fold(lhs, self.out_indices, extents, symbols, result_shape)
         self.reshape = None  # the result's shape as this product writes it, where that is a reshape of it
-        if self.fold.reshape and self.fold.view.indices == self.out_indices:
+        axes = self.fold.view.indices  # a bias over such a result (its out_indices fewer) too: fused after it
+        if self.fold.reshape and tuple(i for i in axes if i in self.out_indices) == self.out_indices:
             self.reshape = self.fold.view.shape
-            plain = tuple(Affine((Mono(1, (), i),)) for i in self.out_indices)
-            self.fold = Fold(plain, self.out_indices, extents, symbols, self.reshape)
-            lhs, lhs_order = plain, list(self.out_indices)
+            lhs, lhs_order = tuple(Affine((Mono(1, (), i),)) for i in axes), list(axes)
+            self.fold = Fold(lhs, self.out_indices, extents, symbols, self.reshape)
         self.chunks = self._chunking(lhs, extents, symbols, result_shape, executed, ordered)
         # one viewed operand, nothing summed, unit scale, plain result: the result is a transposed view
         self.perm = None
