@@ -85,6 +85,13 @@ MULTIPLY(multiply_float64_bool, double, unsigned char)
 /* numpy's maximum: a NaN wins (the first's, if both are), and of two equal values (0.0 and -0.0) the
  * second, as np.maximum gives them.  Written as a select, so GCC makes it vector compares. */
 #define MAXIMUM(a, b) (((a) > (b) || (a) != (a)) ? (a) : (b))
+/* (19)'s plane of one window offset: h = (x == v) where no earlier offset hit (seen), over n entries. */
+#define FIRST_HITS(h, x, v, seen, n)                                                                    \
+    for (ptrdiff_t k_ = 0; k_ < (n); k_++) {                                                            \
+        unsigned char hit_ = ((x)[k_] == (v)[k_]) & !(seen)[k_];                                        \
+        (h)[k_] = hit_;                                                                                 \
+        (seen)[k_] |= hit_;                                                                             \
+    }
 #define CHUNK 256
 
 /* (18)'s max over a window of w offsets, and, where planes is given, (19)'s one-hot positions of the
@@ -125,11 +132,7 @@ MULTIPLY(multiply_float64_bool, double, unsigned char)
             for (ptrdiff_t o = 1; o < w; o++) {                                                         \
                 const T *restrict b = row + xo[o];                                                      \
                 h = at + po[o];                                                                         \
-                for (ptrdiff_t k = 0; k < m; k++) {                                                     \
-                    unsigned char hit = (b[k] == v[k]) & !seen[k];                                      \
-                    h[k] = hit;                                                                         \
-                    seen[k] |= hit;                                                                     \
-                }                                                                                       \
+                FIRST_HITS(h, b, v, seen, m)                                                            \
             }                                                                                           \
         }                                                                                               \
     }
@@ -168,11 +171,7 @@ WINDOW_MAX(window_max_float64, double)
                 unsigned char *restrict h = planes + o * ps + r0;                                       \
                 T *restrict c = col;                                                                    \
                 for (ptrdiff_t r = 0; r < nr; r++) c[r] = x[(r0 + r) * xs + o];                         \
-                for (ptrdiff_t r = 0; r < nr; r++) {                                                    \
-                    unsigned char hit = (c[r] == v[r]) & !seen[r];                                      \
-                    h[r] = hit;                                                                         \
-                    seen[r] |= hit;                                                                     \
-                }                                                                                       \
+                FIRST_HITS(h, c, v, seen, nr)                                                           \
             }                                                                                           \
         }                                                                                               \
     }
