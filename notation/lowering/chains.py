@@ -38,8 +38,9 @@ class Chain:
     name = "fused elementwise chain"
     alternatives = None  # {road: modelled seconds}: the chain's, and the terms' own roads summed
 
-    def __init__(self, rhs, operands, code, scales):
+    def __init__(self, rhs, operands, code, scales, final=None):
         self.rhs = rhs
+        self.final = final  # a function of the whole sum (exp), run on each block as it is made
         self.operands = operands  # (product, operand, how): how is "view", "argument" or "evaluate"
         self.code = np.array(code + [-1], np.intc)
         self.scales = scales
@@ -48,7 +49,7 @@ class Chain:
         self.names = [op.view.name if how == "view" else op.argument.products[0].operands[0].view.name
                       if how == "argument" else None for _, op, how in operands]
         self.last = None  # (the arrays read, out, the library, the call made for them)
-        self.functions = {op.func.name for _, op, how in operands if how == "argument"}
+        self.functions = {op.func.name for _, op, how in operands if how == "argument"} | ({final} if final else set())
 
     @classmethod
     def fit(cls, rhs):
@@ -91,6 +92,27 @@ class Chain:
         chain.alternatives = {cls.name: mine, "term by term": theirs}
         for p in products:
             p.strategy.note = f"; run with the other terms in one pass ({cls.name}, fused.c), where built"
+        return chain
+
+    @classmethod
+    def nested(cls, rhs):
+        """`e = exp(z - m)`: a right side that is one function fused.c can apply to a sum (fused.FINAL) of a
+        sum that runs as a chain, written whole: that chain with the function on each block, in one pass
+        (the sum is not written and read back); None where that does not apply."""
+        if len(rhs.products) != 1 or len(rhs.products[0].operands) != 1:
+            return None
+        p = rhs.products[0]
+        op = p.operands[0]
+        if not (op.kind == "call" and op.func.name in fused.FINAL and p.scale == 1.0 and p.direct
+                and op.indices == p.out_indices and op.argument.chain is not None
+                and op.argument.chain.final is None):
+            return None
+        inner = op.argument.chain
+        chain = cls(inner.rhs, inner.operands, list(inner.code[:-1]), inner.scales, final=op.func.name)
+        r = cost.rates()
+        pass_ = cost.pass_seconds(2 * math.prod(chain.shape), 4, r)
+        chain.alternatives = {cls.name: inner.modelled(4, r), "term by term": inner.modelled(4, r) + pass_}
+        p.strategy.note = f"; {op.func.name} made in its argument's pass ({cls.name}, fused.c), where built"
         return chain
 
     def modelled(self, itemsize, r) -> float:
@@ -148,7 +170,8 @@ class Chain:
             return None
         rows, n, outer, strides, kinds, ostrides, okind, scales = plan
         bases = np.array([v.__array_interface__["data"][0] for v in values], np.uintp)
-        args = fused.chain_arguments(n, outer, bases, strides, kinds, self.code, scales, int(self.zero_first), out,
+        mode = int(self.zero_first) | fused.final_mode(self.final)
+        args = fused.chain_arguments(n, outer, bases, strides, kinds, self.code, scales, mode, out,
                                      ostrides, okind)
         keep = (outer, strides, kinds, scales, bases, values, ostrides)  # what args point into: kept alive
         return getattr(lib, f"chain_{out.dtype.name}"), rows, args, keep

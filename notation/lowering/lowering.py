@@ -385,7 +385,7 @@ class CompiledSum:
                                                           optimize, self.letters, first=False)]
         self.needs_zero = not (self.products and self.products[0].strategy.writes)
         fuse_bias(self.products)
-        self.chain = Chain.fit(self)  # all of it in one pass, where every term is elementwise
+        self.chain = Chain.fit(self) or Chain.nested(self)  # all of it in one pass, where every term is elementwise
 
     @classmethod
     def sub(cls, node, out_indices, extents, symbols, shapes, optimize, letters):

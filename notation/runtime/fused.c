@@ -182,8 +182,9 @@ ROW_MAX(row_max_float64, double)
 /* An elementwise sum of products (an equation whose terms sum nothing), entry by entry, in one pass:
  * out = t0 + t1 + ..., each term t = f0(a0) * f1(a1) * ... * scale, in the order and rounding of
  * numpy's passes that notation/lowering/chains.py replaces (a product's factors multiplied in order,
- * then its scale; mode 0: the first term written; 1: added to zero, where numpy zeroes the result
- * first).  The iteration
+ * then its scale; mode bit 0 clear: the first term written; set: added to zero, where numpy zeroes the
+ * result first; mode >> 1, where not 0: numpy's loop mode >> 1 - 1 (NUMPY_EXP_LOOP ...) applied to the
+ * sum, as `exp(s - m)` is evaluated).  The iteration
  * runs over rows of n entries, the rows over up to 6 outer axes of outer[0..5] entries, row-major; out
  * and each operand have 6 outer strides and one along the row, in entries (7 each).  kind says how an
  * operand is read a block at a time: 0 contiguous rows, 1 the same for every row (a bias k over
@@ -201,25 +202,28 @@ enum { CHAIN_ID, CHAIN_SQUARE, CHAIN_TWICE, CHAIN_DRELU, CHAIN_RELU, CHAIN_TANH,
  * cache, with numpy's tanh in the middle, so they are numpy's bits (its tanh is no libm call: SVML's
  * algorithm on AVX2/AVX-512).  gelu's constants c, a c and 3 a c, as functions.py computes them. */
 typedef void (*ufunc_loop)(char **args, const ptrdiff_t *dims, const ptrdiff_t *steps, void *data);
-static ufunc_loop numpy_tanh[2];
-static void *numpy_tanh_data[2];
+enum { NUMPY_TANH_LOOP, NUMPY_EXP_LOOP, NUMPY_LOOPS };
+static ufunc_loop numpy_loop[NUMPY_LOOPS][2];
+static void *numpy_loop_data[NUMPY_LOOPS][2];
 static double gelu_k[3];
 
-void chain_numpy_tanh(int which, void *loop, void *data) {
-    numpy_tanh[which] = (ufunc_loop)loop;
-    numpy_tanh_data[which] = data;
+/* numpy's loop of function f (NUMPY_TANH_LOOP, NUMPY_EXP_LOOP) for dtype `which` (float32, float64). */
+void chain_numpy_loop(int f, int which, void *loop, void *data) {
+    numpy_loop[f][which] = (ufunc_loop)loop;
+    numpy_loop_data[f][which] = data;
 }
 
 void chain_gelu_constants(double c, double ac, double ac3) {
     gelu_k[0] = c, gelu_k[1] = ac, gelu_k[2] = ac3;
 }
 
-#define NUMPY_TANH(K, T, x, y, L)                                                                      \
+#define NUMPY_LOOP(F, K, T, x, y, L)                                                                    \
     do {                                                                                                \
         char *args_[2] = {(char *)(x), (char *)(y)};                                                    \
         ptrdiff_t n_ = (L), steps_[2] = {sizeof(T), sizeof(T)};                                         \
-        numpy_tanh[K](args_, &n_, steps_, numpy_tanh_data[K]);                                          \
+        numpy_loop[F][K](args_, &n_, steps_, numpy_loop_data[F][K]);                                    \
     } while (0)
+#define NUMPY_TANH(K, T, x, y, L) NUMPY_LOOP(NUMPY_TANH_LOOP, K, T, x, y, L)
 
 /* y = F(x) over L entries for the functions on tanh, u a block of scratch: numpy's passes in their
  * order (functions.py's _dtanh_array, _sigmoid_array, ... written out entry by entry). */
@@ -335,10 +339,10 @@ static void chain_next(chain_at *at, const ptrdiff_t *outer, const ptrdiff_t *os
                     src[o] = buf[o];                                                                    \
                 }                                                                                       \
                 T *restrict dst = okind ? obuf : out + r * n + c;                                       \
-                if (mode == 1) for (ptrdiff_t e = 0; e < L; e++) dst[e] = 0;                            \
+                if (mode & 1) for (ptrdiff_t e = 0; e < L; e++) dst[e] = 0;                             \
                 const int *pc = code;                                                                   \
                 for (int term = 0; *pc >= 0; term++) {                                                  \
-                    const int nf = *pc++, add = term > 0 || mode;                                       \
+                    const int nf = *pc++, add = term > 0 || (mode & 1);                                 \
                     const T *a[CHAIN_OPS] = {0};                                                        \
                     for (int f = 0; f < nf; f++, pc += 2) {                                             \
                         const int F = pc[1];                                                            \
@@ -367,6 +371,8 @@ static void chain_next(chain_at *at, const ptrdiff_t *outer, const ptrdiff_t *os
                     else if (k >= 0) { CHAIN_TERM(T, a0[e] * a1[e] * m) }                               \
                     else { CHAIN_TERM(T, a0[e] * a1[e]) }                                               \
                 }                                                                                       \
+                if (mode >> 1)  /* a function of the whole sum, numpy's loop on the block (exp(s - m)) */  \
+                    NUMPY_LOOP((mode >> 1) - 1, K, T, dst, dst, L);                                     \
                 if (okind)  /* the block back to its rows */                                            \
                     for (ptrdiff_t q = 0; q < nr; q++)                                                  \
                         for (ptrdiff_t e = 0; e < nc; e++) out[starts[nops][q] + c + e] = dst[q * nc + e]; \

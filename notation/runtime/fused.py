@@ -121,14 +121,16 @@ def _bind(lib):
         f = getattr(lib, f"window_max_{dtype.name}")
         f.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_ssize_t] + [ctypes.c_void_p] * 6
         f.restype = None
-    lib.chain_numpy_tanh.argtypes, lib.chain_numpy_tanh.restype = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p], None
+    lib.chain_numpy_loop.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+    lib.chain_numpy_loop.restype = None
     lib.chain_gelu_constants.argtypes, lib.chain_gelu_constants.restype = [ctypes.c_double] * 3, None
     lib.chain_gelu_constants(*GELU_CONSTANTS)
-    for which, dtype in enumerate(_C):
-        found = ufuncs.loop(np.tanh, dtype)
-        _TANH[dtype] = found is not None
-        if found:
-            lib.chain_numpy_tanh(which, *found)
+    for f, name in enumerate(NUMPY_LOOPS):
+        for which, dtype in enumerate(_C):
+            found = ufuncs.loop(getattr(np, name), dtype)
+            _LOOPS[name, dtype] = found is not None
+            if found:
+                lib.chain_numpy_loop(f, which, *found)
     flag, n, ns = ctypes.c_void_p, ctypes.c_int, ctypes.c_longlong
     for name, args, result in (("flag_wait", [flag, n, ns, ns], n), ("flag_load", [flag], n),
                                ("flag_store", [flag, n], None), ("flag_exchange", [flag, n], n),
@@ -293,12 +295,22 @@ CHAIN_FUNCTIONS = ("id", "square", "twice", "drelu", "relu", "tanh", "dtanh", "s
 ON_TANH = frozenset(CHAIN_FUNCTIONS[CHAIN_FUNCTIONS.index("tanh"):])
 # numpy's passes over its entries for each function that makes more than one (functions.py): the chain saves them
 NUMPY_PASSES = {"dtanh": 3, "sigmoid": 4, "dsigmoid": 5, "gelu": 8, "dgelu": 14}
-_TANH = {}  # dtype -> whether numpy's tanh loop was found and handed to the library
+NUMPY_LOOPS = ("tanh", "exp")  # fused.c's NUMPY_TANH_LOOP, NUMPY_EXP_LOOP: numpy's own loops, run by the chain
+FINAL = ("exp",)  # a function a chain can apply to its whole sum (exp(s - sm)): numpy's loop on each block
+_LOOPS = {}  # (name, dtype) -> whether numpy's loop was found and handed to the library
 
 
 def chain_runs(functions, dtype) -> bool:
-    """Whether the library's chain can run these functions for dtype (those on tanh need numpy's loop)."""
-    return not (set(functions) & ON_TANH) or _TANH.get(np.dtype(dtype), False)
+    """Whether the library's chain can run these functions for dtype (those on tanh, and a final exp,
+    need numpy's own loop)."""
+    dtype = np.dtype(dtype)
+    return all(_LOOPS.get(("tanh" if f in ON_TANH else f, dtype), False) for f in functions
+               if f in ON_TANH or f in FINAL)
+
+
+def final_mode(name) -> int:
+    """The chain's mode bits that apply function `name` to the sum (fused.c's CHAIN: mode >> 1)."""
+    return 0 if name is None else (NUMPY_LOOPS.index(name) + 1) << 1
 CHAIN_OPS = 8  # fused.c's CHAIN_OPS: operands of one chain at most
 
 
