@@ -125,20 +125,47 @@ def test_window_max_gives_numpys_values_and_first_maxima(monkeypatch, dtype, b, 
     rows longer than the C loop's chunk of 256 channels and overlapping windows included."""
     if size > min(h, w):
         return
+    x = _awkward((b, h, w, c), dtype, seed)
+    got_at = _same_maxima(monkeypatch, _windows(x, size, stride), 2, positions)
+    if positions:
+        assert got_at.sum(axis=(-2, -1)).max() <= 1  # one position per window at most
+
+
+def _awkward(shape, dtype, seed):
+    """Halves from -1 to 1, with ties, -0.0 (a fifth) and NaN (a twentieth)."""
     rng = np.random.default_rng(seed)
-    x = (rng.integers(-2, 3, size=(b, h, w, c)) * 0.5).astype(dtype)
+    x = (rng.integers(-2, 3, size=shape) * 0.5).astype(dtype)
     x[rng.random(x.shape) < 0.2] = -0.0
     x[rng.random(x.shape) < 0.05] = np.nan
-    inner = _windows(x, size, stride)
+    return x
+
+
+def _same_maxima(monkeypatch, inner, k, positions):
+    """window_max's values (and positions) with the C loops and with numpy's passes: asserted the same
+    bits; the positions returned."""
     runs = []
     for flag in ("0", "1"):
         monkeypatch.setenv("NOTATION_FUSED", flag)
-        runs.append(window_max(inner, 2, positions=positions))
+        runs.append(window_max(inner, k, positions=positions))
     (want, want_at), (got, got_at) = runs
     np.testing.assert_array_equal(_bits(got), _bits(want))
     if positions:
         np.testing.assert_array_equal(got_at, want_at)
-        assert got_at.sum(axis=(-2, -1)).max() <= 1  # one position per window at most
+    return got_at
+
+
+@pytest.mark.usefixtures("built")
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(dtype=st.sampled_from([np.float32, np.float64]), lead=st.lists(st.integers(1, 5), min_size=1, max_size=3),
+       w=st.sampled_from([1, 2, 10, 16, 300, 5000]), positions=st.booleans(), seed=st.integers(0, 2 ** 16))
+def test_a_max_over_each_rows_contiguous_entries_gives_numpys_values_and_first_maxima(monkeypatch, dtype, lead, w,
+                                                                                      positions, seed):
+    """A softmax's max[m] s[b,h,n,m] (the window each row's own entries, a row at a time, where WINDOW_MAX
+    would take one entry a row): the C loop against numpy's passes, to the bit, ties, NaN and -0.0 included,
+    rows wider than its block of 4,096 too."""
+    x = _awkward((*lead, w), dtype, seed)
+    _same_maxima(monkeypatch, x, 1, positions)
+    assert fused.row_max(x, np.empty(x.shape[:-1], dtype))  # it ran the C loop
 
 
 @pytest.mark.usefixtures("built")
@@ -153,6 +180,7 @@ def test_window_max_leaves_to_numpy_what_it_cannot_take():
                        (_windows(values, 1, 1), values)):
         assert not fused.window_max(inner, 2, out)
     np.testing.assert_array_equal(values, 7.0)
+    assert not fused.row_max(x.transpose(0, 1, 3, 2), np.empty((2, 6, 4), np.float32))  # a row's entries apart
     assert fused.window_max(_windows(x, 2, 2), 2, values)  # NHWC windows of floats: it runs
     np.testing.assert_array_equal(values, _windows(x, 2, 2).max(axis=(-2, -1)))
 

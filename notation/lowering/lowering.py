@@ -56,6 +56,10 @@ class Fold:
         # one strided view that reaches every entry once (2x2 windows at stride 2, as (19) scatters):
         # writing through it overwrites the whole result, so nothing needs zeroing first
         self.covers = not self.loop and not self.broadcast and math.prod(self.view.shape) == math.prod(result_shape)
+        # the result's axes merely split (dw[i, E*h + e] over i,h,e; tokens n = i*J + j): the view is a
+        # reshape of a C-ordered result, and a product can write it as one of that shape
+        self.reshape = (not self.plain and not any(self.view.offsets) and tuple(strides) == c_strides(self.view.shape)
+                        and math.prod(self.view.shape) == math.prod(result_shape))
 
     def _lined(self, result: np.ndarray) -> np.ndarray:
         """The product's result arranged on the target view's axes (size 1 where it is broadcast)."""
@@ -214,6 +218,12 @@ class CompiledProduct:
             _, self.path_info = oe.contract_path(executed, *[op.shape for op in ordered], shapes=True,
                                                  optimize=optimize)
         self.fold = Fold(lhs, self.out_indices, extents, symbols, result_shape)
+        self.reshape = None  # the result's shape as this product writes it, where that is a reshape of it
+        axes = self.fold.view.indices  # a bias over such a result (its out_indices fewer) too: fused after it
+        if self.fold.reshape and tuple(i for i in axes if i in self.out_indices) == self.out_indices:
+            self.reshape = self.fold.view.shape
+            lhs, lhs_order = tuple(Affine((Mono(1, (), i),)) for i in axes), list(axes)
+            self.fold = Fold(lhs, self.out_indices, extents, symbols, self.reshape)
         self.chunks = self._chunking(lhs, extents, symbols, result_shape, executed, ordered)
         # one viewed operand, nothing summed, unit scale, plain result: the result is a transposed view
         self.perm = None
@@ -310,6 +320,13 @@ class CompiledProduct:
 
     def run(self, arrays, out, positions):
         """Write (first product) or add this product into out, by the strategy chosen at compile time."""
+        if self.reshape is not None and not out.flags.c_contiguous:  # made in a C-ordered copy, then put back
+            whole = np.ascontiguousarray(out)
+            self.run(arrays, whole, positions)
+            out[...] = whole
+            return
+        if self.reshape is not None:
+            out = out.reshape(self.reshape)  # a view: out is C-ordered
         if counters.ACTIVE is None:
             self.strategy.run(arrays, out, positions)
             return
@@ -368,7 +385,7 @@ class CompiledSum:
                                                           optimize, self.letters, first=False)]
         self.needs_zero = not (self.products and self.products[0].strategy.writes)
         fuse_bias(self.products)
-        self.chain = Chain.fit(self)  # all of it in one pass, where every term is elementwise
+        self.chain = Chain.fit(self) or Chain.nested(self)  # all of it in one pass, where every term is elementwise
 
     @classmethod
     def sub(cls, node, out_indices, extents, symbols, shapes, optimize, letters):

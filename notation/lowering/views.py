@@ -99,3 +99,4 @@ def injective(strides, shape) -> bool:
             return False
         reach += s * (n - 1)
     return True
+

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import environment
+from ..mathematics.functions import GELU_CONSTANTS
+from . import environment, ufuncs
 
 SOURCE = Path(__file__).with_name("fused.c")
 LIBRARY = Path(__file__).with_name("_fused.so")
@@ -114,9 +115,22 @@ def _bind(lib):
         f.argtypes = [ctypes.c_ssize_t] * 3 + [ctypes.c_void_p, ctypes.c_int] + [ctypes.c_void_p] * 5 + \
             [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
         f.restype = None
+        f = getattr(lib, f"row_max_{dtype.name}")
+        f.argtypes = [ctypes.c_void_p] + [ctypes.c_ssize_t] * 3 + [ctypes.c_void_p] * 2 + [ctypes.c_ssize_t]
+        f.restype = None
         f = getattr(lib, f"window_max_{dtype.name}")
         f.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_ssize_t] + [ctypes.c_void_p] * 6
         f.restype = None
+    lib.chain_numpy_loop.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+    lib.chain_numpy_loop.restype = None
+    lib.chain_gelu_constants.argtypes, lib.chain_gelu_constants.restype = [ctypes.c_double] * 3, None
+    lib.chain_gelu_constants(*GELU_CONSTANTS)
+    for f, name in enumerate(NUMPY_LOOPS):
+        for which, dtype in enumerate(_C):
+            found = ufuncs.loop(getattr(np, name), dtype)
+            _LOOPS[name, dtype] = found is not None
+            if found:
+                lib.chain_numpy_loop(f, which, *found)
     flag, n, ns = ctypes.c_void_p, ctypes.c_int, ctypes.c_longlong
     for name, args, result in (("flag_wait", [flag, n, ns, ns], n), ("flag_load", [flag], n),
                                ("flag_store", [flag, n], None), ("flag_exchange", [flag, n], n),
@@ -229,6 +243,28 @@ def window_max(inner, k, values, planes=None) -> bool:
     return True
 
 
+def row_max(inner, values, planes=None) -> bool:
+    """window_max over inner's last axis where that axis is contiguous and its other axes are one stride
+    of rows (a softmax's max[m] s[b,h,n,m]), values C-ordered, planes C-ordered (the window first): one
+    C loop, the same bits.  False where it does not apply."""
+    lib = _lib()
+    if lib is None or values.dtype not in _C or inner.dtype != values.dtype or inner.ndim != values.ndim + 1 or \
+            inner.shape[:-1] != values.shape or 0 in inner.shape or not values.flags.c_contiguous or \
+            not values.flags.writeable or inner.strides[-1] != inner.itemsize or np.may_share_memory(values, inner):
+        return False
+    live = [k for k in range(values.ndim) if inner.shape[k] != 1]
+    if any(inner.strides[p] != inner.strides[q] * inner.shape[q] for p, q in zip(live, live[1:])) or \
+            any(s % inner.itemsize for s in inner.strides):
+        return False
+    if planes is not None and not (planes.dtype == bool and planes.shape == inner.shape[-1:] + values.shape
+                                   and planes.flags.c_contiguous and planes.flags.writeable):
+        return False
+    xs = inner.strides[live[-1]] // inner.itemsize if live else 0
+    getattr(lib, f"row_max_{values.dtype.name}")(_address(inner), values.size, inner.shape[-1], xs, _address(values),
+                                                 None if planes is None else _address(planes), values.size)
+    return True
+
+
 def _window_plan(inner, k, values, planes):
     """The kernel, the window's size and the index array WINDOW_MAX (fused.c) reads for this layout, or
     False where the loop does not apply."""
@@ -254,7 +290,27 @@ def _window_plan(inner, k, values, planes):
     return f"window_max_{values.dtype.name}", len(offsets), ints, _address(ints)
 
 
-CHAIN_FUNCTIONS = ("id", "square", "twice", "drelu", "relu")  # fused.c's CHAIN_ID ...: each the same bits as numpy's
+# fused.c's CHAIN_ID ...: each the same bits as numpy's; from "tanh" on, numpy's own tanh loop runs inside
+CHAIN_FUNCTIONS = ("id", "square", "twice", "drelu", "relu", "tanh", "dtanh", "sigmoid", "dsigmoid", "gelu", "dgelu")
+ON_TANH = frozenset(CHAIN_FUNCTIONS[CHAIN_FUNCTIONS.index("tanh"):])
+# numpy's passes over its entries for each function that makes more than one (functions.py): the chain saves them
+NUMPY_PASSES = {"dtanh": 3, "sigmoid": 4, "dsigmoid": 5, "gelu": 8, "dgelu": 14}
+NUMPY_LOOPS = ("tanh", "exp")  # fused.c's NUMPY_TANH_LOOP, NUMPY_EXP_LOOP: numpy's own loops, run by the chain
+FINAL = ("exp",)  # a function a chain can apply to its whole sum (exp(s - sm)): numpy's loop on each block
+_LOOPS = {}  # (name, dtype) -> whether numpy's loop was found and handed to the library
+
+
+def chain_runs(functions, dtype) -> bool:
+    """Whether the library's chain can run these functions for dtype (those on tanh, and a final exp,
+    need numpy's own loop)."""
+    dtype = np.dtype(dtype)
+    return all(_LOOPS.get(("tanh" if f in ON_TANH else f, dtype), False) for f in functions
+               if f in ON_TANH or f in FINAL)
+
+
+def final_mode(name) -> int:
+    """The chain's mode bits that apply function `name` to the sum (fused.c's CHAIN: mode >> 1)."""
+    return 0 if name is None else (NUMPY_LOOPS.index(name) + 1) << 1
 CHAIN_OPS = 8  # fused.c's CHAIN_OPS: operands of one chain at most
 
 
