@@ -22,7 +22,9 @@ SOURCE = Path(__file__).with_name("fused.c")
 LIBRARY = Path(__file__).with_name("_fused.so")
 STAMP = Path(__file__).with_name("_fused.so.sha256")  # the library's SHA-256, written by scripts/setup.sh
 _C = {np.dtype(np.float32): ctypes.c_float, np.dtype(np.float64): ctypes.c_double}
-_TINY = {d: float(np.finfo(d).tiny) for d in _C}  # each dtype's smallest normal number: adam's flush
+_TINY = {d: float(np.finfo(d).tiny) for d in _C}  # each dtype's smallest normal number: the updates' flush
+# fused.c's optimizer updates: each rule's state tables (after g and w) and its scalars (after the shrink table)
+UPDATES = (("adam", 2, 5), ("momentum", 1, 3), ("sgd", 0, 1))
 _state = {"lib": None, "why": None}
 _lock = threading.Lock()
 
@@ -103,9 +105,10 @@ def _bind(lib):
     if lib.fused_source() != source_hash():
         raise _Stale
     for dtype, c in _C.items():
-        f = getattr(lib, f"adam_{dtype.name}")
-        f.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_ssize_t] + [c] * 5
-        f.restype = None
+        for rule, states, scalars in UPDATES:
+            f = getattr(lib, f"{rule}_{dtype.name}")
+            f.argtypes = [ctypes.c_ssize_t] + [ctypes.c_void_p] * (4 + states) + [c] * scalars
+            f.restype = None
         for other in (dtype.name, "bool"):
             f = getattr(lib, f"multiply_{dtype.name}_{other}")
             f.argtypes = [ctypes.c_void_p] * 7
@@ -137,21 +140,16 @@ def _address(a: np.ndarray) -> int:
     return a.__array_interface__["data"][0]
 
 
-def adam(g, w, m, v, b1, b2, eps, step) -> bool:
-    """Adam's update of the 1-d contiguous blocks w, m, v from g in one pass (engine/training/optim.py
-    writes it as numpy's passes, each moment under the dtype's smallest normal number stored as +0),
-    if the library is at hand and the four share a float dtype; False where it does not apply, so the
-    caller runs numpy's passes.  The four must not overlap (they do not: the weights, their gradient
-    and the optimizer's two moments)."""
+def update(rule: str, dtype):
+    """fused.c's update `rule` (sgd, momentum, adam) over tables of arrays of dtype (notation/runtime/foreach.py
+    calls it), or None where the library is not at hand or dtype is not a float it takes."""
     lib = _lib()
-    dtype = w.dtype
-    if lib is None or dtype not in _C or any(a.dtype != dtype or not a.flags.c_contiguous for a in (g, m, v)) or \
-            not (w.flags.c_contiguous and w.flags.writeable and m.flags.writeable and v.flags.writeable) or \
-            not g.size == w.size == m.size == v.size:
-        return False
-    getattr(lib, f"adam_{dtype.name}")(_address(g), _address(w), _address(m), _address(v), w.size, b1, b2, eps, step,
-                                       _TINY[dtype])
-    return True
+    return getattr(lib, f"{rule}_{np.dtype(dtype).name}") if lib is not None and dtype in _C else None
+
+
+def tiny(dtype) -> float:
+    """dtype's smallest normal number: an update stores a moment of smaller magnitude as +0 (fused.c's FLUSH)."""
+    return _TINY[np.dtype(dtype)]
 
 
 ROW = 256  # multiply's last axis at most this long: on longer rows numpy's own loop is as fast or faster
