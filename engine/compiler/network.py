@@ -262,9 +262,9 @@ class Network(LoadChecks):
             env, block = s.env, s.layer
             for in_name, src in s.sources:
                 env[in_name] = outs[src]
-            env.update(self.params[s.name])
+            env.update(_held("params", s.name, self.params[s.name], block.param_shapes))
             if block.state_shapes:
-                env.update(self.state[s.name])
+                env.update(_held("state", s.name, self.state[s.name], block.state_shapes))
             if block.random:
                 block.draw(env, self.rng)
             block.forward(env, keep_positions=keep_positions)
@@ -379,6 +379,18 @@ def load(source="layers.yaml", network=None, dtype=None, optimize=None, check=Tr
     spec = source if isinstance(source, Spec) else read(source)
     return Network(spec, network, dtype=dtype, optimize=optimize, check=check, seed=seed, reorder=reorder,
                    algorithms=algorithms)
+
+
+def _held(what, layer, arrays, shapes) -> dict:
+    """arrays ({name: array}, net.params or net.state of one layer), or an InputError naming one that is not an
+    array of its compiled shape: the layers run their equations on them unchecked (a step's only check)."""
+    for name, shape in shapes.items():
+        a = arrays.get(name)
+        if not isinstance(a, np.ndarray) or a.shape != shape:
+            got = f"shape {a.shape}" if isinstance(a, np.ndarray) else "no array" if a is None else type(a).__name__
+            raise InputError(f"net.{what}[{layer!r}][{name!r}] holds {got}, the network needs shape {shape}; "
+                             f"load arrays with net.set_{what}(...)")
+    return arrays
 
 
 def _check_arrays(what, expected, given):

@@ -127,7 +127,7 @@ def _blasable(a):
     rows, cols = s[-2], s[-1]
     if (cols == item and (rows >= max(n[-1], 1) * item or n[-2] == 1)) or (
             rows == item and (cols >= max(n[-2], 1) * item or n[-1] == 1)):
-        if rows % item == 0 and cols % item == 0 and all(x >= 0 for x in s):
+        if rows % item == 0 and cols % item == 0 and min(s) >= 0:
             return a
     return np.ascontiguousarray(a)
 
@@ -236,6 +236,9 @@ def contract(steps, contraction_list, values, out=None, **last_step):
     last = len(steps) - 1
     for n, (step, c) in enumerate(zip(steps, contraction_list)):
         parts = [values.pop(k) for k in c[0]]
-        extra = {k: v for k, v in last_step.items() if v is not None} if n == last else {}
-        values.append(step(*parts, out=out if n == last else None, **extra))
+        if n < last:
+            values.append(step(*parts))
+            continue
+        extra = {k: v for k, v in last_step.items() if v is not None} if last_step else last_step
+        return step(*parts, out=out, **extra)
     return values[0]
