@@ -200,9 +200,12 @@ class Block(Sizes, Jacobians, Algorithms):
         """Run the forward equations, writing each result (and max positions) into env."""
         if self.constants:
             env.update(self.constants)
+        from_params, buffers = self._from_params(), self.buffers
         for result, mask, run, _ in self.forward_runs:
-            out = self._buffer(result, run.result_shape)
-            if self._unchanged(result, env):
+            out = buffers.get(result)
+            if out is None or out.dtype != self.dtype:
+                out = self._buffer(result, run.result_shape)
+            if result in from_params and self._unchanged(result, env):
                 env[result] = out
                 continue
             # env holds arrays of the compiled shapes (the network checks what a user gives): unchecked
@@ -236,6 +239,10 @@ class Block(Sizes, Jacobians, Algorithms):
         """Run the Jacobian contractions in order; env must hold d<out> and the forward tensors."""
         if self.constants:
             env.update(self.constants)
+        buffers = self.buffers
         for _, result, run, _ in self.backward_runs:
-            env[result] = run.evaluate(env, self._buffer(result, run.result_shape))
+            out = buffers.get(result)
+            if out is None or out.dtype != self.dtype:
+                out = self._buffer(result, run.result_shape)
+            env[result] = run.evaluate(env, out)
         return env

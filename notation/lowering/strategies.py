@@ -45,8 +45,12 @@ class Strategy:
         p = self.product
         if p.scale != 1.0:
             result = result * np.asarray(p.scale, dtype=out.dtype)
+        result = np.asarray(result, dtype=out.dtype)
+        if counters.ACTIVE is None:
+            p.fold(out, result)
+            return
         with counters.timing("scatter-add (fold)"):
-            p.fold(out, np.asarray(result, dtype=out.dtype))
+            p.fold(out, result)
 
 
 class Constant(Strategy):
@@ -235,12 +239,13 @@ class Path(Strategy):
         p = self.product
         values = [p.operands[k].evaluate(arrays, out.dtype, positions) for k in p.order]
         if self.writes:
-            add = bias_addend(self, arrays, out)
+            add = None if self.bias is None else bias_addend(self, arrays, out)
             contract(self.steps, p.path_info.contraction_list, values, out=out, add=add,
-                     scratch=self._scratch(out.dtype))
+                     scratch=self._scratch(out.dtype) if self.copied else None)
             if p.scale != 1.0:
                 out *= np.asarray(p.scale, dtype=out.dtype)
-            self._bias_after(add, arrays, out, positions)
+            if self.bias is not None:
+                self._bias_after(add, arrays, out, positions)
             return
         self._finish(out, contract(self.steps, p.path_info.contraction_list, values, scratch=self._scratch(out.dtype)))
 

@@ -10,7 +10,6 @@ waits on a thread it cannot see.
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 
 import numpy as np
 
@@ -86,32 +85,44 @@ def arithmetic() -> str:
 _arithmetic = None
 
 
-@contextmanager
 def serial_blas():
     """BLAS on one thread inside (every product of a training step, small ones too); the large
     ones are split over our own workers by matmul().  Nested uses cost nothing."""
-    global _depth
-    if not enabled() or _depth:
+    return _SerialBlas()
+
+
+class _SerialBlas:
+    """serial_blas()'s context: a class, not a generator, since some 150 nested uses a step each cost
+    a few microseconds that way."""
+
+    __slots__ = ("before",)
+
+    def __enter__(self):
+        global _depth
+        self.before = None
+        if not enabled() or _depth:
+            _depth += 1
+            return
+        _, blas = _setup()
         _depth += 1
+        # each library's own get and set (3 us) rather than threadpoolctl's limit() (10 us a call)
+        self.before = [(c, c.get_num_threads()) for c in blas.lib_controllers]
         try:
-            yield
+            for c, n in self.before:
+                if n != 1:
+                    c.set_num_threads(1)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+
+    def __exit__(self, *exc):
+        global _depth
+        try:
+            for c, n in self.before or ():
+                if n != 1:
+                    c.set_num_threads(n)
         finally:
             _depth -= 1
-        return
-    _, blas = _setup()
-    _depth += 1
-    # each library's own get and set (3 us) rather than threadpoolctl's limit() (10 us a call)
-    before = [(c, c.get_num_threads()) for c in blas.lib_controllers]
-    try:
-        for c, n in before:
-            if n != 1:
-                c.set_num_threads(1)
-        yield
-    finally:
-        for c, n in before:
-            if n != 1:
-                c.set_num_threads(n)
-        _depth -= 1
 
 
 def _under(err, fn, *args, **kwargs):
