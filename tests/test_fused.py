@@ -162,3 +162,20 @@ def test_the_network_computes_the_same_bits_with_the_fused_loops_or_without(monk
     for layer, ps in runs[0][1].items():
         for p, g in ps.items():
             np.testing.assert_array_equal(g, runs[1][1][layer][p])
+
+
+@pytest.mark.usefixtures("built")
+def test_a_multiply_memo_serves_the_same_arrays_and_is_remade_for_others():
+    """The call kept for three arrays reads them anew each time (changed in place), and other arrays
+    given with the same memo get a call of their own."""
+    rng = np.random.default_rng(3)
+    memo = [None]
+    a, b, out = rng.random((3, 4, 8)), rng.random((3, 1, 8)), np.empty((3, 4, 8))
+    assert fused.multiply(a, b, out, memo)
+    a *= 2.0
+    assert fused.multiply(a, b, out, memo)
+    np.testing.assert_array_equal(out, a * b)
+    c, other = rng.random((3, 4, 8)), np.empty((3, 4, 8))
+    assert fused.multiply(c, b, other, memo)
+    np.testing.assert_array_equal(other, c * b)
+    np.testing.assert_array_equal(out, a * b)  # the first result stays as it was

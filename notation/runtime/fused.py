@@ -161,21 +161,38 @@ def _strides(x: np.ndarray, ndim: int) -> np.ndarray:
     return np.array([0] * pad + [0 if n == 1 else s // x.itemsize for n, s in zip(x.shape, x.strides)], np.intp)
 
 
-def multiply(a, b, out) -> bool:
+def multiply(a, b, out, memo=None) -> bool:
     """np.multiply(a, b, out=out) in one C loop, the same bits, where numpy's cost per row outweighs
     its work: out up to 6-d, float, its last axis short (<= ROW) and contiguous in all three (a and b
-    broadcast against out on the others); b, or a, may be bool.  False where it does not apply."""
+    broadcast against out on the others); b, or a, may be bool.  False where it does not apply.
+    memo: a caller's one-entry list where the call worked out for the same three arrays is kept."""
     if a.dtype == bool:
         a, b = b, a  # a * b == b * a, to the bit
+    lib = _lib()
+    if lib is None:
+        return False
+    bound = memo[0] if memo is not None else None
+    if bound is None or bound[0] is not a or bound[1] is not b or bound[2] is not out or bound[3] is not lib:
+        bound = (a, b, out, lib, _multiply_call(lib, a, b, out))
+        if memo is not None:
+            memo[0] = bound
+    call = bound[4]
+    if call is None:
+        return False
+    call[0](*call[1:8])  # call[8]: the index array the addresses point into, kept alive with them
+    return True
+
+
+def _multiply_call(lib, a, b, out):
+    """(kernel, its arguments) of multiply for these arrays, or None where the loop does not apply."""
     plan = _plan(("multiply", a.dtype, a.shape, a.strides, b.dtype, b.shape, b.strides, out.dtype, out.shape,
                   out.strides), _multiply_plan, a, b, out)
-    lib = _lib() if plan else None
-    if lib is None or not out.flags.writeable or any(np.may_share_memory(out, x) for x in (a, b)):
-        return False  # numpy buffers an overlap; this loop would not
+    if not plan or not out.flags.writeable or any(np.may_share_memory(out, x) for x in (a, b)):
+        return None  # numpy buffers an overlap; this loop would not
     kernel, ints, at = plan
     step = ints.itemsize
-    getattr(lib, kernel)(_address(a), at, _address(b), at + 6 * step, _address(out), at + 12 * step, at + 18 * step)
-    return True
+    return (getattr(lib, kernel), _address(a), at, _address(b), at + 6 * step, _address(out), at + 12 * step,
+            at + 18 * step, ints)
 
 
 def _multiply_plan(a, b, out):
