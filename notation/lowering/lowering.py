@@ -76,13 +76,23 @@ class Fold:
             if not (self.broadcast and _add_repeated(target, src)):
                 target += src
             return
-        pos = [self.view.indices.index(i) for i in self.loop]
-        for values in itertools.product(*(range(self.view.shape[p]) for p in pos)):
-            key = [slice(None)] * len(self.view.indices)
-            for p, v in zip(pos, values):
-                key[p] = v
-            skey = tuple(0 if (k != slice(None) and src.shape[n] == 1) else k for n, k in enumerate(key))
-            target[tuple(key)] += src[skey]
+        for key, skey in self._keys(src.shape):
+            target[key] += src[skey]
+
+    def _keys(self, shape) -> list:
+        """The slice-adds' (target key, source key) for a source of this shape, worked out once."""
+        keys = self.__dict__.setdefault("keys", {})
+        found = keys.get(shape)
+        if found is None:
+            pos = [self.view.indices.index(i) for i in self.loop]
+            found = keys[shape] = []
+            for values in itertools.product(*(range(self.view.shape[p]) for p in pos)):
+                key = [slice(None)] * len(self.view.indices)
+                for p, v in zip(pos, values):
+                    key[p] = v
+                found.append((tuple(key), tuple(0 if (k != slice(None) and shape[n] == 1) else k
+                                                for n, k in enumerate(key))))
+        return found
 
     def write(self, out: np.ndarray, result: np.ndarray) -> None:
         """Overwrite out with the product's result through this fold's view (where it `covers`: every
@@ -401,9 +411,10 @@ class CompiledSum:
         return sum(op.entries for p in self.products for op in p.operands)
 
     def dtype(self, arrays):
-        names = {op.view.name for p in self.products for op in _leaves(p)}
-        kinds = [arrays[n].dtype for n in names] or [np.float64]
-        return np.result_type(*kinds)
+        names = self.__dict__.get("names")
+        if names is None:  # the tensors it reads, found once (a nested function asks every call)
+            names = self.names = sorted({op.view.name for p in self.products for op in _leaves(p)})
+        return np.result_type(*[arrays[n].dtype for n in names]) if names else np.dtype(np.float64)
 
     @property
     def strategies(self) -> list:
@@ -434,9 +445,13 @@ class CompiledSum:
             out = (np.zeros if self.needs_zero else np.empty)(self.result_shape, dtype=dtype)
         elif self.needs_zero:
             out[...] = 0
+        counted = counters.ACTIVE is not None
         for p in self.products:
             if not p.fused:
-                p.run(arrays, out, positions)
+                if counted:
+                    p.run(arrays, out, positions)
+                else:
+                    p.strategy.run(arrays, out, positions)  # as p.run does when nothing is counted
         return out
 
 

@@ -16,9 +16,14 @@
 
 unsigned long long fused_source(void) { return FUSED_SOURCE; }
 
-/* Adam's update of n entries, as engine/training/optim.py's Adam._update writes it in numpy:
- *   m = (m - g) * b1 + g;  v = (v - g*g) * b2 + g*g;  w -= m / (sqrt(v) + eps) * step
- * with each moment of magnitude under tiny (the dtype's smallest normal number) stored as +0 before w
+/* An optimizer's update of many arrays in one call ("multi-tensor apply", as PyTorch's foreach
+ * optimizers): engine/training/optim.py's numpy passes per array, each entry's float operations in
+ * their order and rounded alike.  The work is `count` segments, (array, first entry, entries) triples
+ * in seg, over tables of each array's address: g the gradients (NULL: that array is numpy's this step,
+ * skipped), w the weights, m and v the state; shrink holds each array's decoupled weight decay factor
+ * (1 where it does not decay: w * 1 is w, to the bit), applied first as optim.py does.
+ *
+ * Each moment of magnitude under tiny (the dtype's smallest normal number) is stored as +0 before w
  * reads it (optim.flush_subnormal): a dead unit's m, decaying by b1 a step, would stay subnormal for
  * good (0.9 times a few of the smallest subnormals rounds back to them), and subnormals take a slow
  * path on many processors.  A compare and select, vectorised; the thread's floating-point mode
@@ -38,22 +43,60 @@ unsigned long long fused_source(void) { return FUSED_SOURCE; }
 #define WIDEST
 #endif
 
-#define ADAM(NAME, T, SQRT)                                                                         \
-    WIDEST void NAME(const T *restrict g, T *restrict w, T *restrict m, T *restrict v, ptrdiff_t n, \
-                     T b1, T b2, T eps, T step, T tiny) {                                           \
-        for (ptrdiff_t i = 0; i < n; i++) {                                                         \
-            T gi = g[i];                                                                            \
-            T mi = (m[i] - gi) * b1 + gi;                                                           \
-            T sq = gi * gi;                                                                         \
-            T vi = (v[i] - sq) * b2 + sq;                                                           \
-            mi = FLUSH(mi, tiny);                                                                   \
-            vi = FLUSH(vi, tiny);                                                                   \
-            m[i] = mi;                                                                              \
-            v[i] = vi;                                                                              \
-            w[i] -= mi / (SQRT(vi) + eps) * step;                                                   \
-        }                                                                                           \
+#define SEGMENTS(...)                                                                               \
+    for (ptrdiff_t s = 0; s < count; s++) {                                                         \
+        const ptrdiff_t k = seg[3 * s], at = seg[3 * s + 1], n = seg[3 * s + 2];                    \
+        if (!g[k]) continue;                                                                        \
+        __VA_ARGS__                                                                                 \
     }
 
+/* SGD: w = w * shrink - g * lr (eq. 6-9). */
+#define SGD(NAME, T)                                                                                \
+    WIDEST void NAME(ptrdiff_t count, const ptrdiff_t *seg, T *const *g, T *const *w, const T *shrink, \
+                     T lr) {                                                                        \
+        SEGMENTS(const T *restrict gk = g[k] + at; T *restrict wk = w[k] + at; const T c = shrink[k]; \
+                 for (ptrdiff_t i = 0; i < n; i++) wk[i] = wk[i] * c - gk[i] * lr;)                 \
+    }
+
+/* Heavy-ball momentum: v = v * mu - g * lr, flushed; w = w * shrink + v. */
+#define MOMENTUM(NAME, T)                                                                           \
+    WIDEST void NAME(ptrdiff_t count, const ptrdiff_t *seg, T *const *g, T *const *w, T *const *v,   \
+                     const T *shrink, T mu, T lr, T tiny) {                                         \
+        SEGMENTS(const T *restrict gk = g[k] + at; T *restrict wk = w[k] + at;                      \
+                 T *restrict vk = v[k] + at; const T c = shrink[k];                                 \
+                 for (ptrdiff_t i = 0; i < n; i++) {                                                \
+                     T vi = vk[i] * mu - gk[i] * lr;                                                \
+                     vi = FLUSH(vi, tiny);                                                          \
+                     vk[i] = vi;                                                                    \
+                     wk[i] = wk[i] * c + vi;                                                        \
+                 })                                                                                 \
+    }
+
+/* Adam: m = (m - g) * b1 + g;  v = (v - g*g) * b2 + g*g;  w = w * shrink - m / (sqrt(v) + eps) * step,
+ * the moments flushed. */
+#define ADAM(NAME, T, SQRT)                                                                         \
+    WIDEST void NAME(ptrdiff_t count, const ptrdiff_t *seg, T *const *g, T *const *w, T *const *m,   \
+                     T *const *v, const T *shrink, T b1, T b2, T eps, T step, T tiny) {             \
+        SEGMENTS(const T *restrict gk = g[k] + at; T *restrict wk = w[k] + at;                      \
+                 T *restrict mk = m[k] + at; T *restrict vk = v[k] + at; const T c = shrink[k];     \
+                 for (ptrdiff_t i = 0; i < n; i++) {                                                \
+                     T gi = gk[i];                                                                  \
+                     T mi = (mk[i] - gi) * b1 + gi;                                                 \
+                     T sq = gi * gi;                                                                \
+                     T vi = (vk[i] - sq) * b2 + sq;                                                 \
+                     mi = FLUSH(mi, tiny);                                                          \
+                     vi = FLUSH(vi, tiny);                                                          \
+                     mk[i] = mi;                                                                    \
+                     vk[i] = vi;                                                                    \
+                     T wi = wk[i] * c;                                                              \
+                     wk[i] = wi - mi / (SQRT(vi) + eps) * step;                                     \
+                 })                                                                                 \
+    }
+
+SGD(sgd_float32, float)
+SGD(sgd_float64, double)
+MOMENTUM(momentum_float32, float)
+MOMENTUM(momentum_float64, double)
 ADAM(adam_float32, float, sqrtf)
 ADAM(adam_float64, double, sqrt)
 

@@ -23,7 +23,9 @@ SOURCE = Path(__file__).with_name("fused.c")
 LIBRARY = Path(__file__).with_name("_fused.so")
 STAMP = Path(__file__).with_name("_fused.so.sha256")  # the library's SHA-256, written by scripts/setup.sh
 _C = {np.dtype(np.float32): ctypes.c_float, np.dtype(np.float64): ctypes.c_double}
-_TINY = {d: float(np.finfo(d).tiny) for d in _C}  # each dtype's smallest normal number: adam's flush
+_TINY = {d: float(np.finfo(d).tiny) for d in _C}  # each dtype's smallest normal number: the updates' flush
+# fused.c's optimizer updates: each rule's state tables (after g and w) and its scalars (after the shrink table)
+UPDATES = (("adam", 2, 5), ("momentum", 1, 3), ("sgd", 0, 1))
 _state = {"lib": None, "why": None}
 _lock = threading.Lock()
 
@@ -104,9 +106,10 @@ def _bind(lib):
     if lib.fused_source() != source_hash():
         raise _Stale
     for dtype, c in _C.items():
-        f = getattr(lib, f"adam_{dtype.name}")
-        f.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_ssize_t] + [c] * 5
-        f.restype = None
+        for rule, states, scalars in UPDATES:
+            f = getattr(lib, f"{rule}_{dtype.name}")
+            f.argtypes = [ctypes.c_ssize_t] + [ctypes.c_void_p] * (4 + states) + [c] * scalars
+            f.restype = None
         for other in (dtype.name, "bool"):
             f = getattr(lib, f"multiply_{dtype.name}_{other}")
             f.argtypes = [ctypes.c_void_p] * 7
@@ -151,21 +154,16 @@ def _address(a: np.ndarray) -> int:
     return a.__array_interface__["data"][0]
 
 
-def adam(g, w, m, v, b1, b2, eps, step) -> bool:
-    """Adam's update of the 1-d contiguous blocks w, m, v from g in one pass (engine/training/optim.py
-    writes it as numpy's passes, each moment under the dtype's smallest normal number stored as +0),
-    if the library is at hand and the four share a float dtype; False where it does not apply, so the
-    caller runs numpy's passes.  The four must not overlap (they do not: the weights, their gradient
-    and the optimizer's two moments)."""
+def update(rule: str, dtype):
+    """fused.c's update `rule` (sgd, momentum, adam) over tables of arrays of dtype (notation/runtime/foreach.py
+    calls it), or None where the library is not at hand or dtype is not a float it takes."""
     lib = _lib()
-    dtype = w.dtype
-    if lib is None or dtype not in _C or any(a.dtype != dtype or not a.flags.c_contiguous for a in (g, m, v)) or \
-            not (w.flags.c_contiguous and w.flags.writeable and m.flags.writeable and v.flags.writeable) or \
-            not g.size == w.size == m.size == v.size:
-        return False
-    getattr(lib, f"adam_{dtype.name}")(_address(g), _address(w), _address(m), _address(v), w.size, b1, b2, eps, step,
-                                       _TINY[dtype])
-    return True
+    return getattr(lib, f"{rule}_{np.dtype(dtype).name}") if lib is not None and dtype in _C else None
+
+
+def tiny(dtype) -> float:
+    """dtype's smallest normal number: an update stores a moment of smaller magnitude as +0 (fused.c's FLUSH)."""
+    return _TINY[np.dtype(dtype)]
 
 
 ROW = 256  # multiply's last axis at most this long: on longer rows numpy's own loop is as fast or faster
@@ -177,21 +175,38 @@ def _strides(x: np.ndarray, ndim: int) -> np.ndarray:
     return np.array([0] * pad + [0 if n == 1 else s // x.itemsize for n, s in zip(x.shape, x.strides)], np.intp)
 
 
-def multiply(a, b, out) -> bool:
+def multiply(a, b, out, memo=None) -> bool:
     """np.multiply(a, b, out=out) in one C loop, the same bits, where numpy's cost per row outweighs
     its work: out up to 6-d, float, its last axis short (<= ROW) and contiguous in all three (a and b
-    broadcast against out on the others); b, or a, may be bool.  False where it does not apply."""
+    broadcast against out on the others); b, or a, may be bool.  False where it does not apply.
+    memo: a caller's one-entry list where the call worked out for the same three arrays is kept."""
     if a.dtype == bool:
         a, b = b, a  # a * b == b * a, to the bit
+    lib = _lib()
+    if lib is None:
+        return False
+    bound = memo[0] if memo is not None else None
+    if bound is None or bound[0] is not a or bound[1] is not b or bound[2] is not out or bound[3] is not lib:
+        bound = (a, b, out, lib, _multiply_call(lib, a, b, out))
+        if memo is not None:
+            memo[0] = bound
+    call = bound[4]
+    if call is None:
+        return False
+    call[0](*call[1:8])  # call[8]: the index array the addresses point into, kept alive with them
+    return True
+
+
+def _multiply_call(lib, a, b, out):
+    """(kernel, its arguments) of multiply for these arrays, or None where the loop does not apply."""
     plan = _plan(("multiply", a.dtype, a.shape, a.strides, b.dtype, b.shape, b.strides, out.dtype, out.shape,
                   out.strides), _multiply_plan, a, b, out)
-    lib = _lib() if plan else None
-    if lib is None or not out.flags.writeable or any(np.may_share_memory(out, x) for x in (a, b)):
-        return False  # numpy buffers an overlap; this loop would not
+    if not plan or not out.flags.writeable or any(np.may_share_memory(out, x) for x in (a, b)):
+        return None  # numpy buffers an overlap; this loop would not
     kernel, ints, at = plan
     step = ints.itemsize
-    getattr(lib, kernel)(_address(a), at, _address(b), at + 6 * step, _address(out), at + 12 * step, at + 18 * step)
-    return True
+    return (getattr(lib, kernel), _address(a), at, _address(b), at + 6 * step, _address(out), at + 12 * step,
+            at + 18 * step, ints)
 
 
 def _multiply_plan(a, b, out):
