@@ -23,7 +23,7 @@ import opt_einsum as oe
 from ..language.ast import Affine, Call, Delta, Max, Mono, Ref, expand, free_indices
 from ..language.sizes import BoundProduct, scale
 from ..mathematics.functions import FUNCTIONS
-from ..runtime import counters, parallel
+from ..runtime import counters, parallel, taps
 from . import cost
 from .chains import Chain
 from .maxima import window_max
@@ -68,6 +68,9 @@ class Fold:
     def __call__(self, out: np.ndarray, result: np.ndarray):
         target = self.view(out, writeable=True)
         src = self._lined(result)
+        if (self.loop or not self.plain) and taps.loop(src, self.view.indices, None, None, target,
+                                                       self.view.indices, groups=self.loop, add=True):
+            return  # one C loop: the same adds, slice after slice in the same order (the same bits)
         if not self.loop:
             if not (self.broadcast and _add_repeated(target, src)):
                 target += src

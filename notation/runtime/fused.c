@@ -7,6 +7,7 @@
  */
 #include <math.h>
 #include <stddef.h>
+#include <string.h>
 
 /* The first 16 hex digits of this file's SHA-256, given by scripts/setup.sh: fused.py runs a library
  * only if it was built from the fused.c beside it. */
@@ -346,3 +347,74 @@ int flag_done_wait(int *done, int number, int *awaited, int *woke, const int *po
 int flag_load(const int *flag) { return __atomic_load_n(flag, __ATOMIC_SEQ_CST); }
 void flag_store(int *flag, int v) { __atomic_store_n(flag, v, __ATOMIC_SEQ_CST); }
 int flag_exchange(int *flag, int v) { return __atomic_exchange_n(flag, v, __ATOMIC_SEQ_CST); }
+
+/* Sums over taps (notation/runtime/taps.py): for each group g in order, over [r0, r1) of the first of
+ * 5 outer axes and a row, n[0..5] entries (strides as, bs, os in entries), each entry e gets
+ *   v = a[e + ga + ta0] * b[e + gb + tb0] + a[e + ga + ta1] * b[e + gb + tb1] + ...  (left to right)
+ * then out[e + go] = v (times scale where scaled), or out[e + go] + that (add).  With b NULL the taps
+ * are a's entries alone.  at: n, as, bs, os (6 each), per group (ga, gb, go), per tap (ta, tb).  The
+ * float operations of taps.py's numpy passes, in their order: the same bits.  Where the row is
+ * contiguous in out (and in a and b, or broadcast) it runs TAPS_W entries at a time in registers. */
+#define TAPS_W 8
+#define LOADV(V, p) ({ V v_; memcpy(&v_, (p), sizeof v_); v_; })
+#define TAPS_NEST(T, ROW)                                                                               \
+    for (ptrdiff_t g = 0; g < groups; g++)                                                              \
+    for (ptrdiff_t i0 = r0; i0 < r1; i0++)                                                              \
+    for (ptrdiff_t i1 = 0; i1 < n[1]; i1++)                                                             \
+    for (ptrdiff_t i2 = 0; i2 < n[2]; i2++)                                                             \
+    for (ptrdiff_t i3 = 0; i3 < n[3]; i3++) {                                                           \
+        const T *pa = a + go[3 * g] + i0 * as[0] + i1 * as[1] + i2 * as[2] + i3 * as[3];                \
+        const T *pb = b + go[3 * g + 1] + i0 * bs[0] + i1 * bs[1] + i2 * bs[2] + i3 * bs[3];            \
+        T *po = out + go[3 * g + 2] + i0 * os[0] + i1 * os[1] + i2 * os[2] + i3 * os[3];                \
+        for (ptrdiff_t i4 = 0; i4 < n[4]; i4++, pa += as[4], pb += bs[4], po += os[4]) { ROW }          \
+    }
+/* one row: TAPS_W entries at a time as vectors (VEXPR), the rest one by one (SEXPR, its k-th entry) */
+#define TAPS_VROW(T, V, VEXPR, SEXPR)                                                                   \
+    ptrdiff_t k0 = 0;                                                                                   \
+    for (; k0 + TAPS_W <= n[5]; k0 += TAPS_W) {                                                         \
+        V v = {0};                                                                                      \
+        for (ptrdiff_t s = 0; s < taps; s++) {                                                          \
+            const T *x = pa + to[2 * s] + k0, *y = pb + to[2 * s + 1] + k0;                             \
+            (void)y;                                                                                    \
+            V t_ = (VEXPR);                                                                             \
+            v = s ? v + t_ : t_;                                                                        \
+        }                                                                                               \
+        if (scaled) v = v * scale;                                                                      \
+        if (add) v = v + LOADV(V, po + k0);                                                             \
+        memcpy(po + k0, &v, sizeof v);                                                                  \
+    }                                                                                                   \
+    TAPS_SROW(T, SEXPR, 1)
+#define TAPS_SROW(T, SEXPR, SO)                                                                         \
+    for (ptrdiff_t k = k0; k < n[5]; k++) {                                                             \
+        T v = 0;                                                                                        \
+        for (ptrdiff_t s = 0; s < taps; s++) {                                                          \
+            const T *x = pa + to[2 * s], *y = pb + to[2 * s + 1];                                       \
+            (void)y;                                                                                    \
+            T t_ = (SEXPR);                                                                             \
+            v = s ? v + t_ : t_;                                                                        \
+        }                                                                                               \
+        if (scaled) v = v * scale;                                                                      \
+        po[k * (SO)] = add ? po[k * (SO)] + v : v;                                                      \
+    }
+#define TAPS(NAME, T, V)                                                                                \
+    WIDEST void NAME(const T *a, const T *b, T *out, const ptrdiff_t *at, ptrdiff_t groups, ptrdiff_t taps, \
+                     ptrdiff_t r0, ptrdiff_t r1, int add, int scaled, T scale) {                        \
+        const ptrdiff_t *n = at, *as = at + 6, *bs = at + 12, *os = at + 18, *go = at + 24;             \
+        const ptrdiff_t *to = go + 3 * groups, sa = as[5], sb = bs[5], so = os[5];                      \
+        const int one = !b;                                                                             \
+        if (one) b = a; /* its strides are 0: y is never read */                                        \
+        if (so == 1 && one && sa == 1) { TAPS_NEST(T, TAPS_VROW(T, V, LOADV(V, x), x[k])) }             \
+        else if (so == 1 && !one && sa == 1 && sb == 1) {                                               \
+            TAPS_NEST(T, TAPS_VROW(T, V, LOADV(V, x) * LOADV(V, y), x[k] * y[k])) }                     \
+        else if (so == 1 && !one && sa == 0 && sb == 1) {                                               \
+            TAPS_NEST(T, TAPS_VROW(T, V, x[0] * LOADV(V, y), x[0] * y[k])) }                            \
+        else if (so == 1 && !one && sa == 1 && sb == 0) {                                               \
+            TAPS_NEST(T, TAPS_VROW(T, V, LOADV(V, x) * y[0], x[k] * y[0])) }                            \
+        else if (one) { TAPS_NEST(T, ptrdiff_t k0 = 0; TAPS_SROW(T, x[k * sa], so)) }                   \
+        else { TAPS_NEST(T, ptrdiff_t k0 = 0; TAPS_SROW(T, x[k * sa] * y[k * sb], so)) }                \
+    }
+
+typedef float taps_f32 __attribute__((vector_size(TAPS_W * sizeof(float))));
+typedef double taps_f64 __attribute__((vector_size(TAPS_W * sizeof(double))));
+TAPS(taps_float32, float, taps_f32)
+TAPS(taps_float64, double, taps_f64)

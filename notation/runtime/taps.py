@@ -1,0 +1,163 @@
+"""Sums over a window's taps in one C loop (fused.c's TAPS), numpy's passes where it is not built.
+
+out[e] = sum over taps s of a[e, s] * b[e, s], for each group g of out's positions in turn (a scatter's
+slices: each group is added where the one before it may have written).  Arrays are given with a label
+per axis; a label absent from an array is broadcast over it.  The C loop and the numpy passes do the
+same float operations in the same order (each tap's product, added left to right; then the scale;
+then written, or added to out), so the bits never depend on which runs, nor on the thread count.
+"""
+from __future__ import annotations
+
+import ctypes
+import itertools
+import math
+
+import numpy as np
+
+from . import fused, parallel
+
+AXES = 6  # fused.c's TAPS: 5 outer axes and a row
+MIN_SPLIT = 1 << 17  # multiply-adds of a call worth cutting between the workers (a hand-off costs ~20 us)
+_bound = {}
+_plans = {}
+
+
+def _kernel(dtype):
+    """fused.c's taps loop for this dtype, its argument types set once; None where it does not run."""
+    lib = fused.library()
+    if lib is None or dtype not in fused.FLOATS:
+        return None
+    f = _bound.get(dtype)
+    if f is None:
+        f = getattr(lib, f"taps_{dtype.name}")
+        size = ctypes.c_ssize_t
+        f.argtypes = [ctypes.c_void_p] * 4 + [size] * 4 + [ctypes.c_int] * 2 + [fused._C[dtype]]
+        f.restype = None
+        _bound[dtype] = f
+    return f
+
+
+def _strides(x, labels, sizes) -> dict:
+    """Each label's stride in x, in entries (0 where x lacks the label or is broadcast along it)."""
+    out = dict.fromkeys(sizes, 0)
+    for label, n, s in zip(labels, x.shape, x.strides):
+        if n != 1:
+            out[label] = s // x.itemsize
+    return out
+
+
+def _plan(a, la, b, lb, out, lo, groups, taps):
+    """The index array fused.c's TAPS reads, and whether the first outer axis may be cut between workers
+    (out's parts along it never meet); None where the loop does not apply (more than 6 axes left
+    after merging, strides not whole entries)."""
+    arrays = [x for x in (a, b, out) if x is not None]
+    if any(s % x.itemsize for x in arrays for s in x.strides):
+        return None
+    sizes = dict(zip(lo, out.shape))
+    for x, labels in ((a, la), (b, lb)):
+        for label, n in zip(labels or (), x.shape if x is not None else ()):
+            sizes.setdefault(label, n)
+    st = [_strides(a, la, sizes), _strides(b, lb, sizes) if b is not None else dict.fromkeys(sizes, 0),
+          _strides(out, lo, sizes)]
+    outer = sorted((i for i in lo if i not in groups), key=lambda i: -abs(st[2][i]))
+    axes = []  # (size, strides of a, b, out), outermost first; axes of one memory run merged
+    for i in outer:
+        if sizes[i] == 1:
+            continue
+        s = tuple(t[i] for t in st)
+        if axes and all(p == q * sizes[i] for p, q in zip(axes[-1][1], s)):
+            axes[-1] = (axes[-1][0] * sizes[i], s)
+        else:
+            axes.append((sizes[i], s))
+    if len(axes) > AXES:
+        return None
+    axes = [(1, (0, 0, 0))] * (AXES - len(axes)) + axes
+    ints = [n for n, _ in axes] + [s[k] for k in range(3) for _, s in axes]
+    for values in itertools.product(*(range(sizes[i]) for i in groups)):
+        ints += [sum(v * t[i] for v, i in zip(values, groups)) for t in st]
+    for values in itertools.product(*(range(sizes[i]) for i in taps)):
+        ints += [sum(v * t[i] for v, i in zip(values, taps)) for t in st[:2]]
+    # out's parts along the first axis never meet where the rest of its reach is shorter than that stride
+    n0, s0 = axes[0][0], abs(axes[0][1][2])
+    reach = sum((n - 1) * abs(s[2]) for n, s in axes[1:]) + sum((sizes[i] - 1) * abs(st[2][i]) for i in groups)
+    work = math.prod(n for n, _ in axes) * max(1, math.prod(sizes[i] for i in groups + taps))
+    split = n0 >= 2 and reach < s0 and work >= MIN_SPLIT
+    ints = np.array(ints, np.intp)
+    return ints, math.prod(sizes[i] for i in groups), math.prod(sizes[i] for i in taps), n0, split
+
+
+def _address(x) -> int:
+    return x.__array_interface__["data"][0]
+
+
+def run(a, la, b, lb, out, lo, groups=(), taps=(), add=False, scale=1.0) -> None:
+    """out (or out +)= scale * sum over `taps` of a * b, one group of `groups` after another: a, b and out
+    labelled per axis (la, lb, lo); b may be None (the taps of a alone).  groups are labels of out,
+    taps labels of a or b only; the sizes of a label agree wherever it appears."""
+    if not loop(a, la, b, lb, out, lo, groups, taps, add, scale):
+        _numpy(a, la, b, lb, out, lo, tuple(groups), tuple(taps), add, scale)
+
+
+def loop(a, la, b, lb, out, lo, groups=(), taps=(), add=False, scale=1.0) -> bool:
+    """run() in fused.c's loop; False (nothing done) where it is not built or does not apply."""
+    groups, taps = tuple(groups), tuple(taps)
+    kernel = _kernel(out.dtype) if all(x is None or x.dtype == out.dtype for x in (a, b)) else None
+    if kernel is not None and out.flags.writeable and not any(
+            x is not None and np.may_share_memory(x, out) for x in (a, b)):
+        key = (out.dtype, la, a.shape, a.strides, lb, None if b is None else (b.shape, b.strides),
+               lo, out.shape, out.strides, groups, taps)
+        plan = _plans.get(key)
+        if plan is None:
+            if len(_plans) >= 512:  # a few per network; more only where shapes keep changing
+                _plans.clear()
+            plan = _plans[key] = _plan(a, la, b, lb, out, lo, groups, taps)
+        if plan is not None:
+            ints, n_groups, n_taps, n0, split = plan
+            args = (_address(a), None if b is None else _address(b), _address(out), _address(ints), n_groups,
+                    n_taps)
+            flags = (int(add), int(scale != 1.0), scale)
+            if split and parallel.enabled() and parallel.WORKERS >= 2:
+                parallel.each(lambda part: [kernel(*args, s.start, s.stop, *flags) for s in part],
+                              parallel.cuts(n0))
+            else:
+                kernel(*args, 0, n0, *flags)
+            return True
+    return False
+
+
+def _lined(x, labels, fixed, lo_rest, sizes):
+    """x with `fixed` labels set to their values, on the axes lo_rest (size 1 where x lacks one)."""
+    key = tuple(fixed.get(label, slice(None)) for label in labels)
+    x = x[key]
+    rest = [label for label in labels if label not in fixed]
+    x = x.transpose([rest.index(i) for i in lo_rest if i in rest])
+    return x.reshape([sizes[i] if i in rest else 1 for i in lo_rest])
+
+
+def _numpy(a, la, b, lb, out, lo, groups, taps, add, scale) -> None:
+    """What fused.c's TAPS does, in numpy's passes: the same operations, in the same order."""
+    sizes = dict(zip(lo, out.shape))
+    for x, labels in ((a, la), (b, lb)):
+        for label, n in zip(labels or (), x.shape if x is not None else ()):
+            sizes.setdefault(label, n)
+    rest = [i for i in lo if i not in groups]
+    shape = [sizes[i] for i in rest]
+    acc, tmp = np.empty(shape, out.dtype), np.empty(shape, out.dtype)
+    for g in itertools.product(*(range(sizes[i]) for i in groups)):
+        for n, s in enumerate(itertools.product(*(range(sizes[i]) for i in taps))):
+            fixed = dict(zip(groups + taps, g + s))
+            x = _lined(a, la, fixed, rest, sizes)
+            dest = acc if n == 0 else tmp
+            if b is None:
+                np.copyto(dest, x)
+            else:
+                np.multiply(x, _lined(b, lb, fixed, rest, sizes), out=dest)
+            if n:
+                np.add(acc, tmp, out=acc)
+        if scale != 1.0:
+            np.multiply(acc, np.asarray(scale, out.dtype), out=acc)
+        target = _lined(out, lo, dict(zip(groups, g)), rest, sizes)
+        if add:
+            np.add(target, acc, out=target)
+        else:
+            np.copyto(target, acc)
