@@ -39,7 +39,8 @@ class Fold:
     """Adds a product's result into the result buffer at the positions its index terms name."""
 
     def __init__(self, lhs_axes, result_indices, extents, symbols, result_shape):
-        self.view = View.of(Ref("result", tuple(lhs_axes)), extents, symbols, tuple(result_shape))
+        self.result_shape = tuple(result_shape)
+        self.view = View.of(Ref("result", tuple(lhs_axes)), extents, symbols, self.result_shape)
         self.result_indices = tuple(result_indices)  # axes of the product's einsum result
         self.broadcast = tuple(i for i in self.view.indices if i not in result_indices)
         # probe with unit element strides: which indices can be sliced at once, which looped
@@ -280,6 +281,7 @@ class CompiledProduct:
         if isinstance(f, Ref):
             view = View.of(f, extents, symbols, shapes[f.name])
             op = Operand("view", view.indices, view.shape, view=view)
+            op.array_shape = tuple(shapes[f.name])  # the array it views (a road's model lays it out)
             op.entries = min(math.prod(view.shape), math.prod(shapes[f.name]))  # what memory holds of it
             return op
         if isinstance(f, Delta):

@@ -40,6 +40,13 @@ class Strategy:
         return cost.pass_seconds(sum(math.prod(op.shape) for op in p.operands) + math.prod(p.fold.view.shape),
                                  itemsize, r)
 
+    def _fold_seconds(self, itemsize, r) -> float:
+        """Modelled seconds of folding a result made apart into out: each entry read, and its target read
+        and written, a row of the fold's view at a time (notation/runtime/taps.py's loop)."""
+        shape = self.product.fold.view.shape
+        entries = math.prod(shape)
+        return cost.taps_seconds(0, entries // max(shape[-1] if shape else 1, 1), 3 * entries, True, itemsize, r)
+
     def _finish(self, out, result):
         """Scale the product's result and fold it into out (a scatter or a plain add)."""
         p = self.product
@@ -140,6 +147,10 @@ class Elementwise(Strategy):
             (", out=result" if self.in_place else ", then folded")
         self.scratch = {}  # dtype -> the buffer a product that is folded is made in
 
+    def modelled(self, itemsize, r) -> float:
+        """One pass over the operands and the product, and the fold where it is made apart."""
+        return super().modelled(itemsize, r) + (0.0 if self.in_place else self._fold_seconds(itemsize, r))
+
     def run(self, arrays, out, positions):
         p = self.product
         dtype = out.dtype
@@ -219,7 +230,7 @@ class Path(Strategy):
                 entries = sum(math.prod(s) for s in shapes) + math.prod(sizes[i] for i in out)
                 total += cost.einsum_seconds(flops, entries, itemsize, r)
         if not self.writes:
-            total += cost.pass_seconds(2 * math.prod(p.fold.view.shape), itemsize, r)
+            total += self._fold_seconds(itemsize, r)
         return total
 
     def _scratch(self, dtype):

@@ -374,7 +374,7 @@ int flag_exchange(int *flag, int v) { return __atomic_exchange_n(flag, v, __ATOM
     for (; k0 + TAPS_W <= n[5]; k0 += TAPS_W) {                                                         \
         V v = {0};                                                                                      \
         for (ptrdiff_t s = 0; s < taps; s++) {                                                          \
-            const T *x = pa + to[2 * s] + k0, *y = pb + to[2 * s + 1] + k0;                             \
+            const T *x = pa + to[2 * s] + k0 * sa, *y = pb + to[2 * s + 1] + k0 * sb;                          \
             (void)y;                                                                                    \
             V t_ = (VEXPR);                                                                             \
             v = s ? v + t_ : t_;                                                                        \

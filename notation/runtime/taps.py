@@ -46,17 +46,49 @@ def _strides(x, labels, sizes) -> dict:
     return out
 
 
-def _plan(a, la, b, lb, out, lo, groups, taps):
-    """The index array fused.c's TAPS reads, and whether the first outer axis may be cut between workers
-    (out's parts along it never meet); None where the loop does not apply (more than 6 axes left
-    after merging, strides not whole entries)."""
-    arrays = [x for x in (a, b, out) if x is not None]
-    if any(s % x.itemsize for x in arrays for s in x.strides):
-        return None
+SMALL = 1 << 16  # entries of an operand copied with the row's axis last, where that lets the loop use vectors
+
+
+def _sizes(a, la, b, lb, out, lo) -> dict:
     sizes = dict(zip(lo, out.shape))
     for x, labels in ((a, la), (b, lb)):
         for label, n in zip(labels or (), x.shape if x is not None else ()):
             sizes.setdefault(label, n)
+    return sizes
+
+
+def _row(out, lo, groups) -> str | None:
+    """The label the loop runs along in its innermost row: out's axis of least stride (not a group's)."""
+    rest = [(abs(s), i) for i, n, s in zip(lo, out.shape, out.strides) if i not in groups and n > 1]
+    return min(rest)[1] if rest else None
+
+
+def _relaid(x, labels, row):
+    """The axes order that puts `row` last, where x is small and has it with a stride neither 0 nor 1
+    (a kernel w[p,q,r,k] read along r): a copy so laid out lets the loop use vectors; else None."""
+    if x is None or row not in labels or x.size > SMALL:
+        return None
+    k = labels.index(row)
+    if x.shape[k] == 1 or x.strides[k] in (0, x.itemsize):
+        return None
+    return tuple(n for n in range(x.ndim) if n != k) + (k,)
+
+
+def _plan(a, la, b, lb, out, lo, groups, taps):
+    """What the loop needs for this layout: (the index array fused.c's TAPS reads, groups, taps, the first
+    axis's length, whether it may be cut between workers (out's parts along it never meet), rows, whether
+    the row runs on vectors, the operands' relayouts); None where the loop does not apply (more than 6
+    axes left after merging, strides not whole entries)."""
+    row = _row(out, lo, groups)
+    perms = (_relaid(a, la, row), _relaid(b, lb, row))
+    if perms[0]:
+        a, la = np.ascontiguousarray(a.transpose(perms[0])), tuple(la[k] for k in perms[0])
+    if perms[1]:
+        b, lb = np.ascontiguousarray(b.transpose(perms[1])), tuple(lb[k] for k in perms[1])
+    arrays = [x for x in (a, b, out) if x is not None]
+    if any(s % x.itemsize for x in arrays for s in x.strides):
+        return None
+    sizes = _sizes(a, la, b, lb, out, lo)
     st = [_strides(a, la, sizes), _strides(b, lb, sizes) if b is not None else dict.fromkeys(sizes, 0),
           _strides(out, lo, sizes)]
     outer = sorted((i for i in lo if i not in groups), key=lambda i: -abs(st[2][i]))
@@ -71,19 +103,28 @@ def _plan(a, la, b, lb, out, lo, groups, taps):
             axes.append((sizes[i], s))
     if len(axes) > AXES:
         return None
-    axes = [(1, (0, 0, 0))] * (AXES - len(axes)) + axes
+    axes = axes[:1] + [(1, (0, 0, 0))] * (AXES - len(axes)) + axes[1:]  # the first stays first: the workers cut it
     ints = [n for n, _ in axes] + [s[k] for k in range(3) for _, s in axes]
     for values in itertools.product(*(range(sizes[i]) for i in groups)):
         ints += [sum(v * t[i] for v, i in zip(values, groups)) for t in st]
     for values in itertools.product(*(range(sizes[i]) for i in taps)):
         ints += [sum(v * t[i] for v, i in zip(values, taps)) for t in st[:2]]
-    # out's parts along the first axis never meet where the rest of its reach is shorter than that stride
     n0, s0 = axes[0][0], abs(axes[0][1][2])
     reach = sum((n - 1) * abs(s[2]) for n, s in axes[1:]) + sum((sizes[i] - 1) * abs(st[2][i]) for i in groups)
     work = math.prod(n for n, _ in axes) * max(1, math.prod(sizes[i] for i in groups + taps))
     split = n0 >= 2 and reach < s0 and work >= MIN_SPLIT
-    ints = np.array(ints, np.intp)
-    return ints, math.prod(sizes[i] for i in groups), math.prod(sizes[i] for i in taps), n0, split
+    sa, sb, so = axes[-1][1]
+    vector = so == 1 and ((b is None and sa == 1) or (b is not None and (sa, sb) in ((1, 1), (0, 1), (1, 0))))
+    rows = math.prod(n for n, _ in axes[:-1])
+    return (np.array(ints, np.intp), math.prod(sizes[i] for i in groups), math.prod(sizes[i] for i in taps), n0,
+            split, rows, vector, perms)
+
+
+def shape(a, la, b, lb, out, lo, groups=(), taps=()):
+    """(rows of one group, whether they run on vectors, whether the loop is cut between the workers) for
+    this layout, or None where the loop does not apply: what a cost model needs."""
+    plan = _plan(a, la, b, lb, out, lo, tuple(groups), tuple(taps))
+    return None if plan is None else (plan[5], plan[6], plan[4])
 
 
 def _address(x) -> int:
@@ -112,7 +153,11 @@ def loop(a, la, b, lb, out, lo, groups=(), taps=(), add=False, scale=1.0) -> boo
                 _plans.clear()
             plan = _plans[key] = _plan(a, la, b, lb, out, lo, groups, taps)
         if plan is not None:
-            ints, n_groups, n_taps, n0, split = plan
+            ints, n_groups, n_taps, n0, split, _, _, perms = plan
+            if perms[0]:
+                a = np.ascontiguousarray(a.transpose(perms[0]))
+            if perms[1]:
+                b = np.ascontiguousarray(b.transpose(perms[1]))
             args = (_address(a), None if b is None else _address(b), _address(out), _address(ints), n_groups,
                     n_taps)
             flags = (int(add), int(scale != 1.0), scale)
@@ -136,10 +181,7 @@ def _lined(x, labels, fixed, lo_rest, sizes):
 
 def _numpy(a, la, b, lb, out, lo, groups, taps, add, scale) -> None:
     """What fused.c's TAPS does, in numpy's passes: the same operations, in the same order."""
-    sizes = dict(zip(lo, out.shape))
-    for x, labels in ((a, la), (b, lb)):
-        for label, n in zip(labels or (), x.shape if x is not None else ()):
-            sizes.setdefault(label, n)
+    sizes = _sizes(a, la, b, lb, out, lo)
     rest = [i for i in lo if i not in groups]
     shape = [sizes[i] for i in rest]
     acc, tmp = np.empty(shape, out.dtype), np.empty(shape, out.dtype)
