@@ -192,7 +192,7 @@ def bound_seconds(flops, entries, itemsize, r: Rates) -> float:
 
 VECTOR = 3.0  # fused.c's TAPS on a contiguous row (vectors in registers) against np.einsum's loop, per FLOP
 SCALAR = 0.5  # the same loop one entry at a time (a row strided in the result)
-ROW_FLOPS = 10  # a row's setup (its pointers, its store), in np.einsum's FLOPs
+ROW_FLOPS = 30  # a row's setup (its pointers, its store), in np.einsum's FLOPs (3-5 ns measured here)
 
 
 def taps_seconds(macs, rows, entries, vector, itemsize, r: Rates) -> float:

@@ -17,7 +17,7 @@ import numpy as np
 from . import fused, parallel
 
 AXES = 6  # fused.c's TAPS: 5 outer axes and a row
-MIN_SPLIT = 1 << 17  # multiply-adds of a call worth cutting between the workers (a hand-off costs ~20 us)
+MIN_SPLIT = 1 << 20  # multiply-adds worth cutting between the workers: a hand-off costs 20-100 us on a busy machine
 _bound = {}
 _plans = {}
 
@@ -135,39 +135,58 @@ def run(a, la, b, lb, out, lo, groups=(), taps=(), add=False, scale=1.0) -> None
     """out (or out +)= scale * sum over `taps` of a * b, one group of `groups` after another: a, b and out
     labelled per axis (la, lb, lo); b may be None (the taps of a alone).  groups are labels of out,
     taps labels of a or b only; the sizes of a label agree wherever it appears."""
+    groups, taps = tuple(groups), tuple(taps)
     if not loop(a, la, b, lb, out, lo, groups, taps, add, scale):
-        _numpy(a, la, b, lb, out, lo, tuple(groups), tuple(taps), add, scale)
+        _numpy(a, la, b, lb, out, lo, groups, taps, add, scale)
+
+
+def _extent(x) -> tuple:
+    """The bytes x spans, from its data pointer: (lowest, highest + 1)."""
+    lo = sum(s * (n - 1) for n, s in zip(x.shape, x.strides) if s < 0)
+    hi = sum(s * (n - 1) for n, s in zip(x.shape, x.strides) if s > 0) + x.itemsize
+    return lo, hi
 
 
 def loop(a, la, b, lb, out, lo, groups=(), taps=(), add=False, scale=1.0) -> bool:
-    """run() in fused.c's loop; False (nothing done) where it is not built or does not apply."""
-    groups, taps = tuple(groups), tuple(taps)
-    kernel = _kernel(out.dtype) if all(x is None or x.dtype == out.dtype for x in (a, b)) else None
-    if kernel is not None and out.flags.writeable and not any(
-            x is not None and np.may_share_memory(x, out) for x in (a, b)):
-        key = (out.dtype, la, a.shape, a.strides, lb, None if b is None else (b.shape, b.strides),
-               lo, out.shape, out.strides, groups, taps)
-        plan = _plans.get(key)
-        if plan is None:
-            if len(_plans) >= 512:  # a few per network; more only where shapes keep changing
-                _plans.clear()
-            plan = _plans[key] = _plan(a, la, b, lb, out, lo, groups, taps)
-        if plan is not None:
-            ints, n_groups, n_taps, n0, split, _, _, perms = plan
-            if perms[0]:
-                a = np.ascontiguousarray(a.transpose(perms[0]))
-            if perms[1]:
-                b = np.ascontiguousarray(b.transpose(perms[1]))
-            args = (_address(a), None if b is None else _address(b), _address(out), _address(ints), n_groups,
-                    n_taps)
-            flags = (int(add), int(scale != 1.0), scale)
-            if split and parallel.enabled() and parallel.WORKERS >= 2:
-                parallel.each(lambda part: [kernel(*args, s.start, s.stop, *flags) for s in part],
-                              parallel.cuts(n0))
-            else:
-                kernel(*args, 0, n0, *flags)
-            return True
-    return False
+    """run() in fused.c's loop; False (nothing done) where it is not built, does not apply, or out
+    overlaps an operand (numpy's passes buffer an overlap; the loop would not)."""
+    dtype = out.dtype
+    if a.dtype != dtype or (b is not None and b.dtype != dtype) or not out.flags.writeable:
+        return False
+    kernel = _kernel(dtype)
+    if kernel is None:
+        return False
+    key = (dtype, la, a.shape, a.strides, lb, None if b is None else (b.shape, b.strides),
+           lo, out.shape, out.strides, groups, taps)
+    plan = _plans.get(key)
+    if plan is None:
+        if len(_plans) >= 512:  # a few per network; more only where shapes keep changing
+            _plans.clear()
+        made = _plan(a, la, b, lb, out, lo, tuple(groups), tuple(taps))
+        plan = _plans[key] = made and (made, _address(made[0]), [_extent(x) for x in (a, b, out) if x is not None])
+    if not plan:
+        return False
+    (_, n_groups, n_taps, n0, split, _, _, perms), at, extents = plan
+    o = _address(out)
+    o0, o1 = o + extents[-1][0], o + extents[-1][1]
+    pa = _address(a)
+    pb = None if b is None else _address(b)
+    for p, (lo_, hi_) in zip((pa, pb), extents):
+        if p is not None and p + lo_ < o1 and o0 < p + hi_:
+            return False
+    if perms[0]:
+        a = np.ascontiguousarray(a.transpose(perms[0]))
+        pa = _address(a)
+    if perms[1]:
+        b = np.ascontiguousarray(b.transpose(perms[1]))
+        pb = _address(b)
+    args = (pa, pb, o, at, n_groups, n_taps)
+    flags = (int(add), int(scale != 1.0), scale)
+    if split and parallel.enabled() and parallel.WORKERS >= 2:
+        parallel.each(lambda part: [kernel(*args, s.start, s.stop, *flags) for s in part], parallel.cuts(n0))
+    else:
+        kernel(*args, 0, n0, *flags)
+    return True
 
 
 def _lined(x, labels, fixed, lo_rest, sizes):
