@@ -148,8 +148,13 @@ class Elementwise(Strategy):
         self.scratch = {}  # dtype -> the buffer a product that is folded is made in
 
     def modelled(self, itemsize, r) -> float:
-        """One pass over the operands and the product, and the fold where it is made apart."""
-        return super().modelled(itemsize, r) + (0.0 if self.in_place else self._fold_seconds(itemsize, r))
+        """One pass over the operands and the product, a call's worth per row where an operand is broadcast
+        (rows of a few channels: numpy's or fused.multiply's), and the fold where it is made apart."""
+        shape = self.out_shape or (1,)
+        broadcast = any(len(op.indices) < len(shape) for op in self.product.operands)
+        rows = math.prod(shape[:-1]) if broadcast and shape[-1] <= fused.ROW else 0
+        return super().modelled(itemsize, r) + cost.taps_seconds(0, rows, 0, True, itemsize, r) + \
+            (0.0 if self.in_place else self._fold_seconds(itemsize, r))
 
     def run(self, arrays, out, positions):
         p = self.product
@@ -228,7 +233,10 @@ class Path(Strategy):
             else:
                 flops = 2 * math.prod(sizes[i] for i in set(inputs.replace(",", "")))
                 entries = sum(math.prod(s) for s in shapes) + math.prod(sizes[i] for i in out)
-                total += cost.einsum_seconds(flops, entries, itemsize, r)
+                # its loop restarts for each row of the largest operand's last axis (a window's few channels)
+                big = max(inputs.split(","), key=lambda t: math.prod(sizes[i] for i in t))
+                rows = math.prod(sizes[i] for i in big[:-1]) if big and sizes[big[-1]] <= fused.ROW else 0
+                total += cost.einsum_seconds(flops, entries, itemsize, r) + cost.ROW_FLOPS * rows / r.einsum
         if not self.writes:
             total += self._fold_seconds(itemsize, r)
         return total
