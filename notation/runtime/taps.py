@@ -80,6 +80,9 @@ def _plan(a, la, b, lb, out, lo, groups, taps):
     the row runs on vectors, the operands' relayouts); None where the loop does not apply (more than 6
     axes left after merging, strides not whole entries)."""
     row = _row(out, lo, groups)
+    swap = b is not None and row in la and row not in lb  # a * b is b * a to the bit: the one along the row second
+    if swap:
+        a, la, b, lb = b, lb, a, la
     perms = (_relaid(a, la, row), _relaid(b, lb, row))
     if perms[0]:
         a, la = np.ascontiguousarray(a.transpose(perms[0])), tuple(la[k] for k in perms[0])
@@ -117,7 +120,7 @@ def _plan(a, la, b, lb, out, lo, groups, taps):
     vector = so == 1 and ((b is None and sa == 1) or (b is not None and (sa, sb) in ((1, 1), (0, 1), (1, 0))))
     rows = math.prod(n for n, _ in axes[:-1])
     return (np.array(ints, np.intp), math.prod(sizes[i] for i in groups), math.prod(sizes[i] for i in taps), n0,
-            split, rows, vector, perms)
+            split, rows, vector, perms, swap)
 
 
 def shape(a, la, b, lb, out, lo, groups=(), taps=()):
@@ -166,7 +169,7 @@ def loop(a, la, b, lb, out, lo, groups=(), taps=(), add=False, scale=1.0) -> boo
         plan = _plans[key] = made and (made, _address(made[0]), [_extent(x) for x in (a, b, out) if x is not None])
     if not plan:
         return False
-    (_, n_groups, n_taps, n0, split, _, _, perms), at, extents = plan
+    (_, n_groups, n_taps, n0, split, _, _, perms, swap), at, extents = plan
     o = _address(out)
     o0, o1 = o + extents[-1][0], o + extents[-1][1]
     pa = _address(a)
@@ -174,6 +177,8 @@ def loop(a, la, b, lb, out, lo, groups=(), taps=(), add=False, scale=1.0) -> boo
     for p, (lo_, hi_) in zip((pa, pb), extents):
         if p is not None and p + lo_ < o1 and o0 < p + hi_:
             return False
+    if swap:
+        a, b, pa, pb = b, a, pb, pa
     if perms[0]:
         a = np.ascontiguousarray(a.transpose(perms[0]))
         pa = _address(a)
