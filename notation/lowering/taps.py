@@ -41,12 +41,17 @@ class Taps(Strategy):
 
     @staticmethod
     def fits(product) -> bool:
-        """One or two viewed operands without a diagonal, something summed or scattered, and not too many
-        offsets for the loop's index array."""
+        """One or two viewed operands without a diagonal, something summed or scattered, a window in it
+        (an operand read through a window, a flip or an offset, a result scattered, or the taps of one
+        operand alone: two whole arrays into a whole result are BLAS's), and not too many offsets for
+        the loop's index array."""
         p = product
         if not 1 <= len(p.operands) <= 2 or any(op.kind != "view" or not op.distinct for op in p.operands):
             return False
         if not (p.summed or p.fold.loop or not p.fold.plain):
+            return False
+        windowed = any(k in op.view.summary()["kind"] for op in p.operands for k in ("window", "flip", "offset"))
+        if len(p.operands) == 2 and p.fold.plain and not windowed:
             return False
         count = math.prod(p.extents[i] for i in p.summed) + math.prod(p.extents[i] for i in p.fold.loop)
         return count <= MOST
