@@ -357,7 +357,7 @@ int flag_exchange(int *flag, int v) { return __atomic_exchange_n(flag, v, __ATOM
  * contiguous in out (and in a and b, or broadcast) it runs TAPS_W entries at a time in registers. */
 #define TAPS_W 8
 #define LOADV(V, p) ({ V v_; memcpy(&v_, (p), sizeof v_); v_; })
-#define TAPS_NEST(T, ROW)                                                                               \
+#define TAPS_OUTER(T, ...)                                                                              \
     for (ptrdiff_t g = 0; g < groups; g++)                                                              \
     for (ptrdiff_t i0 = r0; i0 < r1; i0++)                                                              \
     for (ptrdiff_t i1 = 0; i1 < n[1]; i1++)                                                             \
@@ -366,15 +366,18 @@ int flag_exchange(int *flag, int v) { return __atomic_exchange_n(flag, v, __ATOM
         const T *pa = a + go[3 * g] + i0 * as[0] + i1 * as[1] + i2 * as[2] + i3 * as[3];                \
         const T *pb = b + go[3 * g + 1] + i0 * bs[0] + i1 * bs[1] + i2 * bs[2] + i3 * bs[3];            \
         T *po = out + go[3 * g + 2] + i0 * os[0] + i1 * os[1] + i2 * os[2] + i3 * os[3];                \
-        for (ptrdiff_t i4 = 0; i4 < n[4]; i4++, pa += as[4], pb += bs[4], po += os[4]) { ROW }          \
+        ptrdiff_t i4 = 0;                                                                               \
+        __VA_ARGS__                                                                                     \
     }
+#define TAPS_NEST(T, ROW) \
+    TAPS_OUTER(T, for (; i4 < n[4]; i4++, pa += as[4], pb += bs[4], po += os[4]) { ROW })
 /* one row: TAPS_W entries at a time as vectors (VEXPR), the rest one by one (SEXPR, its k-th entry) */
 #define TAPS_VROW(T, V, VEXPR, SEXPR)                                                                   \
     ptrdiff_t k0 = 0;                                                                                   \
     for (; k0 + TAPS_W <= n[5]; k0 += TAPS_W) {                                                         \
         V v = {0};                                                                                      \
         for (ptrdiff_t s = 0; s < taps; s++) {                                                          \
-            const T *x = pa + to[2 * s] + k0 * sa, *y = pb + to[2 * s + 1] + k0 * sb;                          \
+            const T *x = pa + to[2 * s] + k0 * sa, *y = pb + to[2 * s + 1] + k0 * sb;                   \
             (void)y;                                                                                    \
             V t_ = (VEXPR);                                                                             \
             v = s ? v + t_ : t_;                                                                        \
@@ -415,19 +418,8 @@ int flag_exchange(int *flag, int v) { return __atomic_exchange_n(flag, v, __ATOM
             TAPS_STORE(V, v0, po + k0) TAPS_STORE(V, v1, po + os[4] + k0)                               \
             TAPS_STORE(V, v2, po + 2 * os[4] + k0) TAPS_STORE(V, v3, po + 3 * os[4] + k0)               \
         }
-#define TAPS_NEST4(T, V)                                                                                \
-    for (ptrdiff_t g = 0; g < groups; g++)                                                              \
-    for (ptrdiff_t i0 = r0; i0 < r1; i0++)                                                              \
-    for (ptrdiff_t i1 = 0; i1 < n[1]; i1++)                                                             \
-    for (ptrdiff_t i2 = 0; i2 < n[2]; i2++)                                                             \
-    for (ptrdiff_t i3 = 0; i3 < n[3]; i3++) {                                                           \
-        const T *pa = a + go[3 * g] + i0 * as[0] + i1 * as[1] + i2 * as[2] + i3 * as[3];                \
-        const T *pb = b + go[3 * g + 1] + i0 * bs[0] + i1 * bs[1] + i2 * bs[2] + i3 * bs[3];            \
-        T *po = out + go[3 * g + 2] + i0 * os[0] + i1 * os[1] + i2 * os[2] + i3 * os[3];                \
-        ptrdiff_t i4 = 0;                                                                               \
-        TAPS_FOUR(T, V)                                                                                 \
-        for (; i4 < n[4]; i4++, pa += as[4], po += os[4]) { TAPS_VROW(T, V, x[0] * LOADV(V, y), x[0] * y[k]) } \
-    }
+#define TAPS_NEST4(T, V) TAPS_OUTER(T, TAPS_FOUR(T, V)                                                   \
+    for (; i4 < n[4]; i4++, pa += as[4], po += os[4]) { TAPS_VROW(T, V, x[0] * LOADV(V, y), x[0] * y[k]) })
 #define TAPS(NAME, T, V)                                                                                \
     WIDEST void NAME(const T *a, const T *b, T *out, const ptrdiff_t *at, ptrdiff_t groups, ptrdiff_t taps, \
                      ptrdiff_t r0, ptrdiff_t r1, int add, int scaled, T scale) {                        \
