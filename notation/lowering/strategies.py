@@ -148,8 +148,11 @@ class Elementwise(Strategy):
         self.scratch = {}  # dtype -> the buffer a product that is folded is made in
 
     def modelled(self, itemsize, r) -> float:
-        """One pass over the operands and the product, a call's worth per row where an operand is broadcast
-        (rows of a few channels: numpy's or fused.multiply's), and the fold where it is made apart."""
+        """One pass over the operands and the product; for a scatter (a fold that loops), also a call's
+        worth per row where an operand is broadcast (rows of a few channels) and the fold's own pass.
+        (A plain result's rows and folds are the fused chain's to weigh: notation/lowering/chains.py.)"""
+        if not self.product.fold.loop:
+            return super().modelled(itemsize, r)
         shape = self.out_shape or (1,)
         broadcast = any(len(op.indices) < len(shape) for op in self.product.operands)
         rows = math.prod(shape[:-1]) if broadcast and shape[-1] <= fused.ROW else 0
@@ -233,12 +236,15 @@ class Path(Strategy):
             else:
                 flops = 2 * math.prod(sizes[i] for i in set(inputs.replace(",", "")))
                 entries = sum(math.prod(s) for s in shapes) + math.prod(sizes[i] for i in out)
-                # its loop restarts for each row of the largest operand's last axis (a window's few channels)
+                # a sum's loop restarts for each row of the largest operand's last axis (a window's few channels)
                 big = max(inputs.split(","), key=lambda t: math.prod(sizes[i] for i in t))
-                rows = math.prod(sizes[i] for i in big[:-1]) if big and sizes[big[-1]] <= fused.ROW else 0
+                summed = set(inputs.replace(",", "")) - set(out)
+                rows = math.prod(sizes[i] for i in big[:-1]) if summed and big and sizes[big[-1]] <= fused.ROW else 0
                 total += cost.einsum_seconds(flops, entries, itemsize, r) + cost.ROW_FLOPS * rows / r.einsum
-        if not self.writes:
-            total += self._fold_seconds(itemsize, r)
+        if not self.writes:  # a scatter's or strided fold row by row; a plain one a pass (the chain weighs those)
+            plain = p.fold.plain and not p.fold.loop
+            total += cost.pass_seconds(2 * math.prod(p.fold.view.shape), itemsize, r) if plain else \
+                self._fold_seconds(itemsize, r)
         return total
 
     def _scratch(self, dtype):
