@@ -71,7 +71,45 @@ def _relaid(x, labels, row):
     k = labels.index(row)
     if x.shape[k] == 1 or x.strides[k] in (0, x.itemsize):
         return None
-    return tuple(n for n in range(x.ndim) if n != k) + (k,)
+    return tuple(n for n in range(x.ndim) if n != k) + (k,), None
+
+
+def _laid(x, labels, spec):
+    """x laid out as `spec` says ((axes order, (label, size) of an axis to repeat it along before its
+    last) or None): a small contiguous copy, and its labels."""
+    if not spec:
+        return x, labels
+    perm, tile = spec
+    x, labels = x.transpose(perm), tuple(labels[k] for k in perm)
+    if tile:
+        x = np.broadcast_to(x[..., None, :], x.shape[:-1] + (tile[1], x.shape[-1]))
+        labels = labels[:-1] + (tile[0], labels[-1])
+    return np.ascontiguousarray(x), labels
+
+
+def _tile(a, la, b, lb, out, lo, groups, row):
+    """(operand, label, size) where a small operand that runs along the row lacks the next axis out (a
+    depthwise kernel w[p,q,k] over x[b,i,j,k]'s j): repeated along it, the row takes both axes (rows of
+    j*k entries, not k); else None."""
+    if b is None or row is None:
+        return None
+    st = {i: s // out.itemsize for i, n, s in zip(lo, out.shape, out.strides) if n > 1}
+    sizes = dict(zip(lo, out.shape))
+    rest = sorted((abs(s), i) for i, s in st.items() if i not in groups and i != row)
+    if st.get(row) != 1 or not rest:
+        return None
+    nxt = rest[0][1]
+    if st[nxt] != sizes[row]:
+        return None
+    for k, (x, lx) in enumerate(((a, la), (b, lb))):
+        other, lother = (b, lb) if k == 0 else (a, la)
+        if nxt in lx or row not in lx or x.strides[-1] != x.itemsize or lx[-1] != row or \
+                x.size * sizes[nxt] > SMALL:
+            continue
+        s = dict(zip(lother, other.strides))
+        if nxt in s and row in s and s[nxt] == sizes[row] * s[row]:
+            return k, nxt, sizes[nxt]
+    return None
 
 
 def _plan(a, la, b, lb, out, lo, groups, taps):
@@ -83,11 +121,17 @@ def _plan(a, la, b, lb, out, lo, groups, taps):
     swap = b is not None and row in la and row not in lb  # a * b is b * a to the bit: the one along the row second
     if swap:
         a, la, b, lb = b, lb, a, la
-    perms = (_relaid(a, la, row), _relaid(b, lb, row))
-    if perms[0]:
-        a, la = np.ascontiguousarray(a.transpose(perms[0])), tuple(la[k] for k in perms[0])
-    if perms[1]:
-        b, lb = np.ascontiguousarray(b.transpose(perms[1])), tuple(lb[k] for k in perms[1])
+    perms = [_relaid(a, la, row), _relaid(b, lb, row)]
+    a, la = _laid(a, la, perms[0])
+    b, lb = _laid(b, lb, perms[1])
+    tile = _tile(a, la, b, lb, out, lo, groups, row)
+    if tile:
+        k = tile[0]
+        x, lx = (a, la) if k == 0 else (b, lb)
+        spec = (perms[k][0] if perms[k] else tuple(range(x.ndim)), tile[1:])
+        x, lx = _laid(x, lx, (tuple(range(x.ndim)), tile[1:]))
+        a, la, b, lb = (x, lx, b, lb) if k == 0 else (a, la, x, lx)
+        perms[k] = spec
     arrays = [x for x in (a, b, out) if x is not None]
     if any(s % x.itemsize for x in arrays for s in x.strides):
         return None
@@ -180,10 +224,10 @@ def loop(a, la, b, lb, out, lo, groups=(), taps=(), add=False, scale=1.0) -> boo
     if swap:
         a, b, pa, pb = b, a, pb, pa
     if perms[0]:
-        a = np.ascontiguousarray(a.transpose(perms[0]))
+        a = _laid(a, la, perms[0])[0]
         pa = _address(a)
     if perms[1]:
-        b = np.ascontiguousarray(b.transpose(perms[1]))
+        b = _laid(b, lb, perms[1])[0]
         pb = _address(b)
     args = (pa, pb, o, at, n_groups, n_taps)
     flags = (int(add), int(scale != 1.0), scale)
