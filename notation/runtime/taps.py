@@ -222,7 +222,7 @@ def loop(a, la, b, lb, out, lo, groups=(), taps=(), add=False, scale=1.0) -> boo
         if p is not None and p + lo_ < o1 and o0 < p + hi_:
             return False
     if swap:
-        a, b, pa, pb = b, a, pb, pa
+        a, b, la, lb, pa, pb = b, a, lb, la, pb, pa
     if perms[0]:
         a = _laid(a, la, perms[0])[0]
         pa = _address(a)
