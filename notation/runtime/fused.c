@@ -7,6 +7,7 @@
  */
 #include <math.h>
 #include <stddef.h>
+#include <string.h>
 
 /* The first 16 hex digits of this file's SHA-256, given by scripts/setup.sh: fused.py runs a library
  * only if it was built from the fused.c beside it. */
@@ -496,3 +497,100 @@ int flag_done_wait(int *done, int number, int *awaited, int *woke, const int *po
 int flag_load(const int *flag) { return __atomic_load_n(flag, __ATOMIC_SEQ_CST); }
 void flag_store(int *flag, int v) { __atomic_store_n(flag, v, __ATOMIC_SEQ_CST); }
 int flag_exchange(int *flag, int v) { return __atomic_exchange_n(flag, v, __ATOMIC_SEQ_CST); }
+
+/* Sums over taps (notation/runtime/taps.py): for each group g in order, over [r0, r1) of the first of
+ * 5 outer axes and a row, n[0..5] entries (strides as, bs, os in entries), each entry e gets
+ *   v = a[e + ga + ta0] * b[e + gb + tb0] + a[e + ga + ta1] * b[e + gb + tb1] + ...  (left to right)
+ * then out[e + go] = v (times scale where scaled), or out[e + go] + that (add).  With b NULL the taps
+ * are a's entries alone.  at: n, as, bs, os (6 each), per group (ga, gb, go), per tap (ta, tb).  The
+ * float operations of taps.py's numpy passes, in their order: the same bits.  Where the row is
+ * contiguous in out (and in a and b, or broadcast) it runs TAPS_W entries at a time in registers. */
+#define TAPS_W 8
+#define LOADV(V, p) ({ V v_; memcpy(&v_, (p), sizeof v_); v_; })
+#define TAPS_OUTER(T, ...)                                                                              \
+    for (ptrdiff_t g = 0; g < groups; g++)                                                              \
+    for (ptrdiff_t i0 = r0; i0 < r1; i0++)                                                              \
+    for (ptrdiff_t i1 = 0; i1 < n[1]; i1++)                                                             \
+    for (ptrdiff_t i2 = 0; i2 < n[2]; i2++)                                                             \
+    for (ptrdiff_t i3 = 0; i3 < n[3]; i3++) {                                                           \
+        const T *pa = a + go[3 * g] + i0 * as[0] + i1 * as[1] + i2 * as[2] + i3 * as[3];                \
+        const T *pb = b + go[3 * g + 1] + i0 * bs[0] + i1 * bs[1] + i2 * bs[2] + i3 * bs[3];            \
+        T *po = out + go[3 * g + 2] + i0 * os[0] + i1 * os[1] + i2 * os[2] + i3 * os[3];                \
+        ptrdiff_t i4 = 0;                                                                               \
+        __VA_ARGS__                                                                                     \
+    }
+#define TAPS_NEST(T, ROW) \
+    TAPS_OUTER(T, for (; i4 < n[4]; i4++, pa += as[4], pb += bs[4], po += os[4]) { ROW })
+/* one row: TAPS_W entries at a time as vectors (VEXPR), the rest one by one (SEXPR, its k-th entry) */
+#define TAPS_VROW(T, V, VEXPR, SEXPR)                                                                   \
+    ptrdiff_t k0 = 0;                                                                                   \
+    for (; k0 + TAPS_W <= n[5]; k0 += TAPS_W) {                                                         \
+        V v = {0};                                                                                      \
+        for (ptrdiff_t s = 0; s < taps; s++) {                                                          \
+            const T *x = pa + to[2 * s] + k0 * sa, *y = pb + to[2 * s + 1] + k0 * sb;                   \
+            (void)y;                                                                                    \
+            V t_ = (VEXPR);                                                                             \
+            v = s ? v + t_ : t_;                                                                        \
+        }                                                                                               \
+        if (scaled) v = v * scale;                                                                      \
+        if (add) v = v + LOADV(V, po + k0);                                                             \
+        memcpy(po + k0, &v, sizeof v);                                                                  \
+    }                                                                                                   \
+    TAPS_SROW(T, SEXPR, 1)
+#define TAPS_SROW(T, SEXPR, SO)                                                                         \
+    for (ptrdiff_t k = k0; k < n[5]; k++) {                                                             \
+        T v = 0;                                                                                        \
+        for (ptrdiff_t s = 0; s < taps; s++) {                                                          \
+            const T *x = pa + to[2 * s], *y = pb + to[2 * s + 1];                                       \
+            (void)y;                                                                                    \
+            T t_ = (SEXPR);                                                                             \
+            v = s ? v + t_ : t_;                                                                        \
+        }                                                                                               \
+        if (scaled) v = v * scale;                                                                      \
+        po[k * (SO)] = add ? po[k * (SO)] + v : v;                                                      \
+    }
+/* a product whose b (a kernel) is the same for rows along the last outer axis and runs along the row,
+ * while a is one entry per row (a window of x): 4 such rows at once, each b read once for all 4 */
+#define TAPS_STORE(V, v, p)                                                                             \
+    { if (scaled) v = v * scale; if (add) v = v + LOADV(V, p); memcpy(p, &v, sizeof v); }
+#define TAPS_FOUR(T, V)                                                                                 \
+    for (; i4 + 4 <= n[4]; i4 += 4, pa += 4 * as[4], po += 4 * os[4])                                 \
+        for (ptrdiff_t k0 = 0; k0 < n[5]; k0 += TAPS_W) {                                              \
+            V v0 = {0}, v1 = {0}, v2 = {0}, v3 = {0};                                                   \
+            const ptrdiff_t s4 = as[4];                                                                 \
+            for (ptrdiff_t s = 0; s < taps; s++) {                                                      \
+                const T *x = pa + to[2 * s];                                                            \
+                const V y = LOADV(V, pb + to[2 * s + 1] + k0);                                          \
+                const V t0 = x[0] * y, t1 = x[s4] * y, t2 = x[2 * s4] * y, t3 = x[3 * s4] * y;          \
+                if (s) { v0 = v0 + t0; v1 = v1 + t1; v2 = v2 + t2; v3 = v3 + t3; }                      \
+                else { v0 = t0; v1 = t1; v2 = t2; v3 = t3; }                                            \
+            }                                                                                           \
+            TAPS_STORE(V, v0, po + k0) TAPS_STORE(V, v1, po + os[4] + k0)                               \
+            TAPS_STORE(V, v2, po + 2 * os[4] + k0) TAPS_STORE(V, v3, po + 3 * os[4] + k0)               \
+        }
+#define TAPS_NEST4(T, V) TAPS_OUTER(T, TAPS_FOUR(T, V)                                                   \
+    for (; i4 < n[4]; i4++, pa += as[4], po += os[4]) { TAPS_VROW(T, V, x[0] * LOADV(V, y), x[0] * y[k]) })
+#define TAPS(NAME, T, V)                                                                                \
+    WIDEST void NAME(const T *a, const T *b, T *out, const ptrdiff_t *at, ptrdiff_t groups, ptrdiff_t taps, \
+                     ptrdiff_t r0, ptrdiff_t r1, int add, int scaled, T scale) {                        \
+        const ptrdiff_t *n = at, *as = at + 6, *bs = at + 12, *os = at + 18, *go = at + 24;             \
+        const ptrdiff_t *to = go + 3 * groups, sa = as[5], sb = bs[5], so = os[5];                      \
+        const int one = !b;                                                                             \
+        if (one) b = a; /* its strides are 0: y is never read */                                        \
+        if (so == 1 && one && sa == 1) { TAPS_NEST(T, TAPS_VROW(T, V, LOADV(V, x), x[k])) }             \
+        else if (so == 1 && !one && sa == 1 && sb == 1) {                                               \
+            TAPS_NEST(T, TAPS_VROW(T, V, LOADV(V, x) * LOADV(V, y), x[k] * y[k])) }                     \
+        else if (so == 1 && !one && sa == 0 && sb == 1 && bs[4] == 0 && n[5] % TAPS_W == 0) {           \
+            TAPS_NEST4(T, V) }                                                                          \
+        else if (so == 1 && !one && sa == 0 && sb == 1) {                                               \
+            TAPS_NEST(T, TAPS_VROW(T, V, x[0] * LOADV(V, y), x[0] * y[k])) }                            \
+        else if (so == 1 && !one && sa == 1 && sb == 0) {                                               \
+            TAPS_NEST(T, TAPS_VROW(T, V, LOADV(V, x) * y[0], x[k] * y[0])) }                            \
+        else if (one) { TAPS_NEST(T, ptrdiff_t k0 = 0; TAPS_SROW(T, x[k * sa], so)) }                   \
+        else { TAPS_NEST(T, ptrdiff_t k0 = 0; TAPS_SROW(T, x[k * sa] * y[k * sb], so)) }                \
+    }
+
+typedef float taps_f32 __attribute__((vector_size(TAPS_W * sizeof(float))));
+typedef double taps_f64 __attribute__((vector_size(TAPS_W * sizeof(double))));
+TAPS(taps_float32, float, taps_f32)
+TAPS(taps_float64, double, taps_f64)
