@@ -167,3 +167,16 @@ def test_a_single_column_is_not_summed_in_chunks_of_rows():
     """numpy sums one column pairwise, no loop of ours row after row: such a sum takes another road."""
     run = Equation("y[k] = a[b,n,k] * c[b,n,k]").compile(shapes={"a": (64, 784, 1), "c": (64, 784, 1)})
     assert run.strategies != ("chunked sum of a product",)
+
+
+def test_a_chunked_sum_reads_the_arrays_of_each_call_not_the_last_ones():
+    """The C loop's arguments are kept while the same arrays come back (a step's buffers); other
+    arrays, or the same ones written again, give their own sums."""
+    run = Equation("v[k] = square(x[b,i,j,k]) * y[b,i,j,k]").compile(shapes={"x": BN, "y": BN})
+    assert run.strategies == ("chunked sum of a product",)
+    rng = np.random.default_rng(3)
+    x, y = rng.standard_normal(BN).astype(np.float32), rng.standard_normal(BN).astype(np.float32)
+    first = run(x=x, y=y)
+    np.testing.assert_allclose(run(x=x * 2, y=y), 4 * first, rtol=1e-4)
+    x *= 3
+    np.testing.assert_allclose(run(x=x, y=y), 9 * first, rtol=1e-4)

@@ -98,7 +98,8 @@ class ChunkedSum(SumGemv):
         self.chunks = [slice(s, min(s + self.rows_per, rows)) for s in range(0, rows, self.rows_per)]
         self.shape = (rows, row)
         self.buffers = {}  # (dtype, worker) -> scratch; dtype -> (ones, partial sums)
-        self.last = None  # (the arrays read, COLSUM's call for them)
+        self.last = None  # (the arrays read, COLSUM's call for them, the dtype, the library)
+        self.reads = self._reads() if leading else None
         how = "each chunk's rows added in order (fused.c's COLSUM, in one pass), the chunks' sums in order" \
             if leading else "np.multiply into a buffer in cache, each chunk's rows times ones"
         self.runs = f"{len(self.chunks)} chunks of {self.rows_per} x {row}: {how}, " + \
@@ -161,28 +162,40 @@ class ChunkedSum(SumGemv):
             else:
                 np.matmul(tmp, ones, out=dest[s])
 
+    def _reads(self):
+        """[(the array's name, whether read as square(x))] for COLSUM, or None where an operand is another
+        function of an array (numpy makes it first): operands are views or, the first, square(x)."""
+        reads = []
+        for n, op in enumerate(self.product.operands):
+            if op.kind == "call" and op.func.name == "square" and n == 0 and op.argument.is_view:
+                reads.append((op.argument.products[0].operands[0].view.name, True))
+            elif op.kind == "view":
+                reads.append((op.view.name, False))
+            else:
+                return None
+        return reads
+
     def _colsum(self, arrays, dtype, partial):
         """fused.c's COLSUM call for these arrays (the leading layout, the library at hand, every operand a
-        C-ordered block of dtype, a leading square(x) read as x * x, the same bits), kept while the
-        arrays stay; else None."""
-        blocks = []
-        for n, op in enumerate(self.product.operands):
-            square = op.kind == "call" and op.func.name == "square" and n == 0 and op.argument.is_view
-            if square:
-                block = op.argument.as_view(arrays)
-            elif op.kind == "view":
-                block = op.view(arrays[op.view.name])
-            else:
-                return None  # another function: numpy makes it first
-            if block.dtype != dtype or not block.flags.c_contiguous or block.size != partial.shape[1] * self.shape[0]:
-                return None
-            blocks += [block, block] if square else [block]
+        C-ordered block of dtype, a leading square(x) read as x * x, the same bits), made once while the
+        same arrays come back (a step's buffers); else None."""
+        lib = fused.library()
+        if self.reads is None or lib is None:
+            return None
+        sources = [arrays[name] for name, _ in self.reads]
         last = self.last
-        if last is not None and len(last[0]) == len(blocks) and all(a is b for a, b in zip(last[0], blocks)):
+        if last is not None and last[2] == dtype and last[3] is lib and all(a is b for a, b in zip(last[0], sources)):
             return last[1]
-        call = fused.colsum_arguments(self.rows_per, self.shape[0], self.shape[1], blocks, partial)
-        self.last = (blocks, call)
-        return call
+        blocks = []
+        for op, (name, square) in zip(self.product.operands, self.reads):
+            block = op.argument.as_view(arrays) if square else op.view(arrays[name])
+            if block.dtype != dtype or not block.flags.c_contiguous or block.size != partial.shape[1] * self.shape[0]:
+                blocks = None
+                break
+            blocks += [block, block] if square else [block]
+        call = blocks and fused.colsum_arguments(self.rows_per, self.shape[0], self.shape[1], blocks, partial)
+        self.last = (sources, call or None, dtype, lib)
+        return call or None
 
     def run(self, arrays, out, positions):
         p = self.product
