@@ -267,6 +267,12 @@ class Run:
         if out is not None and out.shape != self.result_shape:
             raise NotationError(f"out has shape {out.shape}, the result has {self.result_shape}",
                                 self.equation.source)
+        return self.evaluate(arrays, out, positions)
+
+    def evaluate(self, arrays: dict, out=None, positions=False):
+        """As calling it, without checking the arrays: for a caller that passes arrays of the compiled
+        shapes (the engine's layers, whose buffers are made for them), where the checks would cost
+        more than a small product does.  `arrays` may hold more than the operands (a layer's env)."""
         masks = Masks(reuse=out is not None) if positions else None  # with out=, in buffers kept
         if counters.ACTIVE is None:
             z = self._rhs.evaluate(arrays, out=out, positions=masks)

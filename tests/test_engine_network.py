@@ -1,4 +1,6 @@
 """The seven-layer network of eq. (27)-(28): shapes, gradients, planning once, learning."""
+import re
+
 import numpy as np
 import opt_einsum
 import pytest
@@ -80,6 +82,20 @@ def test_set_params_refuses_a_wrong_shape(net64):
     params["dense2"]["w"] = np.zeros((10, 1024))
     with pytest.raises(ValueError, match=r"dense2.w has shape \(10, 1024\), expected \(1024, 10\)"):
         net64.set_params(params)
+
+
+@pytest.mark.parametrize("replacement, held", [(np.zeros((10, 1024)), "shape (10, 1024)"), (None, "no array"),
+                                               ([[0.0] * 10] * 1024, "list")])
+def test_a_parameter_replaced_by_hand_with_another_shape_is_one_line_before_any_layer_runs(replacement, held):
+    """The layers run their equations on net.params unchecked: the step itself refuses what does not fit."""
+    net = engine.load(SPEC, dtype="float64", check=False)
+    net.params["dense2"]["w"] = replacement
+    x = np.random.default_rng(0).random((2, 28, 28, 1))
+    said = re.escape(f"net.params['dense2']['w'] holds {held}, the network needs shape (1024, 10); load arrays "
+                     "with net.set_params(...)")
+    for run in (lambda: net.forward(x), lambda: net.loss_and_grads(x, [0, 1])):
+        with pytest.raises(ValueError, match=f"^{said}$"):
+            run()
 
 
 def test_loss_falls_training_on_real_digits(mnist_test):

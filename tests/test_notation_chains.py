@@ -32,6 +32,12 @@ CHOICES = [  # equation, shapes, whether the chain runs it
     # fused.c's own functions, NaN, -0.0 and infinities included (the bits test's operands)
     ("y[b,i] = relu(x[b,i]) * g[i] + square(t[b,i]) - x[b,i]", {"x": (64, 4096), "g": (4096,), "t": (64, 4096)},
      True),
+    # functions on tanh (GELU's tanh form and its derivative, tanh, sigmoid): numpy's passes on a block in
+    # cache, numpy's own tanh loop in the middle; one function alone is worth the pass too
+    ("a[b,i] = gelu(z[b,i])", {"z": (64, 2048)}, True),
+    ("dz[b,i] = da[b,i] * dgelu(z[b,i])", {"da": (64, 2048), "z": (64, 2048)}, True),
+    ("y[b,i] = tanh(x[b,i]) + dtanh(t[b,i]) * sigmoid(x[b,i]) - dsigmoid(t[b,i])",
+     {"x": (3, 1031), "t": (3, 1031)}, True),
     # a function fused.c does not have is evaluated by numpy first, the rest in the pass
     ("y[b,i] = x[b,i] * exp(t[b,i]) + x[b,i]", {"x": (64, 4096), "t": (64, 4096)}, True),
     # a small result: three numpy calls against one (a running mean)
@@ -102,7 +108,7 @@ CHEAP_LOOP = cost.Rates(gemm=1e11, bandwidth=1e9, einsum=1e9, call=1e-9, block=1
 
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.integers(1, 6), min_size=1, max_size=4), st.integers(0, 2**16), st.integers(1, 4),
-       st.sampled_from(["id", "square", "twice", "drelu", "relu", "tanh"]))
+       st.sampled_from(["id", "square", "twice", "drelu", "relu", "tanh", "exp", "gelu", "dgelu", "sigmoid"]))
 def test_a_chain_agrees_with_the_loop_interpreter(sizes, seed, terms, func):
     """Any shape, layout and broadcast: each term a product of one or two factors, the first a
     function, over a random subset and order of the result's indices."""

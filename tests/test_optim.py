@@ -4,7 +4,7 @@ import pytest
 
 from engine.training import optim
 from engine.training.optim import make
-from notation.runtime import fused, parallel
+from notation.runtime import foreach, fused, parallel
 
 from conftest import needs_the_library
 
@@ -114,8 +114,8 @@ def test_an_update_lands_in_the_parameter_array_itself():
 @pytest.mark.usefixtures("update")
 @pytest.mark.parametrize("name", ["sgd", "momentum", "adam"])
 def test_the_same_bits_on_one_thread_or_two(monkeypatch, name):
-    """Adam's blocks are shared between the cores; the result does not depend on how."""
-    from notation.runtime import parallel
+    """The entries are shared between the cores; the result does not depend on how."""
+    monkeypatch.setattr(foreach, "SPLIT", 1)  # the fused loop shares even these few entries
     results = []
     for workers in (1, 2):
         monkeypatch.setattr(parallel, "WORKERS", workers)
@@ -123,37 +123,56 @@ def test_the_same_bits_on_one_thread_or_two(monkeypatch, name):
     np.testing.assert_array_equal(results[0], results[1])
 
 
+@pytest.mark.parametrize("name", ["sgd", "momentum", "adam"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_adams_one_pass_gives_the_bits_of_numpys_passes(monkeypatch, dtype):
-    """fused.c does numpy's float operations in their order: the same bits, step after step, over
-    gradients of every scale (so a resumed run may take either)."""
+def test_the_one_pass_over_all_arrays_gives_the_bits_of_numpys_passes(monkeypatch, dtype, name):
+    """fused.c does numpy's float operations in their order, weight decay first: the same bits, step
+    after step, over gradients of every scale (so a resumed run may take either)."""
     monkeypatch.setenv("NOTATION_FUSED", "1")
     needs_the_library()
     rng = np.random.default_rng(1)
-    w0 = rng.standard_normal((7, 5)).astype(dtype)
-    params = {"numpy": {"l": {"w": w0.copy()}}, "fused": {"l": {"w": w0.copy()}}}
-    opts = {k: make("adam", p, 0.01) for k, p in params.items()}
+    w0 = {"w": rng.standard_normal((7, 5)).astype(dtype), "b": rng.standard_normal(5).astype(dtype)}
+    params = {k: {"l": {p: w.copy() for p, w in w0.items()}} for k in ("numpy", "fused")}
+    opts = {k: optim.decaying(make(name, p, 0.01), 0.1) for k, p in params.items()}
     for _ in range(5):
-        g = {"l": {"w": (rng.standard_normal((7, 5)) * 10.0 ** rng.integers(-6, 3)).astype(dtype)}}
+        g = {"l": {p: (rng.standard_normal(w.shape) * 10.0 ** rng.integers(-40, 3)).astype(dtype)
+                   for p, w in w0.items()}}
         for k in ("numpy", "fused"):
             monkeypatch.setenv("NOTATION_FUSED", "0" if k == "numpy" else "1")
             opts[k].step(params[k], g)
-    np.testing.assert_array_equal(params["numpy"]["l"]["w"], params["fused"]["l"]["w"])
-    for slot in ("m", "v"):
-        np.testing.assert_array_equal(getattr(opts["numpy"], slot)["l.w"], getattr(opts["fused"], slot)["l.w"])
-    assert not np.array_equal(params["fused"]["l"]["w"], w0)
+    for p in w0:
+        np.testing.assert_array_equal(params["numpy"]["l"][p], params["fused"]["l"][p])
+        assert not np.array_equal(params["fused"]["l"][p], w0[p])
+    for slot, a in opts["numpy"].state().items():
+        np.testing.assert_array_equal(a, opts["fused"].state()[slot])
 
 
-def test_adam_updates_through_the_fused_loop_where_it_is_built(monkeypatch):
+@pytest.mark.parametrize("name", ["sgd", "momentum", "adam"])
+def test_every_array_is_updated_in_one_call_where_the_library_is_built(monkeypatch, name):
+    """Small arrays take one C call in all, on the calling thread: no call per array, no hand-off."""
     monkeypatch.setenv("NOTATION_FUSED", "1")
     needs_the_library()
-    calls, real = [], fused.adam
-    monkeypatch.setattr(fused, "adam", lambda *args: calls.append(args) or real(*args))
-    w = np.ones(10, np.float32)
-    make("adam", {"l": {"w": w}}, 0.1).step({"l": {"w": w}}, {"l": {"w": np.ones_like(w)}})
-    assert len(calls) == parallel.WORKERS  # once per worker: no cache-sized blocks
-    assert all(np.shares_memory(c[1], w) for c in calls)  # on the weights themselves, not a copy
-    np.testing.assert_allclose(w, 0.9, rtol=1e-6)  # the first step moves each weight by lr
+    calls, real = [], fused.update
+    monkeypatch.setattr(fused, "update", lambda *a: (lambda *args: calls.append(args) or real(*a)(*args)))
+    params = {"l": {"w": np.ones((3, 4), np.float32), "b": np.ones(4, np.float32)}, "m": {"w": np.ones(2, np.float32)}}
+    opt = make(name, params, 0.1)
+    opt.step(params, {k: {p: np.ones_like(w) for p, w in ps.items()} for k, ps in params.items()})
+    assert len(calls) == 1
+    for ps in params.values():
+        np.testing.assert_allclose(np.concatenate([w.ravel() for w in ps.values()]), 0.9, rtol=1e-6)
+
+
+def test_weights_replaced_between_steps_are_the_ones_updated():
+    """A network's set_params puts new arrays in place: the next step updates those, not the old ones."""
+    params = {"l": {"w": np.ones((2, 3))}}
+    opt = make("adam", params, 0.1)
+    grads = {"l": {"w": np.ones((2, 3))}}
+    opt.step(params, grads)
+    old = params["l"]["w"]
+    params["l"]["w"] = np.ones((2, 3))
+    opt.step(params, grads)
+    assert (params["l"]["w"] < 1).all()
+    np.testing.assert_allclose(old, 0.9)
 
 
 def test_without_the_library_the_update_runs_numpys_passes_and_says_so(monkeypatch, tmp_path):
@@ -168,13 +187,16 @@ def test_without_the_library_the_update_runs_numpys_passes_and_says_so(monkeypat
 
 
 def test_a_gradient_of_another_dtype_takes_numpys_passes_to_the_same_result(monkeypatch):
-    """float64 gradients for float32 weights: the fused loop declines, numpy's passes update."""
+    """float64 gradients for some float32 weights: the fused loop leaves those to numpy's passes and
+    updates the rest, to the bits of numpy's passes for all."""
     results = []
     for flag in ("0", "1"):
         monkeypatch.setenv("NOTATION_FUSED", flag)
-        w = np.linspace(-1, 1, 1001, dtype=np.float32)
-        opt = make("adam", {"l": {"w": w}}, 0.01)
+        params = {"l": {"w": np.linspace(-1, 1, 1001, dtype=np.float32), "b": np.linspace(0, 1, 7, dtype=np.float32)}}
+        opt = make("adam", params, 0.01)
         for k in range(3):
-            opt.step({"l": {"w": w}}, {"l": {"w": np.cos(np.arange(w.size) + k)}})
-        results.append(w)
-    np.testing.assert_array_equal(results[0], results[1])
+            opt.step(params, {"l": {"w": np.cos(np.arange(1001) + k),
+                                    "b": np.sin(np.arange(7, dtype=np.float32) + k)}})
+        results.append(params["l"])
+    for p in ("w", "b"):
+        np.testing.assert_array_equal(results[0][p], results[1][p])

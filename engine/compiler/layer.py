@@ -200,16 +200,20 @@ class Block(Sizes, Jacobians, Algorithms):
         """Run the forward equations, writing each result (and max positions) into env."""
         if self.constants:
             env.update(self.constants)
-        for result, mask, run, reads in self.forward_runs:
-            out = self._buffer(result, run.result_shape)
-            if self._unchanged(result, env):
+        from_params, buffers = self._from_params(), self.buffers
+        for result, mask, run, _ in self.forward_runs:
+            out = buffers.get(result)
+            if out is None or out.dtype != self.dtype:
+                out = self._buffer(result, run.result_shape)
+            if result in from_params and self._unchanged(result, env):
                 env[result] = out
                 continue
+            # env holds arrays of the compiled shapes (the network checks what a user gives): unchecked
             if mask is not None and keep_positions:
-                z, m = run(out=out, positions=True, **{n: env[n] for n in reads})
+                z, m = run.evaluate(env, out, positions=True)
                 env[mask] = m
             else:
-                run(out=out, **{n: env[n] for n in reads})
+                run.evaluate(env, out)
             env[result] = out
         return env
 
@@ -225,9 +229,9 @@ class Block(Sizes, Jacobians, Algorithms):
 
     def update(self, env):
         """Write each state's new value (running statistics) into its array in env, in place."""
-        for name, run, reads in self.update_runs:
+        for name, run, _ in self.update_runs:
             new = self._buffer(name + "'", run.result_shape)
-            run(out=new, **{n: env[n] for n in reads})
+            run.evaluate(env, new)
             np.copyto(env[name], new)
         return env
 
@@ -235,7 +239,10 @@ class Block(Sizes, Jacobians, Algorithms):
         """Run the Jacobian contractions in order; env must hold d<out> and the forward tensors."""
         if self.constants:
             env.update(self.constants)
-        for _, result, run, reads in self.backward_runs:
-            out = self._buffer(result, run.result_shape)
-            env[result] = run(out=out, **{n: env[n] for n in reads})
+        buffers = self.buffers
+        for _, result, run, _ in self.backward_runs:
+            out = buffers.get(result)
+            if out is None or out.dtype != self.dtype:
+                out = self._buffer(result, run.result_shape)
+            env[result] = run.evaluate(env, out)
         return env

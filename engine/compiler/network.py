@@ -40,6 +40,17 @@ class Stage:
     sources: tuple = ()  # (input name, source layer or "input") for each of the kind's inputs
     grad_sum: np.ndarray | None = None  # where the gradients of layers reading this one's output are summed
     relu_of: str | None = None  # a max pool running the ReLU of the layer before it (engine/compiler/reorder.py)
+    views: dict = dataclasses.field(default_factory=dict)  # what: (array, its reshaped view), see shaped()
+
+    def shaped(self, what: str, a: np.ndarray, shape: tuple) -> np.ndarray:
+        """a reshaped to shape, the same view object while a is the same array: the layers' runs keep what
+        they make of the arrays they are given (views, matrices) for as long as they get the same ones."""
+        if a.shape == shape:
+            return a
+        kept = self.views.get(what)
+        if kept is None or kept[0] is not a:
+            kept = self.views[what] = (a, a.reshape(shape))
+        return kept[1]
 
 
 class Network(LoadChecks):
@@ -262,9 +273,9 @@ class Network(LoadChecks):
             env, block = s.env, s.layer
             for in_name, src in s.sources:
                 env[in_name] = outs[src]
-            env.update(self.params[s.name])
+            env.update(_held("params", s.name, self.params[s.name], block.param_shapes))
             if block.state_shapes:
-                env.update(self.state[s.name])
+                env.update(_held("state", s.name, self.state[s.name], block.state_shapes))
             if block.random:
                 block.draw(env, self.rng)
             block.forward(env, keep_positions=keep_positions)
@@ -274,9 +285,9 @@ class Network(LoadChecks):
             if s.activation is None:
                 a = z
             else:
-                s.act_env["z"] = z.reshape(z.shape[0], -1)
+                s.act_env["z"] = s.shaped("z", z, (z.shape[0], z.size // z.shape[0]))
                 s.activation.forward(s.act_env)
-                a = s.act_env["a"].reshape(z.shape)
+                a = s.shaped("a", s.act_env["a"], z.shape)
             outs[s.name] = a
         return stages, a
 
@@ -333,13 +344,13 @@ class Network(LoadChecks):
                 if s.activation is None:
                     dz = da
                 else:
-                    s.act_env["da"] = da.reshape(da.shape[0], -1)
+                    s.act_env["da"] = s.shaped("da", da, (da.shape[0], da.size // da.shape[0]))
                     s.activation.backward(s.act_env)
                     dz = s.act_env["dz"]
                     if s.relu_of is not None:
                         reordering.at_zero_maxima(s.layer, s.env[s.sources[0][0]], s.act_env["z"], dz)
             out = s.layer.out_shape
-            s.env[grad(s.layer.kind.out_name)] = dz.reshape(out)
+            s.env[grad(s.layer.kind.out_name)] = s.shaped("dz", dz, out)
             s.layer.backward(s.env)
             grads[s.name] = {p: (s.env[grad(p)].copy() if copy else s.env[grad(p)]) for p in s.layer.param_shapes}
             for in_name, src in s.sources:
@@ -379,6 +390,18 @@ def load(source="layers.yaml", network=None, dtype=None, optimize=None, check=Tr
     spec = source if isinstance(source, Spec) else read(source)
     return Network(spec, network, dtype=dtype, optimize=optimize, check=check, seed=seed, reorder=reorder,
                    algorithms=algorithms)
+
+
+def _held(what, layer, arrays, shapes) -> dict:
+    """arrays ({name: array}, net.params or net.state of one layer), or an InputError naming one that is not an
+    array of its compiled shape: the layers run their equations on them unchecked (a step's only check)."""
+    for name, shape in shapes.items():
+        a = arrays.get(name)
+        if not isinstance(a, np.ndarray) or a.shape != shape:
+            got = f"shape {a.shape}" if isinstance(a, np.ndarray) else "no array" if a is None else type(a).__name__
+            raise InputError(f"net.{what}[{layer!r}][{name!r}] holds {got}, the network needs shape {shape}; "
+                             f"load arrays with net.set_{what}(...)")
+    return arrays
 
 
 def _check_arrays(what, expected, given):

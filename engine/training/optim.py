@@ -1,12 +1,12 @@
 """Optimizers by name: the report's batch-averaged SGD (eq. 6-9), momentum and Adam.
 
 Each updates parameters in place from batch-mean gradients and keeps its state as flat
-arrays, so a checkpoint can hold it and a resumed run continues exactly. Updates run block
-by block, so each block's temporaries stay in cache instead of streaming every full-size
-array through memory once per arithmetic step (Adam: 20 ms a step at batch 64 becomes 11), and
-Adam's blocks are shared between the machine's cores (notation.runtime.parallel.each; 12 ms becomes 7) and,
-where notation/runtime/fused.c is built, each worker's part is updated in one pass instead of twelve (3.5 ms
-becomes about 2).
+arrays, so a checkpoint can hold it and a resumed run continues exactly.  Where
+notation/runtime/fused.c is built, all arrays are updated in one pass, one C call per worker over
+tables made once (notation.runtime.foreach: vit's 67 arrays 3.4 ms a step become about 0.1).
+Without it numpy's passes run, to the same bits, block by block so each block's temporaries
+stay in cache (Adam: 20 ms a step at batch 64 becomes 11), the blocks shared between the
+machine's cores (notation.runtime.parallel.each; 12 ms becomes 7).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import threading
 
 import numpy as np
 
-from notation.runtime import fused, parallel
+from notation.runtime import foreach, parallel
 
 from ..errors import TrainingError
 
@@ -37,14 +37,11 @@ def _flat(a: np.ndarray) -> np.ndarray:
     return a.reshape(-1)
 
 
-def _blocks(grad, *updated, parts=None):
-    """Matching flat slices of the gradient and the arrays updated in place, BLOCK at a time, or cut
-    into `parts` nearly equal ones (a fused update needs no cache-sized blocks, only one per worker)."""
+def _blocks(grad, *updated):
+    """Matching flat slices of the gradient and the arrays updated in place, BLOCK at a time."""
     flat = [np.ravel(grad)] + [_flat(a) for a in updated]
-    n = flat[0].size
-    cuts = parallel.cuts(n, parts) if parts else [slice(s, s + BLOCK) for s in range(0, n, BLOCK)]
-    for cut in cuts:
-        yield tuple(f[cut] for f in flat)
+    for s in range(0, flat[0].size, BLOCK):
+        yield tuple(f[s:s + BLOCK] for f in flat)
 
 
 def decays(w: np.ndarray) -> bool:
@@ -62,6 +59,24 @@ class SGD:
         self.lr = lr
         self.t = 0
         self.scratch = {}  # one block of workspace per thread, reused: no allocation per step
+        self.table = None  # notation.runtime.foreach's tables of the arrays, made at the first step
+
+    def _fused(self, params, grads, states, *scalars) -> list:
+        """The update in fused.c over all arrays at once (self.name's rule, states: the optimizer's
+        {key: array} beside w, in the rule's order); the (key, w, g) it left for numpy's passes: all
+        where the library is not at hand, else those whose gradient it cannot take (another dtype)."""
+        keys, ws, gs = [], [], []
+        for layer, ps in params.items():
+            gl = grads[layer]
+            for p, w in ps.items():
+                keys.append(f"{layer}.{p}")
+                ws.append(w)
+                gs.append(gl[p])
+        if self.table is None or not self.table.holds(ws):
+            self.table = foreach.Updates(self.name, [(w, *(s[k] for s in states)) for k, w in zip(keys, ws)],
+                                         [decays(w) for w in ws])
+        shrink = 1 - self.lr * self.weight_decay if self.weight_decay else None
+        return [(keys[k], ws[k], gs[k]) for k in self.table.run(gs, shrink, *scalars)]
 
     def _scratch(self, like: np.ndarray, dtype=None) -> np.ndarray:
         """This thread's workspace for one block `like` (BLOCK entries at most, but for a parameter
@@ -85,15 +100,14 @@ class SGD:
 
     def step(self, params, grads):
         self.t += 1
-        for layer, ps in params.items():
-            for p, w in ps.items():
-                lr, s, shrink = np.asarray(self.lr, w.dtype), self._scratch(w), self._shrink(w)
-                for gb, wb in _blocks(grads[layer][p], w):
-                    sb = s[:wb.size]
-                    if shrink is not None:
-                        wb *= shrink
-                    np.multiply(gb, lr, out=sb)
-                    wb -= sb
+        for _, w, g in self._fused(params, grads, (), self.lr):
+            lr, s, shrink = np.asarray(self.lr, w.dtype), self._scratch(w), self._shrink(w)
+            for gb, wb in _blocks(g, w):
+                sb = s[:wb.size]
+                if shrink is not None:
+                    wb *= shrink
+                np.multiply(gb, lr, out=sb)
+                wb -= sb
 
     def state(self) -> dict:
         return {"t": np.asarray(self.t)}
@@ -114,19 +128,18 @@ class Momentum(SGD):
 
     def step(self, params, grads):
         self.t += 1
-        for layer, ps in params.items():
-            for p, w in ps.items():
-                mu, lr, s = np.asarray(self.mu, w.dtype), np.asarray(self.lr, w.dtype), self._scratch(w)
-                shrink = self._shrink(w)
-                for gb, wb, vb in _blocks(grads[layer][p], w, self.v[f"{layer}.{p}"]):
-                    sb = s[:wb.size]
-                    if shrink is not None:
-                        wb *= shrink
-                    vb *= mu
-                    np.multiply(gb, lr, out=sb)
-                    vb -= sb
-                    self._flush(vb, sb)  # a dead unit's velocity decays by mu to subnormals: stored as 0
-                    wb += vb
+        for key, w, g in self._fused(params, grads, (self.v,), self.mu, self.lr):
+            mu, lr, s = np.asarray(self.mu, w.dtype), np.asarray(self.lr, w.dtype), self._scratch(w)
+            shrink = self._shrink(w)
+            for gb, wb, vb in _blocks(g, w, self.v[key]):
+                sb = s[:wb.size]
+                if shrink is not None:
+                    wb *= shrink
+                vb *= mu
+                np.multiply(gb, lr, out=sb)
+                vb -= sb
+                self._flush(vb, sb)  # a dead unit's velocity decays by mu to subnormals: stored as 0
+                wb += vb
 
     def state(self) -> dict:
         return {"t": np.asarray(self.t), **{f"v/{k}": v for k, v in self.v.items()}}
@@ -153,23 +166,16 @@ class Adam(SGD):
         b1, b2 = self.beta1, self.beta2
         step = self.lr * np.sqrt(1 - b2 ** self.t) / (1 - b1 ** self.t)
         work = []
-        fusing = fused.available()  # one pass in C: no cache-sized blocks, one per worker
-        for layer, ps in params.items():
-            for p, w in ps.items():
-                key = f"{layer}.{p}"
-                parts = parallel.WORKERS if fusing and grads[layer][p].dtype == w.dtype else None
-                # scalars in the weights' own dtype, so float32 stays float32
-                scalars = tuple(np.asarray(x, w.dtype) for x in (b1, b2, self.eps, step)) + (self._shrink(w),)
-                work += [(block, scalars) for block in _blocks(grads[layer][p], w, self.m[key], self.v[key],
-                                                               parts=parts)]
+        for key, w, g in self._fused(params, grads, (self.m, self.v), b1, b2, self.eps, step):
+            # scalars in the weights' own dtype, so float32 stays float32
+            scalars = tuple(np.asarray(x, w.dtype) for x in (b1, b2, self.eps, step)) + (self._shrink(w),)
+            work += [(block, scalars) for block in _blocks(g, w, self.m[key], self.v[key])]
         parallel.each(self._update, work)  # each block on its own: the same bits however they are shared
 
     def _update(self, work):
         for (g, w_, m, v), (b1_, b2_, eps, step_, shrink) in work:
             if shrink is not None:
                 w_ *= shrink  # AdamW: the decay first, at the scheduled rate, apart from the moments
-            if fused.adam(g, w_, m, v, b1_.item(), b2_.item(), eps.item(), step_.item()):
-                continue  # the passes below in one, in C (notation/runtime/fused.c): the same bits
             sb = self._scratch(w_)[:w_.size]
             # m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
             m -= g

@@ -38,8 +38,9 @@ class Chain:
     name = "fused elementwise chain"
     alternatives = None  # {road: modelled seconds}: the chain's, and the terms' own roads summed
 
-    def __init__(self, rhs, operands, code, scales):
+    def __init__(self, rhs, operands, code, scales, final=None):
         self.rhs = rhs
+        self.final = final  # a function of the whole sum (exp), run on each block as it is made
         self.operands = operands  # (product, operand, how): how is "view", "argument" or "evaluate"
         self.code = np.array(code + [-1], np.intc)
         self.scales = scales
@@ -48,6 +49,7 @@ class Chain:
         self.names = [op.view.name if how == "view" else op.argument.products[0].operands[0].view.name
                       if how == "argument" else None for _, op, how in operands]
         self.last = None  # (the arrays read, out, the library, the call made for them)
+        self.functions = {op.func.name for _, op, how in operands if how == "argument"} | ({final} if final else set())
 
     @classmethod
     def fit(cls, rhs):
@@ -56,9 +58,9 @@ class Chain:
         products = rhs.products
         if not rhs.result_shape or not products:
             return None
-        operands, code, scales, passes = [], [], [], 0
+        operands, code, scales, passes, heavy = [], [], [], 0, False
         for p in products:
-            if p.summed or not p.fold.plain or p.fold.loop:
+            if p.summed or not p.fold.plain or p.fold.loop or p.reshape is not None:
                 return None
             code.append(len(p.operands))
             for op in p.operands:
@@ -69,6 +71,7 @@ class Chain:
                 elif op.func.name in fused.CHAIN_FUNCTIONS and op.argument.is_view:
                     how, func = "argument", op.func.name
                     passes += 1  # numpy writes the function's result and reads it back
+                    heavy = heavy or op.func.name in fused.NUMPY_PASSES  # and makes it in several passes
                 else:  # a function fused.c does not have: numpy makes it first, the loop reads it
                     how, func = "evaluate", "id"
                 code += [len(operands), fused.CHAIN_FUNCTIONS.index(func)]
@@ -78,7 +81,7 @@ class Chain:
                 scales.append(p.scale)
             else:
                 code.append(-1)
-        single = len(products) < 2 and not ((passes or _rows(products[0])) and len(operands) > 1)
+        single = len(products) < 2 and not heavy and not ((passes or _rows(products[0])) and len(operands) > 1)
         if len(operands) > fused.CHAIN_OPS or single:
             return None  # one product of plain views in long rows is one numpy pass already
         chain = cls(rhs, operands, code, scales)
@@ -89,6 +92,27 @@ class Chain:
         chain.alternatives = {cls.name: mine, "term by term": theirs}
         for p in products:
             p.strategy.note = f"; run with the other terms in one pass ({cls.name}, fused.c), where built"
+        return chain
+
+    @classmethod
+    def nested(cls, rhs):
+        """`e = exp(z - m)`: a right side that is one function fused.c can apply to a sum (fused.FINAL) of a
+        sum that runs as a chain, written whole: that chain with the function on each block, in one pass
+        (the sum is not written and read back); None where that does not apply."""
+        if len(rhs.products) != 1 or len(rhs.products[0].operands) != 1:
+            return None
+        p = rhs.products[0]
+        op = p.operands[0]
+        if not (op.kind == "call" and op.func.name in fused.FINAL and p.scale == 1.0 and p.direct
+                and op.indices == p.out_indices and op.argument.chain is not None
+                and op.argument.chain.final is None):
+            return None
+        inner = op.argument.chain
+        chain = cls(inner.rhs, inner.operands, list(inner.code[:-1]), inner.scales, final=op.func.name)
+        r = cost.rates()
+        pass_ = cost.pass_seconds(2 * math.prod(chain.shape), 4, r)
+        chain.alternatives = {cls.name: inner.modelled(4, r), "term by term": inner.modelled(4, r) + pass_}
+        p.strategy.note = f"; {op.func.name} made in its argument's pass ({cls.name}, fused.c), where built"
         return chain
 
     def modelled(self, itemsize, r) -> float:
@@ -103,7 +127,8 @@ class Chain:
         folds = (len(self.rhs.products) - 1) * cost.pass_seconds(2 * math.prod(self.shape), itemsize, r)
         folds += sum(_rows(p) for p in self.rhs.products) * ROW_SECONDS
         return folds + sum(p.strategy.modelled(itemsize, r) for p in self.rhs.products) + sum(
-            cost.pass_seconds(2 * op.entries, itemsize, r) for _, op, how in self.operands if how != "view")
+            cost.pass_seconds(2 * op.entries, itemsize, r) * fused.NUMPY_PASSES.get(op.func.name, 1)
+            for _, op, how in self.operands if how != "view")
 
     def run(self, arrays, out, positions) -> bool:
         """out = the right side, in one pass; False where the loop does not apply here (no library,
@@ -114,9 +139,10 @@ class Chain:
         sources = [op.evaluate(arrays, out.dtype, positions) if how == "evaluate" else arrays[name]
                    for (_, op, how), name in zip(self.operands, self.names)]
         last = self.last
-        if last is None or last[1] is not out or last[2] is not lib or any(
-                a is not b for a, b in zip(last[0], sources)):
-            # an array's data never moves while it lives: the same arrays (a step's buffers), the same call
+        if last is None or not _same(last[1], out) or last[2] is not lib or not all(
+                _same(a, b) for a, b in zip(last[0], sources)):
+            # an array's data never moves while it lives: the same memory (a step's buffers, seen through
+            # a view made afresh each step, as an activation's [b, i]), the same call
             last = self.last = (sources, out, lib, self._call(lib, arrays, sources, out))
         call = last[3]
         if call is None:
@@ -131,7 +157,7 @@ class Chain:
 
     def _call(self, lib, arrays, sources, out):
         """(kernel, rows, the loop's other arguments) for these arrays, or None where it does not apply."""
-        if not out.flags.writeable or out.dtype not in fused.FLOATS:
+        if not out.flags.writeable or out.dtype not in fused.FLOATS or not fused.chain_runs(self.functions, out.dtype):
             return None
         values = []
         for (_, op, how), source in zip(self.operands, sources):
@@ -144,10 +170,18 @@ class Chain:
             return None
         rows, n, outer, strides, kinds, ostrides, okind, scales = plan
         bases = np.array([v.__array_interface__["data"][0] for v in values], np.uintp)
-        args = fused.chain_arguments(n, outer, bases, strides, kinds, self.code, scales, int(self.zero_first), out,
+        mode = int(self.zero_first) | fused.final_mode(self.final)
+        args = fused.chain_arguments(n, outer, bases, strides, kinds, self.code, scales, mode, out,
                                      ostrides, okind)
         keep = (outer, strides, kinds, scales, bases, values, ostrides)  # what args point into: kept alive
         return getattr(lib, f"chain_{out.dtype.name}"), rows, args, keep
+
+
+def _same(a, b) -> bool:
+    """Whether b is a, or an array over the very memory of a, laid out alike (a's kept alive by the call
+    made for it, so its address cannot have gone to another buffer)."""
+    return a is b or (a.shape == b.shape and a.strides == b.strides and a.dtype == b.dtype
+                      and a.__array_interface__["data"][0] == b.__array_interface__["data"][0])
 
 
 AXES = 7  # fused.c's CHAIN_AXES outer axes and the row

@@ -13,8 +13,6 @@ CompiledSum is the compiled right side, writing one result.
 """
 from __future__ import annotations
 
-import functools
-import itertools
 import math
 
 import numpy as np
@@ -26,99 +24,14 @@ from ..mathematics.functions import FUNCTIONS
 from ..runtime import counters, parallel
 from . import cost
 from .chains import Chain
+from .folds import Fold
 from .maxima import window_max
 from .roads import choose
-from .steps import c_strides, make_step
+from .steps import make_step
 from .strategies import fuse_bias
-from .views import View, injective
+from .views import View
 
 CHUNK_ELEMENTS = 1 << 20  # a looped scatter's result is made in slices of about this many entries
-
-
-class Fold:
-    """Adds a product's result into the result buffer at the positions its index terms name."""
-
-    def __init__(self, lhs_axes, result_indices, extents, symbols, result_shape):
-        self.view = View.of(Ref("result", tuple(lhs_axes)), extents, symbols, tuple(result_shape))
-        self.result_indices = tuple(result_indices)  # axes of the product's einsum result
-        self.broadcast = tuple(i for i in self.view.indices if i not in result_indices)
-        # probe with unit element strides: which indices can be sliced at once, which looped
-        elem = c_strides(result_shape)
-        strides = [sum(c * s for c, s in zip(row, elem)) for row in self.view.coefs]
-        order = sorted(range(len(self.view.indices)), key=lambda k: -self.view.shape[k])
-        keep = []
-        for k in order:
-            trial = keep + [k]
-            if injective([strides[t] for t in trial], [self.view.shape[t] for t in trial]):
-                keep = trial
-        self.loop = tuple(self.view.indices[k] for k in range(len(self.view.indices)) if k not in keep)
-        self.plain = self.view.identity
-        # one strided view that reaches every entry once (2x2 windows at stride 2, as (19) scatters):
-        # writing through it overwrites the whole result, so nothing needs zeroing first
-        self.covers = not self.loop and not self.broadcast and math.prod(self.view.shape) == math.prod(result_shape)
-
-    def _lined(self, result: np.ndarray) -> np.ndarray:
-        """The product's result arranged on the target view's axes (size 1 where it is broadcast)."""
-        present = self.result_indices
-        src = result.transpose([present.index(i) for i in self.view.indices if i in present])
-        if self.broadcast:
-            src = src.reshape([n if i in present else 1 for i, n in zip(self.view.indices, self.view.shape)])
-        return src
-
-    def __call__(self, out: np.ndarray, result: np.ndarray):
-        target = self.view(out, writeable=True)
-        src = self._lined(result)
-        if not self.loop:
-            if not (self.broadcast and _add_repeated(target, src)):
-                target += src
-            return
-        pos = [self.view.indices.index(i) for i in self.loop]
-        for values in itertools.product(*(range(self.view.shape[p]) for p in pos)):
-            key = [slice(None)] * len(self.view.indices)
-            for p, v in zip(pos, values):
-                key[p] = v
-            skey = tuple(0 if (k != slice(None) and src.shape[n] == 1) else k for n, k in enumerate(key))
-            target[tuple(key)] += src[skey]
-
-    def write(self, out: np.ndarray, result: np.ndarray) -> None:
-        """Overwrite out with the product's result through this fold's view (where it `covers`: every
-        entry once, nothing broadcast)."""
-        np.copyto(self.view(out, writeable=True), self._lined(result))
-
-    def summary(self, writes=False) -> dict:
-        """How the product's result reaches the result array (`writes`: its strategy overwrites it)."""
-        kind = "in place" if self.plain else ("slice-add" if self.loop else "strided add")
-        if kind == "strided add" and writes and self.covers:
-            kind = "strided write"
-        return {"kind": kind, "indices": list(self.view.indices), "shape": list(self.view.shape),
-                "loop": list(self.loop), "adds": int(np.prod([self.view.shape[self.view.indices.index(i)]
-                                                               for i in self.loop])) if self.loop else 1}
-
-
-ROW = 4096  # entries a repeated row is tiled to (_add_repeated)
-
-
-@functools.lru_cache(maxsize=256)
-def _tiling(row: int, lead: int) -> int:
-    """The most rows, at most ROW entries together, that divide `lead` evenly; worked out once per
-    shape (every step asks again)."""
-    return next(r for r in range(max(1, min(ROW // max(row, 1), lead)), 0, -1) if lead % r == 0)
-
-
-def _add_repeated(target, src) -> bool:
-    """target += src where src repeats along target's leading axes with short rows (a bias b[k] over
-    z[b,i,j,k]): added as a row tiled to about ROW entries, since numpy's loop over a 32-entry row
-    is twice as slow (conv1's bias: 0.6 against 0.3 ms at batch 64).  False where that does not apply."""
-    k = next((n for n in range(src.ndim) if src.shape[n] != 1), src.ndim)
-    if not target.flags.c_contiguous or src.ndim != target.ndim or src.shape[k:] != target.shape[k:]:
-        return False
-    row = math.prod(target.shape[k:])
-    reps = _tiling(row, math.prod(target.shape[:k]))
-    if reps == 1:
-        return False
-    flat = target.reshape(-1, reps * row)
-    np.add(flat, np.tile(src.reshape(row), reps), out=flat)
-    return True
 
 
 class Operand:
@@ -214,6 +127,12 @@ class CompiledProduct:
             _, self.path_info = oe.contract_path(executed, *[op.shape for op in ordered], shapes=True,
                                                  optimize=optimize)
         self.fold = Fold(lhs, self.out_indices, extents, symbols, result_shape)
+        self.reshape = None  # the result's shape as this product writes it, where that is a reshape of it
+        axes = self.fold.view.indices  # a bias over such a result (its out_indices fewer) too: fused after it
+        if self.fold.reshape and tuple(i for i in axes if i in self.out_indices) == self.out_indices:
+            self.reshape = self.fold.view.shape
+            lhs, lhs_order = tuple(Affine((Mono(1, (), i),)) for i in axes), list(axes)
+            self.fold = Fold(lhs, self.out_indices, extents, symbols, self.reshape)
         self.chunks = self._chunking(lhs, extents, symbols, result_shape, executed, ordered)
         # one viewed operand, nothing summed, unit scale, plain result: the result is a transposed view
         self.perm = None
@@ -310,6 +229,13 @@ class CompiledProduct:
 
     def run(self, arrays, out, positions):
         """Write (first product) or add this product into out, by the strategy chosen at compile time."""
+        if self.reshape is not None and not out.flags.c_contiguous:  # made in a C-ordered copy, then put back
+            whole = np.ascontiguousarray(out)
+            self.run(arrays, whole, positions)
+            out[...] = whole
+            return
+        if self.reshape is not None:
+            out = out.reshape(self.reshape)  # a view: out is C-ordered
         if counters.ACTIVE is None:
             self.strategy.run(arrays, out, positions)
             return
@@ -368,7 +294,7 @@ class CompiledSum:
                                                           optimize, self.letters, first=False)]
         self.needs_zero = not (self.products and self.products[0].strategy.writes)
         fuse_bias(self.products)
-        self.chain = Chain.fit(self)  # all of it in one pass, where every term is elementwise
+        self.chain = Chain.fit(self) or Chain.nested(self)  # all of it in one pass, where every term is elementwise
 
     @classmethod
     def sub(cls, node, out_indices, extents, symbols, shapes, optimize, letters):
@@ -384,9 +310,10 @@ class CompiledSum:
         return sum(op.entries for p in self.products for op in p.operands)
 
     def dtype(self, arrays):
-        names = {op.view.name for p in self.products for op in _leaves(p)}
-        kinds = [arrays[n].dtype for n in names] or [np.float64]
-        return np.result_type(*kinds)
+        names = self.__dict__.get("names")
+        if names is None:  # the tensors it reads, found once (a nested function asks every call)
+            names = self.names = sorted({op.view.name for p in self.products for op in _leaves(p)})
+        return np.result_type(*[arrays[n].dtype for n in names]) if names else np.dtype(np.float64)
 
     @property
     def strategies(self) -> list:
@@ -417,9 +344,13 @@ class CompiledSum:
             out = (np.zeros if self.needs_zero else np.empty)(self.result_shape, dtype=dtype)
         elif self.needs_zero:
             out[...] = 0
+        counted = counters.ACTIVE is not None
         for p in self.products:
             if not p.fused:
-                p.run(arrays, out, positions)
+                if counted or p.reshape is not None:
+                    p.run(arrays, out, positions)
+                else:
+                    p.strategy.run(arrays, out, positions)  # as p.run does when nothing is counted
         return out
 
 

@@ -35,6 +35,8 @@ def window_max(inner, k, positions=False, out=None, planes=None):
 def _window_max(inner, window, values, planes):
     if fused.window_max(inner, len(window), values, planes):  # one C loop where built, the same bits
         return
+    if len(window) == 1 and fused.row_max(inner, values, planes):  # the window each row's contiguous entries
+        return
     offsets = list(np.ndindex(*window))
     slices = [inner[(Ellipsis,) + o] for o in offsets]
     if len(slices) == 1:

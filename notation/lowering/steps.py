@@ -7,7 +7,7 @@ the step once per entry of the path's contraction list; `contract` walks them.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -32,6 +32,17 @@ class MatmulStep:
     direct: bool  # (B, L, R) is the output's own order: matmul can write a C-ordered result
     batch: tuple
     groups: tuple = ()  # the output's letters of B, L and R, in its order (where `direct`)
+    # the result's shape as np.matmul writes it, and which operand transposes are no-ops: worked out once
+    # (every call asked again)
+    matmul_shape: tuple = field(init=False, compare=False, repr=False)
+    same: tuple = field(init=False, compare=False, repr=False)
+    # the last call's operands and the matrices BLAS read of them, where those are views (no copy): a
+    # step passes the same arrays (notation/lowering/views.py keeps their views), so they are made once
+    last: list = field(init=False, compare=False, repr=False, default_factory=lambda: [None])
+
+    def __post_init__(self):
+        object.__setattr__(self, "matmul_shape", self.x_shape[:-2] + (self.x_shape[-2], self.y_shape[-1]))
+        object.__setattr__(self, "same", tuple(perm == tuple(range(len(perm))) for perm in (self.x_perm, self.y_perm)))
 
     @property
     def kind(self) -> str:
@@ -44,10 +55,17 @@ class MatmulStep:
         between runs) when given, then copied into out."""
         if self.swap:
             x, y = y, x
-        a = _blasable(x.transpose(self.x_perm).reshape(self.x_shape))
-        b = _blasable(y.transpose(self.y_perm).reshape(self.y_shape))
+        last = self.last[0]
+        if last is not None and last[0] is x and last[1] is y:
+            a, b = last[2], last[3]
+        else:
+            same_x, same_y = self.same
+            a = _blasable((x if same_x else x.transpose(self.x_perm)).reshape(self.x_shape))
+            b = _blasable((y if same_y else y.transpose(self.y_perm)).reshape(self.y_shape))
+            if np.may_share_memory(a, x) and np.may_share_memory(b, y):  # views, not copies: kept
+                self.last[0] = (x, y, a, b)
         if out is not None and self.direct and out.flags.c_contiguous:
-            parallel.matmul(a, b, out=out.reshape(self.x_shape[:-2] + (self.x_shape[-2], self.y_shape[-1])), add=add)
+            parallel.matmul(a, b, out=out.reshape(self.matmul_shape), add=add)
             return out
         if add is not None:
             raise ValueError("an addend needs a C-ordered result written in place")
@@ -127,7 +145,7 @@ def _blasable(a):
     rows, cols = s[-2], s[-1]
     if (cols == item and (rows >= max(n[-1], 1) * item or n[-2] == 1)) or (
             rows == item and (cols >= max(n[-2], 1) * item or n[-1] == 1)):
-        if rows % item == 0 and cols % item == 0 and all(x >= 0 for x in s):
+        if rows % item == 0 and cols % item == 0 and min(s) >= 0:
             return a
     return np.ascontiguousarray(a)
 
@@ -229,13 +247,17 @@ def bias_addend(strategy, arrays, out):
     return made
 
 
-def contract(steps, contraction_list, values, out=None, **last_step):
+def contract(steps, contraction_list, values, out=None, add=None, scratch=None):
     """Run opt_einsum's path over the operands: each step pops its operands, appends its result; the
-    last writes into `out`, given `last_step`'s keywords (a MatmulStep's `add` and `scratch`)."""
+    last writes into `out`, given a MatmulStep's `add` and `scratch` where they are not None."""
     values = list(values)
     last = len(steps) - 1
     for n, (step, c) in enumerate(zip(steps, contraction_list)):
         parts = [values.pop(k) for k in c[0]]
-        extra = {k: v for k, v in last_step.items() if v is not None} if n == last else {}
-        values.append(step(*parts, out=out if n == last else None, **extra))
+        if n < last:
+            values.append(step(*parts))
+        elif add is None and scratch is None:
+            return step(*parts, out=out)
+        else:
+            return step(*parts, out=out, add=add, scratch=scratch)
     return values[0]

@@ -8,6 +8,7 @@ path runs each pairwise step as notation/lowering/steps.py makes it (batched GEM
 from __future__ import annotations
 
 import math
+import operator
 
 import numpy as np
 
@@ -45,14 +46,24 @@ class Strategy:
         p = self.product
         if p.scale != 1.0:
             result = result * np.asarray(p.scale, dtype=out.dtype)
+        result = np.asarray(result, dtype=out.dtype)
+        if counters.ACTIVE is None:
+            p.fold(out, result)
+            return
         with counters.timing("scatter-add (fold)"):
-            p.fold(out, np.asarray(result, dtype=out.dtype))
+            p.fold(out, result)
 
 
 class Constant(Strategy):
+    """A term of no operand (a layer norm's eps): its scale added to every entry of a plain result in one
+    np.add (the same bits as the fold's tiled add), else folded."""
+
     name, runs = "constant", "the term's scale, added"
 
     def run(self, arrays, out, positions):
+        if self.product.fold.plain:
+            np.add(out, np.asarray(self.product.scale, dtype=out.dtype), out=out)
+            return
         self._finish(out, np.ones((), out.dtype))
 
 
@@ -139,29 +150,43 @@ class Elementwise(Strategy):
         self.runs = ("np.multiply in one C loop (notation/runtime/fused.c) where built" if rows else "np.multiply") + \
             (", out=result" if self.in_place else ", then folded")
         self.scratch = {}  # dtype -> the buffer a product that is folded is made in
+        self.last = None  # (the operands, out, their lined-up views, dest) of the last run: made once per arrays
+        self.memo = [None]  # fused.multiply's call for the last arrays
 
     def run(self, arrays, out, positions):
         p = self.product
         dtype = out.dtype
-        values = [op.evaluate(arrays, dtype, positions) for op in p.operands]
-        values = [v.transpose(perm).reshape(shape) for v, (perm, shape) in zip(values, self.lineup)]
-        if self.in_place:
-            # the result is zero where this product does not reach, so write instead of add
-            dest = out if p.direct else p.fold.view(out, writeable=True).transpose(
-                [p.fold.view.indices.index(i) for i in p.out_indices])
+        given = [op.evaluate(arrays, dtype, positions) for op in p.operands]
+        last = self.last
+        if last is not None and last[1] is out and all(map(operator.is_, given, last[0])):
+            values, dest = last[2], last[3]  # the same arrays: their views as before (the operands' buffers)
         else:
-            dest = self.scratch.get(dtype)
-            if dest is None:  # made once, written again every run
-                dest = self.scratch[dtype] = np.empty(self.out_shape, dtype=dtype)
+            values, dest = self._lined(given, out)
+            if all(np.may_share_memory(v, a) for v, a in zip(values, given)):  # views, not copies: kept
+                self.last = (given, out, values, dest)
         parallel.elementwise(self._multiply, values, dest)
         if not self.in_place:
             with counters.timing("scatter-add (fold)"):
                 p.fold(out, dest)
 
+    def _lined(self, given, out):
+        """The operands lined up with the result (size 1 where absent), and where the product is made."""
+        p = self.product
+        values = [v.transpose(perm).reshape(shape) for v, (perm, shape) in zip(given, self.lineup)]
+        if self.in_place:
+            # the result is zero where this product does not reach, so write instead of add
+            dest = out if p.direct else p.fold.view(out, writeable=True).transpose(
+                [p.fold.view.indices.index(i) for i in p.out_indices])
+        else:
+            dest = self.scratch.get(out.dtype)
+            if dest is None:  # made once, written again every run
+                dest = self.scratch[out.dtype] = np.empty(self.out_shape, dtype=out.dtype)
+        return values, dest
+
     def _multiply(self, *values, out):
         """The product of the values into out (run on a part of it by each worker), then its scale;
         two values in rows of a few channels (a pool's (19)) in one C loop, the same bits."""
-        if not fused.multiply(values[0], values[1], out):
+        if not fused.multiply(values[0], values[1], out, self.memo):
             np.multiply(values[0], values[1], out=out)
         for v in values[2:]:
             np.multiply(out, v, out=out)
@@ -235,12 +260,13 @@ class Path(Strategy):
         p = self.product
         values = [p.operands[k].evaluate(arrays, out.dtype, positions) for k in p.order]
         if self.writes:
-            add = bias_addend(self, arrays, out)
+            add = None if self.bias is None else bias_addend(self, arrays, out)
             contract(self.steps, p.path_info.contraction_list, values, out=out, add=add,
-                     scratch=self._scratch(out.dtype))
+                     scratch=self._scratch(out.dtype) if self.copied else None)
             if p.scale != 1.0:
                 out *= np.asarray(p.scale, dtype=out.dtype)
-            self._bias_after(add, arrays, out, positions)
+            if self.bias is not None:
+                self._bias_after(add, arrays, out, positions)
             return
         self._finish(out, contract(self.steps, p.path_info.contraction_list, values, scratch=self._scratch(out.dtype)))
 

@@ -25,6 +25,9 @@ class View:
     # per layout of the array viewed (its strides): the view's strides and its offset in bytes, worked
     # out once (a run passes the same buffers every step; some 25 views a training step)
     layouts: dict = field(default_factory=dict, compare=False, repr=False)
+    # the last view made, with the array and the writeability it was made for: a step passes the same
+    # buffers, and a view of the same array object stays valid (its data cannot move while viewed)
+    last: list = field(default_factory=lambda: [None], compare=False, repr=False)
 
     @classmethod
     def of(cls, ref: Ref, extents, symbols, array_shape) -> View:
@@ -46,6 +49,14 @@ class View:
     def __call__(self, array: np.ndarray, writeable=False) -> np.ndarray:
         if self.identity:
             return array
+        last = self.last[0]
+        if last is not None and last[0] is array and last[1] is writeable:
+            return last[2]
+        view = self._view(array, writeable)
+        self.last[0] = (array, writeable, view)
+        return view
+
+    def _view(self, array: np.ndarray, writeable: bool) -> np.ndarray:
         st = array.strides
         layout = self.layouts.get(st)
         if layout is None:
@@ -99,3 +110,4 @@ def injective(strides, shape) -> bool:
             return False
         reach += s * (n - 1)
     return True
+

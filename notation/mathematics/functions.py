@@ -121,6 +121,7 @@ def _dtanh_array(z, out=None):
 
 
 _GELU_C, _GELU_A = math.sqrt(2 / math.pi), 0.044715  # the tanh form's constants (Hendrycks & Gimpel 2016)
+GELU_CONSTANTS = (_GELU_C, _GELU_A * _GELU_C, 3 * _GELU_A * _GELU_C)  # as the passes below use them (fused.c too)
 
 
 def _gelu_tanh(z):

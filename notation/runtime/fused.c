@@ -17,9 +17,14 @@
 
 unsigned long long fused_source(void) { return FUSED_SOURCE; }
 
-/* Adam's update of n entries, as engine/training/optim.py's Adam._update writes it in numpy:
- *   m = (m - g) * b1 + g;  v = (v - g*g) * b2 + g*g;  w -= m / (sqrt(v) + eps) * step
- * with each moment of magnitude under tiny (the dtype's smallest normal number) stored as +0 before w
+/* An optimizer's update of many arrays in one call ("multi-tensor apply", as PyTorch's foreach
+ * optimizers): engine/training/optim.py's numpy passes per array, each entry's float operations in
+ * their order and rounded alike.  The work is `count` segments, (array, first entry, entries) triples
+ * in seg, over tables of each array's address: g the gradients (NULL: that array is numpy's this step,
+ * skipped), w the weights, m and v the state; shrink holds each array's decoupled weight decay factor
+ * (1 where it does not decay: w * 1 is w, to the bit), applied first as optim.py does.
+ *
+ * Each moment of magnitude under tiny (the dtype's smallest normal number) is stored as +0 before w
  * reads it (optim.flush_subnormal): a dead unit's m, decaying by b1 a step, would stay subnormal for
  * good (0.9 times a few of the smallest subnormals rounds back to them), and subnormals take a slow
  * path on many processors.  A compare and select, vectorised; the thread's floating-point mode
@@ -39,22 +44,60 @@ unsigned long long fused_source(void) { return FUSED_SOURCE; }
 #define WIDEST
 #endif
 
-#define ADAM(NAME, T, SQRT)                                                                         \
-    WIDEST void NAME(const T *restrict g, T *restrict w, T *restrict m, T *restrict v, ptrdiff_t n, \
-                     T b1, T b2, T eps, T step, T tiny) {                                           \
-        for (ptrdiff_t i = 0; i < n; i++) {                                                         \
-            T gi = g[i];                                                                            \
-            T mi = (m[i] - gi) * b1 + gi;                                                           \
-            T sq = gi * gi;                                                                         \
-            T vi = (v[i] - sq) * b2 + sq;                                                           \
-            mi = FLUSH(mi, tiny);                                                                   \
-            vi = FLUSH(vi, tiny);                                                                   \
-            m[i] = mi;                                                                              \
-            v[i] = vi;                                                                              \
-            w[i] -= mi / (SQRT(vi) + eps) * step;                                                   \
-        }                                                                                           \
+#define SEGMENTS(...)                                                                               \
+    for (ptrdiff_t s = 0; s < count; s++) {                                                         \
+        const ptrdiff_t k = seg[3 * s], at = seg[3 * s + 1], n = seg[3 * s + 2];                    \
+        if (!g[k]) continue;                                                                        \
+        __VA_ARGS__                                                                                 \
     }
 
+/* SGD: w = w * shrink - g * lr (eq. 6-9). */
+#define SGD(NAME, T)                                                                                \
+    WIDEST void NAME(ptrdiff_t count, const ptrdiff_t *seg, T *const *g, T *const *w, const T *shrink, \
+                     T lr) {                                                                        \
+        SEGMENTS(const T *restrict gk = g[k] + at; T *restrict wk = w[k] + at; const T c = shrink[k]; \
+                 for (ptrdiff_t i = 0; i < n; i++) wk[i] = wk[i] * c - gk[i] * lr;)                 \
+    }
+
+/* Heavy-ball momentum: v = v * mu - g * lr, flushed; w = w * shrink + v. */
+#define MOMENTUM(NAME, T)                                                                           \
+    WIDEST void NAME(ptrdiff_t count, const ptrdiff_t *seg, T *const *g, T *const *w, T *const *v,   \
+                     const T *shrink, T mu, T lr, T tiny) {                                         \
+        SEGMENTS(const T *restrict gk = g[k] + at; T *restrict wk = w[k] + at;                      \
+                 T *restrict vk = v[k] + at; const T c = shrink[k];                                 \
+                 for (ptrdiff_t i = 0; i < n; i++) {                                                \
+                     T vi = vk[i] * mu - gk[i] * lr;                                                \
+                     vi = FLUSH(vi, tiny);                                                          \
+                     vk[i] = vi;                                                                    \
+                     wk[i] = wk[i] * c + vi;                                                        \
+                 })                                                                                 \
+    }
+
+/* Adam: m = (m - g) * b1 + g;  v = (v - g*g) * b2 + g*g;  w = w * shrink - m / (sqrt(v) + eps) * step,
+ * the moments flushed. */
+#define ADAM(NAME, T, SQRT)                                                                         \
+    WIDEST void NAME(ptrdiff_t count, const ptrdiff_t *seg, T *const *g, T *const *w, T *const *m,   \
+                     T *const *v, const T *shrink, T b1, T b2, T eps, T step, T tiny) {             \
+        SEGMENTS(const T *restrict gk = g[k] + at; T *restrict wk = w[k] + at;                      \
+                 T *restrict mk = m[k] + at; T *restrict vk = v[k] + at; const T c = shrink[k];     \
+                 for (ptrdiff_t i = 0; i < n; i++) {                                                \
+                     T gi = gk[i];                                                                  \
+                     T mi = (mk[i] - gi) * b1 + gi;                                                 \
+                     T sq = gi * gi;                                                                \
+                     T vi = (vk[i] - sq) * b2 + sq;                                                 \
+                     mi = FLUSH(mi, tiny);                                                          \
+                     vi = FLUSH(vi, tiny);                                                          \
+                     mk[i] = mi;                                                                    \
+                     vk[i] = vi;                                                                    \
+                     T wi = wk[i] * c;                                                              \
+                     wk[i] = wi - mi / (SQRT(vi) + eps) * step;                                     \
+                 })                                                                                 \
+    }
+
+SGD(sgd_float32, float)
+SGD(sgd_float64, double)
+MOMENTUM(momentum_float32, float)
+MOMENTUM(momentum_float64, double)
 ADAM(adam_float32, float, sqrtf)
 ADAM(adam_float64, double, sqrt)
 
@@ -86,6 +129,13 @@ MULTIPLY(multiply_float64_bool, double, unsigned char)
 /* numpy's maximum: a NaN wins (the first's, if both are), and of two equal values (0.0 and -0.0) the
  * second, as np.maximum gives them.  Written as a select, so GCC makes it vector compares. */
 #define MAXIMUM(a, b) (((a) > (b) || (a) != (a)) ? (a) : (b))
+/* (19)'s plane of one window offset: h = (x == v) where no earlier offset hit (seen), over n entries. */
+#define FIRST_HITS(h, x, v, seen, n)                                                                    \
+    for (ptrdiff_t k_ = 0; k_ < (n); k_++) {                                                            \
+        unsigned char hit_ = ((x)[k_] == (v)[k_]) & !(seen)[k_];                                        \
+        (h)[k_] = hit_;                                                                                 \
+        (seen)[k_] |= hit_;                                                                             \
+    }
 #define CHUNK 256
 
 /* (18)'s max over a window of w offsets, and, where planes is given, (19)'s one-hot positions of the
@@ -165,11 +215,7 @@ typedef long long window_i64 __attribute__((vector_size(32)));
             for (ptrdiff_t o = 1; o < w; o++) {                                                         \
                 const T *restrict b = row + xo[o] + whole;                                              \
                 h = at + po[o] + whole;                                                                 \
-                for (ptrdiff_t k = 0; k < rest; k++) {                                                  \
-                    unsigned char hit = (b[k] == v[k]) & !seen[k];                                      \
-                    h[k] = hit;                                                                         \
-                    seen[k] |= hit;                                                                     \
-                }                                                                                       \
+                FIRST_HITS(h, b, v, seen, rest)                                                         \
             }                                                                                           \
         }                                                                                               \
     }
@@ -177,11 +223,51 @@ typedef long long window_i64 __attribute__((vector_size(32)));
 WINDOW_MAX(window_max_float32, float, window_f32, window_i32, int)
 WINDOW_MAX(window_max_float64, double, window_f64, window_i64, long long)
 
+/* The same max over a window that is each row's w contiguous entries (a softmax's max over its last
+ * axis), where WINDOW_MAX would take the rows one entry at a time: row r starts at x + r * xs; values, and
+ * each plane (ps entries apart), are contiguous over the rows.  The compares of WINDOW_MAX in its order,
+ * over a block of rows at a time turned so that each offset's entries lie together (vector compares). */
+#define ROW_BLOCK 4096
+#define ROW_MAX(NAME, T)                                                                                \
+    WIDEST void NAME(const T *x, ptrdiff_t rows, ptrdiff_t w, ptrdiff_t xs, T *values,                  \
+                     unsigned char *planes, ptrdiff_t ps) {                                             \
+        T col[ROW_BLOCK];                                                                               \
+        unsigned char seen[ROW_BLOCK];                                                                  \
+        const ptrdiff_t R = w >= ROW_BLOCK ? 1 : ROW_BLOCK / w;                                         \
+        for (ptrdiff_t r0 = 0; r0 < rows; r0 += R) {                                                    \
+            const ptrdiff_t nr = rows - r0 < R ? rows - r0 : R;                                         \
+            T *restrict v = values + r0;                                                                \
+            for (ptrdiff_t r = 0; r < nr; r++) v[r] = x[(r0 + r) * xs];                                 \
+            for (ptrdiff_t o = 1; o < w; o++) {                                                         \
+                if (w < ROW_BLOCK) {                                                                    \
+                    T *restrict c = col;                                                                \
+                    for (ptrdiff_t r = 0; r < nr; r++) c[r] = x[(r0 + r) * xs + o];                     \
+                    for (ptrdiff_t r = 0; r < nr; r++) v[r] = MAXIMUM(v[r], c[r]);                      \
+                } else {                                                                                \
+                    v[0] = MAXIMUM(v[0], x[r0 * xs + o]);                                               \
+                }                                                                                       \
+            }                                                                                           \
+            if (!planes)                                                                                \
+                continue;                                                                               \
+            for (ptrdiff_t r = 0; r < nr; r++) seen[r] = 0;                                             \
+            for (ptrdiff_t o = 0; o < w; o++) {                                                         \
+                unsigned char *restrict h = planes + o * ps + r0;                                       \
+                T *restrict c = col;                                                                    \
+                for (ptrdiff_t r = 0; r < nr; r++) c[r] = x[(r0 + r) * xs + o];                         \
+                FIRST_HITS(h, c, v, seen, nr)                                                           \
+            }                                                                                           \
+        }                                                                                               \
+    }
+
+ROW_MAX(row_max_float32, float)
+ROW_MAX(row_max_float64, double)
+
 /* An elementwise sum of products (an equation whose terms sum nothing), entry by entry, in one pass:
  * out = t0 + t1 + ..., each term t = f0(a0) * f1(a1) * ... * scale, in the order and rounding of
  * numpy's passes that notation/lowering/chains.py replaces (a product's factors multiplied in order,
- * then its scale; mode 0: the first term written; 1: added to zero, where numpy zeroes the result
- * first).  The iteration
+ * then its scale; mode bit 0 clear: the first term written; set: added to zero, where numpy zeroes the
+ * result first; mode >> 1, where not 0: numpy's loop mode >> 1 - 1 (NUMPY_EXP_LOOP ...) applied to the
+ * sum, as `exp(s - m)` is evaluated).  The iteration
  * runs over rows of n entries, the rows over up to 6 outer axes of outer[0..5] entries, row-major; out
  * and each operand have 6 outer strides and one along the row, in entries (7 each).  kind says how an
  * operand is read a block at a time: 0 contiguous rows, 1 the same for every row (a bias k over
@@ -191,7 +277,60 @@ WINDOW_MAX(window_max_float64, double, window_f64, window_i64, long long)
  * scale's index or -1; -1 ends it.  Rows [r0, r1) only: the workers take a part each. */
 #define CHAIN_BLOCK 1024
 #define CHAIN_OPS 8
-enum { CHAIN_ID, CHAIN_SQUARE, CHAIN_TWICE, CHAIN_DRELU, CHAIN_RELU };
+enum { CHAIN_ID, CHAIN_SQUARE, CHAIN_TWICE, CHAIN_DRELU, CHAIN_RELU, CHAIN_TANH, CHAIN_DTANH, CHAIN_SIGMOID,
+       CHAIN_DSIGMOID, CHAIN_GELU, CHAIN_DGELU };
+
+/* numpy's own tanh loop for each dtype (float32, float64), handed over by notation/runtime/ufuncs.py: the
+ * functions built on tanh (notation/mathematics/functions.py) run their numpy passes here on a block in
+ * cache, with numpy's tanh in the middle, so they are numpy's bits (its tanh is no libm call: SVML's
+ * algorithm on AVX2/AVX-512).  gelu's constants c, a c and 3 a c, as functions.py computes them. */
+typedef void (*ufunc_loop)(char **args, const ptrdiff_t *dims, const ptrdiff_t *steps, void *data);
+enum { NUMPY_TANH_LOOP, NUMPY_EXP_LOOP, NUMPY_LOOPS };
+static ufunc_loop numpy_loop[NUMPY_LOOPS][2];
+static void *numpy_loop_data[NUMPY_LOOPS][2];
+static double gelu_k[3];
+
+/* numpy's loop of function f (NUMPY_TANH_LOOP, NUMPY_EXP_LOOP) for dtype `which` (float32, float64). */
+void chain_numpy_loop(int f, int which, void *loop, void *data) {
+    numpy_loop[f][which] = (ufunc_loop)loop;
+    numpy_loop_data[f][which] = data;
+}
+
+void chain_gelu_constants(double c, double ac, double ac3) {
+    gelu_k[0] = c, gelu_k[1] = ac, gelu_k[2] = ac3;
+}
+
+#define NUMPY_LOOP(F, K, T, x, y, L)                                                                    \
+    do {                                                                                                \
+        char *args_[2] = {(char *)(x), (char *)(y)};                                                    \
+        ptrdiff_t n_ = (L), steps_[2] = {sizeof(T), sizeof(T)};                                         \
+        numpy_loop[F][K](args_, &n_, steps_, numpy_loop_data[F][K]);                                    \
+    } while (0)
+#define NUMPY_TANH(K, T, x, y, L) NUMPY_LOOP(NUMPY_TANH_LOOP, K, T, x, y, L)
+
+/* y = F(x) over L entries for the functions on tanh, u a block of scratch: numpy's passes in their
+ * order (functions.py's _dtanh_array, _sigmoid_array, ... written out entry by entry). */
+#define CHAIN_ON_TANH(K, T, F, x, y, u, L)                                                             \
+    do {                                                                                                \
+        const T c = (T)gelu_k[0], ac = (T)gelu_k[1], ac3 = (T)gelu_k[2];                                \
+        if (F == CHAIN_TANH || F == CHAIN_DTANH) NUMPY_TANH(K, T, x, y, L);                             \
+        if (F == CHAIN_SIGMOID || F == CHAIN_DSIGMOID) {                                                \
+            for (ptrdiff_t e = 0; e < L; e++) y[e] = x[e] * (T)0.5;                                     \
+            NUMPY_TANH(K, T, y, y, L);                                                                  \
+        }                                                                                               \
+        if (F == CHAIN_GELU || F == CHAIN_DGELU) {                                                      \
+            for (ptrdiff_t e = 0; e < L; e++) y[e] = (x[e] * x[e] * ac + c) * x[e];                     \
+            NUMPY_TANH(K, T, y, y, L);                                                                  \
+        }                                                                                               \
+        if (F == CHAIN_DTANH) for (ptrdiff_t e = 0; e < L; e++) y[e] = (T)1 - y[e] * y[e];              \
+        if (F == CHAIN_SIGMOID) for (ptrdiff_t e = 0; e < L; e++) y[e] = (y[e] + (T)1) * (T)0.5;       \
+        if (F == CHAIN_DSIGMOID) for (ptrdiff_t e = 0; e < L; e++) y[e] = ((T)1 - y[e] * y[e]) * (T)0.25; \
+        if (F == CHAIN_GELU) for (ptrdiff_t e = 0; e < L; e++) y[e] = (y[e] + (T)1) * (T)0.5 * x[e];   \
+        if (F == CHAIN_DGELU) {                                                                         \
+            for (ptrdiff_t e = 0; e < L; e++) u[e] = (x[e] * x[e] * ac3 + c) * x[e];                    \
+            for (ptrdiff_t e = 0; e < L; e++) y[e] = (((T)1 - y[e] * y[e]) * u[e] + y[e] + (T)1) * (T)0.5; \
+        }                                                                                               \
+    } while (0)
 
 #define CHAIN_F(T, F, x)                                                                                \
     ((F) == CHAIN_SQUARE ? (x) * (x) : (F) == CHAIN_TWICE ? (x) * (T)2                                  \
@@ -233,7 +372,7 @@ static void chain_next(chain_at *at, const ptrdiff_t *outer, const ptrdiff_t *os
 
 #define CHAIN_ROWS 256  /* rows of a block walked one by one (their starts kept) at most */
 
-#define CHAIN(NAME, T)                                                                                  \
+#define CHAIN(NAME, T, K)                                                                               \
     WIDEST void NAME(ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t n, const ptrdiff_t *outer, int nops,         \
                      const T *const *base, const ptrdiff_t *st, const int *kind, const int *code,       \
                      const T *scales, int mode, T *out, const ptrdiff_t *ost, int okind) {              \
@@ -268,6 +407,14 @@ static void chain_next(chain_at *at, const ptrdiff_t *outer, const ptrdiff_t *os
                     if (kind[o] == 0) { src[o] = base[o] + r * n + c; continue; }                       \
                     if (kind[o] == 1 && R > 1) { src[o] = buf[o]; continue; }                           \
                     if (nr == 1 && inner == 1) { src[o] = base[o] + starts[o][0] + c; continue; }       \
+                    if (inner == 0) {  /* one value a row (a per-token mean): each row filled with it */ \
+                        for (ptrdiff_t q = 0; q < nr; q++) {                                            \
+                            const T v = base[o][starts[o][q]];                                          \
+                            for (ptrdiff_t e = 0; e < nc; e++) buf[o][q * nc + e] = v;                  \
+                        }                                                                               \
+                        src[o] = buf[o];                                                                \
+                        continue;                                                                       \
+                    }                                                                                   \
                     for (ptrdiff_t q = 0; q < nr; q++) {                                                \
                         const T *a = base[o] + starts[o][q] + c * inner;                                \
                         for (ptrdiff_t e = 0; e < nc; e++) buf[o][q * nc + e] = a[e * inner];           \
@@ -275,10 +422,10 @@ static void chain_next(chain_at *at, const ptrdiff_t *outer, const ptrdiff_t *os
                     src[o] = buf[o];                                                                    \
                 }                                                                                       \
                 T *restrict dst = okind ? obuf : out + r * n + c;                                       \
-                if (mode == 1) for (ptrdiff_t e = 0; e < L; e++) dst[e] = 0;                            \
+                if (mode & 1) for (ptrdiff_t e = 0; e < L; e++) dst[e] = 0;                             \
                 const int *pc = code;                                                                   \
                 for (int term = 0; *pc >= 0; term++) {                                                  \
-                    const int nf = *pc++, add = term > 0 || mode;                                       \
+                    const int nf = *pc++, add = term > 0 || (mode & 1);                                 \
                     const T *a[CHAIN_OPS] = {0};                                                        \
                     for (int f = 0; f < nf; f++, pc += 2) {                                             \
                         const int F = pc[1];                                                            \
@@ -289,6 +436,7 @@ static void chain_next(chain_at *at, const ptrdiff_t *outer, const ptrdiff_t *os
                         if (F == CHAIN_TWICE) for (ptrdiff_t e = 0; e < L; e++) y[e] = CHAIN_F(T, CHAIN_TWICE, x[e]); \
                         if (F == CHAIN_DRELU) for (ptrdiff_t e = 0; e < L; e++) y[e] = CHAIN_F(T, CHAIN_DRELU, x[e]); \
                         if (F == CHAIN_RELU) for (ptrdiff_t e = 0; e < L; e++) y[e] = CHAIN_F(T, CHAIN_RELU, x[e]); \
+                        if (F >= CHAIN_TANH) CHAIN_ON_TANH(K, T, F, x, y, tmp, L);                      \
                     }                                                                                   \
                     const int k = *pc++;                                                                \
                     const T m = k >= 0 ? scales[k] : (T)1;                                              \
@@ -306,6 +454,8 @@ static void chain_next(chain_at *at, const ptrdiff_t *outer, const ptrdiff_t *os
                     else if (k >= 0) { CHAIN_TERM(T, a0[e] * a1[e] * m) }                               \
                     else { CHAIN_TERM(T, a0[e] * a1[e]) }                                               \
                 }                                                                                       \
+                if (mode >> 1)  /* a function of the whole sum, numpy's loop on the block (exp(s - m)) */  \
+                    NUMPY_LOOP((mode >> 1) - 1, K, T, dst, dst, L);                                     \
                 if (okind)  /* the block back to its rows */                                            \
                     for (ptrdiff_t q = 0; q < nr; q++)                                                  \
                         for (ptrdiff_t e = 0; e < nc; e++) out[starts[nops][q] + c + e] = dst[q * nc + e]; \
@@ -313,8 +463,8 @@ static void chain_next(chain_at *at, const ptrdiff_t *outer, const ptrdiff_t *os
         }                                                                                               \
     }
 
-CHAIN(chain_float32, float)
-CHAIN(chain_float64, double)
+CHAIN(chain_float32, float, 0)
+CHAIN(chain_float64, double, 1)
 
 /* Per-column sums of a product (batch norm's dg[k] = dz[b,i,j,k] * xh[b,i,j,k], its v of square(xc)
  * as xc * xc): the nops (1 to 4) operands are C-ordered (rows, n) blocks; the rows are cut in chunks

@@ -16,13 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
-from . import environment
+from ..mathematics.functions import GELU_CONSTANTS
+from . import environment, ufuncs
 
 SOURCE = Path(__file__).with_name("fused.c")
 LIBRARY = Path(__file__).with_name("_fused.so")
 STAMP = Path(__file__).with_name("_fused.so.sha256")  # the library's SHA-256, written by scripts/setup.sh
 _C = {np.dtype(np.float32): ctypes.c_float, np.dtype(np.float64): ctypes.c_double}
-_TINY = {d: float(np.finfo(d).tiny) for d in _C}  # each dtype's smallest normal number: adam's flush
+_TINY = {d: float(np.finfo(d).tiny) for d in _C}  # each dtype's smallest normal number: the updates' flush
+# fused.c's optimizer updates: each rule's state tables (after g and w) and its scalars (after the shrink table)
+UPDATES = (("adam", 2, 5), ("momentum", 1, 3), ("sgd", 0, 1))
 _state = {"lib": None, "why": None}
 _lock = threading.Lock()
 
@@ -103,9 +106,10 @@ def _bind(lib):
     if lib.fused_source() != source_hash():
         raise _Stale
     for dtype, c in _C.items():
-        f = getattr(lib, f"adam_{dtype.name}")
-        f.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_ssize_t] + [c] * 5
-        f.restype = None
+        for rule, states, scalars in UPDATES:
+            f = getattr(lib, f"{rule}_{dtype.name}")
+            f.argtypes = [ctypes.c_ssize_t] + [ctypes.c_void_p] * (4 + states) + [c] * scalars
+            f.restype = None
         for other in (dtype.name, "bool"):
             f = getattr(lib, f"multiply_{dtype.name}_{other}")
             f.argtypes = [ctypes.c_void_p] * 7
@@ -117,9 +121,22 @@ def _bind(lib):
         f = getattr(lib, f"colsum_{dtype.name}")
         f.argtypes = [ctypes.c_ssize_t] * 5 + [ctypes.c_int] + [ctypes.c_void_p] * 2
         f.restype = None
+        f = getattr(lib, f"row_max_{dtype.name}")
+        f.argtypes = [ctypes.c_void_p] + [ctypes.c_ssize_t] * 3 + [ctypes.c_void_p] * 2 + [ctypes.c_ssize_t]
+        f.restype = None
         f = getattr(lib, f"window_max_{dtype.name}")
         f.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_ssize_t] + [ctypes.c_void_p] * 6
         f.restype = None
+    lib.chain_numpy_loop.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+    lib.chain_numpy_loop.restype = None
+    lib.chain_gelu_constants.argtypes, lib.chain_gelu_constants.restype = [ctypes.c_double] * 3, None
+    lib.chain_gelu_constants(*GELU_CONSTANTS)
+    for f, name in enumerate(NUMPY_LOOPS):
+        for which, dtype in enumerate(_C):
+            found = ufuncs.loop(getattr(np, name), dtype)
+            _LOOPS[name, dtype] = found is not None
+            if found:
+                lib.chain_numpy_loop(f, which, *found)
     flag, n, ns = ctypes.c_void_p, ctypes.c_int, ctypes.c_longlong
     for name, args, result in (("flag_wait", [flag, n, ns, ns], n), ("flag_load", [flag], n),
                                ("flag_store", [flag, n], None), ("flag_exchange", [flag, n], n),
@@ -140,21 +157,16 @@ def _address(a: np.ndarray) -> int:
     return a.__array_interface__["data"][0]
 
 
-def adam(g, w, m, v, b1, b2, eps, step) -> bool:
-    """Adam's update of the 1-d contiguous blocks w, m, v from g in one pass (engine/training/optim.py
-    writes it as numpy's passes, each moment under the dtype's smallest normal number stored as +0),
-    if the library is at hand and the four share a float dtype; False where it does not apply, so the
-    caller runs numpy's passes.  The four must not overlap (they do not: the weights, their gradient
-    and the optimizer's two moments)."""
+def update(rule: str, dtype):
+    """fused.c's update `rule` (sgd, momentum, adam) over tables of arrays of dtype (notation/runtime/foreach.py
+    calls it), or None where the library is not at hand or dtype is not a float it takes."""
     lib = _lib()
-    dtype = w.dtype
-    if lib is None or dtype not in _C or any(a.dtype != dtype or not a.flags.c_contiguous for a in (g, m, v)) or \
-            not (w.flags.c_contiguous and w.flags.writeable and m.flags.writeable and v.flags.writeable) or \
-            not g.size == w.size == m.size == v.size:
-        return False
-    getattr(lib, f"adam_{dtype.name}")(_address(g), _address(w), _address(m), _address(v), w.size, b1, b2, eps, step,
-                                       _TINY[dtype])
-    return True
+    return getattr(lib, f"{rule}_{np.dtype(dtype).name}") if lib is not None and dtype in _C else None
+
+
+def tiny(dtype) -> float:
+    """dtype's smallest normal number: an update stores a moment of smaller magnitude as +0 (fused.c's FLUSH)."""
+    return _TINY[np.dtype(dtype)]
 
 
 ROW = 256  # multiply's last axis at most this long: on longer rows numpy's own loop is as fast or faster
@@ -166,21 +178,38 @@ def _strides(x: np.ndarray, ndim: int) -> np.ndarray:
     return np.array([0] * pad + [0 if n == 1 else s // x.itemsize for n, s in zip(x.shape, x.strides)], np.intp)
 
 
-def multiply(a, b, out) -> bool:
+def multiply(a, b, out, memo=None) -> bool:
     """np.multiply(a, b, out=out) in one C loop, the same bits, where numpy's cost per row outweighs
     its work: out up to 6-d, float, its last axis short (<= ROW) and contiguous in all three (a and b
-    broadcast against out on the others); b, or a, may be bool.  False where it does not apply."""
+    broadcast against out on the others); b, or a, may be bool.  False where it does not apply.
+    memo: a caller's one-entry list where the call worked out for the same three arrays is kept."""
     if a.dtype == bool:
         a, b = b, a  # a * b == b * a, to the bit
+    lib = _lib()
+    if lib is None:
+        return False
+    bound = memo[0] if memo is not None else None
+    if bound is None or bound[0] is not a or bound[1] is not b or bound[2] is not out or bound[3] is not lib:
+        bound = (a, b, out, lib, _multiply_call(lib, a, b, out))
+        if memo is not None:
+            memo[0] = bound
+    call = bound[4]
+    if call is None:
+        return False
+    call[0](*call[1:8])  # call[8]: the index array the addresses point into, kept alive with them
+    return True
+
+
+def _multiply_call(lib, a, b, out):
+    """(kernel, its arguments) of multiply for these arrays, or None where the loop does not apply."""
     plan = _plan(("multiply", a.dtype, a.shape, a.strides, b.dtype, b.shape, b.strides, out.dtype, out.shape,
                   out.strides), _multiply_plan, a, b, out)
-    lib = _lib() if plan else None
-    if lib is None or not out.flags.writeable or any(np.may_share_memory(out, x) for x in (a, b)):
-        return False  # numpy buffers an overlap; this loop would not
+    if not plan or not out.flags.writeable or any(np.may_share_memory(out, x) for x in (a, b)):
+        return None  # numpy buffers an overlap; this loop would not
     kernel, ints, at = plan
     step = ints.itemsize
-    getattr(lib, kernel)(_address(a), at, _address(b), at + 6 * step, _address(out), at + 12 * step, at + 18 * step)
-    return True
+    return (getattr(lib, kernel), _address(a), at, _address(b), at + 6 * step, _address(out), at + 12 * step,
+            at + 18 * step, ints)
 
 
 def _multiply_plan(a, b, out):
@@ -232,6 +261,28 @@ def window_max(inner, k, values, planes=None) -> bool:
     return True
 
 
+def row_max(inner, values, planes=None) -> bool:
+    """window_max over inner's last axis where that axis is contiguous and its other axes are one stride
+    of rows (a softmax's max[m] s[b,h,n,m]), values C-ordered, planes C-ordered (the window first): one
+    C loop, the same bits.  False where it does not apply."""
+    lib = _lib()
+    if lib is None or values.dtype not in _C or inner.dtype != values.dtype or inner.ndim != values.ndim + 1 or \
+            inner.shape[:-1] != values.shape or 0 in inner.shape or not values.flags.c_contiguous or \
+            not values.flags.writeable or inner.strides[-1] != inner.itemsize or np.may_share_memory(values, inner):
+        return False
+    live = [k for k in range(values.ndim) if inner.shape[k] != 1]
+    if any(inner.strides[p] != inner.strides[q] * inner.shape[q] for p, q in zip(live, live[1:])) or \
+            any(s % inner.itemsize for s in inner.strides):
+        return False
+    if planes is not None and not (planes.dtype == bool and planes.shape == inner.shape[-1:] + values.shape
+                                   and planes.flags.c_contiguous and planes.flags.writeable):
+        return False
+    xs = inner.strides[live[-1]] // inner.itemsize if live else 0
+    getattr(lib, f"row_max_{values.dtype.name}")(_address(inner), values.size, inner.shape[-1], xs, _address(values),
+                                                 None if planes is None else _address(planes), values.size)
+    return True
+
+
 def _window_plan(inner, k, values, planes):
     """The kernel, the window's size and the index array WINDOW_MAX (fused.c) reads for this layout, or
     False where the loop does not apply."""
@@ -257,7 +308,27 @@ def _window_plan(inner, k, values, planes):
     return f"window_max_{values.dtype.name}", len(offsets), ints, _address(ints)
 
 
-CHAIN_FUNCTIONS = ("id", "square", "twice", "drelu", "relu")  # fused.c's CHAIN_ID ...: each the same bits as numpy's
+# fused.c's CHAIN_ID ...: each the same bits as numpy's; from "tanh" on, numpy's own tanh loop runs inside
+CHAIN_FUNCTIONS = ("id", "square", "twice", "drelu", "relu", "tanh", "dtanh", "sigmoid", "dsigmoid", "gelu", "dgelu")
+ON_TANH = frozenset(CHAIN_FUNCTIONS[CHAIN_FUNCTIONS.index("tanh"):])
+# numpy's passes over its entries for each function that makes more than one (functions.py): the chain saves them
+NUMPY_PASSES = {"dtanh": 3, "sigmoid": 4, "dsigmoid": 5, "gelu": 8, "dgelu": 14}
+NUMPY_LOOPS = ("tanh", "exp")  # fused.c's NUMPY_TANH_LOOP, NUMPY_EXP_LOOP: numpy's own loops, run by the chain
+FINAL = ("exp",)  # a function a chain can apply to its whole sum (exp(s - sm)): numpy's loop on each block
+_LOOPS = {}  # (name, dtype) -> whether numpy's loop was found and handed to the library
+
+
+def chain_runs(functions, dtype) -> bool:
+    """Whether the library's chain can run these functions for dtype (those on tanh, and a final exp,
+    need numpy's own loop)."""
+    dtype = np.dtype(dtype)
+    return all(_LOOPS.get(("tanh" if f in ON_TANH else f, dtype), False) for f in functions
+               if f in ON_TANH or f in FINAL)
+
+
+def final_mode(name) -> int:
+    """The chain's mode bits that apply function `name` to the sum (fused.c's CHAIN: mode >> 1)."""
+    return 0 if name is None else (NUMPY_LOOPS.index(name) + 1) << 1
 CHAIN_OPS = 8  # fused.c's CHAIN_OPS: operands of one chain at most
 
 

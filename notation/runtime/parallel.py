@@ -10,7 +10,6 @@ waits on a thread it cannot see.
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 
 import numpy as np
 
@@ -86,32 +85,44 @@ def arithmetic() -> str:
 _arithmetic = None
 
 
-@contextmanager
 def serial_blas():
     """BLAS on one thread inside (every product of a training step, small ones too); the large
     ones are split over our own workers by matmul().  Nested uses cost nothing."""
-    global _depth
-    if not enabled() or _depth:
+    return _SerialBlas()
+
+
+class _SerialBlas:
+    """serial_blas()'s context: a class, not a generator, since some 150 nested uses a step each cost
+    a few microseconds that way."""
+
+    __slots__ = ("before",)
+
+    def __enter__(self):
+        global _depth
+        self.before = None
+        if not enabled() or _depth:
+            _depth += 1
+            return
+        _, blas = _setup()
         _depth += 1
+        # each library's own get and set (3 us) rather than threadpoolctl's limit() (10 us a call)
+        self.before = [(c, c.get_num_threads()) for c in blas.lib_controllers]
         try:
-            yield
+            for c, n in self.before:
+                if n != 1:
+                    c.set_num_threads(1)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+
+    def __exit__(self, *exc):
+        global _depth
+        try:
+            for c, n in self.before or ():
+                if n != 1:
+                    c.set_num_threads(n)
         finally:
             _depth -= 1
-        return
-    _, blas = _setup()
-    _depth += 1
-    # each library's own get and set (3 us) rather than threadpoolctl's limit() (10 us a call)
-    before = [(c, c.get_num_threads()) for c in blas.lib_controllers]
-    try:
-        for c, n in before:
-            if n != 1:
-                c.set_num_threads(1)
-        yield
-    finally:
-        for c, n in before:
-            if n != 1:
-                c.set_num_threads(n)
-        _depth -= 1
 
 
 def _under(err, fn, *args, **kwargs):
@@ -254,15 +265,19 @@ def matmul(a, b, out=None, add=None):
     pieces of _cut, whoever computes them: the bits never depend on the number of threads."""
     m, k = a.shape[-2], a.shape[-1]
     n = b.shape[-1]
-    stack = np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) if a.ndim > 2 or b.ndim > 2 else ()
-    cut = _cut(m, k, n) if a.ndim == 2 and b.ndim == 2 else None
+    if a.ndim == 2 and b.ndim == 2:
+        stack, cut = (), _cut(m, k, n)
+    else:
+        stack, cut = _stack(a.shape, b.shape), None
     if out is None and (add is not None or cut):
         out = np.empty(stack + (m, n), dtype=np.result_type(a, b))
     if cut:
         return _fixed(cut, a, b, out, add)
-    if not enabled():
+    if not _ENABLED:
         return _product(a, b, out, add)
     if WORKERS < 2 or not stack or max(stack) < WORKERS or 2 * math.prod(stack) * m * n * k < MIN_FLOPS:
+        if _depth:  # inside serial_blas() already (a training step, a forward): no context to enter
+            return _product(a, b, out, add)
         with serial_blas():
             return _product(a, b, out, add)
     if out is None:
@@ -272,3 +287,13 @@ def matmul(a, b, out=None, add=None):
     with serial_blas():
         _share(_product, halves)
     return out
+
+
+def _stack(a: tuple, b: tuple) -> tuple:
+    """The stack two matmul operands of these shapes broadcast to (np.broadcast_shapes costs some
+    microseconds a call; the stacks are mostly equal, or one operand is a single matrix)."""
+    if a[:-2] == b[:-2] or len(b) == 2:
+        return a[:-2]
+    if len(a) == 2:
+        return b[:-2]
+    return np.broadcast_shapes(a[:-2], b[:-2])
