@@ -50,7 +50,7 @@ CASES = [  # (input shape, kernel, stride, padding): odd and even sizes, kernels
 ]
 
 
-@pytest.mark.parametrize("algorithm", ["im2col", "im2col_cf", "fourier", "definition"])
+@pytest.mark.parametrize("algorithm", ["im2col", "im2col_cf", "col2im", "fourier", "definition"])
 @pytest.mark.parametrize("shape,kernel,stride,padding", CASES)
 def test_each_chain_gives_eq_15_16_17_as_the_reference_interpreter_evaluates_them(
         algorithm, shape, kernel, stride, padding):
@@ -87,7 +87,15 @@ def test_fourier_refuses_a_stride_and_says_what_to_choose():
 
 
 def test_auto_passes_over_an_algorithm_that_does_not_apply():
-    assert conv((2, 8, 8, 2), "auto", filters=3, kernel=3, stride=2, padding="same").algorithm == "im2col"
+    assert conv((2, 8, 8, 2), "auto", filters=3, kernel=3, stride=2, padding="same").algorithm != "fourier"
+
+
+@pytest.mark.parametrize("kernel", [1, 3])
+def test_auto_takes_col2im_where_a_stride_would_make_im2col_multiply_zeros(kernel):
+    """At stride 2 im2col's (16) spreads dz with zero rows and multiplies them; col2im's is one GEMM of
+    the product's own FLOPs, added back per window (modelled here, under the reference rates)."""
+    block = conv((8, 14, 14, 32), "auto", filters=64, kernel=kernel, stride=2, padding="same")
+    assert block.algorithm == "col2im"
 
 
 def test_auto_decides_once_at_load_by_modelled_cost_and_says_so():
@@ -110,7 +118,7 @@ def test_an_unknown_algorithm_names_the_choices(tmp_path):
         engine.load(text)
     msg = str(exc.value)
     assert "layer 'conv2', field 'algorithm'" in msg and "'winograd' not found" in msg
-    assert "'auto', 'definition', 'fourier', 'im2col', 'im2col_cf'" in msg
+    assert "'auto', 'definition', 'col2im', 'fourier', 'im2col', 'im2col_cf'" in msg
 
 
 def test_a_chain_that_disagrees_with_the_definition_stops_the_load_naming_layer_chain_and_error():
@@ -346,10 +354,10 @@ def measured(tmp_path, monkeypatch):
 def test_auto_times_each_chain_on_this_machine_once_and_keeps_the_timings(measured, tmp_path):
     text = spec_with(conv1="auto", conv2="auto")
     net = engine.load(text)
-    assert sorted(measured) == sorted(["im2col", "im2col_cf", "fourier"] * 2)  # each layer's chains, once
+    assert sorted(measured) == sorted(["im2col", "im2col_cf", "col2im", "fourier"] * 2)  # each layer's chains, once
     assert (tmp_path / "einsum-engine" / "algorithms.json").is_file()
     again = engine.load(text)
-    assert len(measured) == 6 and again.algorithms == net.algorithms  # the kept timings decide
+    assert len(measured) == 8 and again.algorithms == net.algorithms  # the kept timings decide
     chosen = [b["algorithm"] for b in plans.collect(net, 64)["blocks"] if b["algorithm"]]
     assert all(a["chosen"] == "auto, by timed cost" for a in chosen)
     assert "timed on this machine" in net.plans(64)

@@ -54,7 +54,7 @@ def finite_difference_error(block, seed=0, entries=40, h=1e-6):
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("padding", ["valid", "same"])
 @pytest.mark.parametrize("kernel", [2, 3])
-@pytest.mark.parametrize("algorithm", ["definition", "im2col", "im2col_cf", "fourier"])
+@pytest.mark.parametrize("algorithm", ["definition", "im2col", "im2col_cf", "col2im", "fourier"])
 def test_conv2d_jacobians_match_finite_differences(size, stride, padding, kernel, algorithm):
     if algorithm == "fourier" and stride > 1:
         pytest.skip("fourier refuses a stride: tests/test_algorithms.py")

@@ -207,3 +207,21 @@ def test_a_multiply_memo_serves_the_same_arrays_and_is_remade_for_others():
     assert fused.multiply(c, b, other, memo)
     np.testing.assert_array_equal(other, c * b)
     np.testing.assert_array_equal(out, a * b)  # the first result stays as it was
+
+
+@pytest.mark.usefixtures("built")
+def test_batch_norms_sums_give_the_same_bits_with_the_fused_loops_or_without(monkeypatch):
+    """resnet's training step in float32 (no dropout: the same step twice): batch norm's v, dg and dr in
+    fused.c's COLSUM or in numpy's passes, every gradient to the bit."""
+    import engine
+    net = engine.load(ROOT / "layers.yaml", network="resnet", seed=0)
+    rng = np.random.default_rng(7)
+    x, y = rng.random((8, 28, 28, 1)).astype(np.float32), np.arange(8) % 10
+    runs = []
+    for flag in ("0", "1"):
+        monkeypatch.setenv("NOTATION_FUSED", flag)
+        runs.append(net.loss_and_grads(x, y))
+    assert runs[0][0] == runs[1][0]
+    for layer, ps in runs[0][1].items():
+        for p, g in ps.items():
+            np.testing.assert_array_equal(g, runs[1][1][layer][p])

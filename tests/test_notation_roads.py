@@ -17,7 +17,7 @@ from notation.lowering import cost, roads
 from notation.lowering.reductions import ChunkedSum
 from notation.mathematics.reference import evaluate_run
 
-from conftest import ROOT
+from conftest import ROOT, needs_the_library
 
 BN = (64, 28, 28, 32)  # batch norm's dz, xh after resnet's stem at batch 64
 CHOICES = [  # equation, shapes, the road that runs
@@ -55,6 +55,9 @@ def test_the_plan_shows_every_road_weighed_with_its_modelled_time_and_the_bound(
     assert "weighed: batched GEMM" in line and "chunked sum of a product" in line
 
 
+DEAR_BLOCKS = cost.Rates(gemm=1e11, bandwidth=1e10, einsum=1e3, call=1e-6, block=1.0)  # stacks and np.einsum dear
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.integers(1, 5), st.integers(1, 40), st.integers(2, 9), st.integers(1, 3), st.booleans(),
        st.integers(1, 64))
@@ -65,9 +68,8 @@ def test_a_chunked_sum_agrees_with_the_loop_interpreter(b, n, k, factors, channe
     terms = [f"a{f}[{idx}]" for f in range(factors)]
     source = "y[k] = " + (" * ".join(terms) if factors > 1 else f"square({terms[0]})")  # a function's result, summed
     shape = (b, n, k) if channel_last else (k, b, n)
-    dear_blocks = cost.Rates(gemm=1e11, bandwidth=1e10, einsum=1e3, call=1e-6, block=1.0)
     with mock.patch.object(ChunkedSum, "CHUNK", chunk):
-        cost.use(dear_blocks)
+        cost.use(DEAR_BLOCKS)
         try:
             run = Equation(source).compile(shapes={f"a{f}": shape for f in range(factors)})
         finally:
@@ -124,3 +126,57 @@ def test_of_two_terms_the_one_that_writes_the_whole_result_runs_first_to_the_sam
     rng = np.random.default_rng(1)
     dmu, dxc = rng.standard_normal(5), rng.standard_normal((6, 5))
     assert np.array_equal(run(dmu=dmu, dxc=dxc), dmu * (1 / 7) + dxc)  # the scale, then the sum, as written
+
+
+
+def _term(t):
+    return f"square({t[7:-1]}[b,n,k])" if t.startswith("square") else f"{t}[b,n,k]"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k", [2, 5, 32, 70, 130])
+@pytest.mark.parametrize("factors", ["square(a0)", "a0 * a1", "square(a0) * a1", "a1 * square(a0)",
+                                     "a0 * a1 * a2", "a0 * a1 * a2 * a3", "a0 * a1 * a2 * a3 * a4"])
+def test_a_sum_over_the_leading_axes_gives_the_same_bits_in_the_fused_loop_as_in_numpys_passes(
+        monkeypatch, dtype, k, factors):
+    """fused.c's COLSUM (a leading square(x) read as x * x) against np.multiply and np.add.reduce, to the
+    bit: rows wider than its 64 registers' worth, a short last chunk, one to five factors (five, or a
+    square after the first factor: numpy's passes in both runs)."""
+    needs_the_library()
+    shape = (3, 37, k)
+    terms = factors.split(" * ")
+    names = sorted({t.removeprefix("square(").removesuffix(")") for t in terms})
+    with mock.patch.object(ChunkedSum, "CHUNK", 40 * k):
+        cost.use(DEAR_BLOCKS)  # the chunked road weighed cheapest, as on large shapes
+        try:
+            run = Equation("y[k] = " + " * ".join(map(_term, terms))).compile(shapes={n: shape for n in names})
+        finally:
+            cost.use(None)
+    assert run.strategies == ("chunked sum of a product",)
+    rng = np.random.default_rng(k)
+    arrays = {n: (rng.standard_normal(shape) * 100).astype(dtype) for n in names}
+    sums = []
+    for flag in ("0", "1"):
+        monkeypatch.setenv("NOTATION_FUSED", flag)
+        sums.append(run(**arrays))
+    np.testing.assert_array_equal(sums[0].view(np.uint8), sums[1].view(np.uint8))
+    np.testing.assert_allclose(sums[1], evaluate_run(run, **arrays), rtol=1e-4 if dtype == np.float32 else 1e-12)
+
+
+def test_a_single_column_is_not_summed_in_chunks_of_rows():
+    """numpy sums one column pairwise, no loop of ours row after row: such a sum takes another road."""
+    run = Equation("y[k] = a[b,n,k] * c[b,n,k]").compile(shapes={"a": (64, 784, 1), "c": (64, 784, 1)})
+    assert run.strategies != ("chunked sum of a product",)
+
+
+def test_a_chunked_sum_reads_the_arrays_of_each_call_not_the_last_ones():
+    """The C loop's arguments are kept while the same arrays come back (a step's buffers); other
+    arrays, or the same ones written again, give their own sums."""
+    run = Equation("v[k] = square(x[b,i,j,k]) * y[b,i,j,k]").compile(shapes={"x": BN, "y": BN})
+    assert run.strategies == ("chunked sum of a product",)
+    rng = np.random.default_rng(3)
+    x, y = rng.standard_normal(BN).astype(np.float32), rng.standard_normal(BN).astype(np.float32)
+    first = run(x=x, y=y)
+    np.testing.assert_allclose(run(x=x * 2, y=y), 4 * first, rtol=1e-4)
+    x *= 3
+    np.testing.assert_allclose(run(x=x, y=y), 9 * first, rtol=1e-4)

@@ -188,3 +188,15 @@ def bound_seconds(flops, entries, itemsize, r: Rates) -> float:
     """The roofline bound: the FLOPs at the GEMM rate or the bytes at the bandwidth, whichever is longer,
     and never less than one numpy call (the floor of any road here, for a product of a few entries)."""
     return max(flops / r.gemm, itemsize * entries / r.bandwidth, r.call)
+
+
+VECTOR = 3.0  # fused.c's TAPS on a contiguous row (vectors in registers) against np.einsum's loop, per FLOP
+SCALAR = 0.5  # the same loop one entry at a time (a row strided in the result)
+ROW_FLOPS = 30  # a row's setup (its pointers, its store), in np.einsum's FLOPs (3-5 ns measured here)
+
+
+def taps_seconds(macs, rows, entries, vector, itemsize, r: Rates) -> float:
+    """fused.c's TAPS: `macs` multiply-adds at a multiple of np.einsum's rate (VECTOR on a contiguous row,
+    SCALAR without), each of `rows` rows' setup, or the bytes it reads and writes, whichever is longer."""
+    flops = 2 * macs / (VECTOR if vector else SCALAR) + ROW_FLOPS * rows
+    return max(flops / r.einsum, itemsize * entries / r.bandwidth)

@@ -9,6 +9,7 @@ import math
 import numpy as np
 
 from ..language.ast import Ref
+from ..runtime import taps
 from .steps import c_strides
 from .views import View, injective
 
@@ -17,7 +18,8 @@ class Fold:
     """Adds a product's result into the result buffer at the positions its index terms name."""
 
     def __init__(self, lhs_axes, result_indices, extents, symbols, result_shape):
-        self.view = View.of(Ref("result", tuple(lhs_axes)), extents, symbols, tuple(result_shape))
+        self.result_shape = tuple(result_shape)
+        self.view = View.of(Ref("result", tuple(lhs_axes)), extents, symbols, self.result_shape)
         self.result_indices = tuple(result_indices)  # axes of the product's einsum result
         self.broadcast = tuple(i for i in self.view.indices if i not in result_indices)
         # probe with unit element strides: which indices can be sliced at once, which looped
@@ -50,6 +52,9 @@ class Fold:
     def __call__(self, out: np.ndarray, result: np.ndarray):
         target = self.view(out, writeable=True)
         src = self._lined(result)
+        if (self.loop or not self.plain) and taps.loop(src, self.view.indices, None, None, target,
+                                                       self.view.indices, groups=self.loop, add=True):
+            return  # one C loop: the same adds, slice after slice in the same order (the same bits)
         if not self.loop:
             if not (self.broadcast and _add_repeated(target, src)):
                 target += src

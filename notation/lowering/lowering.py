@@ -196,6 +196,7 @@ class CompiledProduct:
         if isinstance(f, Ref):
             view = View.of(f, extents, symbols, shapes[f.name])
             op = Operand("view", view.indices, view.shape, view=view)
+            op.array_shape = tuple(shapes[f.name])  # the array it views (a road's model lays it out)
             op.entries = min(math.prod(view.shape), math.prod(shapes[f.name]))  # what memory holds of it
             return op
         if isinstance(f, Delta):

@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from ..runtime import parallel
+from ..runtime import fused, parallel
 from . import cost
 from .strategies import Strategy
 
@@ -72,14 +72,19 @@ class SumGemv(Strategy):
 
 class ChunkedSum(SumGemv):
     """A sum of a product whose operands all carry every index, in one memory order (batch norm's
-    `dg[k] = dz[b,i,j,k] * xh[b,i,j,k]`, layer norm's per-example sums): the product made a chunk of
-    CHUNK entries at a time, in cache, and each chunk summed by a GEMV with ones; the chunks' sums
-    are added in their order.  One pass over the operands, on both cores, and the same bits on one
-    thread or two.  opt_einsum's road for it is a batched GEMM of 1xN by Nx1 blocks, one per k, that
-    first copies both operands transposed (0.6 GB/s)."""
+    `dg[k] = dz[b,i,j,k] * xh[b,i,j,k]`, layer norm's per-example sums), a chunk of CHUNK entries at a
+    time: summed over the leading (row) axes, each chunk's rows are added one after another in one C
+    pass (fused.c's COLSUM; batch norm's square(xc) read as xc * xc) or, without the library,
+    numpy's multiply and np.add.reduce, to the same bits; summed over the trailing axes, each chunk's
+    product is made in cache and its rows times ones (a GEMV).  The chunks' sums are added in their
+    order: the same bits on one thread or two.  opt_einsum's road for it is a batched GEMM of 1xN by
+    Nx1 blocks, one per k, that first copies both operands transposed (0.6 GB/s)."""
 
     name = "chunked sum of a product"
     CHUNK = 1 << 15  # entries a chunk holds (128 KiB in float32): fixed, so the bits never depend on the machine
+    # COLSUM's chunks are shared between the workers from this many entries: below it the hand-off costs
+    # more than half the pass (batch 64 after resnet's first pool, 401,408 entries: 0.04 ms on one thread)
+    SPLIT = 1 << 20
 
     def __init__(self, product, writes, leading):
         Strategy.__init__(self, product)
@@ -93,15 +98,18 @@ class ChunkedSum(SumGemv):
         self.chunks = [slice(s, min(s + self.rows_per, rows)) for s in range(0, rows, self.rows_per)]
         self.shape = (rows, row)
         self.buffers = {}  # (dtype, worker) -> scratch; dtype -> (ones, partial sums)
-        how = "a GEMV with ones per chunk, the chunks' sums added in order" if leading else \
-            "each chunk's rows times ones"
-        self.runs = (f"{len(self.chunks)} chunks of {self.rows_per} x {row}: np.multiply into a buffer in cache, "
-                     f"{how}, " + ("written into the result" if writes else "folded"))
+        self.last = None  # (the arrays read, COLSUM's call for them, the dtype, the library)
+        self.reads = self._reads() if leading else None
+        how = "each chunk's rows added in order (fused.c's COLSUM, in one pass), the chunks' sums in order" \
+            if leading else "np.multiply into a buffer in cache, each chunk's rows times ones"
+        self.runs = f"{len(self.chunks)} chunks of {self.rows_per} x {row}: {how}, " + \
+            ("written into the result" if writes else "folded")
 
     @staticmethod
     def fits(product) -> str | None:
-        """'leading' where every operand is a C-ordered array on the summed indices then the result's,
-        'trailing' where on the result's then the summed ones; else None."""
+        """'leading' where every operand is a C-ordered array on the summed indices then the result's (of
+        2 entries or more: numpy sums a single column pairwise), 'trailing' where on the result's then
+        the summed ones; else None."""
         p = product
         if not p.summed or not p.out_indices or not p.operands:
             return None
@@ -110,7 +118,8 @@ class ChunkedSum(SumGemv):
                 op.kind == "view" and op.view.identity)) for op in p.operands):
             return None
         n = len(p.summed)
-        if set(idx[:n]) == set(p.summed) and idx[n:] == p.out_indices:
+        if set(idx[:n]) == set(p.summed) and idx[n:] == p.out_indices and \
+                math.prod(p.extents[i] for i in p.out_indices) >= 2:
             return "leading"
         if set(idx[-n:]) == set(p.summed) and idx[:-n] == p.out_indices:
             return "trailing"
@@ -119,7 +128,7 @@ class ChunkedSum(SumGemv):
     def modelled(self, itemsize, r) -> float:
         entries = sum(math.prod(op.shape) for op in self.product.operands)
         # shared by PARTS workers, whatever WORKERS is: the road, and so the bits, never depend on the thread count
-        calls = len(self.product.operands) * len(self.chunks) / parallel.PARTS
+        calls = (2 if self.leading else len(self.product.operands) * len(self.chunks)) / parallel.PARTS
         return cost.pass_seconds(entries, itemsize, r, calls=calls + 2)
 
     def _ones(self, dtype):
@@ -148,29 +157,74 @@ class ChunkedSum(SumGemv):
                 np.multiply(values[0][s], values[1][s], out=tmp)
                 for v in values[2:]:
                     np.multiply(tmp, v[s], out=tmp)
-            if self.leading:
-                np.matmul(ones[:tmp.shape[0]], tmp, out=dest[c])
+            if self.leading:  # row after row, as fused.c's COLSUM adds them
+                np.add.reduce(tmp, axis=0, out=dest[c])
             else:
                 np.matmul(tmp, ones, out=dest[s])
 
+    def _reads(self):
+        """[(the array's name, whether read as square(x))] for COLSUM, or None where an operand is another
+        function of an array (numpy makes it first): operands are views or, the first, square(x)."""
+        reads = []
+        for n, op in enumerate(self.product.operands):
+            if op.kind == "call" and op.func.name == "square" and n == 0 and op.argument.is_view:
+                reads.append((op.argument.products[0].operands[0].view.name, True))
+            elif op.kind == "view":
+                reads.append((op.view.name, False))
+            else:
+                return None
+        return reads
+
+    def _colsum(self, arrays, dtype, partial):
+        """fused.c's COLSUM call for these arrays (the leading layout, the library at hand, every operand a
+        C-ordered block of dtype, a leading square(x) read as x * x, the same bits), made once while the
+        same arrays come back (a step's buffers); else None."""
+        lib = fused.library()
+        if self.reads is None or lib is None:
+            return None
+        sources = [arrays[name] for name, _ in self.reads]
+        last = self.last
+        if last is not None and last[2] == dtype and last[3] is lib and all(a is b for a, b in zip(last[0], sources)):
+            return last[1]
+        blocks = []
+        for op, (name, square) in zip(self.product.operands, self.reads):
+            block = op.argument.as_view(arrays) if square else op.view(arrays[name])
+            if block.dtype != dtype or not block.flags.c_contiguous or block.size != partial.shape[1] * self.shape[0]:
+                blocks = None
+                break
+            blocks += [block, block] if square else [block]
+        call = blocks and fused.colsum_arguments(self.rows_per, self.shape[0], self.shape[1], blocks, partial)
+        self.last = (sources, call or None, dtype, lib)
+        return call or None
+
     def run(self, arrays, out, positions):
         p = self.product
-        values = [op.evaluate(arrays, out.dtype, positions) for op in p.operands]
-        dtype = np.result_type(*values)
-        if dtype.kind not in "fc":
-            self._write(out, np.einsum(p.einsum, *values).astype(out.dtype), False)
-            return
-        values = [v.reshape(self.shape) for v in values]
-        ones, partial = self._ones(dtype)
+        dtype = out.dtype
+        ones, partial = self._ones(dtype) if dtype.kind == "f" else (None, None)
+        call = self._colsum(arrays, dtype, partial) if self.leading and partial is not None else None
+        if call is None:
+            values = [op.evaluate(arrays, out.dtype, positions) for op in p.operands]
+            dtype = np.result_type(*values)
+            if dtype.kind not in "fc":
+                self._write(out, np.einsum(p.einsum, *values).astype(out.dtype), False)
+                return
+            values = [v.reshape(self.shape) for v in values]
+            ones, partial = self._ones(dtype)
         direct = self.writes and out.dtype == dtype and out.flags.c_contiguous
         result = out.reshape(-1) if direct else np.empty(self.n_out, dtype)
         dest = partial if self.leading else result
-        items = list(range(len(self.chunks)))
         with parallel.serial_blas():
-            if self.n_sum * self.n_out >= parallel.MIN_ENTRIES and len(items) > 1:
-                parallel.each(lambda part: self._part(values, dest, ones, part), items)
+            if call is not None:
+                kernel, args, _ = call
+                n = len(self.chunks)
+                if self.n_sum * self.n_out >= self.SPLIT and n > 1:
+                    parallel.each(lambda part: [kernel(s.start, s.stop, *args) for s in part], parallel.cuts(n))
+                else:
+                    kernel(0, n, *args)
+            elif self.n_sum * self.n_out >= parallel.MIN_ENTRIES and len(self.chunks) > 1:
+                parallel.each(lambda part: self._part(values, dest, ones, part), list(range(len(self.chunks))))
             else:
-                self._part(values, dest, ones, items)
+                self._part(values, dest, ones, list(range(len(self.chunks))))
             if self.leading:  # the chunks' sums, added in their order
-                np.matmul(ones[:len(self.chunks)], partial, out=result)
+                np.add.reduce(partial, axis=0, out=result)
         self._write(out, result.reshape(tuple(p.extents[i] for i in p.out_indices)), direct)

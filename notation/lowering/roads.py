@@ -19,6 +19,7 @@ from .strategies import (
     Strategy,
     TurnedGemm,
 )
+from .taps import Taps
 
 ITEMSIZE = 4  # the model's bytes per entry: float32, the engine's default (only ratios between roads matter)
 MARGIN = 1.25  # another road replaces the rule's only where modelled this many times faster: a choice
@@ -40,7 +41,8 @@ def choose(product, first: bool) -> Strategy:
     if first and p.direct and p.perm is not None:
         return GatherCopy(p)
     if len(ops) >= 2 and not p.summed and all(op.distinct for op in ops):
-        return Elementwise(p, first)
+        road = Elementwise(p, first)
+        return cheapest(road, [Taps(p, first)]) if p.fold.loop and Taps.fits(p) else road
     if len(ops) == 1 and ops[0].kind == "view" and not p.summed and ops[0].distinct:
         return AddView(p, first)
     writes = first and p.direct
@@ -49,9 +51,9 @@ def choose(product, first: bool) -> Strategy:
         return SumGemv(p, writes, sums == "leading")
     road = _path(p, writes)
     chunked = ChunkedSum.fits(p)
-    if chunked:
-        road = cheapest(road, [ChunkedSum(p, writes, chunked == "leading")])
-    return road
+    if chunked:  # a per-channel sum of a product (batch norm's dg): chunks on both cores
+        return cheapest(road, [ChunkedSum(p, writes, chunked == "leading")])
+    return cheapest(road, [Taps(p, first)]) if Taps.fits(p) else road
 
 
 def cheapest(default: Strategy, others) -> Strategy:

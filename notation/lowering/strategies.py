@@ -41,6 +41,13 @@ class Strategy:
         return cost.pass_seconds(sum(math.prod(op.shape) for op in p.operands) + math.prod(p.fold.view.shape),
                                  itemsize, r)
 
+    def _fold_seconds(self, itemsize, r) -> float:
+        """Modelled seconds of folding a result made apart into out: each entry read, and its target read
+        and written, a row of the fold's view at a time (notation/runtime/taps.py's loop)."""
+        shape = self.product.fold.view.shape
+        entries = math.prod(shape)
+        return cost.taps_seconds(0, entries // max(shape[-1] if shape else 1, 1), 3 * entries, True, itemsize, r)
+
     def _finish(self, out, result):
         """Scale the product's result and fold it into out (a scatter or a plain add)."""
         p = self.product
@@ -153,6 +160,18 @@ class Elementwise(Strategy):
         self.last = None  # (the operands, out, their lined-up views, dest) of the last run: made once per arrays
         self.memo = [None]  # fused.multiply's call for the last arrays
 
+    def modelled(self, itemsize, r) -> float:
+        """One pass over the operands and the product; for a scatter (a fold that loops), also a call's
+        worth per row where an operand is broadcast (rows of a few channels) and the fold's own pass.
+        (A plain result's rows and folds are the fused chain's to weigh: notation/lowering/chains.py.)"""
+        if not self.product.fold.loop:
+            return super().modelled(itemsize, r)
+        shape = self.out_shape or (1,)
+        broadcast = any(len(op.indices) < len(shape) for op in self.product.operands)
+        rows = math.prod(shape[:-1]) if broadcast and shape[-1] <= fused.ROW else 0
+        return super().modelled(itemsize, r) + cost.taps_seconds(0, rows, 0, True, itemsize, r) + \
+            (0.0 if self.in_place else self._fold_seconds(itemsize, r))
+
     def run(self, arrays, out, positions):
         p = self.product
         dtype = out.dtype
@@ -242,9 +261,15 @@ class Path(Strategy):
             else:
                 flops = 2 * math.prod(sizes[i] for i in set(inputs.replace(",", "")))
                 entries = sum(math.prod(s) for s in shapes) + math.prod(sizes[i] for i in out)
-                total += cost.einsum_seconds(flops, entries, itemsize, r)
-        if not self.writes:
-            total += cost.pass_seconds(2 * math.prod(p.fold.view.shape), itemsize, r)
+                # a sum's loop restarts for each row of the largest operand's last axis (a window's few channels)
+                big = max(inputs.split(","), key=lambda t: math.prod(sizes[i] for i in t))
+                summed = set(inputs.replace(",", "")) - set(out)
+                rows = math.prod(sizes[i] for i in big[:-1]) if summed and big and sizes[big[-1]] <= fused.ROW else 0
+                total += cost.einsum_seconds(flops, entries, itemsize, r) + cost.ROW_FLOPS * rows / r.einsum
+        if not self.writes:  # a scatter's or strided fold row by row; a plain one a pass (the chain weighs those)
+            plain = p.fold.plain and not p.fold.loop
+            total += cost.pass_seconds(2 * math.prod(p.fold.view.shape), itemsize, r) if plain else \
+                self._fold_seconds(itemsize, r)
         return total
 
     def _scratch(self, dtype):

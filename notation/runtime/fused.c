@@ -7,6 +7,7 @@
  */
 #include <math.h>
 #include <stddef.h>
+#include <string.h>
 
 /* The first 16 hex digits of this file's SHA-256, given by scripts/setup.sh: fused.py runs a library
  * only if it was built from the fused.c beside it. */
@@ -143,45 +144,84 @@ MULTIPLY(multiply_float64_bool, double, unsigned char)
  * axes of n[0..3] entries and rows of n[4] entries, contiguous in x, values and planes alike; xs, vs
  * and ps are the outer strides (in entries) of x, values and the planes, xo and po each offset's
  * start in x and in planes.  numpy pays a call per row of a few channels for each of its passes. */
-#define WINDOW_MAX(NAME, T)                                                                             \
-    void NAME(const T *x, const ptrdiff_t *xs, const ptrdiff_t *xo, ptrdiff_t w, T *values,             \
-              const ptrdiff_t *vs, unsigned char *planes, const ptrdiff_t *ps, const ptrdiff_t *po,     \
-              const ptrdiff_t *n) {                                                                     \
+/* WINDOW_MAX works on vectors of 32 bytes (GCC's vector extensions: 8 floats or 4 doubles; wider ones
+ * are not lowered to each clone's registers, and ran 20 times slower) and leaves only a row's last few
+ * entries to plain loops: on rows of a few channels GCC's own vectorised loops spent most of their
+ * time starting and ending.  A first maximum's hits are made as ints a row at a time, then narrowed
+ * to the planes' bytes (written a lane at a time they ran 3 times slower).  The pool after resnet's
+ * stem at batch 64, one thread, a busy machine: 0.80-0.93 -> 0.56-0.63 ms with positions, 0.41-0.61
+ * -> 0.23 ms without. */
+typedef float window_f32 __attribute__((vector_size(32)));
+typedef double window_f64 __attribute__((vector_size(32)));
+typedef int window_i32 __attribute__((vector_size(32)));
+typedef long long window_i64 __attribute__((vector_size(32)));
+
+/* MAXIMUM on vectors: a where a > b or a is NaN, else b (a select of the bits) */
+#define WINDOW_VMAX(V, I, a, b) ({ const I m_ = ((a) > (b)) | ((a) != (a)); (V)((m_ & (I)(a)) | (~m_ & (I)(b))); })
+#define WINDOW_LOAD(V, p) ({ V v_; memcpy(&v_, (p), sizeof v_); v_; })
+
+#define WINDOW_MAX(NAME, T, V, I, W)                                                                    \
+    WIDEST void NAME(const T *x, const ptrdiff_t *xs, const ptrdiff_t *xo, ptrdiff_t w, T *values,      \
+                     const ptrdiff_t *vs, unsigned char *planes, const ptrdiff_t *ps, const ptrdiff_t *po, \
+                     const ptrdiff_t *n) {                                                              \
+        enum { LANES = sizeof(V) / sizeof(T) };                                                         \
         unsigned char seen[CHUNK];                                                                      \
+        W hits[CHUNK], opened[CHUNK];  /* per lane: -1 or 0, as the vectors' compares give them */      \
         for (ptrdiff_t i0 = 0; i0 < n[0]; i0++)                                                         \
         for (ptrdiff_t i1 = 0; i1 < n[1]; i1++)                                                         \
         for (ptrdiff_t i2 = 0; i2 < n[2]; i2++)                                                         \
         for (ptrdiff_t i3 = 0; i3 < n[3]; i3++)                                                         \
         for (ptrdiff_t k0 = 0; k0 < n[4]; k0 += CHUNK) {                                                \
-            const ptrdiff_t m = n[4] - k0 < CHUNK ? n[4] - k0 : CHUNK;                                  \
+            const ptrdiff_t m = n[4] - k0 < CHUNK ? n[4] - k0 : CHUNK, whole = m - m % LANES;           \
             const T *row = x + i0 * xs[0] + i1 * xs[1] + i2 * xs[2] + i3 * xs[3] + k0;                  \
             T *restrict v = values + i0 * vs[0] + i1 * vs[1] + i2 * vs[2] + i3 * vs[3] + k0;            \
-            const T *restrict a = row + xo[0];                                                          \
-            if (w == 1) {                                                                               \
-                for (ptrdiff_t k = 0; k < m; k++) v[k] = a[k];                                          \
-            } else {                                                                                    \
-                const T *restrict b = row + xo[1];                                                      \
-                for (ptrdiff_t k = 0; k < m; k++) v[k] = MAXIMUM(a[k], b[k]);                           \
+            unsigned char *at = planes ? planes + i0 * ps[0] + i1 * ps[1] + i2 * ps[2] + i3 * ps[3] + k0 \
+                                       : NULL;                                                          \
+            for (ptrdiff_t k = 0; k < whole; k += LANES) {                                              \
+                V vk = WINDOW_LOAD(V, row + xo[0] + k);                                                 \
+                for (ptrdiff_t o = 1; o < w; o++) {                                                     \
+                    const V b = WINDOW_LOAD(V, row + xo[o] + k);                                        \
+                    vk = WINDOW_VMAX(V, I, vk, b);                                                      \
+                }                                                                                       \
+                memcpy(v + k, &vk, sizeof vk);                                                          \
             }                                                                                           \
-            for (ptrdiff_t o = 2; o < w; o++) {                                                         \
-                const T *restrict b = row + xo[o];                                                      \
-                for (ptrdiff_t k = 0; k < m; k++) v[k] = MAXIMUM(v[k], b[k]);                           \
-            }                                                                                           \
-            if (!planes)                                                                                \
+            if (at)  /* the first maxima: each offset's hits as ints in a row of lanes, then narrowed */ \
+                for (ptrdiff_t o = 0; o < w; o++) {                                                     \
+                    for (ptrdiff_t k = 0; k < whole; k += LANES) {                                      \
+                        const V vk = WINDOW_LOAD(V, v + k);                                             \
+                        const I open = o ? WINDOW_LOAD(I, opened + k) : ~(I){0};                        \
+                        const I hit = (WINDOW_LOAD(V, row + xo[o] + k) == vk) & open;                   \
+                        const I left = open & ~hit;                                                     \
+                        memcpy(hits + k, &hit, sizeof hit);                                             \
+                        memcpy(opened + k, &left, sizeof left);                                         \
+                    }                                                                                   \
+                    unsigned char *restrict h = at + po[o];                                             \
+                    for (ptrdiff_t k = 0; k < whole; k++) h[k] = (unsigned char)(hits[k] & 1);          \
+                }                                                                                       \
+            if (whole == m)                                                                             \
                 continue;                                                                               \
-            unsigned char *at = planes + i0 * ps[0] + i1 * ps[1] + i2 * ps[2] + i3 * ps[3] + k0;        \
-            unsigned char *restrict h = at + po[0];                                                     \
-            for (ptrdiff_t k = 0; k < m; k++) seen[k] = h[k] = a[k] == v[k];                            \
+            const ptrdiff_t rest = m - whole;  /* the row's last entries, one by one */                 \
+            const T *restrict a = row + xo[0] + whole;                                                  \
+            v += whole;                                                                                 \
+            for (ptrdiff_t k = 0; k < rest; k++) v[k] = a[k];                                           \
             for (ptrdiff_t o = 1; o < w; o++) {                                                         \
-                const T *restrict b = row + xo[o];                                                      \
-                h = at + po[o];                                                                         \
-                FIRST_HITS(h, b, v, seen, m)                                                            \
+                const T *restrict b = row + xo[o] + whole;                                              \
+                for (ptrdiff_t k = 0; k < rest; k++) v[k] = MAXIMUM(v[k], b[k]);                        \
+            }                                                                                           \
+            if (!at)                                                                                    \
+                continue;                                                                               \
+            unsigned char *restrict h = at + po[0] + whole;                                             \
+            for (ptrdiff_t k = 0; k < rest; k++) seen[k] = h[k] = a[k] == v[k];                         \
+            for (ptrdiff_t o = 1; o < w; o++) {                                                         \
+                const T *restrict b = row + xo[o] + whole;                                              \
+                h = at + po[o] + whole;                                                                 \
+                FIRST_HITS(h, b, v, seen, rest)                                                         \
             }                                                                                           \
         }                                                                                               \
     }
 
-WINDOW_MAX(window_max_float32, float)
-WINDOW_MAX(window_max_float64, double)
+WINDOW_MAX(window_max_float32, float, window_f32, window_i32, int)
+WINDOW_MAX(window_max_float64, double, window_f64, window_i64, long long)
 
 /* The same max over a window that is each row's w contiguous entries (a softmax's max over its last
  * axis), where WINDOW_MAX would take the rows one entry at a time: row r starts at x + r * xs; values, and
@@ -426,6 +466,48 @@ static void chain_next(chain_at *at, const ptrdiff_t *outer, const ptrdiff_t *os
 CHAIN(chain_float32, float, 0)
 CHAIN(chain_float64, double, 1)
 
+/* Per-column sums of a product (batch norm's dg[k] = dz[b,i,j,k] * xh[b,i,j,k], its v of square(xc)
+ * as xc * xc): the nops (1 to 4) operands are C-ordered (rows, n) blocks; the rows are cut in chunks
+ * of `per`, and chunk c's sums go to partial[c * n ...]: partial[c, k] = ((0 + p[r0, k]) + p[r0 + 1, k])
+ * + ..., p = a0 * a1 * ... in that order, as numpy's multiply passes and np.add.reduce(axis=0) make
+ * them (row after row, from +0; the caller keeps n >= 2, where numpy does not sum pairwise).  Chunks
+ * [c0, c1) only: the workers take a part each, and a chunk's sums never depend on which worker made
+ * them.  One pass over the operands, each row's product added as it is made into COLSUM_WIDTH sums
+ * held in registers (made in a block first and added from there: 0.28-0.40 against 0.17 ms for dg at
+ * resnet's stem). */
+#define COLSUM_WIDTH 64
+
+#define COLSUM_ROWS(T, P)                                                                               \
+    for (ptrdiff_t r = r0; r < r1; r++) {                                                               \
+        const T *restrict x0 = ops[0] + r * n + k0, *restrict x1 = ops[nops > 1] + r * n + k0;          \
+        const T *restrict x2 = ops[nops > 2 ? 2 : 0] + r * n + k0;                                      \
+        const T *restrict x3 = ops[nops > 3 ? 3 : 0] + r * n + k0;                                      \
+        for (ptrdiff_t e = 0; e < m; e++) s[e] = s[e] + (P);                                            \
+    }
+
+#define COLSUM(NAME, T)                                                                                 \
+    WIDEST void NAME(ptrdiff_t c0, ptrdiff_t c1, ptrdiff_t per, ptrdiff_t rows, ptrdiff_t n, int nops,  \
+                     const T *const *ops, T *partial) {                                                 \
+        for (ptrdiff_t c = c0; c < c1; c++) {                                                           \
+            const ptrdiff_t r0 = c * per, r1 = r0 + per < rows ? r0 + per : rows;                       \
+            for (ptrdiff_t k0 = 0; k0 < n; k0 += COLSUM_WIDTH) {                                        \
+                const ptrdiff_t m = n - k0 < COLSUM_WIDTH ? n - k0 : COLSUM_WIDTH;                      \
+                T s[COLSUM_WIDTH];                                                                      \
+                for (ptrdiff_t e = 0; e < COLSUM_WIDTH; e++) s[e] = 0;                                  \
+                switch (nops) {                                                                         \
+                case 1: COLSUM_ROWS(T, x0[e]) break;                                                    \
+                case 2: COLSUM_ROWS(T, x0[e] * x1[e]) break;                                            \
+                case 3: COLSUM_ROWS(T, x0[e] * x1[e] * x2[e]) break;                                    \
+                default: COLSUM_ROWS(T, x0[e] * x1[e] * x2[e] * x3[e]) break;                           \
+                }                                                                                       \
+                for (ptrdiff_t e = 0; e < m; e++) partial[c * n + k0 + e] = s[e];                       \
+            }                                                                                           \
+        }                                                                                               \
+    }
+
+COLSUM(colsum_float32, float)
+COLSUM(colsum_float64, double)
+
 /* Hand-offs between the threads of notation/crew.py: a flag in shared memory, watched by spinning for
  * a bounded time, without the GIL (ctypes releases it), before the watcher falls back to sleeping on a
  * queue.  Waking a sleeping thread costs 25-30 us on a VM; a spinning one sees the flag at once. */
@@ -496,3 +578,100 @@ int flag_done_wait(int *done, int number, int *awaited, int *woke, const int *po
 int flag_load(const int *flag) { return __atomic_load_n(flag, __ATOMIC_SEQ_CST); }
 void flag_store(int *flag, int v) { __atomic_store_n(flag, v, __ATOMIC_SEQ_CST); }
 int flag_exchange(int *flag, int v) { return __atomic_exchange_n(flag, v, __ATOMIC_SEQ_CST); }
+
+/* Sums over taps (notation/runtime/taps.py): for each group g in order, over [r0, r1) of the first of
+ * 5 outer axes and a row, n[0..5] entries (strides as, bs, os in entries), each entry e gets
+ *   v = a[e + ga + ta0] * b[e + gb + tb0] + a[e + ga + ta1] * b[e + gb + tb1] + ...  (left to right)
+ * then out[e + go] = v (times scale where scaled), or out[e + go] + that (add).  With b NULL the taps
+ * are a's entries alone.  at: n, as, bs, os (6 each), per group (ga, gb, go), per tap (ta, tb).  The
+ * float operations of taps.py's numpy passes, in their order: the same bits.  Where the row is
+ * contiguous in out (and in a and b, or broadcast) it runs TAPS_W entries at a time in registers. */
+#define TAPS_W 8
+#define LOADV(V, p) ({ V v_; memcpy(&v_, (p), sizeof v_); v_; })
+#define TAPS_OUTER(T, ...)                                                                              \
+    for (ptrdiff_t g = 0; g < groups; g++)                                                              \
+    for (ptrdiff_t i0 = r0; i0 < r1; i0++)                                                              \
+    for (ptrdiff_t i1 = 0; i1 < n[1]; i1++)                                                             \
+    for (ptrdiff_t i2 = 0; i2 < n[2]; i2++)                                                             \
+    for (ptrdiff_t i3 = 0; i3 < n[3]; i3++) {                                                           \
+        const T *pa = a + go[3 * g] + i0 * as[0] + i1 * as[1] + i2 * as[2] + i3 * as[3];                \
+        const T *pb = b + go[3 * g + 1] + i0 * bs[0] + i1 * bs[1] + i2 * bs[2] + i3 * bs[3];            \
+        T *po = out + go[3 * g + 2] + i0 * os[0] + i1 * os[1] + i2 * os[2] + i3 * os[3];                \
+        ptrdiff_t i4 = 0;                                                                               \
+        __VA_ARGS__                                                                                     \
+    }
+#define TAPS_NEST(T, ROW) \
+    TAPS_OUTER(T, for (; i4 < n[4]; i4++, pa += as[4], pb += bs[4], po += os[4]) { ROW })
+/* one row: TAPS_W entries at a time as vectors (VEXPR), the rest one by one (SEXPR, its k-th entry) */
+#define TAPS_VROW(T, V, VEXPR, SEXPR)                                                                   \
+    ptrdiff_t k0 = 0;                                                                                   \
+    for (; k0 + TAPS_W <= n[5]; k0 += TAPS_W) {                                                         \
+        V v = {0};                                                                                      \
+        for (ptrdiff_t s = 0; s < taps; s++) {                                                          \
+            const T *x = pa + to[2 * s] + k0 * sa, *y = pb + to[2 * s + 1] + k0 * sb;                   \
+            (void)y;                                                                                    \
+            V t_ = (VEXPR);                                                                             \
+            v = s ? v + t_ : t_;                                                                        \
+        }                                                                                               \
+        if (scaled) v = v * scale;                                                                      \
+        if (add) v = v + LOADV(V, po + k0);                                                             \
+        memcpy(po + k0, &v, sizeof v);                                                                  \
+    }                                                                                                   \
+    TAPS_SROW(T, SEXPR, 1)
+#define TAPS_SROW(T, SEXPR, SO)                                                                         \
+    for (ptrdiff_t k = k0; k < n[5]; k++) {                                                             \
+        T v = 0;                                                                                        \
+        for (ptrdiff_t s = 0; s < taps; s++) {                                                          \
+            const T *x = pa + to[2 * s], *y = pb + to[2 * s + 1];                                       \
+            (void)y;                                                                                    \
+            T t_ = (SEXPR);                                                                             \
+            v = s ? v + t_ : t_;                                                                        \
+        }                                                                                               \
+        if (scaled) v = v * scale;                                                                      \
+        po[k * (SO)] = add ? po[k * (SO)] + v : v;                                                      \
+    }
+/* a product whose b (a kernel) is the same for rows along the last outer axis and runs along the row,
+ * while a is one entry per row (a window of x): 4 such rows at once, each b read once for all 4 */
+#define TAPS_STORE(V, v, p)                                                                             \
+    { if (scaled) v = v * scale; if (add) v = v + LOADV(V, p); memcpy(p, &v, sizeof v); }
+#define TAPS_FOUR(T, V)                                                                                 \
+    for (; i4 + 4 <= n[4]; i4 += 4, pa += 4 * as[4], po += 4 * os[4])                                 \
+        for (ptrdiff_t k0 = 0; k0 < n[5]; k0 += TAPS_W) {                                              \
+            V v0 = {0}, v1 = {0}, v2 = {0}, v3 = {0};                                                   \
+            const ptrdiff_t s4 = as[4];                                                                 \
+            for (ptrdiff_t s = 0; s < taps; s++) {                                                      \
+                const T *x = pa + to[2 * s];                                                            \
+                const V y = LOADV(V, pb + to[2 * s + 1] + k0);                                          \
+                const V t0 = x[0] * y, t1 = x[s4] * y, t2 = x[2 * s4] * y, t3 = x[3 * s4] * y;          \
+                if (s) { v0 = v0 + t0; v1 = v1 + t1; v2 = v2 + t2; v3 = v3 + t3; }                      \
+                else { v0 = t0; v1 = t1; v2 = t2; v3 = t3; }                                            \
+            }                                                                                           \
+            TAPS_STORE(V, v0, po + k0) TAPS_STORE(V, v1, po + os[4] + k0)                               \
+            TAPS_STORE(V, v2, po + 2 * os[4] + k0) TAPS_STORE(V, v3, po + 3 * os[4] + k0)               \
+        }
+#define TAPS_NEST4(T, V) TAPS_OUTER(T, TAPS_FOUR(T, V)                                                   \
+    for (; i4 < n[4]; i4++, pa += as[4], po += os[4]) { TAPS_VROW(T, V, x[0] * LOADV(V, y), x[0] * y[k]) })
+#define TAPS(NAME, T, V)                                                                                \
+    WIDEST void NAME(const T *a, const T *b, T *out, const ptrdiff_t *at, ptrdiff_t groups, ptrdiff_t taps, \
+                     ptrdiff_t r0, ptrdiff_t r1, int add, int scaled, T scale) {                        \
+        const ptrdiff_t *n = at, *as = at + 6, *bs = at + 12, *os = at + 18, *go = at + 24;             \
+        const ptrdiff_t *to = go + 3 * groups, sa = as[5], sb = bs[5], so = os[5];                      \
+        const int one = !b;                                                                             \
+        if (one) b = a; /* its strides are 0: y is never read */                                        \
+        if (so == 1 && one && sa == 1) { TAPS_NEST(T, TAPS_VROW(T, V, LOADV(V, x), x[k])) }             \
+        else if (so == 1 && !one && sa == 1 && sb == 1) {                                               \
+            TAPS_NEST(T, TAPS_VROW(T, V, LOADV(V, x) * LOADV(V, y), x[k] * y[k])) }                     \
+        else if (so == 1 && !one && sa == 0 && sb == 1 && bs[4] == 0 && n[5] % TAPS_W == 0) {           \
+            TAPS_NEST4(T, V) }                                                                          \
+        else if (so == 1 && !one && sa == 0 && sb == 1) {                                               \
+            TAPS_NEST(T, TAPS_VROW(T, V, x[0] * LOADV(V, y), x[0] * y[k])) }                            \
+        else if (so == 1 && !one && sa == 1 && sb == 0) {                                               \
+            TAPS_NEST(T, TAPS_VROW(T, V, LOADV(V, x) * y[0], x[k] * y[0])) }                            \
+        else if (one) { TAPS_NEST(T, ptrdiff_t k0 = 0; TAPS_SROW(T, x[k * sa], so)) }                   \
+        else { TAPS_NEST(T, ptrdiff_t k0 = 0; TAPS_SROW(T, x[k * sa] * y[k * sb], so)) }                \
+    }
+
+typedef float taps_f32 __attribute__((vector_size(TAPS_W * sizeof(float))));
+typedef double taps_f64 __attribute__((vector_size(TAPS_W * sizeof(double))));
+TAPS(taps_float32, float, taps_f32)
+TAPS(taps_float64, double, taps_f64)

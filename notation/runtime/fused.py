@@ -118,6 +118,9 @@ def _bind(lib):
         f.argtypes = [ctypes.c_ssize_t] * 3 + [ctypes.c_void_p, ctypes.c_int] + [ctypes.c_void_p] * 5 + \
             [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
         f.restype = None
+        f = getattr(lib, f"colsum_{dtype.name}")
+        f.argtypes = [ctypes.c_ssize_t] * 5 + [ctypes.c_int] + [ctypes.c_void_p] * 2
+        f.restype = None
         f = getattr(lib, f"row_max_{dtype.name}")
         f.argtypes = [ctypes.c_void_p] + [ctypes.c_ssize_t] * 3 + [ctypes.c_void_p] * 2 + [ctypes.c_ssize_t]
         f.restype = None
@@ -330,6 +333,19 @@ CHAIN_OPS = 8  # fused.c's CHAIN_OPS: operands of one chain at most
 
 
 FLOATS = tuple(_C)  # the dtypes the loops take
+COLSUM_OPS = 4  # fused.c's COLSUM: factors of one product at most
+
+
+def colsum_arguments(per, rows, n, blocks, partial) -> tuple | None:
+    """fused.c's COLSUM for the product of these C-ordered (rows, n) blocks of one float dtype, summed
+    over chunks of `per` rows into partial (chunks, n): (kernel, the arguments after its chunks (c0, c1),
+    what they point into, to be kept alive); None where the library is not at hand."""
+    lib = _lib()
+    if lib is None or partial.dtype not in _C or not 1 <= len(blocks) <= COLSUM_OPS:
+        return None
+    bases = np.array([_address(b) for b in blocks], np.uintp)
+    args = (per, rows, n, len(blocks), ctypes.c_void_p(_address(bases)), ctypes.c_void_p(_address(partial)))
+    return getattr(lib, f"colsum_{partial.dtype.name}"), args, (bases, blocks, partial)
 
 
 def library():
