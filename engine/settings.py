@@ -37,7 +37,8 @@ SETTINGS = (
     Setting("weight_decay", float, 0.0, "decoupled weight decay (AdamW): each step multiplies the weights (not "
             "biases or gains) by 1 - rate * weight_decay (0: none)", low=0, zero=True),
     Setting("augment", str, "none", "what changes each training image at random: flip (a mirror image), shift "
-            "(by up to 2 pixels), both joined by a comma, or none"),
+            "(by up to 2 pixels; shift1 to shift9 by up to that many), erase (a random rectangle of noise), "
+            "joined by commas, or none"),
     Setting("limit", int, None, "train on the first N training examples", low=1, in_spec=False),
     Setting("holdout", int, None, "use the test split alone: hold N of its examples out (a fixed shuffle) for "
             "testing and train on the rest (for copies with only the test split)", low=1, in_spec=False),

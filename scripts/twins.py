@@ -45,7 +45,8 @@ def _norm(m):
 
 ACTIVATIONS = {"identity": None, "relu": "relu", "tanh": "tanh", "sigmoid": "sigmoid", "softmax": "softmax",
                "gelu": "gelu"}
-LOSSES = {"softmax_cross_entropy": "softmax"}  # loss -> the activation it fuses with (logits into the torch loss)
+LOSSES = {"softmax_cross_entropy": "softmax",  # loss -> the activation it fuses with (logits into the torch loss)
+          "smoothed_softmax_cross_entropy": "softmax"}  # its q = (1 - eps) y + eps/K is torch's label_smoothing
 
 
 def _padded(torch, conv, block):
@@ -277,7 +278,8 @@ def build(net, batch: int):
                     self.layers[name] = made
                 else:
                     self.functions[name] = made
-            self.loss = torch.nn.CrossEntropyLoss()  # the mean over the batch, as (24)'s 1/B
+            smoothing = float(net.net.loss_hyper.get("smoothing", 0.0))  # the same target q as the engine's
+            self.loss = torch.nn.CrossEntropyLoss(label_smoothing=smoothing)  # the mean over the batch, as (24)'s 1/B
 
         def forward(self, x, expect=None):
             """Logits; given `expect` ({layer: the engine's shape, as NCHW}), each layer is checked against it."""

@@ -104,7 +104,20 @@ SAME_LOSS = ["seven-layer", "softmax-regression", "resnet", "vit", "mixer"]
 @pytest.mark.parametrize("name", SAME_LOSS)
 def test_the_twin_given_the_engines_parameters_has_its_loss_and_gradients_in_float64(name):
     import engine
-    net = engine.load(SPEC, network=name, dtype="float64", check=False)
+    same_loss_and_gradients(engine.load(SPEC, network=name, dtype="float64", check=False))
+
+
+def test_the_twin_of_a_smoothed_loss_is_torchs_label_smoothing_to_the_same_loss_and_gradients():
+    import yaml
+
+    import engine
+    data = yaml.safe_load(SPEC.read_text())
+    data["networks"]["softmax-regression"]["loss"] = {"kind": "smoothed_softmax_cross_entropy", "smoothing": 0.2}
+    same_loss_and_gradients(engine.load(data, network="softmax-regression", dtype="float64", check=False))
+
+
+def same_loss_and_gradients(net):
+    """The twin, given the engine's parameters, has the engine's loss and gradients (float64)."""
     rng = np.random.default_rng(0)
     x, y = rng.random((4, *net.input_shape)), rng.integers(0, net.classes, 4)
     model = twins.build(net, 4)

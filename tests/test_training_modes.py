@@ -129,8 +129,9 @@ def test_eval_only_restores_the_running_statistics_and_gives_the_runs_accuracy(t
 
 @pytest.mark.parametrize("settings, stop_at", [
     ({"schedule": "cosine", "augment": "flip,shift"}, 3),
+    ({"augment": "shift1,erase"}, 3),
     ({"schedule": "cosine", "warmup": 1, "weight_decay": 0.05}, 1),  # stopped inside the warm-up
-], ids=["cosine with augmented images", "warm-up with weight decay"])
+], ids=["cosine with augmented images", "one-pixel shifts and erased rectangles", "warm-up with weight decay"])
 def test_a_scheduled_run_resumes_bit_for_bit(fresh, data, tmp_path, settings, stop_at):
     t = trainer(fresh(), data, settings=settings)
     assert t.run().status == "finished"
@@ -148,7 +149,8 @@ def test_a_scheduled_run_resumes_bit_for_bit(fresh, data, tmp_path, settings, st
 
 
 def test_schedule_augmentation_warm_up_and_weight_decay_change_the_run(fresh, data, uninterrupted):
-    for settings in ({"schedule": "cosine"}, {"augment": "flip"}, {"warmup": 1}, {"weight_decay": 0.05}):
+    for settings in ({"schedule": "cosine"}, {"augment": "flip"}, {"augment": "shift1"}, {"augment": "erase"},
+                     {"warmup": 1}, {"weight_decay": 0.05}):
         t = trainer(fresh(), data, settings=settings)
         t.run()
         assert not same_bits(everything(t.net), uninterrupted[0]), settings

@@ -185,7 +185,7 @@ class Network(LoadChecks):
         loss_shapes = dict(last.activation.shapes if last.activation else {"z": last.layer.out_shape})
         loss_shapes["y"] = loss_shapes["z"]
         loss_shapes["dJ"] = ()
-        loss = Block(self.spec, self.loss_kind, {}, loss_shapes, f"network {self.name!r}, loss "
+        loss = Block(self.spec, self.loss_kind, self.net.loss_hyper, loss_shapes, f"network {self.name!r}, loss "
                      f"{self.loss_kind.name!r}", self.optimize, needs={"z"} if train else set(), dtype=dtype)
         return stages + [Stage("loss", loss, None, {}, {})]
 

@@ -105,6 +105,7 @@ class NetworkSpec:
     training: dict = field(default_factory=dict)  # this network's own training defaults
     auto: tuple = ()  # what came from the data: "input" and "<layer>.<field>" of each `classes` value
     body: dict | None = field(default=None, repr=False, compare=False)  # as written, for Spec.fitted
+    loss_hyper: dict = field(default_factory=dict)  # the loss's hyperparameters: its defaults, as the network sets them
 
 
 @dataclass

@@ -139,17 +139,14 @@ def _network(spec, name, body, data=(NAMED_DATA_INPUT, NAMED_DATA_CLASSES)) -> N
     if not isinstance(shape, list) or not all(isinstance(n, int) and n > 0 for n in shape):
         raise spec.error(f"{where}, field 'input'", "must list the input's sizes after the batch, e.g. [28, 28, 1], "
                                                     "or say auto (the data's shape)")
-    _name(spec, f"{where}, field 'loss'", body["loss"], f"a loss ({', '.join(sorted(spec.losses))})")
-    if body["loss"] not in spec.losses:
-        raise spec.error(f"{where}, field 'loss'", f"loss {body['loss']!r} not found, valid options are "
-                                                   f"{sorted(spec.losses)}")
+    loss_name, loss_hyper = _loss(spec, where, body["loss"])
     if not isinstance(body["layers"], list) or not body["layers"]:
         raise spec.error(f"{where}, field 'layers'", "must be a non-empty list of layers")
     layers, names = [], set()
     for n, layer in enumerate(body["layers"]):
         layers.append(_layer(spec, where, n, layer, names, data[1], auto))
     _graph(spec, where, layers)
-    loss = spec.losses[body["loss"]]
+    loss = spec.losses[loss_name]
     if loss.activation and layers[-1].activation != loss.activation:
         raise spec.error(f"{where}, layer {layers[-1].name!r}, field 'activation'",
                          f"loss {loss.name!r} needs the last layer's activation to be {loss.activation!r}")
@@ -157,8 +154,22 @@ def _network(spec, name, body, data=(NAMED_DATA_INPUT, NAMED_DATA_CLASSES)) -> N
     if not isinstance(training, dict) or set(training) - set(TRAINING_DEFAULTS):
         raise spec.error(f"{where}, field 'training'", f"must be a mapping of training defaults "
                                                        f"({', '.join(sorted(TRAINING_DEFAULTS))})")
-    return NetworkSpec(name, str(body.get("cites", "")), tuple(shape), body["loss"], order(layers), dict(training),
-                       tuple(auto), body)
+    return NetworkSpec(name, str(body.get("cites", "")), tuple(shape), loss_name, order(layers), dict(training),
+                       tuple(auto), body, loss_hyper)
+
+
+def _loss(spec, where, given) -> tuple:
+    """(the loss's name, its hyperparameters): `loss: name`, or `{kind: name, smoothing: 0.1}` as a layer
+    gives its kind's fields, checked against the loss's own fields and bounds."""
+    lwhere = f"{where}, field 'loss'"
+    hyper = {}
+    if isinstance(given, dict):
+        hyper = {k: v for k, v in given.items() if k != "kind"}
+        given = given.get("kind")
+    _name(spec, lwhere, given, f"a loss ({', '.join(sorted(spec.losses))}), or {{kind: loss, field: value}}")
+    if given not in spec.losses:
+        raise spec.error(lwhere, f"loss {given!r} not found, valid options are {sorted(spec.losses)}")
+    return given, _hyper(spec, lwhere, spec.losses[given], hyper)
 
 
 def _layer(spec, where, n, layer, names, classes=NAMED_DATA_CLASSES, auto=None) -> LayerSpec:
@@ -194,21 +205,28 @@ def _layer(spec, where, n, layer, names, classes=NAMED_DATA_CLASSES, auto=None) 
 
 def _layer_hyper(spec, lwhere, kind, hyper) -> dict:
     """The kind's hyperparameters with the layer's values: known fields, none required left, in bounds."""
-    extra = set(hyper) - set(spec.kinds[kind].hyper)
-    if extra:
-        raise spec.error(f"{lwhere}, field {sorted(extra)[0]!r}",
-                         f"kind {kind!r} takes no such field; its fields are {sorted(spec.kinds[kind].hyper)}")
-    merged = dict(spec.kinds[kind].hyper)
-    merged.update(hyper)
+    merged = _hyper(spec, lwhere, spec.kinds[kind], hyper)
     if spec.kinds[kind].algorithms:
         valid = list(ALGORITHM_CHOICES) + sorted(spec.kinds[kind].algorithms)
         if merged["algorithm"] not in valid:
             raise spec.error(f"{lwhere}, field 'algorithm'", f"algorithm {merged['algorithm']!r} not found, "
                                                              f"valid options are {valid}")
+    return merged
+
+
+def _hyper(spec, lwhere, kind: Kind, hyper) -> dict:
+    """A kind's (or loss's) hyperparameters with the given values: known fields, none required left, in bounds."""
+    what = "loss" if kind.section == "losses" else "kind"
+    extra = set(hyper) - set(kind.hyper)
+    if extra:
+        raise spec.error(f"{lwhere}, field {sorted(extra)[0]!r}",
+                         f"{what} {kind.name!r} takes no such field; its fields are {sorted(kind.hyper)}")
+    merged = dict(kind.hyper)
+    merged.update(hyper)
     missing = [k for k, v in merged.items() if v == REQUIRED]
     if missing:
-        raise spec.error(f"{lwhere}, field {missing[0]!r}", f"is required by kind {kind!r}; give it a value")
-    for hname, text in spec.kinds[kind].bounds.items():
+        raise spec.error(f"{lwhere}, field {missing[0]!r}", f"is required by {what} {kind.name!r}; give it a value")
+    for hname, text in kind.bounds.items():
         value = merged[hname]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not within(value, text):
             raise spec.error(f"{lwhere}, field {hname!r}", f"{hname} = {value!r} is outside {text}; give a "

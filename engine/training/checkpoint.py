@@ -55,7 +55,8 @@ def meaning(spec, network: str) -> dict:
         used["activations"].add(loss.activation)
     out = {"network": network, "input": list(net.input), "loss": net.loss,
            "layers": [_plain({k: v for k, v in dataclasses.asdict(l).items()}) for l in net.layers],
-           "dtype": str(spec.training.get("dtype"))}
+           "dtype": str(spec.training.get("dtype")),
+           **({"loss_hyper": _plain(net.loss_hyper)} if net.loss_hyper else {})}
     for section, names in used.items():
         table = getattr(spec, section)
         out[section] = {n: _plain({f.name: getattr(table[n], f.name) for f in dataclasses.fields(table[n])
