@@ -13,6 +13,9 @@ CASES = [  # equation, operand shapes, symbols: a road each
      {"dz": (2, 4, 4, 3), "w": (3, 3, 3)}, {"s1": 2, "s2": 2}),  # a scatter folded by slice-adds
     ("z[b,n,k] = x[b,n,k] * r[b,n]", {"x": (2, 4, 8), "r": (2, 4)}, {}),  # elementwise
     ("s[b,h,n,m] = q[b,n,h,e] * k[b,m,h,e]", {"q": (2, 5, 3, 4), "k": (2, 5, 3, 4)}, {}),  # batched
+    ("dw[i, E*h + e] = x[b,n,i] * dq[b,n,h,e]", {"x": (2, 3, 4), "dq": (2, 3, 2, 5)}, {}),  # a reshape of the result
+    ("dx[b, s1*i+p, s2*j+q, k] = dz[b,i,j,k] * m[b,i,j,k,p,q]",
+     {"dz": (2, 3, 3, 4), "m": (2, 3, 3, 4, 2, 2)}, {"s1": 2, "s2": 2}),  # (19): an elementwise reshape
 ]
 
 

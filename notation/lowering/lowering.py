@@ -128,6 +128,7 @@ class CompiledProduct:
                                                  optimize=optimize)
         self.fold = Fold(lhs, self.out_indices, extents, symbols, result_shape)
         self.reshape = None  # the result's shape as this product writes it, where that is a reshape of it
+        self._shaped = None  # (out, its reshape) of the last run: the same buffer every step
         axes = self.fold.view.indices  # a bias over such a result (its out_indices fewer) too: fused after it
         if self.fold.reshape and tuple(i for i in axes if i in self.out_indices) == self.out_indices:
             self.reshape = self.fold.view.shape
@@ -236,7 +237,10 @@ class CompiledProduct:
             out[...] = whole
             return
         if self.reshape is not None:
-            out = out.reshape(self.reshape)  # a view: out is C-ordered
+            shaped = self._shaped
+            if shaped is None or shaped[0] is not out:  # a step passes the same buffer: its view made once
+                shaped = self._shaped = (out, out.reshape(self.reshape))  # a view: out is C-ordered
+            out = shaped[1]
         if counters.ACTIVE is None:
             self.strategy.run(arrays, out, positions)
             return
@@ -345,13 +349,9 @@ class CompiledSum:
             out = (np.zeros if self.needs_zero else np.empty)(self.result_shape, dtype=dtype)
         elif self.needs_zero:
             out[...] = 0
-        counted = counters.ACTIVE is not None
         for p in self.products:
             if not p.fused:
-                if counted or p.reshape is not None:
-                    p.run(arrays, out, positions)
-                else:
-                    p.strategy.run(arrays, out, positions)  # as p.run does when nothing is counted
+                p.run(arrays, out, positions)
         return out
 
 
