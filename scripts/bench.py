@@ -42,6 +42,7 @@ with starting("bench.py"):
     from notation.runtime import fused
 
 TORCH = "pip install torch==2.13.0"
+SETTLE = 0.12  # seconds of quiet before each side is timed: the other's BLAS or OpenMP threads go to sleep
 
 
 def peak_rss_mib() -> float:
@@ -183,6 +184,8 @@ def bench(args, spec, name, state, net, torch, gemm) -> dict:
                 gaps = [f"kind {exc.kind!r}"]
                 skipped(args, name, section, f"its twin does not match: {exc}", gaps)
         row = time_row(args, contenders, batch)
+        if args.only != "pytorch":  # whose threads the engine's passes run on, and the trial's figures
+            row["engine"]["threads"] = eng.net.threads.document()
         row.update(flops_forward=fwd, flops_backward=bwd, cold_start_s=eng.cold_start, peak_rss_mib=peak_rss_mib())
         if "train_step_ms" in row["engine"]:
             row["engine"]["gflops"] = (fwd + bwd) / (row["engine"]["train_step_ms"] / 1e3) / 1e9
@@ -207,8 +210,9 @@ def time_row(args, contenders, batch) -> dict:
     train, infer, fastest = defaultdict(list), defaultdict(list), defaultdict(list)
     for r in range(args.rounds):
         for c in contenders if r % 2 == 0 else contenders[::-1]:  # neither side always timed first
-            train[c.name].append(timed(c.train_step, args.repeats, args.warmup, fastest[c.name]))
-            infer[c.name].append(timed(c.infer, args.repeats, args.warmup))
+            # the other side's threads asleep first (OpenBLAS's spin some 80 ms after a call)
+            train[c.name].append(timed(c.train_step, args.repeats, args.warmup, fastest[c.name], settle=SETTLE))
+            infer[c.name].append(timed(c.infer, args.repeats, args.warmup, settle=SETTLE))
     row = {"batch": batch, "engine": {}}
     for name in train:
         t, i = statistics.median(train[name]), statistics.median(infer[name])
@@ -285,6 +289,10 @@ def print_row(row, gemm):
         say(f"          pytorch {t['train_images_per_s']:,.0f} train img/s ({t['train_step_ms']:.1f} ms/step), "
             f"{t['infer_images_per_s']:,.0f} infer img/s{ratio}")
     say(f"          cold start {row['cold_start_s']:.2f} s, peak RSS {row['peak_rss_mib']:.0f} MiB")
+    for t in e.get("threads", []):
+        trial = f" ({t['ours_ms']:.1f} ms a call on ours, {t['openblas_ms']:.1f} on OpenBLAS's)" if "ours_ms" in t \
+            else ""
+        say(f"          threads for {t['pass']}: {t['threads']}{trial}")
     if "breakdown" in row:
         width = max(len("contraction"), *(len(r["contraction"]) for r in row["breakdown"]))
         say(f"          {'contraction':<{width}} {'ms':>7} {'bound':>7} {'reached':>7}  by strategy (ms)")

@@ -20,6 +20,7 @@ import copy
 import numpy as np
 
 from notation import Equation, NotationError
+from notation.mathematics.derive import grad
 
 from .algorithms import Algorithms
 from .cost import BLAS_ROADS, modelled_seconds
@@ -59,6 +60,8 @@ class Block(Sizes, Jacobians, Algorithms):
         self.buffers = {}
         self.memo = {}  # result -> (its buffer, copies of the parameters it was last computed from)
         self.kept = (None, {})  # (the runs it was worked out for, _from_params())
+        self.kept_lanes = (None, ())  # (the runs they were worked out for, lanes())
+        self.apart = 0.0  # the modelled seconds of the shorter of lanes()' last two: what running them at once saves
         self.uniform = {}  # the random masks' uniform draws, float64 whatever the dtype
         # the definition's runs stay, to check the algorithm against and to cost it in plans
         self.definition = (self.forward_runs, self.backward_runs)
@@ -235,12 +238,39 @@ class Block(Sizes, Jacobians, Algorithms):
             np.copyto(env[name], new)
         return env
 
-    def backward(self, env):
-        """Run the Jacobian contractions in order; env must hold d<out> and the forward tensors."""
+    def lanes(self) -> tuple:
+        """The Jacobian steps as (shared, weights, inputs), each in its order: the steps that the
+        gradients of both the parameters and the inputs read, then those of the parameters' alone, and
+        those of the inputs' alone.  The last two never read each other's results, so they may run at
+        once once the first have run (engine/compiler/network.py)."""
+        if self.kept_lanes[0] is not self.backward_runs:
+            steps = self.backward_runs
+            weights = {grad(p) for p in self.param_shapes}
+            finals = {grad(n) for n in self.wanted}
+            serves = [set() for _ in steps]  # the gradients each step's result goes into
+            for i in range(len(steps) - 1, -1, -1):
+                serves[i] = {steps[i].result} & finals
+                for j in range(i + 1, len(steps)):
+                    if steps[i].result in steps[j].reads:
+                        serves[i] |= serves[j]
+            lanes = ([], [], [])
+            if len({s.result for s in steps}) == len(steps):  # each result written once (else all shared)
+                for step, to in zip(steps, serves):
+                    lanes[0 if not to or (to & weights and to - weights) else 1 if to <= weights else 2].append(step)
+            else:
+                lanes[0].extend(steps)
+            self.kept_lanes = (steps, tuple(tuple(lane) for lane in lanes))
+            self.apart = min(modelled_seconds(lanes[1], self.dtype.itemsize),
+                             modelled_seconds(lanes[2], self.dtype.itemsize))
+        return self.kept_lanes[1]
+
+    def backward(self, env, steps=None):
+        """Run the Jacobian contractions (or those `steps` of them) in order; env must hold d<out> and
+        the forward tensors."""
         if self.constants:
             env.update(self.constants)
         buffers = self.buffers
-        for _, result, run, _ in self.backward_runs:
+        for _, result, run, _ in self.backward_runs if steps is None else steps:
             out = buffers.get(result)
             if out is None or out.dtype != self.dtype:
                 out = self._buffer(result, run.result_shape)

@@ -24,6 +24,7 @@ from .init import INITIALISERS
 from .layer import Block
 from .records import fits
 from .spec import INPUT, Spec, read
+from .threads import Threads, untraced
 
 PATH_OPTIONS = set(oe.paths._PATH_OPTIONS) | {"auto", "auto-hq"}  # opt_einsum's registry of path optimizers
 
@@ -97,6 +98,7 @@ class Network(LoadChecks):
         self.params = self.init(seed)
         self.state = self.init_state()
         self.rng = np.random.default_rng([seed, 1])  # the random masks' generator (dropout); a trainer sets its own
+        self.threads = Threads()  # whose threads run each pass's products, chosen by timing both
         if check:
             self.check(stages)
 
@@ -295,7 +297,9 @@ class Network(LoadChecks):
         """Class probabilities for a batch x of shape (B, *input).  train=False (inference, evaluation)
         uses running statistics and no dropout; train=True runs as a training step does: it draws
         the random masks from `rng` and updates the running statistics."""
-        with parallel.serial_blas():
+        ours = train or self.threads.ours(("inference", len(x)), lambda: untraced(
+            self, lambda: self._forward(self._input(x))))
+        with parallel.threads(ours), parallel.serial_blas():
             _, a = self._forward(self._input(x), train=train)
             return a.copy()
 
@@ -320,7 +324,9 @@ class Network(LoadChecks):
 
         With copy=False the gradients are the engine's own buffers, valid until the next call.
         """
-        with parallel.serial_blas():  # large products split over our own threads (notation.runtime.parallel)
+        ours = self.threads.ours(("training", len(x)), lambda: untraced(
+            self, lambda: self._loss_and_grads(x, labels, False)))
+        with parallel.threads(ours), parallel.serial_blas():  # whose threads: engine/compiler/threads.py
             return self._loss_and_grads(x, labels, copy)
 
     def _loss_and_grads(self, x, labels, copy):
@@ -336,7 +342,19 @@ class Network(LoadChecks):
         J = float(env["J"])
         loss.backward(env)
         dz = env["dz"]
-        grads, douts, by_name = {}, {}, None
+        try:
+            self._backward(stages, dz)
+        finally:
+            parallel.finish()  # the weights' gradients handed to a helper (_backward)
+        grads = {s.name: {p: (s.env[grad(p)].copy() if copy else s.env[grad(p)]) for p in s.layer.param_shapes}
+                 for s in stages[:-1]}
+        return J, grads
+
+    def _backward(self, stages, dz):
+        """(23)-(25) through every layer from the last: each layer's Jacobians, the gradients of an output
+        read by several layers summed.  Where a layer has both, the steps of its weights' gradients run
+        on a helper thread (parallel.start) while this one goes on with its inputs' and the layers below."""
+        douts, by_name = {}, None
         for n in range(len(stages) - 2, -1, -1):
             s = stages[n]
             if n != len(stages) - 2:  # the gradient of this layer's output, through its activation
@@ -351,8 +369,13 @@ class Network(LoadChecks):
                         reordering.at_zero_maxima(s.layer, s.env[s.sources[0][0]], s.act_env["z"], dz)
             out = s.layer.out_shape
             s.env[grad(s.layer.kind.out_name)] = s.shaped("dz", dz, out)
-            s.layer.backward(s.env)
-            grads[s.name] = {p: (s.env[grad(p)].copy() if copy else s.env[grad(p)]) for p in s.layer.param_shapes}
+            shared, weights, inputs = s.layer.lanes()
+            if s.layer.apart >= parallel.ASIDE_SECONDS and parallel.aside():
+                s.layer.backward(s.env, shared)
+                parallel.start(s.layer.backward, s.env, weights)
+                s.layer.backward(s.env, inputs)
+            else:
+                s.layer.backward(s.env)
             for in_name, src in s.sources:
                 if src == INPUT:
                     continue
@@ -371,7 +394,6 @@ class Network(LoadChecks):
                     douts[src] = t.grad_sum
                 else:
                     t.grad_sum += dx
-        return J, {s.name: grads[s.name] for s in stages[:-1]}
 
     def plans(self, batch: int = 64) -> str:
         """Every compiled contraction of the network at a batch size: strategy, views, einsum, path, cost,

@@ -55,7 +55,7 @@ class SumGemv(Strategy):
                 ones = self.ones[x.dtype] = np.ones(self.summed, dtype=x.dtype)
             matrix = x.reshape((self.summed, -1) if self.leading else (-1, self.summed))
             pair = (ones, matrix) if self.leading else (matrix, ones)
-            with parallel.serial_blas():  # a memory-bound GEMV: one thread, the same bits on every run
+            with parallel.one_blas_thread():  # a memory-bound GEMV: one thread, the same bits on every run
                 result = np.matmul(*pair, out=out.reshape(-1) if direct else None)
             result = result.reshape(tuple(p.extents[i] for i in p.out_indices))
         self._write(out, result, direct)
@@ -213,7 +213,7 @@ class ChunkedSum(SumGemv):
         direct = self.writes and out.dtype == dtype and out.flags.c_contiguous
         result = out.reshape(-1) if direct else np.empty(self.n_out, dtype)
         dest = partial if self.leading else result
-        with parallel.serial_blas():
+        with parallel.one_blas_thread():  # its GEMVs, on one thread whoever runs the products
             if call is not None:
                 kernel, args, _ = call
                 n = len(self.chunks)

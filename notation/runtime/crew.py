@@ -46,6 +46,7 @@ class Crew:
         self.local = threading.local()  # .helper is True on the crew's own threads
         self.lock = threading.Lock()
         self.c = fused.flags() if spin else None  # decided once, when the crew starts: flags or queues
+        self.started = []  # (number, answer, outcomes) of each part start() handed to helper 0, in order
 
     def grow(self, helpers: int) -> None:
         """At least `helpers` helper threads (WORKERS - 1; more if WORKERS was raised since)."""
@@ -143,8 +144,8 @@ class Crew:
         to a helper is done.  It can land after `answer.get()` has taken a helper's wake-up and
         before it is kept, so the caller looks at the outcomes the helpers wrote, never counts the
         wake-ups: counting those hung a training run hit by several Ctrl-Cs."""
-        if getattr(self.local, "helper", False):
-            for fn, args in calls:
+        if getattr(self.local, "helper", False) or self.busy():
+            for fn, args in calls:  # the same parts, one after another: the same bits
                 fn(*args)
             return
         answer, handed = queue.SimpleQueue(), calls[1:1 + len(self.inboxes)]
@@ -167,5 +168,32 @@ class Crew:
                 except BaseException as interrupt:  # raised once the helpers are done
                     errors.insert(0, interrupt)
         errors += [o for o in outcomes[:len(numbers)] if o is not None]
+        if errors:
+            raise errors[0]
+
+    def start(self, fn, args) -> None:
+        """fn(*args) on helper 0 while the caller goes on, until finish().  Meanwhile the caller's own
+        splits run whole here (run()): a part queued behind this one would only wait."""
+        answer, outcomes = queue.SimpleQueue(), [_PENDING]
+        self.grow(1)
+        number = self._post(0, (fn, args, answer, outcomes, 0))
+        self.started.append((number, answer, outcomes))
+
+    def busy(self) -> bool:
+        """Whether helper 0 still works on a part of start() (they are done in the order posted)."""
+        return bool(self.started) and self.started[-1][2][0] is _PENDING
+
+    def finish(self) -> None:
+        """Once every part of start() is done: raises the first error of one (or a Ctrl-C meanwhile)."""
+        started, errors = self.started, []
+        for number, answer, outcomes in started:
+            while outcomes[0] is _PENDING:
+                try:
+                    self._await(0, number, answer)
+                except BaseException as interrupt:  # raised once the parts are done
+                    errors.insert(0, interrupt)
+            if outcomes[0] is not None:
+                errors.append(outcomes[0])
+        self.started = []
         if errors:
             raise errors[0]

@@ -69,7 +69,7 @@ def _folder(name):
 # name: (parse, default); parse(text) -> (value, None) or (None, complaint)
 VARIABLES = {
     "NOTATION_THREADS": (_threads, None),  # None: min(2, cores), see notation/runtime/parallel.py
-    "NOTATION_PARALLEL": (_switch("NOTATION_PARALLEL"), True),
+    "NOTATION_PARALLEL": (_switch("NOTATION_PARALLEL"), None),  # None: chosen per network (engine/compiler/threads.py)
     "NOTATION_FUSED": (_switch("NOTATION_FUSED"), True),
     "NOTATION_BLAS_THREADS_FLOPS": (_flops, 10 ** 18),
     "NOTATION_RATES": (_rates, None),  # None: this machine's rates (notation/lowering/cost.py)

@@ -10,10 +10,11 @@ waits on a thread it cannot see.
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 
-from . import environment
+from . import counters, environment
 from .crew import Crew
 
 try:  # a well-kept library that finds the BLAS numpy loaded and sets its thread count
@@ -54,24 +55,82 @@ def _setup():
 
 
 def enabled() -> bool:
-    """Whether products are ours to schedule (else numpy's BLAS runs them as it is): NOTATION_PARALLEL
-    as the process started, read once (some 30 calls a forward pass)."""
+    """Whether products are ours to schedule now (else numpy's BLAS runs them on its own threads): see
+    FORCED and threads(); read at some 30 calls a forward pass."""
     return _ENABLED
 
 
-_ENABLED = ThreadpoolController is not None and environment.get("NOTATION_PARALLEL")
+# Whose threads run the products: NOTATION_PARALLEL=1 ours, 0 BLAS's own, unset (None) chosen for each
+# network, batch size and pass by timing both (engine/compiler/threads.py).  Read once, as the process starts.
+FORCED = environment.get("NOTATION_PARALLEL")
+_AVAILABLE = ThreadpoolController is not None
+_ENABLED = _AVAILABLE and FORCED is not False
+
+
+def choosable() -> bool:
+    """Whether the two can be timed against each other and either taken: two workers, threadpoolctl to
+    set BLAS's threads, nothing forced, and OpenBLAS, whose products give the same bits on any number
+    of its threads (each entry of a result is summed whole by one thread; tests/test_thread_bits.py)."""
+    if FORCED is not None or not _AVAILABLE or WORKERS < 2:
+        return False
+    _, blas = _setup()
+    return bool(blas.lib_controllers) and all(c.internal_api == "openblas" for c in blas.lib_controllers)
+
+
+class threads:
+    """Products inside on our threads (ours=True: each large one split between WORKERS of them, BLAS on
+    one) or on BLAS's own, WORKERS of them (ours=False), whatever the process had; as before after.
+    Which is faster depends on the network and the machine: OpenBLAS's threads cost little a call for
+    large 2-d products, ours split stacks of small ones and elementwise passes too."""
+
+    __slots__ = ("ours", "before", "counts")
+
+    def __init__(self, ours: bool):
+        self.ours = ours
+
+    def __enter__(self):
+        global _ENABLED
+        self.before, self.counts = _ENABLED, ()
+        _ENABLED = _AVAILABLE and FORCED is not False and (self.ours or FORCED is True)
+        if not _ENABLED and _AVAILABLE and not _depth:
+            _, blas = _setup()
+            self.counts = [(c, c.get_num_threads()) for c in blas.lib_controllers]
+            for c, n in self.counts:
+                if n != WORKERS:
+                    c.set_num_threads(WORKERS)
+        return self
+
+    def __exit__(self, *exc):
+        global _ENABLED, _blas_spins
+        try:
+            for c, n in self.counts:
+                if n != WORKERS:
+                    c.set_num_threads(n)
+        finally:
+            if not _ENABLED:
+                _blas_spins = time.monotonic() + BLAS_SPIN_S
+            _ENABLED = self.before
+
+
+# OpenBLAS's threads keep their cores spinning this long after a call (2^28 cycles, its default): a split
+# of ours meanwhile would wait for a core, so until then the parts run one after the other here.
+BLAS_SPIN_S = 0.1
+_blas_spins = 0.0  # time.monotonic() until which they may
 
 
 def arithmetic() -> str:
     """What the bits of a result depend on here, in a line a checkpoint keeps: the BLAS library and its
-    kernels, and whether BLAS's own threads compute products (their split is BLAS's, not ours).  The
-    number of our threads is not part of it: every product is cut the same way whatever it is."""
+    kernels and, but for OpenBLAS (whose products give the same bits on any number of its threads),
+    whether its own threads compute products.  The number of our threads is not part of it: every
+    product is cut the same way whatever it is."""
     global _arithmetic
     if _arithmetic is None:
         info = ThreadpoolController().select(user_api="blas").info() if ThreadpoolController else []
         blas = " ".join(str(info[0].get(k)) for k in ("internal_api", "version", "architecture")) if info else \
             "numpy's BLAS"
-        if not enabled():
+        if info and all(i.get("internal_api") == "openblas" for i in info):
+            threads = "the same bits on any threads"
+        elif FORCED is False:
             threads = "its own threads for every product (NOTATION_PARALLEL=0)"
         elif BLAS_THREADS_FLOPS < 10 ** 18:
             threads = (f"its own {WORKERS} threads for products of {BLAS_THREADS_FLOPS} FLOPs or more "
@@ -125,6 +184,31 @@ class _SerialBlas:
             _depth -= 1
 
 
+def one_blas_thread():
+    """BLAS on one thread inside, on ours or BLAS's threads alike: a GEMV (a sum as ones @ matrix, a
+    product of one row or column), which OpenBLAS's threads would cut along its sum, changing the bits."""
+    return _OneThread()
+
+
+class _OneThread:
+    __slots__ = ("before",)
+
+    def __enter__(self):
+        self.before = ()
+        if (_ENABLED and _depth) or not _AVAILABLE:
+            return  # inside a step on our threads: BLAS is on one already
+        _, blas = _setup()
+        self.before = [(c, c.get_num_threads()) for c in blas.lib_controllers]
+        for c, n in self.before:
+            if n != 1:
+                c.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        for c, n in self.before:
+            if n != 1:
+                c.set_num_threads(n)
+
+
 def _under(err, fn, *args, **kwargs):
     """fn(*args) on a worker, with the caller's floating-point error handling (threads do not inherit it)."""
     with np.errstate(**err):
@@ -134,9 +218,42 @@ def _under(err, fn, *args, **kwargs):
 def _share(fn, parts) -> None:
     """fn(*part) for each part, one per worker (the first on the calling thread), each under the
     caller's floating-point error handling, which threads do not inherit."""
+    if time.monotonic() < _blas_spins:  # the same parts, one after the other: the same bits
+        for part in parts:
+            fn(*part)
+        return
     crew, _ = _setup()
     err = np.geterr()
     crew.run([(fn, tuple(parts[0]))] + [(_under, (err, fn) + tuple(part)) for part in parts[1:]])
+
+
+# Work handed to a helper with start() saves at most its own time, and the hand-off costs 20-60 us
+# (crew.py), more when both threads want the GIL: lanes of a layer shorter than this run one after the other.
+ASIDE_SECONDS = 200e-6
+
+
+def aside() -> bool:
+    """Whether start() hands work to a helper (two workers or more, ours to schedule, nothing being
+    counted: the counters time one thread); else the caller runs it at once."""
+    return _ENABLED and WORKERS >= 2 and counters.ACTIVE is None
+
+
+def start(fn, *args) -> None:
+    """fn(*args) on a helper of ours while the caller goes on (under the caller's floating-point error
+    handling), until finish(); where aside() is False, here and now.  Meanwhile the caller's own
+    splits run whole on its thread, and fn's run whole on the helper: each in the same pieces as ever,
+    so the bits are those of one thread."""
+    if not aside():
+        fn(*args)
+        return
+    crew, _ = _setup()
+    crew.start(_under, (np.geterr(), fn) + args)
+
+
+def finish() -> None:
+    """Once everything start() handed out is done; its first error raised here."""
+    if _crew is not None and _crew.started:
+        _crew.finish()
 
 
 def each(fn, items) -> None:
@@ -193,7 +310,11 @@ def _along(x, axis, ndim, cut):
 
 def _product(a, b, out, add):
     """out = a @ b, then out += add (a bias, while the part is still in cache)."""
-    out = np.matmul(a, b, out=out)
+    if not _ENABLED and (a.shape[-2] == 1 or b.shape[-1] == 1):
+        with _OneThread():  # a GEMV: see one_blas_thread()
+            out = np.matmul(a, b, out=out)
+    else:
+        out = np.matmul(a, b, out=out)
     if add is not None:
         np.add(out, add, out=out)
     return out
