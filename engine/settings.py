@@ -39,6 +39,9 @@ SETTINGS = (
     Setting("augment", str, "none", "what changes each training image at random: flip (a mirror image), shift "
             "(by up to 2 pixels; shift1 to shift9 by up to that many), erase (a random rectangle of noise), "
             "joined by commas, or none"),
+    Setting("test_augment", str, "none", "how a test image is seen: flip (its class probabilities are the mean of "
+            "its own and its mirror image's: test-time augmentation, in evaluation and predictions), or none",
+            on_resume=True),
     Setting("limit", int, None, "train on the first N training examples", low=1, in_spec=False),
     Setting("holdout", int, None, "use the test split alone: hold N of its examples out (a fixed shuffle) for "
             "testing and train on the rest (for copies with only the test split)", low=1, in_spec=False),

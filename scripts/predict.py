@@ -102,7 +102,8 @@ def main(argv=None) -> int:
         if x.dtype.kind == "f" and not np.isfinite(x).all():
             raise DataError("the examples hold NaN or infinite values; give finite numbers")
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            p = restore.probabilities(back.net, x)
+            seen = "flip" if ckpt.meta["config"].get("test_augment") == "flip" else "none"  # as the run evaluated
+            p = restore.probabilities(back.net, x, test_augment=seen)
     except UserError as exc:
         print(f"predict.py: {exc.one_line()}", file=sys.stderr)
         return 2

@@ -44,7 +44,7 @@ FLAGS = {name: "--" + name.replace("_", "-") for name in (*settings.BY_NAME, *se
 FLAGS.update(download="--no-download", progress="--no-progress")
 METAVARS = {"lr": "RATE", "augment": "NAMES", "weight_decay": "FACTOR"}
 GROUPS = {"what to train": ("optimizer", "lr", "batch_size", "epochs", "seed", "schedule", "warmup", "weight_decay",
-                            "augment"),
+                            "augment", "test_augment"),
           "data": ("dataset", "limit", "test_limit", "holdout")}
 
 

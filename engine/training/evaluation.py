@@ -6,6 +6,7 @@ import dataclasses
 import numpy as np
 
 from ..data.examples import inputs
+from ..errors import TrainingError
 
 
 @dataclasses.dataclass
@@ -18,9 +19,22 @@ class Evaluation:
     count: int
 
 
-def evaluate(net, images, labels, batch_size: int) -> Evaluation:
+def probabilities(net, x, test_augment: str = "none") -> np.ndarray:
+    """The network's class probabilities for a batch x (B, height, width, channels) in eval mode; with
+    test_augment "flip", the mean of x's and its mirror images' (left and right swapped, as the
+    training's flip does)."""
+    probs = net.forward(x)
+    if test_augment == "flip":
+        if x.ndim != 4:
+            raise TrainingError(f"`test_augment` flip mirrors images, but network {net.name!r} takes inputs of "
+                                f"shape {net.input_shape}, not (height, width, channels); use `test_augment` none")
+        probs = (probs + net.forward(np.ascontiguousarray(x[:, :, ::-1]))) / 2
+    return probs
+
+
+def evaluate(net, images, labels, batch_size: int, test_augment: str = "none") -> Evaluation:
     """The network on a whole set, in batches of `batch_size` (no more than the set holds; the last
-    padded: nothing is re-planned)."""
+    padded: nothing is re-planned), each image seen as `test_augment` says."""
     labels = np.asarray(labels).astype(np.int64)
     n, classes = len(labels), net.classes
     batch_size = max(1, min(batch_size, n))
@@ -31,7 +45,7 @@ def evaluate(net, images, labels, batch_size: int) -> Evaluation:
         m = len(x)
         if m < batch_size:
             x = np.concatenate([x, np.zeros((batch_size - m,) + x.shape[1:], x.dtype)])
-        probs = net.forward(x)[:m]
+        probs = probabilities(net, x, test_augment)[:m]
         y = labels[start:start + m]
         p = probs[np.arange(m), y].astype(np.float64)
         loss -= float(np.log(np.maximum(p, np.finfo(np.float64).tiny)).sum())

@@ -89,9 +89,11 @@ class Trainer:
             optim.decaying(self.opt, config.weight_decay)
         self.schedule = schedule.warmed(schedule.get(config.schedule), config.warmup * self.steps_per_epoch)
         self.augment = augment.parse(config.augment)
-        if self.augment and len(net.input_shape) != 3:
-            raise TrainingError(f"{named('augment')} {config.augment} moves images, but network {net.name!r} takes "
-                                f"inputs of shape {net.input_shape}, not (height, width, channels)")
+        for name, value in (("augment", config.augment if self.augment else "none"),
+                            ("test_augment", config.test_augment)):
+            if value != "none" and len(net.input_shape) != 3:
+                raise TrainingError(f"{named(name)} {value} moves images, but network {net.name!r} takes inputs "
+                                    f"of shape {net.input_shape}, not (height, width, channels)")
         self.epoch = 0            # epochs completed
         self.batch = 0            # batches done in the current epoch
         self.step = 0             # updates in all
@@ -218,7 +220,8 @@ class Trainer:
                     if not math.isfinite(loss):
                         return self._ended("diverged", f"the loss is {loss} at {self.where(batch=self.batch + 1)}: "
                                            f"training stopped; {self._kept()}. Try a smaller {named('lr')}")
-                    evaluation = evaluate(self.net, self.data.test_x, self.data.test_y, cfg.batch_size)
+                    evaluation = evaluate(self.net, self.data.test_x, self.data.test_y, cfg.batch_size,
+                                          cfg.test_augment)
                     self._run["evaluation"] = evaluation
                     with interrupts.atomic():
                         record = self._end_epoch(evaluation, metrics)

@@ -93,9 +93,12 @@ def restored(ckpt, path, spec_path="layers.yaml", network=None, optimize=None) -
     return Restored(net, ckpt, classes)
 
 
-def probabilities(net, x, batch: int = 256) -> np.ndarray:
-    """The network's class probabilities for examples `x` (uint8 images scaled as in training), in eval mode."""
+def probabilities(net, x, batch: int = 256, test_augment: str = "none") -> np.ndarray:
+    """The network's class probabilities for examples `x` (uint8 images scaled as in training), in eval mode,
+    each image seen as the run's `test_augment` says (engine/training/evaluation.py)."""
     from ..data.examples import inputs
+    from .evaluation import probabilities as seen
 
-    out = [net.forward(inputs(x[i:i + batch], net.input_shape, net.dtype)) for i in range(0, len(x), batch)]
+    out = [seen(net, inputs(x[i:i + batch], net.input_shape, net.dtype), test_augment)
+           for i in range(0, len(x), batch)]
     return np.concatenate(out) if out else np.zeros((0, net.classes))

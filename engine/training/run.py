@@ -25,7 +25,7 @@ from .restore import read_spec, recorded_algorithms
 from .settings import Config, make_config
 
 EVAL_IGNORES = ("optimizer", "lr", "epochs", "seed", "limit", "schedule", "augment")  # training settings
-EVAL_OVERRIDES = ("dataset", "batch_size", "holdout", "test_limit")  # what an evaluation may change
+EVAL_OVERRIDES = ("dataset", "batch_size", "holdout", "test_limit", "test_augment")  # what an evaluation may change
 
 
 @dataclasses.dataclass
@@ -64,7 +64,8 @@ def describe(net, spec_file, config: Config) -> str:
     rate += f", weight decay {config.weight_decay:g}" if config.weight_decay else ""
     return (f"network: {net.name} of {spec_file} ({size:,} parameters, {net.dtype}); {config.optimizer} {rate}, "
             f"batch {config.batch_size}, {count(config.epochs, 'epoch')}, seed {config.seed}"
-            f"{'' if config.augment == 'none' else f', augment {config.augment}'}")
+            f"{'' if config.augment == 'none' else f', augment {config.augment}'}"
+            f"{'' if config.test_augment == 'none' else f', test images also seen {config.test_augment}ped'}")
 
 
 def train(o: Options, log=print, warn=None, data=None) -> Trained:
@@ -284,8 +285,9 @@ def evaluate_checkpoint(o: Options, log=print) -> Evaluation:
         f"{saved.get('dataset') or ckpt.meta.get('data_name')})")
     t = time.perf_counter()
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        ev = evaluate(net, data.test_x, data.test_y, config.batch_size)
-    log(f"test accuracy {ev.accuracy:.2%} ({int(np.trace(ev.confusion))} of {ev.count}), loss {ev.loss:.4f} "
+        ev = evaluate(net, data.test_x, data.test_y, config.batch_size, config.test_augment)
+    seen = "" if config.test_augment == "none" else f", each image also seen {config.test_augment}ped"
+    log(f"test accuracy {ev.accuracy:.2%} ({int(np.trace(ev.confusion))} of {ev.count}{seen}), loss {ev.loss:.4f} "
         f"({time.perf_counter() - t:.1f} s)")
     log(format_confusion(ev.confusion, data.classes))
     return ev

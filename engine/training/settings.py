@@ -16,9 +16,9 @@ from ..settings import BY_NAME, SETTINGS, SPEC_DEFAULTS, Setting  # noqa: F401 (
 from . import augment, optim, schedule
 
 CHOICES = {"dataset": lambda: sorted(DATASETS), "optimizer": lambda: sorted(optim.OPTIMIZERS),
-           "schedule": lambda: sorted(schedule.SCHEDULES)}
+           "schedule": lambda: sorted(schedule.SCHEDULES), "test_augment": lambda: ["flip", "none"]}
 # what a checkpoint from before a setting ran with
-OLD_CHECKPOINTS = {"schedule": "constant", "augment": "none", "warmup": 0, "weight_decay": 0.0}
+OLD_CHECKPOINTS = {"schedule": "constant", "augment": "none", "warmup": 0, "weight_decay": 0.0, "test_augment": "none"}
 HOLDOUT_SEED = 0  # the holdout split is the same for every seed
 
 # what a run is given besides its settings: the command line names these too
@@ -45,6 +45,7 @@ class Config:
     augment: str = "none"
     warmup: int = 0
     weight_decay: float = 0.0
+    test_augment: str = "none"
 
 
 def named(name: str) -> str:
