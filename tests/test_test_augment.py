@@ -66,7 +66,8 @@ def test_an_unknown_test_augmentation_in_the_spec_is_named_there(tmp_path, capsy
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump(data, sort_keys=False))
     _, err = refused_run(load_train_script(), capsys, TINY_RUN + ["--spec", str(spec)])
-    assert "training: test_augment in the spec" in err and "'rotate' not found, valid options are ['flip', 'none']" in err
+    assert "training: test_augment in the spec" in err
+    assert "'rotate' not found, valid options are ['flip', 'none']" in err
 
 
 @needs_mnist
