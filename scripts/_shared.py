@@ -119,14 +119,17 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message} (see --help)\n")
 
 
-def timed(fn, repeats, warmup=0, best=None, settle=0.0) -> float:
-    """Median seconds of fn over repeats, after `settle` seconds of quiet and `warmup` untimed calls
-    (BLAS threads another side left spinning slow the first calls after a switch); the fastest is
-    appended to `best` when given (on a shared machine, the call least disturbed by other work)."""
+def timed(fn, repeats, warmup=0, best=None, settle=0.0, warm_for=0.0) -> float:
+    """Median seconds of fn over repeats, after `settle` seconds of quiet and untimed calls, `warmup` of them
+    and for `warm_for` seconds at least (BLAS or OpenMP threads another side left spinning slow the first
+    calls after a switch, and so do cores that slowed down meanwhile); the fastest is appended to `best`
+    when given (on a shared machine, the call least disturbed by other work)."""
     if settle:
         time.sleep(settle)
-    for _ in range(warmup):
+    start, n = time.perf_counter(), 0
+    while n < warmup or time.perf_counter() - start < warm_for:
         fn()
+        n += 1
     times = []
     for _ in range(repeats):
         t = time.perf_counter()

@@ -42,7 +42,7 @@ with starting("bench.py"):
     from notation.runtime import fused
 
 TORCH = "pip install torch==2.13.0"
-SETTLE = 0.12  # seconds of quiet before each side is timed: the other's BLAS or OpenMP threads go to sleep
+WARM_S = 0.25  # seconds of untimed calls (and --warmup of them at least) before each side is timed
 
 
 def peak_rss_mib() -> float:
@@ -210,9 +210,10 @@ def time_row(args, contenders, batch) -> dict:
     train, infer, fastest = defaultdict(list), defaultdict(list), defaultdict(list)
     for r in range(args.rounds):
         for c in contenders if r % 2 == 0 else contenders[::-1]:  # neither side always timed first
-            # the other side's threads asleep first (OpenBLAS's spin some 80 ms after a call)
-            train[c.name].append(timed(c.train_step, args.repeats, args.warmup, fastest[c.name], settle=SETTLE))
-            infer[c.name].append(timed(c.infer, args.repeats, args.warmup, settle=SETTLE))
+            # warmed up for WARM_S at least: the other side's threads (OpenBLAS's spin some 80 ms after a
+            # call) asleep and the cores up to speed before the timed calls
+            train[c.name].append(timed(c.train_step, args.repeats, args.warmup, fastest[c.name], warm_for=WARM_S))
+            infer[c.name].append(timed(c.infer, args.repeats, args.warmup, warm_for=WARM_S))
     row = {"batch": batch, "engine": {}}
     for name in train:
         t, i = statistics.median(train[name]), statistics.median(infer[name])

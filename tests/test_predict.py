@@ -108,3 +108,22 @@ def test_a_file_that_is_no_checkpoint_is_one_line_and_exit_2(predict, tmp_path, 
 def test_grey_images_are_made_the_network_s_three_channels(run, predict, tmp_path, capsys):
     assert predict(["--checkpoint", str(run), image(tmp_path / "grey.png", 0, mode="L")]) == 0
     assert capsys.readouterr().out.count("%") == 3
+
+
+def test_a_run_that_saw_its_test_images_mirrored_predicts_so_too(run, predict, tmp_path, capsys):
+    half = np.zeros((12, 12, 3), np.uint8)
+    half[:, :6, 0], half[:, 6:, 2] = 255, 160  # red on the left, dimmer blue on the right
+    Image.fromarray(half).save(tmp_path / "half.png")
+    Image.fromarray(half[:, ::-1].copy()).save(tmp_path / "mirror.png")
+
+    def probabilities(checkpoint, name):
+        assert predict(["--checkpoint", str(checkpoint), str(tmp_path / name), "--json", "--top", "3"]) == 0
+        return {t["class"]: t["probability"] for t in json.loads(capsys.readouterr().out)[0]["top"]}
+
+    plain, mirror = probabilities(run, "half.png"), probabilities(run, "mirror.png")
+    assert plain != mirror
+    flipped = tmp_path / "flipped.npz"
+    flipped.write_bytes(run.read_bytes())
+    rewrite_checkpoint(flipped, meta=lambda record: record["config"].update(test_augment="flip"))
+    seen = probabilities(flipped, "half.png")
+    assert seen == pytest.approx({c: (plain[c] + mirror[c]) / 2 for c in NAMES}, rel=1e-6)
