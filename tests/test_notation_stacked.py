@@ -120,10 +120,12 @@ ATTENTION = [  # attention's products over (b, h) blocks of 16x16: whether BLAS 
     ("o[b,n,h,e] = p[b,h,n,m] * v[b,m,h,e]", {"p": (3, 2, 16, 16), "v": (3, 16, 2, 16)}, False),
     ("dv[b,m,h,e] = do[b,n,h,e] * p[b,h,n,m]", {"do": (3, 16, 2, 16), "p": (3, 2, 16, 16)}, False),
     ("dk[b,m,h,e] = ds[b,h,n,m] * q[b,n,h,e]", {"ds": (3, 2, 16, 16), "q": (3, 16, 2, 16)}, False),
+    # two rows a block: each entry of k copied would serve two multiply-adds, less than the copy costs
+    ("s[b,h,n,m] = q[b,n,h,e] * k[b,m,h,e]", {"q": (3, 2, 2, 16), "k": (3, 16, 2, 16)}, False),
 ]
 
 
-@pytest.mark.parametrize("source,shapes,turned", ATTENTION, ids=[a[0] for a in ATTENTION])
+@pytest.mark.parametrize("source,shapes,turned", ATTENTION, ids=[f"{a[0]} {a[1]}" for a in ATTENTION])
 def test_small_blocks_read_column_by_column_are_copied_the_other_way_first(source, shapes, turned):
     run = Equation(source).compile(shapes=shapes)
     assert run.strategies == ("stacked GEMM",)

@@ -20,6 +20,9 @@ from ..runtime import parallel
 
 MIN_BLOCK_FLOPS = 8192  # smaller blocks cost more in calls than a transposing copy saves
 TURN_BLOCK = 32 ** 3  # blocks of at most this many multiply-adds read column by column are copied first
+# ... if each entry copied serves this many multiply-adds at least: a kernel's spectrum (128 x 128 a
+# frequency) copied for a batch of 2 rows cost 0.5 ms a product, five times the product itself
+TURN_REUSE = 16
 
 
 def _runs(idx: str, allowed) -> list:
@@ -131,9 +134,12 @@ class StackedGemm:
         F-ordered blocks as out^T = b^T a^T, so there a^T is that right operand): OpenBLAS multiplies
         16x16 blocks read so at half speed, and copying them the other way first costs less (attention's
         scores at batch 64: 70 against 30 + 25 us)."""
+        m, _, n = self.block
         if math.prod(self.block) > TURN_BLOCK:
             return False
-        return self.y[-1] in self.con if self.out[-1] in self.right else self.x[-1] in self.con
+        if self.out[-1] in self.right:  # y copied: each of its entries serves the m rows of x
+            return self.y[-1] in self.con and m >= TURN_REUSE
+        return self.x[-1] in self.con and n >= TURN_REUSE  # x copied, serving the n columns of y
 
     def _turn(self, a, b, c):
         """a and b, the one BLAS would read column by column copied the other way, into a buffer kept."""
