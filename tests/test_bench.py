@@ -99,8 +99,9 @@ def side_by_side(monkeypatch):
 
 
 def test_side_by_side_each_side_warms_up_before_every_timed_round_and_neither_always_goes_first(side_by_side,
-                                                                                                 capsys):
+                                                                                                 capsys, monkeypatch):
     bench, calls = side_by_side
+    monkeypatch.setattr(bench, "WARM_S", 0.0)  # --warmup calls alone: counted below
     bench.main(["--batch", "2", "--rounds", "2", "--repeats", "3", "--warmup", "2", "--json"])
     runs = [(side, what, len(list(group))) for (side, what), group in itertools.groupby(calls)]
     assert runs == [("engine", "train", 5), ("engine", "infer", 5), ("pytorch", "train", 5), ("pytorch", "infer", 5),
@@ -111,6 +112,14 @@ def test_side_by_side_each_side_warms_up_before_every_timed_round_and_neither_al
     assert row["ratio_train"] == pytest.approx(e["train_images_per_s"] / p["train_images_per_s"])
     assert row["ratio_infer"] == pytest.approx(e["infer_images_per_s"] / p["infer_images_per_s"])
     assert row["ratio_train_paired"] > 0 and row["ratio_infer_paired"] > 0
+
+
+def test_each_side_warms_up_for_warm_s_at_least_whatever_its_warmup_calls(side_by_side, monkeypatch):
+    bench, calls = side_by_side
+    monkeypatch.setattr(bench, "WARM_S", 0.03)
+    bench.main(["--batch", "2", "--rounds", "1", "--repeats", "1", "--warmup", "0", "--only", "pytorch", "--json"])
+    trains = [what for side, what in calls if what == "train"]
+    assert len(trains) >= 0.03 / 0.002 * 0.5 + 1  # 2 ms calls for 30 ms, then the one timed
 
 
 def test_one_side_alone_is_timed_without_the_other_and_without_a_ratio(side_by_side, capsys):
