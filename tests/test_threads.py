@@ -25,12 +25,12 @@ class Clock:
 
 @pytest.fixture
 def choosing(monkeypatch):
-    """Both sides on offer whatever this machine's BLAS or cores, no pauses, and the process's own
-    setting put back afterwards."""
+    """Both sides on offer whatever this machine's BLAS or cores, no warm-up beyond a call, and the
+    process's own setting put back afterwards."""
     monkeypatch.setattr(parallel, "choosable", lambda: True)
     monkeypatch.setattr(parallel, "FORCED", None)
     monkeypatch.setattr(parallel, "_ENABLED", parallel._AVAILABLE)
-    monkeypatch.setattr(threads, "SETTLE", 0.0)
+    monkeypatch.setattr(threads, "WARM", 0.0)
 
 
 @pytest.mark.parametrize("ours, blas, chosen", [(0.020, 0.030, True), (0.030, 0.020, False)])

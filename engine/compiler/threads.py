@@ -22,11 +22,11 @@ from notation.runtime import parallel
 
 TRIAL_AT = 3  # the call at which the trial runs: the first two warm the buffers and caches
 LONG = 0.004  # seconds: a shorter call gains too little from either to be worth a trial
-ROUNDS = 2  # rounds of the trial, each one untimed call and CALLS timed calls on each side
+ROUNDS = 3  # rounds of the trial, each WARM seconds of untimed calls and CALLS timed calls on each side
 CALLS = 3
 MARGIN = 1.05  # OpenBLAS's threads are taken only when faster by more than this: timings on a shared machine
 # wander by a few percent, and ours are what every test runs
-SETTLE = 0.12  # seconds before each side's calls, for the other side's threads to go to sleep
+WARM = 0.15  # seconds of untimed calls before each side's: OpenBLAS's threads spin some 80 ms after a call
 
 
 class Threads:
@@ -56,15 +56,17 @@ class Threads:
     def _trial(self, key, call) -> bool:
         times = {True: [], False: []}
         for n in range(ROUNDS):
-            for ours in (True, False):
-                time.sleep(SETTLE)  # the other's threads asleep first: OpenBLAS's spin some 80 ms after a call
+            for ours in (True, False) if n % 2 == 0 else (False, True):  # neither side always first
                 with parallel.threads(ours):
+                    start = self.clock()
                     call()
+                    while self.clock() - start < WARM:  # the other side's threads asleep, the cores up to speed
+                        call()
                     for _ in range(CALLS):
                         t = self.clock()
                         call()
                         times[ours].append(self.clock() - t)
-                if n == 0 and ours and statistics.median(times[True]) < LONG:
+                if ours and statistics.median(times[True]) < LONG:
                     return True  # too short to matter: ours, untried
         self.figures[key] = {"ours": statistics.median(times[True]), "blas": statistics.median(times[False])}
         return self.figures[key]["ours"] <= MARGIN * self.figures[key]["blas"]
