@@ -111,3 +111,30 @@ def test_two_threads_splitting_at_once_each_get_their_own_parts_done(team):
     for t in threads:
         t.join(30)
     assert not late and len(counts) == 160 and set(counts.values()) == {1}
+
+
+def test_a_part_started_runs_on_a_helper_while_the_caller_goes_on_until_finish(team):
+    log, release = [], threading.Event()
+
+    def slow(name):
+        release.wait(10)
+        _recording(log)(name)
+    team.start(slow, ("aside",))
+    assert team.busy()
+    caller = threading.current_thread().name
+    team.run([(_recording(log), ("mine",)), (_recording(log), ("split",))])  # the helper is busy: both here
+    assert log == [("mine", caller), ("split", caller)]
+    release.set()
+    team.finish()
+    assert log[-1] == ("aside", "notation-matmul-0") and not team.busy() and team.started == []
+
+
+def test_an_error_in_a_started_part_is_raised_at_finish_and_the_helper_carries_on(team):
+    def fails():
+        raise KeyError("aside")
+    team.start(fails, ())
+    with pytest.raises(KeyError):
+        team.finish()
+    log = []
+    team.run([(_recording(log), ("mine",)), (_recording(log), ("theirs",))])
+    assert sorted(name for name, _ in log) == ["mine", "theirs"]
