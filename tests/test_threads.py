@@ -7,7 +7,7 @@ import engine
 from engine.compiler import threads
 from notation.runtime import parallel
 
-from conftest import SPEC
+from conftest import SPEC, TINY_RUN, load_train_script, needs_mnist
 
 
 class Clock:
@@ -42,9 +42,9 @@ def test_the_third_call_times_both_sides_and_keeps_the_faster(choosing, ours, bl
     assert answers == [True, True, chosen, chosen]
     assert made == [1]  # one trial, at the third call
     assert choice.figures[("training", 64)] == pytest.approx({"ours": ours, "blas": blas})
-    whose = "ours" if chosen else "OpenBLAS's"
-    assert choice.describe() == [f"training at batch 64: {whose} threads ({1e3 * ours:.1f} ms a call on ours, "
-                                 f"{1e3 * blas:.1f} ms on OpenBLAS's)"]
+    whose = "the engine's" if chosen else "OpenBLAS's"
+    assert choice.describe() == [f"training at batch 64 on {whose} threads ({1e3 * ours:.1f} ms a call on the "
+                                 f"engine's, {1e3 * blas:.1f} on OpenBLAS's)"]
 
 
 def test_a_short_call_stays_on_ours_without_trying_blas(choosing):
@@ -104,3 +104,14 @@ def test_on_openblas_threads_a_product_of_one_row_still_sums_on_one_thread():
         ours = parallel.matmul(a, b)
     with parallel.threads(False):
         assert np.array_equal(parallel.matmul(a, b), ours)
+
+
+@needs_mnist
+def test_a_training_run_says_whose_threads_each_trial_chose_once(choosing, monkeypatch, capsys):
+    monkeypatch.setattr(threads, "LONG", 0.0)
+    cli = load_train_script()
+    assert cli.main(TINY_RUN + ["--epochs", "3", "--batch-size", "32"]) == 0
+    said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("threads: ")]
+    # training at batch 32 (at its third step), inference at batch 32 (at the second epoch's test set)
+    assert sorted(line.split(" on ")[0] for line in said) == ["threads: inference at batch 32",
+                                                              "threads: training at batch 32"]

@@ -87,9 +87,9 @@ class Threads:
         """A line for each choice made by a trial: pass, batch, whose threads, the two times."""
         lines = []
         for (what, batch), f in sorted(self.figures.items()):
-            whose = "ours" if self.chosen[what, batch] else "OpenBLAS's"
-            lines.append(f"{what} at batch {batch}: {whose} threads ({1e3 * f['ours']:.1f} ms a call on ours, "
-                         f"{1e3 * f['blas']:.1f} ms on OpenBLAS's)")
+            whose = "the engine's" if self.chosen[what, batch] else "OpenBLAS's"
+            lines.append(f"{what} at batch {batch} on {whose} threads ({1e3 * f['ours']:.1f} ms a call on the "
+                         f"engine's, {1e3 * f['blas']:.1f} on OpenBLAS's)")
         return lines
 
 

@@ -104,6 +104,7 @@ class Trainer:
         self.sums = {"loss": 0.0, "seen": 0, "seconds": 0.0}  # of the current epoch so far
         self.history = []         # one record per finished epoch
         self.resumed = False
+        self._told = set()  # the choices of whose threads already said
         self.saved_at = None      # (epoch, batch, step) of the checkpoint on disk, if any
 
     @property
@@ -228,6 +229,10 @@ class Trainer:
                     self.log(f"epoch {record['epoch']}/{cfg.epochs}: train loss {record['train_loss']:.4f}, "
                              f"test loss {record['test_loss']:.4f}, test accuracy {record['test_accuracy']:.2%} "
                              f"({record['seconds']:.1f} s, {record['images_per_s']:.0f} img/s)")
+                    for line in self.net.threads.describe():  # each trial's choice (engine/compiler/threads.py), once
+                        if line not in self._told:
+                            self._told.add(line)
+                            self.log(f"threads: {line}")
                     if not math.isfinite(evaluation.loss) or not self._finite():
                         return self._ended("diverged", f"the weights are no longer finite at {self.where()}: "
                                            f"training stopped; {self._kept()}. Try a smaller {named('lr')}")
