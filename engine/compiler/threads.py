@@ -22,11 +22,11 @@ from notation.runtime import parallel
 
 TRIAL_AT = 3  # the call at which the trial runs: the first two warm the buffers and caches
 LONG = 0.004  # seconds: a shorter call gains too little from either to be worth a trial
-ROUNDS = 3  # rounds of the trial, each WARM seconds of untimed calls and CALLS timed calls on each side
+ROUNDS = 2  # rounds of the trial, each WARM seconds of untimed calls and CALLS timed calls on each side
 CALLS = 3
 MARGIN = 1.05  # OpenBLAS's threads are taken only when faster by more than this: timings on a shared machine
 # wander by a few percent, and ours are what every test runs
-WARM = 0.15  # seconds of untimed calls before each side's: OpenBLAS's threads spin some 80 ms after a call
+WARM = 0.1  # seconds of untimed calls before each side's: OpenBLAS's threads spin some 80 ms after a call
 
 
 class Threads:
