@@ -79,6 +79,9 @@ def main(argv=None) -> int:
     print(f"{o.out}: network {net.name!r} as {o.format.upper()} ({size / 1e6:.2f} MB, checked against the engine, "
           f"{seconds:.1f} s): images [batch, {shape}] (NHWC float32 in [0, 1]) -> probabilities [batch, "
           f"{net.classes}]; classes {', '.join(classes[:3])}{', ...' if len(classes) > 3 else ''}")
+    if ckpt.meta["config"].get("test_augment") == "flip":
+        print("note: the run saw each test image also mirrored (test_augment flip) and the graph is one pass: "
+              "to predict as it did, average the probabilities of an image and of its mirror image")
     return 0
 
 

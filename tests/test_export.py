@@ -274,3 +274,11 @@ def test_a_dense_layer_and_a_layer_norm_on_an_image_act_on_each_pixels_channels(
     export(net, "onnx", tmp_path / "m.onnx")
     x = rng.random((4, 8, 8, 3), dtype=np.float32)
     assert np.abs(run_onnx(tmp_path / "m.onnx", x) - net.forward(x)).max() <= 1e-5
+
+
+def test_a_run_that_saw_its_test_images_mirrored_is_exported_as_one_pass_and_says_so(cli, capsys, trained, tmp_path):
+    said = exported(cli, capsys, trained("vit"), tmp_path / "vit.onnx")  # vit's training: test_augment flip
+    assert said.splitlines()[-1] == ("note: the run saw each test image also mirrored (test_augment flip) and the "
+                                     "graph is one pass: to predict as it did, average the probabilities of an "
+                                     "image and of its mirror image")
+    assert "note:" not in exported(cli, capsys, trained("zoo"), tmp_path / "zoo.onnx")
