@@ -241,8 +241,8 @@ class Block(Sizes, Jacobians, Algorithms):
     def lanes(self) -> tuple:
         """The Jacobian steps as (shared, weights, inputs), each in its order: the steps that the
         gradients of both the parameters and the inputs read, then those of the parameters' alone, and
-        those of the inputs' alone.  The last two never read each other's results, so they may run at
-        once once the first have run (engine/compiler/network.py)."""
+        those of the inputs' alone.  The last two never read each other's results, so after the first
+        they may run side by side (engine/compiler/network.py)."""
         if self.kept_lanes[0] is not self.backward_runs:
             steps = self.backward_runs
             weights = {grad(p) for p in self.param_shapes}
