@@ -29,6 +29,13 @@ def test_matmul_equals_numpys_whichever_way_it_cuts(shapes):
     np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-9)
 
 
+
+@pytest.fixture(autouse=True)
+def no_blas_threads_spinning(monkeypatch):
+    """Whatever ran before: for 0.1 s after OpenBLAS's threads ran, splits run on the caller alone."""
+    monkeypatch.setattr(parallel, "_blas_spins", 0.0)
+
+
 def test_transposed_operands_and_float32():
     rng = np.random.default_rng(1)
     a = rng.standard_normal((900, 200)).astype(np.float32).T  # a transposed view, as a GEMM reads it
@@ -79,6 +86,17 @@ def test_each_shares_the_pieces_out_between_the_workers_each_once(monkeypatch, w
     parts = []
     parallel.each(parts.append, range(7))
     assert sorted(map(tuple, parts)) == sorted(tuple(range(k, 7, workers)) for k in range(workers))
+
+
+@pytest.mark.parametrize("workers, spans", [(1, [(0, 7)]), (2, [(0, 3), (3, 7)]), (3, [(0, 2), (2, 4), (4, 7)])])
+def test_spans_cut_the_rows_into_one_consecutive_span_a_worker(monkeypatch, workers, spans):
+    monkeypatch.setattr(parallel, "WORKERS", workers)
+    monkeypatch.setattr(parallel, "_ENABLED", parallel._AVAILABLE)
+    seen = []
+    parallel.spans(lambda start, stop: seen.append((start, stop, threading.current_thread().name)), 7)
+    assert sorted(s[:2] for s in seen) == spans
+    assert [name for start, _, name in seen if start == 0] == [threading.current_thread().name]  # the first here
+    assert all(name.startswith("notation-matmul") for start, _, name in seen if start)
 
 
 @pytest.mark.parametrize("a_stack, b_stack", [((1, 6), (5, 6)), ((5, 1), (1, 6)), ((), (5, 6)), ((30,), ())])

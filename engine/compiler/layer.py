@@ -60,8 +60,7 @@ class Block(Sizes, Jacobians, Algorithms):
         self.buffers = {}
         self.memo = {}  # result -> (its buffer, copies of the parameters it was last computed from)
         self.kept = (None, {})  # (the runs it was worked out for, _from_params())
-        self.kept_lanes = (None, ())  # (the runs they were worked out for, lanes())
-        self.apart = 0.0  # the modelled seconds of the shorter of lanes()' last two: what running them at once saves
+        self.kept_lanes = (None, (), 0.0)  # (the runs they were worked out for, lanes(), apart())
         self.uniform = {}  # the random masks' uniform draws, float64 whatever the dtype
         # the definition's runs stay, to check the algorithm against and to cost it in plans
         self.definition = (self.forward_runs, self.backward_runs)
@@ -259,10 +258,15 @@ class Block(Sizes, Jacobians, Algorithms):
                     lanes[0 if not to or (to & weights and to - weights) else 1 if to <= weights else 2].append(step)
             else:
                 lanes[0].extend(steps)
-            self.kept_lanes = (steps, tuple(tuple(lane) for lane in lanes))
-            self.apart = min(modelled_seconds(lanes[1], self.dtype.itemsize),
-                             modelled_seconds(lanes[2], self.dtype.itemsize))
+            size = self.dtype.itemsize
+            apart = min(modelled_seconds(lanes[1], size), modelled_seconds(lanes[2], size))
+            self.kept_lanes = (steps, tuple(tuple(lane) for lane in lanes), apart)
         return self.kept_lanes[1]
+
+    def apart(self) -> float:
+        """The modelled seconds of the shorter of lanes()' last two: what running them side by side saves."""
+        self.lanes()
+        return self.kept_lanes[2]
 
     def backward(self, env, steps=None):
         """Run the Jacobian contractions (or those `steps` of them) in order; env must hold d<out> and

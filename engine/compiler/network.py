@@ -370,7 +370,7 @@ class Network(LoadChecks):
             out = s.layer.out_shape
             s.env[grad(s.layer.kind.out_name)] = s.shaped("dz", dz, out)
             shared, weights, inputs = s.layer.lanes()
-            if s.layer.apart >= parallel.ASIDE_SECONDS and parallel.aside():
+            if s.layer.apart() >= parallel.ASIDE_SECONDS and parallel.aside():
                 s.layer.backward(s.env, shared)
                 parallel.start(s.layer.backward, s.env, weights)
                 s.layer.backward(s.env, inputs)

@@ -65,7 +65,7 @@ def describe(net, spec_file, config: Config) -> str:
     return (f"network: {net.name} of {spec_file} ({size:,} parameters, {net.dtype}); {config.optimizer} {rate}, "
             f"batch {config.batch_size}, {count(config.epochs, 'epoch')}, seed {config.seed}"
             f"{'' if config.augment == 'none' else f', augment {config.augment}'}"
-            f"{'' if config.test_augment == 'none' else f', test images also seen {config.test_augment}ped'}")
+            f"{'' if config.test_augment == 'none' else ', test images also seen flipped'}")
 
 
 def train(o: Options, log=print, warn=None, data=None) -> Trained:
@@ -286,7 +286,7 @@ def evaluate_checkpoint(o: Options, log=print) -> Evaluation:
     t = time.perf_counter()
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         ev = evaluate(net, data.test_x, data.test_y, config.batch_size, config.test_augment)
-    seen = "" if config.test_augment == "none" else f", each image also seen {config.test_augment}ped"
+    seen = "" if config.test_augment == "none" else ", each image also seen flipped"
     log(f"test accuracy {ev.accuracy:.2%} ({int(np.trace(ev.confusion))} of {ev.count}{seen}), loss {ev.loss:.4f} "
         f"({time.perf_counter() - t:.1f} s)")
     log(format_confusion(ev.confusion, data.classes))

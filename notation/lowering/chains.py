@@ -150,7 +150,7 @@ class Chain:
         kernel, rows, args, _ = call
         with counters.timing(self.name):
             if rows >= 2 and rows * args[0] >= parallel.MIN_ENTRIES:
-                parallel.each(lambda part: [kernel(s.start, s.stop, *args) for s in part], parallel.cuts(rows))
+                parallel.spans(lambda start, stop: kernel(start, stop, *args), rows)
             else:
                 kernel(0, rows, *args)
         return True

@@ -23,8 +23,9 @@ def window_max(inner, k, positions=False, out=None, planes=None):
     n = values.ndim
     if values.size >= SPLIT and shape[0] >= 2 and parallel.WORKERS >= 2:
         at = (slice(None),) * k
-        parallel.each(lambda part: [_window_max(inner[h], window, values[h], planes[at + (h,)] if positions
-                                                else None) for h in part], parallel.cuts(shape[0]))
+        parallel.spans(lambda start, stop: _window_max(inner[start:stop], window, values[start:stop],
+                                                       planes[at + (slice(start, stop),)] if positions else None),
+                       shape[0])
     else:
         _window_max(inner, window, values, planes if positions else None)
     if not positions:

@@ -218,7 +218,7 @@ class ChunkedSum(SumGemv):
                 kernel, args, _ = call
                 n = len(self.chunks)
                 if self.n_sum * self.n_out >= self.SPLIT and n > 1:
-                    parallel.each(lambda part: [kernel(s.start, s.stop, *args) for s in part], parallel.cuts(n))
+                    parallel.spans(lambda start, stop: kernel(start, stop, *args), n)
                 else:
                     kernel(0, n, *args)
             elif self.n_sum * self.n_out >= parallel.MIN_ENTRIES and len(self.chunks) > 1:

@@ -93,19 +93,13 @@ class threads:
         self.before, self.counts = _ENABLED, ()
         _ENABLED = _AVAILABLE and FORCED is not False and (self.ours or FORCED is True)
         if not _ENABLED and _AVAILABLE and not _depth:
-            _, blas = _setup()
-            self.counts = [(c, c.get_num_threads()) for c in blas.lib_controllers]
-            for c, n in self.counts:
-                if n != WORKERS:
-                    c.set_num_threads(WORKERS)
+            self.counts = _blas_threads(WORKERS)
         return self
 
     def __exit__(self, *exc):
         global _ENABLED, _blas_spins
         try:
-            for c, n in self.counts:
-                if n != WORKERS:
-                    c.set_num_threads(n)
+            _put_back(self.counts, WORKERS)
         finally:
             if not _ENABLED:
                 _blas_spins = time.monotonic() + BLAS_SPIN_S
@@ -162,14 +156,9 @@ class _SerialBlas:
         if not enabled() or _depth:
             _depth += 1
             return
-        _, blas = _setup()
         _depth += 1
-        # each library's own get and set (3 us) rather than threadpoolctl's limit() (10 us a call)
-        self.before = [(c, c.get_num_threads()) for c in blas.lib_controllers]
         try:
-            for c, n in self.before:
-                if n != 1:
-                    c.set_num_threads(1)
+            self.before = _blas_threads(1)
         except BaseException:
             self.__exit__(None, None, None)
             raise
@@ -177,11 +166,27 @@ class _SerialBlas:
     def __exit__(self, *exc):
         global _depth
         try:
-            for c, n in self.before or ():
-                if n != 1:
-                    c.set_num_threads(n)
+            _put_back(self.before or (), 1)
         finally:
             _depth -= 1
+
+
+def _blas_threads(n: int) -> list:
+    """numpy's BLAS set to n threads; the (library, its count before) pairs for _put_back.  Each library's
+    own get and set (3 us) rather than threadpoolctl's limit() (10 us a call)."""
+    _, blas = _setup()
+    before = [(c, c.get_num_threads()) for c in blas.lib_controllers]
+    for c, k in before:
+        if k != n:
+            c.set_num_threads(n)
+    return before
+
+
+def _put_back(before, n: int) -> None:
+    """Each library's count as before _blas_threads(n)."""
+    for c, k in before:
+        if k != n:
+            c.set_num_threads(k)
 
 
 def one_blas_thread():
@@ -197,16 +202,10 @@ class _OneThread:
         self.before = ()
         if (_ENABLED and _depth) or not _AVAILABLE:
             return  # inside a step on our threads: BLAS is on one already
-        _, blas = _setup()
-        self.before = [(c, c.get_num_threads()) for c in blas.lib_controllers]
-        for c, n in self.before:
-            if n != 1:
-                c.set_num_threads(1)
+        self.before = _blas_threads(1)
 
     def __exit__(self, *exc):
-        for c, n in self.before:
-            if n != 1:
-                c.set_num_threads(n)
+        _put_back(self.before, 1)
 
 
 def _under(err, fn, *args, **kwargs):
@@ -265,6 +264,16 @@ def each(fn, items) -> None:
         fn(items)
         return
     _share(fn, [(items[k::WORKERS],) for k in range(WORKERS)])
+
+
+def spans(fn, n: int) -> None:
+    """fn(start, stop) for each worker's consecutive span of range(n) (parallel.cuts), or fn(0, n) where
+    our threads do not run now: for a C loop over rows that do not depend on each other (a chain's, a
+    sum's chunks, the taps' outer rows), the same bits however they are shared."""
+    if not _ENABLED or WORKERS < 2 or n < 2:
+        fn(0, n)
+        return
+    _share(fn, [(s.start, s.stop) for s in cuts(n)])
 
 
 def _cut_pass(fn, inputs, out, axis, s):

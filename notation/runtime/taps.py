@@ -231,8 +231,8 @@ def loop(a, la, b, lb, out, lo, groups=(), taps=(), add=False, scale=1.0) -> boo
         pb = _address(b)
     args = (pa, pb, o, at, n_groups, n_taps)
     flags = (int(add), int(scale != 1.0), scale)
-    if split and parallel.enabled() and parallel.WORKERS >= 2:
-        parallel.each(lambda part: [kernel(*args, s.start, s.stop, *flags) for s in part], parallel.cuts(n0))
+    if split:
+        parallel.spans(lambda start, stop: kernel(*args, start, stop, *flags), n0)
     else:
         kernel(*args, 0, n0, *flags)
     return True
