@@ -2,6 +2,8 @@
 forward equations as the reference interpreter reads them, and its Jacobians (declared or
 derived) agree with central differences, in training and in eval mode where the two differ; built
 in float32, each agrees with its float64 self to float32's precision."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -189,13 +191,40 @@ def test_dropout_keeps_each_entry_with_probability_one_minus_rate_and_rescales()
     np.testing.assert_allclose(z, env["m"] / 0.75)
 
 
+def derived(kind):
+    """The kind with `backward: derive` in place of its declared Jacobians."""
+    return dataclasses.replace(kind, backward="derive")
+
+
 def test_a_gradient_summed_at_a_fan_out_is_one_equation_where_every_term_writes_it_alike():
-    """Batch norm's x feeds its mean and its centring: dx is one sum of two terms, made in one result,
-    with the term that covers it first (no zeroing, no temporaries dx_1, dx_2)."""
+    """Batch norm's x feeds its mean and its centring: derived, dx is one sum of two terms, made in one
+    result, with the term that covers it first (no zeroing, no temporaries dx_1, dx_2)."""
     spec = engine.read(SPEC)
-    block = Block(spec, spec.kinds["batchnorm"], {"momentum": 0.1, "eps": 1e-5}, {"x": (4, 3, 3, 2)}, "bn",
-                  needs={"x", "g", "beta"})
+    block = Block(spec, derived(spec.kinds["batchnorm"]), {"momentum": 0.1, "eps": 1e-5}, {"x": (4, 3, 3, 2)},
+                  "bn", needs={"x", "g", "beta"})
     steps = {b.result: b.run for b in block.backward_runs}
     assert str(steps["dx"].equation) == "dx[b,i,j,k] = dmu[k] / count + dxc[b,i,j,k]"
     assert steps["dx"].strategies == ("gather copy", "add of a view")
     assert not {"dx_1", "dx_2", "dxc_1", "dxc_2"} & set(steps)
+
+
+@pytest.mark.parametrize("name,shape", [("batchnorm", (4, 3, 5, 2)), ("layernorm", (3, 7)),
+                                        ("layernorm", (2, 3, 5))])
+def test_the_norms_declared_jacobians_equal_reverse_mode_over_their_forward(name, shape):
+    """Batch and layer norm declare the short form of their gradients (dx in one pass over dz and xh);
+    reverse mode over the same forward gives the same values, in float64, on random inputs."""
+    kind = ZOO.kinds[name]
+    blocks = [Block(ZOO, k, kind.hyper, {"x": shape}, name, dtype=np.float64) for k in (kind, derived(kind))]
+    rng = np.random.default_rng(5)
+    env = {"x": rng.standard_normal(shape) * 2 + 1}
+    env.update({p: rng.standard_normal(s) for p, s in blocks[0].param_shapes.items()})
+    env.update({n: np.ones(s) for n, s in blocks[0].state_shapes.items()})
+    dz = rng.standard_normal(blocks[0].out_shape)
+    grads = []
+    for block in blocks:
+        work = block.forward(dict(env))
+        work[grad(kind.out_name)] = dz
+        grads.append(block.backward(work))
+    assert len(blocks[0].backward_runs) < len(blocks[1].backward_runs)
+    for t in ("x", "g", "beta"):
+        np.testing.assert_allclose(grads[0][grad(t)], grads[1][grad(t)], rtol=1e-10, atol=1e-12, err_msg=t)

@@ -1,7 +1,7 @@
 """A right side whose terms sum nothing, in one pass over memory: every term of it (a product of
 views, of functions of views, and a scale) is made and added entry by entry in one C loop
 (notation/runtime/fused.c's CHAIN), a block of the result at a time, in cache.  Batch norm's
-`xc = x - mu`, `z = xh g + beta`, its derived `dxc` and `dx`, a layer norm's, a bias's, an
+`xc = x - mu`, `z = xh g + beta`, its `dx`, a layer norm's, a bias's, an
 activation's derivative `dz = da drelu(z)`: numpy runs each term as a pass of its own, each
 function as another, and adds each term in yet another; a broadcast row (a channel vector) costs it
 a call per row.  The loop does the same float operations in the same order, so the bits are numpy's.
