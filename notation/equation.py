@@ -132,6 +132,11 @@ class Run:
         self.shapes = {k: v for k, v in shapes.items() if k in equation.operands}
         self._rhs = rhs
         self.has_max = any(isinstance(n, Max) for n in walk(equation.rhs))
+        # the right side is one operand, whole and in its own order (a residual's dx1 = dz): a caller
+        # that owns no copy of the result may take the operand itself (alias())
+        p = rhs.products[0] if rhs.is_view else None
+        self.copies = p is not None and p.perm == tuple(range(len(p.perm))) and \
+            p.operands[0].view.summary()["kind"] == "whole array"
 
     @property
     def einsum(self) -> str:
@@ -268,6 +273,14 @@ class Run:
             raise NotationError(f"out has shape {out.shape}, the result has {self.result_shape}",
                                 self.equation.source)
         return self.evaluate(arrays, out, positions)
+
+    def alias(self, arrays: dict):
+        """The result as the operand it copies, no pass over memory, where `copies` holds and that array
+        has the result's shape and C layout; else None (evaluate() into a buffer then)."""
+        if not self.copies:
+            return None
+        a = self._rhs.as_view(arrays)
+        return a if a.shape == self.result_shape and a.flags.c_contiguous else None
 
     def evaluate(self, arrays: dict, out=None, positions=False):
         """As calling it, without checking the arrays: for a caller that passes arrays of the compiled

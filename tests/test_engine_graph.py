@@ -75,6 +75,15 @@ def test_gradients_through_a_graph_match_central_differences_with_the_masks_held
             assert abs(numeric - analytic) <= 1e-6 * abs(numeric) + 1e-9, (layer, p, numeric, analytic)
 
 
+def test_a_residual_hands_its_gradient_to_both_inputs_without_a_copy(branchy):
+    """add's dx1 = dz and dx2 = dz are dz itself (the gradients above match central differences)."""
+    x, y = batch()
+    branchy.loss_and_grads(x, y)
+    add = next(s for s in branchy.compiled(len(x)) if s.name == "add")
+    for dx in ("dx1", "dx2"):
+        assert np.shares_memory(add.env[dx], add.env["dz"]) and add.env[dx].shape == add.env["dz"].shape
+
+
 def test_eval_mode_is_the_default_deterministic_and_uses_running_statistics(branchy):
     net = branchy
     net.set_params(net.init(3))

@@ -44,3 +44,18 @@ def test_a_flipped_and_offset_view_reads_backwards_from_its_offset():
     w = np.arange(36.0).reshape(3, 3, 2, 2)
     np.testing.assert_array_equal(view(w), w[::-1, ::-1])
     np.testing.assert_array_equal(view(np.asfortranarray(w)), w[::-1, ::-1])
+
+
+def test_a_copy_of_a_whole_operand_may_be_that_operand():
+    """`dx1[b,i] = dz[b,i]` (a residual's gradient) can hand over dz itself; a transpose, a scale, a
+    window or an operand laid out otherwise are made into the result as before."""
+    from notation import Equation
+
+    dz = np.arange(12.0).reshape(3, 4)
+    same = Equation("dx[b,i] = dz[b,i]").compile(shapes={"dz": dz.shape})
+    assert same.copies and same.alias({"dz": dz}) is not None
+    assert np.shares_memory(same.alias({"dz": dz}), dz)
+    assert same.alias({"dz": np.asfortranarray(dz)}) is None  # not in C order: copied
+    for text, shape in (("dx[i,b] = dz[b,i]", (3, 4)), ("dx[b,i] = 2 * dz[b,i]", (3, 4)),
+                        ("dx[b,i] = dz[b, i+1]", (3, 5))):
+        assert not Equation(text).compile(shapes={"dz": shape}).copies, text

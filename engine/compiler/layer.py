@@ -275,6 +275,11 @@ class Block(Sizes, Jacobians, Algorithms):
             env.update(self.constants)
         buffers = self.buffers
         for _, result, run, _ in self.backward_runs if steps is None else steps:
+            if run.copies:  # a gradient that is another, whole (a residual's dx1 = dz): that array itself
+                same = run.alias(env)
+                if same is not None:
+                    env[result] = same
+                    continue
             out = buffers.get(result)
             if out is None or out.dtype != self.dtype:
                 out = self._buffer(result, run.result_shape)
