@@ -47,7 +47,7 @@ def trained(path, spec, spec_file) -> Trained:
                               f"(it has {sorted(spec.networks)}); give the `spec` it was trained with")
     meaning = ckpt_io.meaning(spec, network)
     ckpt_io.check_spec(ckpt, path, ckpt_io.fingerprint(meaning), str(spec_file), network, meaning,
-                       ckpt_io.spec_hash(Path(spec_file).read_bytes(), network))
+                       ckpt_io.spec_hash(Path(spec_file).read_bytes(), network), resuming=False)
     config = ckpt.meta.get("config")
     config = config if isinstance(config, dict) else {}
     optimizer, lr = config.get("optimizer", "adam"), config.get("lr", 1e-3)

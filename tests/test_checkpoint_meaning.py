@@ -110,8 +110,23 @@ def test_a_checkpoint_written_before_the_ellipsis_evaluates_and_resumes(tmp_path
     assert checkpoint.load(path).meta["epoch"] == 2
 
 
+def test_jacobians_written_another_way_refuse_a_resume_but_not_an_evaluation():
+    """The forward is what weights mean; the Jacobians only what a resumed run's bits would be."""
+    new = now("resnet")
+    old = copy.deepcopy(new)
+    old["kinds"]["batchnorm"]["backward"] = "derive"  # as checkpoints before the short form recorded it
+    ckpt = checkpoint.Checkpoint({}, {}, {}, {"meaning": old, "network": "resnet"})
+    checkpoint.check_spec(ckpt, "old.npz", checkpoint.fingerprint(new), str(SPEC), "resnet", new, resuming=False)
+    with pytest.raises(CheckpointError) as info:
+        checkpoint.check_spec(ckpt, "old.npz", checkpoint.fingerprint(new), str(SPEC), "resnet", new)
+    assert "Jacobians" in str(info.value) and "kind 'batchnorm' backward 'derive'" in str(info.value)
+    old["kinds"]["batchnorm"]["forward"][-1] = "z[b,i,j,k] = xh[b,i,j,k] * g[k]"
+    with pytest.raises(CheckpointError, match="no longer means what it was trained as"):
+        checkpoint.check_spec(ckpt, "old.npz", checkpoint.fingerprint(new), str(SPEC), "resnet", new, resuming=False)
+
+
 @needs_mnist
-def test_a_checkpoint_whose_old_spelling_hides_a_real_change_is_refused(tmp_path, capsys):
+def test_a_checkpoint_whose_old_spelling_hides_a_jacobian_change_evaluates_but_is_not_resumed(tmp_path, capsys):
     cli = load_train_script("train_script_meaning")
     path = tmp_path / "old.npz"
     assert cli.main([*TINY_RUN, "--epochs", "1", "--checkpoint", str(path)]) == 0
@@ -121,6 +136,8 @@ def test_a_checkpoint_whose_old_spelling_hides_a_real_change_is_refused(tmp_path
         meta["meaning"]["kinds"]["dense"]["backward"]["b"] = ["db[i] = 2 * dz[b,i]"]
     rewrite_checkpoint(path, meta=doubled)
     capsys.readouterr()
-    _, err = refused_run(cli, capsys, [*TINY_RUN[2:8], "--checkpoint", str(path), "--eval-only"])
+    assert cli.main([*TINY_RUN[2:8], "--checkpoint", str(path), "--eval-only"]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    _, err = refused_run(cli, capsys, [*TINY_RUN, "--epochs", "2", "--checkpoint", str(path), "--resume"])
     assert "kind 'dense' backward b[0] 'db[i] = 2 * dz[b,i]' -> 'db[i] = dz[...,i]'" in err, err
-
+    assert "Jacobians" in err and "resume with the spec it was trained with" in err, err

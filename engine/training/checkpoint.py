@@ -122,6 +122,13 @@ def differences(old: dict, new: dict, where: str = "", leading: dict | None = No
     return []
 
 
+def _forward(meaning_: dict) -> dict:
+    """A meaning without the kinds' Jacobians: what a forward pass (evaluation, prediction) depends on."""
+    return {k: ({n: {f: v for f, v in entry.items() if f != "backward"} for n, entry in value.items()}
+                if k in ("kinds", "activations", "losses") and isinstance(value, dict) else value)
+            for k, value in meaning_.items()}
+
+
 def _entry_differences(old, new, where) -> list:
     """A kind's (activation's, loss's) differences, and whether its `...` stands for one number of axes."""
     leading = {}
@@ -355,8 +362,11 @@ def load(path) -> Checkpoint:
 
 
 def check_spec(ckpt: Checkpoint, path, expected_hash: str, spec_file: str, network: str,
-               meaning_: dict | None = None, legacy_hash: str | None = None) -> None:
-    """Refuse weights trained for a network that means something else now, naming what changed."""
+               meaning_: dict | None = None, legacy_hash: str | None = None, resuming: bool = True) -> None:
+    """Refuse weights trained for a network that means something else now, naming what changed.  A
+    kind's Jacobians written another way (the same gradients, other bits) matter only to a run resumed
+    (resuming=True: it would not be the bits of the uninterrupted run); evaluating, predicting and
+    exporting read the forward alone."""
     saved = ckpt.meta.get("spec_hash")
     then = ckpt.meta.get("meaning")
     if isinstance(then, dict) and meaning_ is not None:
@@ -364,7 +374,12 @@ def check_spec(ckpt: Checkpoint, path, expected_hash: str, spec_file: str, netwo
             raise CheckpointError(f"{path}: written for network {ckpt.meta.get('network')!r}, not {network!r}; "
                                   f"pass {named('network')} {ckpt.meta.get('network')}, or start a new "
                                   f"{named('checkpoint')}")
-        changed = differences(then, meaning_)
+        changed = differences(then, meaning_) if resuming else differences(_forward(then), _forward(meaning_))
+        if changed and resuming and not differences(_forward(then), _forward(meaning_)):
+            raise CheckpointError(f"{path}: the Jacobians of network {network!r} of {spec_file} are written another "
+                                  f"way now ({changed[0]}); the weights mean what they did and evaluate as "
+                                  f"before, but a resumed run would not be the bits of the one it continues: "
+                                  f"resume with the spec it was trained with, or start a new {named('checkpoint')}")
         if changed:
             more = f" (and {len(changed) - 3} more)" if len(changed) > 3 else ""
             raise CheckpointError(f"{path}: network {network!r} of {spec_file} no longer means what it was trained "

@@ -72,7 +72,7 @@ def restored(ckpt, path, spec_path="layers.yaml", network=None, optimize=None) -
         spec = fitted(spec, trained, ckpt_io.input_shape(ckpt), len(classes))
     meaning = ckpt_io.meaning(spec, trained)
     ckpt_io.check_spec(ckpt, path, ckpt_io.fingerprint(meaning), str(spec_path), trained, meaning,
-                       ckpt_io.spec_hash(spec_bytes, trained))
+                       ckpt_io.spec_hash(spec_bytes, trained), resuming=False)
     net = load_network(spec, network=trained, seed=saved.get("seed") if isinstance(saved.get("seed"), int) else 0,
                        optimize=optimize, algorithms=recorded_algorithms(ckpt, path))
     checks.arrays(path, ckpt)
