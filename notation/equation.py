@@ -132,11 +132,12 @@ class Run:
         self.shapes = {k: v for k, v in shapes.items() if k in equation.operands}
         self._rhs = rhs
         self.has_max = any(isinstance(n, Max) for n in walk(equation.rhs))
-        # the right side is one operand, whole and in its own order (a residual's dx1 = dz): a caller
-        # that owns no copy of the result may take the operand itself (alias())
+        # the right side is one operand whole, or reshaped, in its own order, nothing summed or scaled (a
+        # residual's dx1 = dz, flatten's (10) and (11)): a caller that owns no copy of the result may take
+        # the operand's memory (alias()); a window, a flip or a transpose is never laid out as the result
         p = rhs.products[0] if rhs.is_view else None
         self.copies = p is not None and p.perm == tuple(range(len(p.perm))) and \
-            p.operands[0].view.summary()["kind"] == "whole array"
+            p.operands[0].view.summary()["kind"] in ("whole array", "reshape")
 
     @property
     def einsum(self) -> str:
@@ -275,12 +276,15 @@ class Run:
         return self.evaluate(arrays, out, positions)
 
     def alias(self, arrays: dict):
-        """The result as the operand it copies, no pass over memory, where `copies` holds and that array
-        has the result's shape and C layout; else None (evaluate() into a buffer then)."""
+        """The result as the operand's own memory, no pass over it, where `copies` holds and the view is
+        C-ordered (then it holds the result's entries in the result's order, reshaped where the result is
+        a reshape of it: flatten's); else None (evaluate() into a buffer then)."""
         if not self.copies:
             return None
         a = self._rhs.as_view(arrays)
-        return a if a.shape == self.result_shape and a.flags.c_contiguous else None
+        if not a.flags.c_contiguous:
+            return None
+        return a if a.shape == self.result_shape else a.reshape(self.result_shape)
 
     def evaluate(self, arrays: dict, out=None, positions=False):
         """As calling it, without checking the arrays: for a caller that passes arrays of the compiled

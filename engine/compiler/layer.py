@@ -204,6 +204,11 @@ class Block(Sizes, Jacobians, Algorithms):
             env.update(self.constants)
         from_params, buffers = self._from_params(), self.buffers
         for result, mask, run, _ in self.forward_runs:
+            if run.copies:  # a view of one operand (flatten's (10)): that memory itself, where C-ordered
+                same = run.alias(env)
+                if same is not None:
+                    env[result] = same
+                    continue
             out = buffers.get(result)
             if out is None or out.dtype != self.dtype:
                 out = self._buffer(result, run.result_shape)
@@ -275,7 +280,7 @@ class Block(Sizes, Jacobians, Algorithms):
             env.update(self.constants)
         buffers = self.buffers
         for _, result, run, _ in self.backward_runs if steps is None else steps:
-            if run.copies:  # a gradient that is another, whole (a residual's dx1 = dz): that array itself
+            if run.copies:  # a view of one gradient (a residual's dx1 = dz, flatten's (11)): its memory
                 same = run.alias(env)
                 if same is not None:
                     env[result] = same

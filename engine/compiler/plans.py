@@ -102,9 +102,9 @@ def _contraction(spec, block, block_name, pass_, writes, run, in_step) -> dict:
     for p in info["products"]:
         path_info = infos.pop(0) if p["steps"] else None
         products.append(_product(p, path_info, size))
-    if pass_ == "backward" and run.copies:  # engine/compiler/layer.py's backward takes the operand itself
+    if run.copies and pass_ in ("forward", "backward"):  # engine/compiler/layer.py takes the operand itself
         products[0]["strategy"] = dict(products[0]["strategy"], runs=products[0]["strategy"]["runs"]
-                                       + "; in a network, the operand itself where C-ordered: no copy")
+                                       + "; in a network, the operand's own memory where C-ordered: no copy")
     naive = sum(p["naive_flops"] for p in products)
     opt = sum(p["optimized_flops"] for p in products)
     largest = max((p["largest_intermediate"]["elements"] for p in products), default=0)
