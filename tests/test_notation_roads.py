@@ -24,6 +24,8 @@ CHOICES = [  # equation, shapes, the road that runs
     # per-channel sums of a product (batch norm's dg, dr): one pass, not a 1xN by Nx1 GEMM per channel
     ("dg[k] = dz[b,i,j,k] * xh[b,i,j,k]", {"dz": BN, "xh": BN}, "chunked sum of a product"),
     ("dr[k] = dxh[b,i,j,k] * xc[b,i,j,k] * m[b,i,j,k]", {"dxh": BN, "xc": BN, "m": BN}, "chunked sum of a product"),
+    # a factor on the result's indices alone multiplies the sum once, after it (not a GEMM per channel)
+    ("dg[k] = dz[b,i,j,k] * xc[b,i,j,k] * r[k]", {"dz": BN, "xc": BN, "r": BN[-1:]}, "chunked sum of a product"),
     # per-token sums over the last axis (a layer norm's): rows of a chunk times ones
     ("s[b,n] = x[b,n,i] * y[b,n,i]", {"x": (64, 16, 64), "y": (64, 16, 64)}, "chunked sum of a product"),
     # long rows: each block a unit-stride dot of 4,096 entries, as fast as a chunk: the GEMM road stays
@@ -60,23 +62,26 @@ DEAR_BLOCKS = cost.Rates(gemm=1e11, bandwidth=1e10, einsum=1e3, call=1e-6, block
 
 @settings(max_examples=40, deadline=None)
 @given(st.integers(1, 5), st.integers(1, 40), st.integers(2, 9), st.integers(1, 3), st.booleans(),
-       st.integers(1, 64))
-def test_a_chunked_sum_agrees_with_the_loop_interpreter(b, n, k, factors, channel_last, chunk):
-    """Chunks of a few entries (many chunks, a short last one), one to three factors, either layout;
-    rates under which a stack of blocks and np.einsum are dear, so that the chunked road is the one weighed cheapest."""
+       st.integers(1, 64), st.booleans())
+def test_a_chunked_sum_agrees_with_the_loop_interpreter(b, n, k, factors, channel_last, chunk, scaled):
+    """Chunks of a few entries (many chunks, a short last one), one to three factors, either layout, with or
+    without a factor on the result's index alone (`r[k]`, taken out of the sum); rates under which a stack
+    of blocks and np.einsum are dear, so that the chunked road is the one weighed cheapest."""
     idx = "b,n,k" if channel_last else "k,b,n"
     terms = [f"a{f}[{idx}]" for f in range(factors)]
     source = "y[k] = " + (" * ".join(terms) if factors > 1 else f"square({terms[0]})")  # a function's result, summed
+    source += " * r[k]" if scaled else ""
     shape = (b, n, k) if channel_last else (k, b, n)
+    shapes = {f"a{f}": shape for f in range(factors)} | ({"r": (k,)} if scaled else {})
     with mock.patch.object(ChunkedSum, "CHUNK", chunk):
         cost.use(DEAR_BLOCKS)
         try:
-            run = Equation(source).compile(shapes={f"a{f}": shape for f in range(factors)})
+            run = Equation(source).compile(shapes=shapes)
         finally:
             cost.use(None)
     assert run.strategies == ("chunked sum of a product",)
     rng = np.random.default_rng(b * 1000 + n * 10 + k)
-    arrays = {f"a{f}": rng.standard_normal(shape) for f in range(factors)}
+    arrays = {name: rng.standard_normal(s) for name, s in shapes.items()}
     np.testing.assert_allclose(run(**arrays), evaluate_run(run, **arrays), rtol=1e-12, atol=1e-12)
 
 

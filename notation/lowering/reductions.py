@@ -72,7 +72,8 @@ class SumGemv(Strategy):
 
 class ChunkedSum(SumGemv):
     """A sum of a product whose operands all carry every index, in one memory order (batch norm's
-    `dg[k] = dz[b,i,j,k] * xh[b,i,j,k]`, layer norm's per-example sums), a chunk of CHUNK entries at a
+    `dg[k] = dz[b,i,j,k] * xh[b,i,j,k]`, layer norm's per-example sums), but for factors on the result's
+    indices alone (`* r[k]`: they multiply the sum once, after it), a chunk of CHUNK entries at a
     time: summed over the leading (row) axes, each chunk's rows are added one after another in one C
     pass (fused.c's COLSUM; batch norm's square(xc) read as xc * xc) or, without the library,
     numpy's multiply and np.add.reduce, to the same bits; summed over the trailing axes, each chunk's
@@ -99,23 +100,39 @@ class ChunkedSum(SumGemv):
         self.shape = (rows, row)
         self.buffers = {}  # (dtype, worker) -> scratch; dtype -> (ones, partial sums)
         self.last = None  # (the arrays read, COLSUM's call for them, the dtype, the library)
+        factors = self.factors(p)
+        self.cores = [op for n, op in enumerate(p.operands) if n not in factors]
+        self.scaling = [p.operands[n] for n in factors]
         self.reads = self._reads() if leading else None
         how = "each chunk's rows added in order (fused.c's COLSUM, in one pass), the chunks' sums in order" \
             if leading else "np.multiply into a buffer in cache, each chunk's rows times ones"
-        self.runs = f"{len(self.chunks)} chunks of {self.rows_per} x {row}: {how}, " + \
+        times = f", times {', '.join(op.view.name for op in self.scaling)}" if self.scaling else ""
+        self.runs = f"{len(self.chunks)} chunks of {self.rows_per} x {row}: {how}{times}, " + \
             ("written into the result" if writes else "folded")
 
     @staticmethod
+    def factors(product) -> list:
+        """The operands on the result's indices alone, in its order (`r[k]` in `dz[b,i,j,k] * xc[b,i,j,k] *
+        r[k]`): the same in every term of the sum, so they multiply the sum once, after it."""
+        p = product
+        return [n for n, op in enumerate(p.operands) if op.kind == "view" and op.view.identity and op.distinct
+                and op.indices == p.out_indices]
+
+    @staticmethod
     def fits(product) -> str | None:
-        """'leading' where every operand is a C-ordered array on the summed indices then the result's (of
-        2 entries or more: numpy sums a single column pairwise), 'trailing' where on the result's then
-        the summed ones; else None."""
+        """'leading' where every operand but the factors is a C-ordered array on the summed indices then
+        the result's (of 2 entries or more: numpy sums a single column pairwise), 'trailing' where on the
+        result's then the summed ones; else None."""
         p = product
         if not p.summed or not p.out_indices or not p.operands:
             return None
-        idx = p.operands[0].indices
+        factors = ChunkedSum.factors(p)
+        cores = [op for n, op in enumerate(p.operands) if n not in factors]
+        if not cores:
+            return None
+        idx = cores[0].indices
         if not all(op.indices == idx and op.distinct and (op.kind == "call" or (
-                op.kind == "view" and op.view.identity)) for op in p.operands):
+                op.kind == "view" and op.view.identity)) for op in cores):
             return None
         n = len(p.summed)
         if set(idx[:n]) == set(p.summed) and idx[n:] == p.out_indices and \
@@ -166,7 +183,7 @@ class ChunkedSum(SumGemv):
         """[(the array's name, whether read as square(x))] for COLSUM, or None where an operand is another
         function of an array (numpy makes it first): operands are views or, the first, square(x)."""
         reads = []
-        for n, op in enumerate(self.product.operands):
+        for n, op in enumerate(self.cores):
             if op.kind == "call" and op.func.name == "square" and n == 0 and op.argument.is_view:
                 reads.append((op.argument.products[0].operands[0].view.name, True))
             elif op.kind == "view":
@@ -187,7 +204,7 @@ class ChunkedSum(SumGemv):
         if last is not None and last[2] == dtype and last[3] is lib and all(a is b for a, b in zip(last[0], sources)):
             return last[1]
         blocks = []
-        for op, (name, square) in zip(self.product.operands, self.reads):
+        for op, (name, square) in zip(self.cores, self.reads):
             block = op.argument.as_view(arrays) if square else op.view(arrays[name])
             if block.dtype != dtype or not block.flags.c_contiguous or block.size != partial.shape[1] * self.shape[0]:
                 blocks = None
@@ -203,10 +220,11 @@ class ChunkedSum(SumGemv):
         ones, partial = self._ones(dtype) if dtype.kind == "f" else (None, None)
         call = self._colsum(arrays, dtype, partial) if self.leading and partial is not None else None
         if call is None:
-            values = [op.evaluate(arrays, out.dtype, positions) for op in p.operands]
+            values = [op.evaluate(arrays, out.dtype, positions) for op in self.cores]
             dtype = np.result_type(*values)
             if dtype.kind not in "fc":
-                self._write(out, np.einsum(p.einsum, *values).astype(out.dtype), False)
+                every = [op.evaluate(arrays, out.dtype, positions) for op in p.operands]
+                self._write(out, np.einsum(p.einsum, *every).astype(out.dtype), False)
                 return
             values = [v.reshape(self.shape) for v in values]
             ones, partial = self._ones(dtype)
@@ -227,4 +245,6 @@ class ChunkedSum(SumGemv):
                 self._part(values, dest, ones, list(range(len(self.chunks))))
             if self.leading:  # the chunks' sums, added in their order
                 np.add.reduce(partial, axis=0, out=result)
+        for op in self.scaling:  # the factors on the result's indices, once, in their order
+            np.multiply(result, op.view(arrays[op.view.name]).reshape(-1), out=result)
         self._write(out, result.reshape(tuple(p.extents[i] for i in p.out_indices)), direct)
