@@ -204,11 +204,8 @@ class Block(Sizes, Jacobians, Algorithms):
             env.update(self.constants)
         from_params, buffers = self._from_params(), self.buffers
         for result, mask, run, _ in self.forward_runs:
-            if run.copies:  # a view of one operand (flatten's (10)): that memory itself, where C-ordered
-                same = run.alias(env)
-                if same is not None:
-                    env[result] = same
-                    continue
+            if run.copies and _aliased(run, env, result):
+                continue
             out = buffers.get(result)
             if out is None or out.dtype != self.dtype:
                 out = self._buffer(result, run.result_shape)
@@ -280,13 +277,20 @@ class Block(Sizes, Jacobians, Algorithms):
             env.update(self.constants)
         buffers = self.buffers
         for _, result, run, _ in self.backward_runs if steps is None else steps:
-            if run.copies:  # a view of one gradient (a residual's dx1 = dz, flatten's (11)): its memory
-                same = run.alias(env)
-                if same is not None:
-                    env[result] = same
-                    continue
+            if run.copies and _aliased(run, env, result):
+                continue
             out = buffers.get(result)
             if out is None or out.dtype != self.dtype:
                 out = self._buffer(result, run.result_shape)
             env[result] = run.evaluate(env, out)
         return env
+
+
+def _aliased(run, env, result) -> bool:
+    """Whether env[result] is now the operand the run only copies (flatten's (10) and (11), a residual's
+    dx1 = dz), its own memory where C-ordered (Run.alias): no pass over it, no buffer of the block's."""
+    same = run.alias(env)
+    if same is None:
+        return False
+    env[result] = same
+    return True

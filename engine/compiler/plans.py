@@ -102,7 +102,7 @@ def _contraction(spec, block, block_name, pass_, writes, run, in_step) -> dict:
     for p in info["products"]:
         path_info = infos.pop(0) if p["steps"] else None
         products.append(_product(p, path_info, size))
-    if run.copies and pass_ in ("forward", "backward"):  # engine/compiler/layer.py takes the operand itself
+    if run.copies and pass_ != "update":  # a block's forward and backward take the operand itself (layer.py)
         products[0]["strategy"] = dict(products[0]["strategy"], runs=products[0]["strategy"]["runs"]
                                        + "; in a network, the operand's own memory where C-ordered: no copy")
     naive = sum(p["naive_flops"] for p in products)

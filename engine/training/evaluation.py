@@ -6,7 +6,7 @@ import dataclasses
 import numpy as np
 
 from ..data.examples import inputs
-from ..errors import TrainingError
+from ..errors import TrainingError, named
 
 
 @dataclasses.dataclass
@@ -23,13 +23,20 @@ def probabilities(net, x, test_augment: str = "none") -> np.ndarray:
     """The network's class probabilities for a batch x (B, height, width, channels) in eval mode; with
     test_augment "flip", the mean of x's and its mirror images' (left and right swapped, as the
     training's flip does)."""
+    needs_images(net, "test_augment", test_augment)
     probs = net.forward(x)
     if test_augment == "flip":
-        if x.ndim != 4:
-            raise TrainingError(f"`test_augment` flip mirrors images, but network {net.name!r} takes inputs of "
-                                f"shape {net.input_shape}, not (height, width, channels); use `test_augment` none")
         probs = (probs + net.forward(np.ascontiguousarray(x[:, :, ::-1]))) / 2
     return probs
+
+
+def needs_images(net, setting: str, value: str) -> None:
+    """One line where a setting that changes images (`augment`, `test_augment`) is given to a network
+    that takes none."""
+    if value != "none" and len(net.input_shape) != 3:
+        verb = "mirrors" if value == "flip" else "moves"
+        raise TrainingError(f"{named(setting)} {value} {verb} images, but network {net.name!r} takes inputs of shape "
+                            f"{net.input_shape}, not (height, width, channels); use {named(setting)} none")
 
 
 def evaluate(net, images, labels, batch_size: int, test_augment: str = "none") -> Evaluation:

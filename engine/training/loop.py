@@ -26,7 +26,7 @@ from ..errors import CheckpointError, TrainingError, named
 from . import augment, checks, optim, outputs, schedule
 from . import checkpoint as ckpt_io
 from .checkpoint import Checkpoint
-from .evaluation import Evaluation, evaluate
+from .evaluation import Evaluation, evaluate, needs_images
 from .interrupts import Interrupts, Terminated, stopped_by
 from .settings import BY_NAME, OLD_CHECKPOINTS, Config
 
@@ -89,11 +89,8 @@ class Trainer:
             optim.decaying(self.opt, config.weight_decay)
         self.schedule = schedule.warmed(schedule.get(config.schedule), config.warmup * self.steps_per_epoch)
         self.augment = augment.parse(config.augment)
-        for name, value in (("augment", config.augment if self.augment else "none"),
-                            ("test_augment", config.test_augment)):
-            if value != "none" and len(net.input_shape) != 3:
-                raise TrainingError(f"{named(name)} {value} moves images, but network {net.name!r} takes inputs "
-                                    f"of shape {net.input_shape}, not (height, width, channels)")
+        needs_images(net, "augment", config.augment if self.augment else "none")
+        needs_images(net, "test_augment", config.test_augment)
         self.epoch = 0            # epochs completed
         self.batch = 0            # batches done in the current epoch
         self.step = 0             # updates in all
