@@ -46,7 +46,7 @@ if command -v cc >/dev/null; then
   # that matches it), then both renamed: an interrupted build or a full disk never leaves a short library
   tmp="notation/runtime/.fused.$$.so"
   trap 'rm -f "$tmp" "$tmp.sha256"' EXIT
-  if cc -O3 -fPIC -shared -ffp-contract=off -fno-math-errno -DFUSED_SOURCE="${source_hash}ULL" \
+  if cc -O3 -fPIC -shared -pthread -ffp-contract=off -fno-math-errno -DFUSED_SOURCE="${source_hash}ULL" \
         -o "$tmp" notation/runtime/fused.c \
      && "$VENV/bin/python" -c 'import hashlib, sys; print(hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest())' \
         "$tmp" > "$tmp.sha256" \

@@ -147,12 +147,9 @@ class Chain:
         call = last[3]
         if call is None:
             return False
-        kernel, rows, args, _ = call
+        loop, rows, n = call
         with counters.timing(self.name):
-            if rows >= 2 and rows * args[0] >= parallel.MIN_ENTRIES:
-                parallel.spans(lambda start, stop: kernel(start, stop, *args), rows)
-            else:
-                kernel(0, rows, *args)
+            parallel.rows(loop, rows, rows * n)
         return True
 
     def _call(self, lib, arrays, sources, out):
@@ -174,7 +171,7 @@ class Chain:
         args = fused.chain_arguments(n, outer, bases, strides, kinds, self.code, scales, mode, out,
                                      ostrides, okind)
         keep = (outer, strides, kinds, scales, bases, values, ostrides)  # what args point into: kept alive
-        return getattr(lib, f"chain_{out.dtype.name}"), rows, args, keep
+        return fused.Rows(lib, "chain", out.dtype, args, keep=keep), rows, n
 
 
 def _same(a, b) -> bool:

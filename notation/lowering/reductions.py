@@ -233,12 +233,7 @@ class ChunkedSum(SumGemv):
         dest = partial if self.leading else result
         with parallel.one_blas_thread():  # its GEMVs, on one thread whoever runs the products
             if call is not None:
-                kernel, args, _ = call
-                n = len(self.chunks)
-                if self.n_sum * self.n_out >= self.SPLIT and n > 1:
-                    parallel.spans(lambda start, stop: kernel(start, stop, *args), n)
-                else:
-                    kernel(0, n, *args)
+                parallel.rows(call, len(self.chunks), self.n_sum * self.n_out, self.SPLIT)
             elif self.n_sum * self.n_out >= parallel.MIN_ENTRIES and len(self.chunks) > 1:
                 parallel.each(lambda part: self._part(values, dest, ones, part), list(range(len(self.chunks))))
             else:

@@ -63,6 +63,8 @@ class Crew:
     def _serve(self, k):
         self.local.helper = True
         inbox, (flags, flag), parts, c = self.inboxes[k], self.flags[k], self.parts[k], self.c
+        if c is not None:
+            c.pool_helper_here()  # while it watches its flags, it takes the pool's spans too (fused.c)
         woke = flag[WOKE]
         posted, came = 0, None  # the last POSTED seen; whether it changed in the last wait (None: not waited)
         while True:
@@ -98,6 +100,12 @@ class Crew:
                     sleepers, self.sleepers[k] = self.sleepers[k], []
                 for answer in sleepers:
                     answer.put(i)
+
+    def wake(self) -> None:
+        """Each helper asleep on its inbox woken to watch its flags again, and the pool's spans with them."""
+        for k, (flags, flag) in enumerate(self.flags):
+            if flags[ASLEEP] and self.c.flag_exchange(flag[ASLEEP], 0):
+                self.inboxes[k].put(None)
 
     def _post(self, k, job) -> int:
         """Hands the job to helper k; its number, done once helper k's DONE reaches it."""

@@ -528,23 +528,40 @@ static long long now_ns(void) {
     return t.tv_sec * 1000000000LL + t.tv_nsec;
 }
 
-/* A yield that took this long ran another thread on this core: the machine is busy, and spinning would
- * only take turns from it (a step at batch 32 beside two busy processes: 30 ms sleeping, 96-184 ms
- * spinning).  Then nobody spins for BUSY_NS: waits sleep at once, as on queues alone. */
+/* A yield that took this long ran another thread on this core.  Two such yields within
+ * CONTENDED_WINDOW_NS mean the machine is busy, and spinning would only take turns from it (a step at
+ * batch 32 beside two busy processes: 30 ms sleeping, 96-184 ms spinning); then nobody spins for
+ * BUSY_NS: waits sleep at once, as on queues alone.  One alone is a virtual machine's hiccup (seen
+ * every few steps on a quiet one): latched, it kept the helpers asleep through most of each step. */
 #define CONTENDED_NS 50000LL
+#define CONTENDED_WINDOW_NS 10000000LL
 #define BUSY_NS 100000000LL
-static long long busy_until;
+static long long busy_until, contended_last;
+
+/* Whether the machine was found busy lately: then no split is shared (pool_run), no helper woken. */
+int machine_busy(void) { return now_ns() < __atomic_load_n(&busy_until, __ATOMIC_RELAXED); }
+
+/* A contended yield seen at `now`: whether the machine is found busy by it. */
+static int contended(long long now) {
+    if (now - __atomic_exchange_n(&contended_last, now, __ATOMIC_RELAXED) >= CONTENDED_WINDOW_NS)
+        return 0;
+    __atomic_store_n(&busy_until, now + BUSY_NS, __ATOMIC_RELAXED);
+    return 1;
+}
 
 /* The flag's value once it differs from seen, or seen if it has not changed within ns nanoseconds (or
  * at once, where the machine was found busy).  Once it has changed, it spins `after` nanoseconds more
  * before returning: the thread that changed it holds the GIL for a few more microseconds, and a thread
  * that asks for a held GIL sleeps until it is handed over (25-30 us). */
+static int pool_serve(void);
 int flag_wait(const int *flag, int seen, long long ns, long long after) {
     long long start = now_ns(), end = start + ns;
     if (start < __atomic_load_n(&busy_until, __ATOMIC_RELAXED))
         return __atomic_load_n(flag, __ATOMIC_SEQ_CST);
     for (unsigned i = 1;; i++) {
         int v = __atomic_load_n(flag, __ATOMIC_SEQ_CST);
+        if (pool_serve()) /* a crew helper takes the pool's spans while it watches (see pool_run) */
+            end = now_ns() + ns;
         if (v != seen) {
             for (end = now_ns() + after; after > 0 && now_ns() < end;)
                 PAUSE();
@@ -556,10 +573,8 @@ int flag_wait(const int *flag, int seen, long long ns, long long after) {
                 return v;
             sched_yield();  /* a thread of ours waiting for this core runs first */
             long long after_yield = now_ns();
-            if (after_yield - before > CONTENDED_NS) {
-                __atomic_store_n(&busy_until, after_yield + BUSY_NS, __ATOMIC_RELAXED);
+            if (after_yield - before > CONTENDED_NS && contended(after_yield))
                 return __atomic_load_n(flag, __ATOMIC_SEQ_CST);
-            }
         }
         PAUSE();
     }
@@ -675,3 +690,187 @@ typedef float taps_f32 __attribute__((vector_size(TAPS_W * sizeof(float))));
 typedef double taps_f64 __attribute__((vector_size(TAPS_W * sizeof(double))));
 TAPS(taps_float32, float, taps_f32)
 TAPS(taps_float64, double, taps_f64)
+
+/* The pool: a C loop over independent rows (CHAIN, COLSUM, TAPS) or a list of matrix products (GEMM)
+ * cut into `parts` spans, each claimed by whichever thread comes first: the caller, or a helper of
+ * notation/runtime/crew.py watching its flags (flag_wait), none of them holding the GIL (ctypes
+ * releases it).  A hand-off is a counter in shared memory, seen within a microsecond by a helper that
+ * spins; a helper that comes late finds every span taken, and the caller never waits for it.  The
+ * crew's helpers are the pool's, so that one thread spins on the second core, not two (two spinning
+ * threads and the caller on two cores took turns, each hand-off then a wake-up).  Rows do not depend
+ * on each other, nor products, so the bits are those of one thread; a second split while one runs
+ * (two threads of a program) runs whole on its caller. */
+#include <fenv.h>
+#include <pthread.h>
+#include <stdint.h>
+
+enum { POOL_CHAIN, POOL_COLSUM, POOL_TAPS, POOL_GEMM };
+typedef struct { int family, dtype; const long long *a; double scale; ptrdiff_t n; int parts; } pool_job;
+
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;  /* held by the split running now */
+static pool_job pool_current;
+static unsigned pool_posted;           /* the number of the split posted last */
+static unsigned long long pool_claims; /* (that number << 32) | its spans claimed so far */
+static int pool_done;                  /* its spans done */
+static __thread int pool_helper;       /* this thread serves the pool's spans (pool_helper_here) */
+static __thread unsigned pool_seen;    /* the split it looked at last */
+
+#define PA(T, k) ((T)(intptr_t)a[k])
+#define POOL_CHAIN_CALL(NAME, T)                                                                        \
+    NAME(r0, r1, (ptrdiff_t)a[0], PA(const ptrdiff_t *, 1), (int)a[2], PA(const T *const *, 3),           \
+         PA(const ptrdiff_t *, 4), PA(const int *, 5), PA(const int *, 6), PA(const T *, 7), (int)a[8],   \
+         PA(T *, 9), PA(const ptrdiff_t *, 10), (int)a[11])
+#define POOL_COLSUM_CALL(NAME, T)                                                                       \
+    NAME(r0, r1, (ptrdiff_t)a[0], (ptrdiff_t)a[1], (ptrdiff_t)a[2], (int)a[3], PA(const T *const *, 4),   \
+         PA(T *, 5))
+#define POOL_TAPS_CALL(NAME, T)                                                                         \
+    NAME(PA(const T *, 0), PA(const T *, 1), PA(T *, 2), PA(const ptrdiff_t *, 3), (ptrdiff_t)a[4],        \
+         (ptrdiff_t)a[5], r0, r1, (int)a[6], (int)a[7], (T)j->scale)
+
+/* Products of matrices (notation/runtime/pool.py), each a GEMM of numpy's own BLAS called as np.matmul
+ * calls it (row-major, each operand transposed or not), then a broadcast addend added to its result
+ * as np.add adds it: the same bits as numpy's.  a = {A, B, C, addend base addresses, the products'
+ * table}; a product's row of the table: trans a, trans b, M, N, K, A's byte offset, lda, B's, ldb, C's,
+ * ldc, the addend's (-1: none), its row and column strides in entries. */
+#define GEMM_ROW 14
+#define ROW_MAJOR 101
+typedef void (*gemm32_f32)(int, int, int, int, int, int, float, const float *, int, const float *, int, float,
+                           float *, int);
+typedef void (*gemm64_f32)(int, int, int, long long, long long, long long, float, const float *, long long,
+                           const float *, long long, float, float *, long long);
+typedef void (*gemm32_f64)(int, int, int, int, int, int, double, const double *, int, const double *, int, double,
+                           double *, int);
+typedef void (*gemm64_f64)(int, int, int, long long, long long, long long, double, const double *, long long,
+                           const double *, long long, double, double *, long long);
+static void *gemm_f32, *gemm_f64;
+static int gemm_ilp64;
+
+/* numpy's cblas_sgemm and cblas_dgemm, and whether their integers are 64-bit (pool.py finds them). */
+void pool_gemm_functions(void *f32, void *f64, int ilp64) {
+    gemm_f32 = f32;
+    gemm_f64 = f64;
+    gemm_ilp64 = ilp64;
+}
+
+#define GEMM_ADD(T)                                                                                     \
+    if (g[11] >= 0) {                                                                                   \
+        const T *d = (const T *)(base[3] + g[11]);                                                      \
+        for (long long i = 0; i < g[2]; i++)                                                            \
+            for (long long k = 0; k < g[3]; k++) c[i * g[10] + k] = c[i * g[10] + k] + d[i * g[12] + k * g[13]]; \
+    }
+
+static int pool_raised;  /* the floating-point exceptions the products of the split running now raised */
+
+/* The products [r0, r1); the floating-point exceptions they raised. */
+static int pool_gemms(const pool_job *j, ptrdiff_t r0, ptrdiff_t r1) {
+    feclearexcept(FE_ALL_EXCEPT);  /* the status flags only, never the mode */
+    const char *const base[4] = {(const char *)(intptr_t)j->a[0], (const char *)(intptr_t)j->a[1],
+                                 (const char *)(intptr_t)j->a[2], (const char *)(intptr_t)j->a[3]};
+    const long long *table = (const long long *)(intptr_t)j->a[4];
+    for (ptrdiff_t r = r0; r < r1; r++) {
+        const long long *g = table + GEMM_ROW * r;
+        const int ta = (int)g[0], tb = (int)g[1];
+        if (j->dtype == 0) {
+            const float *a = (const float *)(base[0] + g[5]), *b = (const float *)(base[1] + g[7]);
+            float *c = (float *)(base[2] + g[9]);
+            if (gemm_ilp64)
+                ((gemm64_f32)gemm_f32)(ROW_MAJOR, ta, tb, g[2], g[3], g[4], 1.0f, a, g[6], b, g[8], 0.0f, c, g[10]);
+            else
+                ((gemm32_f32)gemm_f32)(ROW_MAJOR, ta, tb, (int)g[2], (int)g[3], (int)g[4], 1.0f, a, (int)g[6], b,
+                                       (int)g[8], 0.0f, c, (int)g[10]);
+            GEMM_ADD(float)
+        } else {
+            const double *a = (const double *)(base[0] + g[5]), *b = (const double *)(base[1] + g[7]);
+            double *c = (double *)(base[2] + g[9]);
+            if (gemm_ilp64)
+                ((gemm64_f64)gemm_f64)(ROW_MAJOR, ta, tb, g[2], g[3], g[4], 1.0, a, g[6], b, g[8], 0.0, c, g[10]);
+            else
+                ((gemm32_f64)gemm_f64)(ROW_MAJOR, ta, tb, (int)g[2], (int)g[3], (int)g[4], 1.0, a, (int)g[6], b,
+                                       (int)g[8], 0.0, c, (int)g[10]);
+            GEMM_ADD(double)
+        }
+    }
+    return fetestexcept(FE_ALL_EXCEPT);
+}
+
+/* Span `part` of a split; the floating-point exceptions its products raised (0 for a loop). */
+static int pool_span(const pool_job *j, int part) {
+    const ptrdiff_t r0 = j->n * part / j->parts, r1 = j->n * (part + 1) / j->parts;
+    const long long *a = j->a;
+    if (r0 >= r1) return 0;
+    if (j->family == POOL_GEMM) return pool_gemms(j, r0, r1);
+    switch (3 * j->family + j->dtype) {  /* dtype: 0 float32, 1 float64 */
+    case 0: POOL_CHAIN_CALL(chain_float32, float); break;
+    case 1: POOL_CHAIN_CALL(chain_float64, double); break;
+    case 3: POOL_COLSUM_CALL(colsum_float32, float); break;
+    case 4: POOL_COLSUM_CALL(colsum_float64, double); break;
+    case 6: POOL_TAPS_CALL(taps_float32, float); break;
+    case 7: POOL_TAPS_CALL(taps_float64, double); break;
+    default: break;
+    }
+    return 0;
+}
+
+/* The spans of split `number` left unclaimed, run here one by one. */
+static void pool_take(unsigned number) {
+    for (;;) {
+        unsigned long long c = __atomic_load_n(&pool_claims, __ATOMIC_SEQ_CST);
+        const int k = (int)(c & 0xffffffffu);
+        if ((unsigned)(c >> 32) != number || k >= pool_current.parts)
+            return;  /* another split's (its spans all done), or none left */
+        if (!__atomic_compare_exchange_n(&pool_claims, &c, c + 1, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+            continue;
+        const int raised = pool_span(&pool_current, k);  /* the split cannot end before this is done */
+        if (raised) __atomic_or_fetch(&pool_raised, raised, __ATOMIC_SEQ_CST);
+        __atomic_add_fetch(&pool_done, 1, __ATOMIC_SEQ_CST);
+    }
+}
+
+/* The calling thread (a crew helper) serves the pool's spans from now on, in flag_wait. */
+void pool_helper_here(void) {
+    pool_helper = 1;
+    pool_seen = __atomic_load_n(&pool_posted, __ATOMIC_SEQ_CST);
+}
+
+/* A helper's look at the pool: the spans of a split posted since its last look, taken; whether any was. */
+static int pool_serve(void) {
+    if (!pool_helper) return 0;
+    unsigned v = __atomic_load_n(&pool_posted, __ATOMIC_SEQ_CST);
+    if (v == pool_seen) return 0;
+    pool_seen = v;
+    pool_take(v);
+    return 1;
+}
+
+/* fenv.h's flags as numpy's errstate names them: 1 invalid, 2 divide, 4 over, 8 under. */
+static int pool_errors(int raised) {
+    return (raised & FE_INVALID ? 1 : 0) | (raised & FE_DIVBYZERO ? 2 : 0) | (raised & FE_OVERFLOW ? 4 : 0) |
+           (raised & FE_UNDERFLOW ? 8 : 0);
+}
+
+/* A C loop's rows [0, n), or n products, in `parts` spans, shared with the crew's helpers where
+ * `share` and no other split runs; else the same spans one after another here.  The floating-point
+ * exceptions the products raised, on any thread (pool_errors; 0 for a loop): numpy's errstate is the
+ * caller's to apply (notation/runtime/pool.py). */
+int pool_run(int family, int dtype, const long long *args, double scale, ptrdiff_t n, int parts, int share) {
+    pool_job job = {family, dtype, args, scale, n, parts < 1 ? 1 : parts};
+    if (job.parts > 1 && share && !machine_busy() && pthread_mutex_trylock(&pool_lock) == 0) {
+        __atomic_store_n(&pool_raised, 0, __ATOMIC_SEQ_CST);
+        const unsigned number = pool_posted + 1;
+        pool_current = job;
+        __atomic_store_n(&pool_done, 0, __ATOMIC_SEQ_CST);
+        __atomic_store_n(&pool_claims, (unsigned long long)number << 32, __ATOMIC_SEQ_CST);
+        __atomic_store_n(&pool_posted, number, __ATOMIC_SEQ_CST);
+        pool_take(number);
+        for (unsigned i = 1; __atomic_load_n(&pool_done, __ATOMIC_SEQ_CST) < job.parts; i++) {
+            if ((i & 15) == 0) sched_yield();  /* a helper's span, begun: it ends soon */
+            PAUSE();
+        }
+        const int raised = __atomic_load_n(&pool_raised, __ATOMIC_SEQ_CST);
+        pthread_mutex_unlock(&pool_lock);
+        return pool_errors(raised);
+    }
+    int raised = 0;
+    for (int p = 0; p < job.parts; p++) raised |= pool_span(&job, p);
+    return pool_errors(raised);
+}

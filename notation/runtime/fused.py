@@ -143,7 +143,41 @@ def _bind(lib):
                                ("flag_done_wait", [flag, n, flag, flag, flag, n, ns, ns], n)):
         f = getattr(lib, name)
         f.argtypes, f.restype = args, result
+    lib.pool_run.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_double, ctypes.c_ssize_t,
+                             ctypes.c_int, ctypes.c_int]
+    lib.pool_run.restype = ctypes.c_int
+    lib.pool_helper_here.argtypes, lib.pool_helper_here.restype = [], None
+    lib.machine_busy.argtypes, lib.machine_busy.restype = [], ctypes.c_int
     return lib
+
+
+POOL = {"chain": 0, "colsum": 1, "taps": 2, "gemm": 3}  # fused.c's POOL_CHAIN, POOL_COLSUM, POOL_TAPS, POOL_GEMM
+
+
+class Rows:
+    """A C loop over independent rows (chain, colsum or taps), its arguments after the rows packed once:
+    call(n, parts, share) runs rows [0, n) in `parts` spans through fused.c's pool_run, shared with the
+    crew's helpers where `share`, without the GIL (a hand-off of a microsecond or two, against some 20
+    for a part of the crew's own); else the spans one after another on the calling thread."""
+
+    __slots__ = ("run", "family", "dtype", "packed", "at", "scale", "keep")
+
+    def __init__(self, lib, family: str, dtype, args, scale: float = 0.0, keep=()):
+        self.run, self.family, self.dtype = lib.pool_run, POOL[family], FLOATS.index(np.dtype(dtype))
+        self.packed = args if isinstance(args, np.ndarray) else np.array([_integer(a) for a in args], np.int64)
+        self.at, self.scale, self.keep = _address(self.packed), float(scale), keep  # keep: what args point into
+
+    def __call__(self, n: int, parts: int, share: int) -> None:
+        self.run(self.family, self.dtype, self.at, self.scale, n, parts, share)
+
+
+def _integer(a) -> int:
+    """An argument as the 64-bit integer pool_run reads: an address (a ctypes pointer, None for NULL) or an int."""
+    if a is None:
+        return 0
+    if isinstance(a, ctypes.c_void_p):
+        return a.value or 0
+    return int(a)
 
 
 def flags():
@@ -338,14 +372,14 @@ COLSUM_OPS = 4  # fused.c's COLSUM: factors of one product at most
 
 def colsum_arguments(per, rows, n, blocks, partial) -> tuple | None:
     """fused.c's COLSUM for the product of these C-ordered (rows, n) blocks of one float dtype, summed
-    over chunks of `per` rows into partial (chunks, n): (kernel, the arguments after its chunks (c0, c1),
-    what they point into, to be kept alive); None where the library is not at hand."""
+    over chunks of `per` rows into partial (chunks, n), as a Rows over the chunks; None where the library
+    is not at hand."""
     lib = _lib()
     if lib is None or partial.dtype not in _C or not 1 <= len(blocks) <= COLSUM_OPS:
         return None
     bases = np.array([_address(b) for b in blocks], np.uintp)
-    args = (per, rows, n, len(blocks), ctypes.c_void_p(_address(bases)), ctypes.c_void_p(_address(partial)))
-    return getattr(lib, f"colsum_{partial.dtype.name}"), args, (bases, blocks, partial)
+    args = (per, rows, n, len(blocks), _address(bases), _address(partial))
+    return Rows(lib, "colsum", partial.dtype, args, keep=(bases, blocks, partial))
 
 
 def library():

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from . import counters, environment
+from . import counters, environment, pool
 from .crew import Crew
 
 try:  # a well-kept library that finds the BLAS numpy loaded and sets its thread count
@@ -22,26 +22,20 @@ try:  # a well-kept library that finds the BLAS numpy loaded and sets its thread
 except ImportError:  # pragma: no cover - without it, np.matmul as it is
     ThreadpoolController = None
 
-# How many threads of ours share a large product: NOTATION_THREADS, else the machine's cores (2 at
-# most).  With 1, every product runs whole on single-threaded BLAS: beside other work on this
-# 2-core machine that was the fastest (a step 52 ms against 57 ms split, 219 ms on OpenBLAS's two
-# threads); on a quiet machine two threads are.
-# notation/runtime/environment.py checks the value (1 to the cores; a bad one is refused by the scripts).
+# How many threads of ours share a large product: NOTATION_THREADS (checked by environment.py), else the
+# machine's cores (2 at most).  With 1, every product runs whole on single-threaded BLAS: beside other work
+# on 2 cores that was the fastest (a step 52 ms against 57 split, 219 on OpenBLAS's); on a quiet one, 2 are.
 WORKERS = environment.get("NOTATION_THREADS") or min(2, environment.cores())
 MIN_FLOPS = 2_000_000  # smaller products run as they are: a hand-off costs tens of microseconds
-# An elementwise pass (a broadcast product, a function written into its result) of at least this
-# many entries is cut in two as well: a pool's (19) at batch 64 writes 1.6 M of them in rows of 32,
-# 1.4 ms on one thread.  From 2^16 entries up a step at batch 32 lost as often as it gained; from
-# 2^18 a training step gains 1-2% at batch 64 and 128.  With the C flags' cheaper hand-offs (crew.py)
-# 2^16 and 2^20 were no better, and a gather copy (conv1's windows) gains 0.1-1 ms a step split.
+# An elementwise numpy pass (a broadcast product, a function into its result) of this many entries or more
+# is cut in two as well (a pool's (19) at batch 64: 1.6 M entries in rows of 32, 1.4 ms on one thread): from
+# 2^16 a step at batch 32 lost as often as it gained; from 2^18 one gains 1-2% at batch 64 and 128.
 MIN_ENTRIES = 1 << 18
-# A single GEMM of at least this many FLOPs runs on OpenBLAS's own threads instead.  On a quiet
-# machine they are faster for a large product (dense1's 411 MFLOP (12): 2.3 against 4.8 ms), but on
-# a busy one they collapse (the whole step under load 6: 314 against 103 ms, median), so by default
-# never; NOTATION_BLAS_THREADS_FLOPS=200000000 on a machine of your own.
+# A single GEMM of this many FLOPs or more runs on OpenBLAS's own threads instead: faster on a quiet machine
+# (dense1's (12): 2.3 against 4.8 ms), they collapse on a busy one (a step under load 6: 314 against 103
+# ms), so by default never; NOTATION_BLAS_THREADS_FLOPS=200000000 on a machine of your own.
 BLAS_THREADS_FLOPS = environment.get("NOTATION_BLAS_THREADS_FLOPS")
-_crew = None
-_blas = None
+_crew = _blas = None  # the helpers and numpy's BLAS, found on first use
 _depth = 0  # nesting of serial_blas()
 
 
@@ -276,6 +270,32 @@ def spans(fn, n: int) -> None:
     _share(fn, [(s.start, s.stop) for s in cuts(n)])
 
 
+# A C loop (fused.Rows: a chain, a chunked sum, the taps) of this many entries or more is shared with the
+# crew's helpers in C_SPANS spans a worker, each taken by whichever thread is free first (fused.c's pool).
+C_MIN_ENTRIES, C_SPANS = 1 << 15, 2
+
+
+def rows(call, n: int, entries: int, least: int = C_MIN_ENTRIES) -> None:
+    """call(n, parts, share) for a C loop over n independent rows, `entries` in all (fused.Rows): shared
+    with the crew's helpers where it has `least` entries or more, else whole; the same bits either way."""
+    if n >= 2 and entries >= least and _pool():
+        call(n, C_SPANS * WORKERS, 1)
+    else:
+        call(n, 1, 0)
+
+
+def _pool() -> bool:
+    """Whether the pool's spans are shared now: on our threads, two workers or more, no lane of ours beside
+    the caller (start()), the machine not busy; the crew's helpers then woken where asleep, to take them."""
+    if not _ENABLED or WORKERS < 2 or _crew is not None and (_crew.started or getattr(_crew.local, "helper", False)):
+        return False
+    crew, _ = _setup()
+    if crew.c is None or crew.c.machine_busy():
+        return False
+    crew.wake()
+    return True
+
+
 def _cut_pass(fn, inputs, out, axis, s):
     """fn on the part s of out's axis (each input's part, or all of one broadcast along that axis)."""
     fn(*[_along(v, axis, out.ndim, s) for v in inputs], out=_along(out, axis, out.ndim, s))
@@ -376,11 +396,11 @@ def _fixed(cut, a, b, out, add):
                 _product(*piece)
     else:
         with serial_blas():
-            if WORKERS >= PARTS:
-                _share(_product, pieces)
-            else:
+            if WORKERS < PARTS:
                 for piece in pieces:
                     _product(*piece)
+            elif cut == "sum" or not _pool() or not pool.products(a, b, out, add, cut, PARTS):
+                _share(_product, pieces)
     for p in parts:
         out += p
     if parts and add is not None:
@@ -412,10 +432,11 @@ def matmul(a, b, out=None, add=None):
             return _product(a, b, out, add)
     if out is None:
         out = np.empty(stack + (m, n), dtype=np.result_type(a, b))
-    axis = int(np.argmax(stack))  # along the stack's longest axis: each matrix's product whole
-    halves = [tuple(_along(t, axis, len(stack) + 2, s) for t in (a, b, out, add)) for s in cuts(stack[axis])]
-    with serial_blas():
-        _share(_product, halves)
+    with serial_blas():  # each matrix's product whole: on the pool, or half the stack's longest axis each
+        if not _pool() or not pool.products(a, b, out, add, "stack", C_SPANS * WORKERS):
+            axis = int(np.argmax(stack))
+            _share(_product, [tuple(_along(t, axis, len(stack) + 2, s) for t in (a, b, out, add))
+                              for s in cuts(stack[axis])])
     return out
 
 

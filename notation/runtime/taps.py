@@ -8,7 +8,6 @@ then written, or added to out), so the bits never depend on which runs, nor on t
 """
 from __future__ import annotations
 
-import ctypes
 import itertools
 import math
 
@@ -18,23 +17,7 @@ from . import fused, parallel
 
 AXES = 6  # fused.c's TAPS: 5 outer axes and a row
 MIN_SPLIT = 1 << 20  # multiply-adds worth cutting between the workers: a hand-off costs 20-100 us on a busy machine
-_bound = {}
 _plans = {}
-
-
-def _kernel(dtype):
-    """fused.c's taps loop for this dtype, its argument types set once; None where it does not run."""
-    lib = fused.library()
-    if lib is None or dtype not in fused.FLOATS:
-        return None
-    f = _bound.get(dtype)
-    if f is None:
-        f = getattr(lib, f"taps_{dtype.name}")
-        size = ctypes.c_ssize_t
-        f.argtypes = [ctypes.c_void_p] * 4 + [size] * 4 + [ctypes.c_int] * 2 + [fused._C[dtype]]
-        f.restype = None
-        _bound[dtype] = f
-    return f
 
 
 def _strides(x, labels, sizes) -> dict:
@@ -159,7 +142,7 @@ def _plan(a, la, b, lb, out, lo, groups, taps):
     n0, s0 = axes[0][0], abs(axes[0][1][2])
     reach = sum((n - 1) * abs(s[2]) for n, s in axes[1:]) + sum((sizes[i] - 1) * abs(st[2][i]) for i in groups)
     work = math.prod(n for n, _ in axes) * max(1, math.prod(sizes[i] for i in groups + taps))
-    split = n0 >= 2 and reach < s0 and work >= MIN_SPLIT
+    split = work if n0 >= 2 and reach < s0 else 0  # the rows apart in out: the work the workers could share
     sa, sb, so = axes[-1][1]
     vector = so == 1 and ((b is None and sa == 1) or (b is not None and (sa, sb) in ((1, 1), (0, 1), (1, 0))))
     rows = math.prod(n for n, _ in axes[:-1])
@@ -171,7 +154,7 @@ def shape(a, la, b, lb, out, lo, groups=(), taps=()):
     """(rows of one group, whether they run on vectors, whether the loop is cut between the workers) for
     this layout, or None where the loop does not apply: what a cost model needs."""
     plan = _plan(a, la, b, lb, out, lo, tuple(groups), tuple(taps))
-    return None if plan is None else (plan[5], plan[6], plan[4])
+    return None if plan is None else (plan[5], plan[6], plan[4] >= MIN_SPLIT)
 
 
 def _address(x) -> int:
@@ -200,8 +183,8 @@ def loop(a, la, b, lb, out, lo, groups=(), taps=(), add=False, scale=1.0) -> boo
     dtype = out.dtype
     if a.dtype != dtype or (b is not None and b.dtype != dtype) or not out.flags.writeable:
         return False
-    kernel = _kernel(dtype)
-    if kernel is None:
+    lib = fused.library()
+    if lib is None or dtype not in fused.FLOATS:
         return False
     key = (dtype, la, a.shape, a.strides, lb, None if b is None else (b.shape, b.strides),
            lo, out.shape, out.strides, groups, taps)
@@ -229,12 +212,8 @@ def loop(a, la, b, lb, out, lo, groups=(), taps=(), add=False, scale=1.0) -> boo
     if perms[1]:
         b = _laid(b, lb, perms[1])[0]
         pb = _address(b)
-    args = (pa, pb, o, at, n_groups, n_taps)
-    flags = (int(add), int(scale != 1.0), scale)
-    if split:
-        parallel.spans(lambda start, stop: kernel(*args, start, stop, *flags), n0)
-    else:
-        kernel(*args, 0, n0, *flags)
+    args = (pa, pb, o, at, n_groups, n_taps, int(add), int(scale != 1.0))
+    parallel.rows(fused.Rows(lib, "taps", dtype, args, scale), n0, split, MIN_SPLIT)
     return True
 
 
