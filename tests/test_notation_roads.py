@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from notation import Equation
-from notation.lowering import cost, roads
+from notation.lowering import cost, roads, stacked
 from notation.lowering.reductions import ChunkedSum
 from notation.mathematics.reference import evaluate_run
 
@@ -37,6 +37,13 @@ CHOICES = [  # equation, shapes, the road that runs
     ("z[b,j] = x[b,i] * w[i,j]", {"x": (64, 3136), "w": (3136, 1024)}, "GEMM into the result"),
     # one operand summed over its leading axes stays one GEMV
     ("db[k] = dz[b,i,j,k]", {"dz": BN}, "sum as GEMV"),
+    # token mixing's weight gradient: a GEMM per b on strided views, then summed over b (a single GEMM
+    # over (b, k) would first copy both operands transposed)
+    ("dw[m,n] = dz[b,n,k] * x[b,m,k]", {"dz": (64, 64, 64), "x": (64, 16, 64)}, "stacked GEMM, summed"),
+    # a dense layer's: (b) is already the GEMM's sum, with no copy; it stays one GEMM
+    ("dw[i,j] = x[b,i] * dz[b,j]", {"x": (64, 1024), "dz": (64, 256)}, "GEMM into the result"),
+    # a stack of results too large to sum cheaply: the single GEMM stays
+    ("dw[m,n] = dz[b,n,k] * x[b,m,k]", {"dz": (4096, 64, 8), "x": (4096, 64, 8)}, "GEMM into the result"),
 ]
 
 
@@ -81,6 +88,24 @@ def test_a_chunked_sum_agrees_with_the_loop_interpreter(b, n, k, factors, channe
             cost.use(None)
     assert run.strategies == ("chunked sum of a product",)
     rng = np.random.default_rng(b * 1000 + n * 10 + k)
+    arrays = {name: rng.standard_normal(s) for name, s in shapes.items()}
+    np.testing.assert_allclose(run(**arrays), evaluate_run(run, **arrays), rtol=1e-12, atol=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 9), st.integers(1, 9), st.integers(2, 9), st.integers(1, 3),
+       st.sampled_from([1.0, 0.5]), st.sampled_from(["alone", "first", "second"]))
+def test_a_summed_stack_agrees_with_the_loop_interpreter(b, m, n, k, c, scale, term):
+    """scale * dz[b,c,n,k] * x[b,c,m,k] summed over the leading (b, c), each (b, c) a GEMM: the whole right
+    side, its first term (written into the result) or its second (added to it), on small sizes: blocks
+    of any size allowed, and the road taken wherever it applies (no margin)."""
+    product = f"{scale} * dz[b,c,n,k] * x[b,c,m,k]"
+    source = "dw[m,n] = " + {"alone": product, "first": f"{product} + e[m,n]", "second": f"e[m,n] + {product}"}[term]
+    shapes = {"dz": (b, c, n, k), "x": (b, c, m, k)} | ({"e": (m, n)} if term != "alone" else {})
+    with mock.patch.object(stacked, "MIN_BLOCK_FLOPS", 1), mock.patch.object(roads, "MARGIN", 0.0):
+        run = Equation(source).compile(shapes=shapes)
+    assert run.strategies[term == "second"] == "stacked GEMM, summed"
+    rng = np.random.default_rng(b * 100 + m * 10 + n)
     arrays = {name: rng.standard_normal(s) for name, s in shapes.items()}
     np.testing.assert_allclose(run(**arrays), evaluate_run(run, **arrays), rtol=1e-12, atol=1e-12)
 

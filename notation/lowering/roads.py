@@ -19,6 +19,7 @@ from .strategies import (
     Strategy,
     TurnedGemm,
 )
+from .summed import SummedStack
 from .taps import Taps
 
 ITEMSIZE = 4  # the model's bytes per entry: float32, the engine's default (only ratios between roads matter)
@@ -50,6 +51,10 @@ def choose(product, first: bool) -> Strategy:
     if sums:
         return SumGemv(p, writes, sums == "leading")
     road = _path(p, writes)
+    summed = SummedStack.make(p, writes, road.steps) if type(road) in (GemmIntoResult, TurnedGemm, BatchedGemm, Path) \
+        else None
+    if summed is not None:  # one GEMM per value of a summed leading index, then their sum: no transposing copy
+        road = cheapest(road, [summed])
     chunked = ChunkedSum.fits(p)
     if chunked:  # a per-channel sum of a product (batch norm's dg): chunks on both cores
         return cheapest(road, [ChunkedSum(p, writes, chunked == "leading")])
