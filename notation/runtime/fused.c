@@ -759,6 +759,17 @@ void pool_gemm_functions(void *f32, void *f64, int ilp64) {
             for (long long k = 0; k < g[3]; k++) c[i * g[10] + k] = c[i * g[10] + k] + d[i * g[12] + k * g[13]]; \
     }
 
+/* One product of the table's row g: numpy's GEMM, its integers 64-bit or not, then the addend. */
+#define POOL_GEMM_CALL(T, G64, G32, F)                                                                  \
+    const T *a = (const T *)(base[0] + g[5]), *b = (const T *)(base[1] + g[7]);                         \
+    T *c = (T *)(base[2] + g[9]);                                                                       \
+    if (gemm_ilp64)                                                                                     \
+        ((G64)F)(ROW_MAJOR, ta, tb, g[2], g[3], g[4], (T)1, a, g[6], b, g[8], (T)0, c, g[10]);          \
+    else                                                                                                \
+        ((G32)F)(ROW_MAJOR, ta, tb, (int)g[2], (int)g[3], (int)g[4], (T)1, a, (int)g[6], b, (int)g[8],  \
+                 (T)0, c, (int)g[10]);                                                                  \
+    GEMM_ADD(T)
+
 static int pool_raised;  /* the floating-point exceptions the products of the split running now raised */
 
 /* The products [r0, r1); the floating-point exceptions they raised. */
@@ -771,23 +782,9 @@ static int pool_gemms(const pool_job *j, ptrdiff_t r0, ptrdiff_t r1) {
         const long long *g = table + GEMM_ROW * r;
         const int ta = (int)g[0], tb = (int)g[1];
         if (j->dtype == 0) {
-            const float *a = (const float *)(base[0] + g[5]), *b = (const float *)(base[1] + g[7]);
-            float *c = (float *)(base[2] + g[9]);
-            if (gemm_ilp64)
-                ((gemm64_f32)gemm_f32)(ROW_MAJOR, ta, tb, g[2], g[3], g[4], 1.0f, a, g[6], b, g[8], 0.0f, c, g[10]);
-            else
-                ((gemm32_f32)gemm_f32)(ROW_MAJOR, ta, tb, (int)g[2], (int)g[3], (int)g[4], 1.0f, a, (int)g[6], b,
-                                       (int)g[8], 0.0f, c, (int)g[10]);
-            GEMM_ADD(float)
+            POOL_GEMM_CALL(float, gemm64_f32, gemm32_f32, gemm_f32)
         } else {
-            const double *a = (const double *)(base[0] + g[5]), *b = (const double *)(base[1] + g[7]);
-            double *c = (double *)(base[2] + g[9]);
-            if (gemm_ilp64)
-                ((gemm64_f64)gemm_f64)(ROW_MAJOR, ta, tb, g[2], g[3], g[4], 1.0, a, g[6], b, g[8], 0.0, c, g[10]);
-            else
-                ((gemm32_f64)gemm_f64)(ROW_MAJOR, ta, tb, (int)g[2], (int)g[3], (int)g[4], 1.0, a, (int)g[6], b,
-                                       (int)g[8], 0.0, c, (int)g[10]);
-            GEMM_ADD(double)
+            POOL_GEMM_CALL(double, gemm64_f64, gemm32_f64, gemm_f64)
         }
     }
     return fetestexcept(FE_ALL_EXCEPT);
