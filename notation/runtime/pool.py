@@ -29,9 +29,10 @@ def _numpy_gemm():
         blas = np.__config__.CONFIG["Build Dependencies"]["blas"]
         from threadpoolctl import ThreadpoolController
         libs = ThreadpoolController().select(user_api="blas").lib_controllers
-    except Exception:  # noqa: BLE001 - numpy's own configuration or threadpoolctl not as expected: not ours
+    except (AttributeError, KeyError, TypeError, ImportError):  # numpy's configuration not as its wheels have it
         return None
-    if blas.get("name") != "scipy-openblas" or len(libs) != 1 or "scipy_openblas" not in libs[0].filepath:
+    if not isinstance(blas, dict) or blas.get("name") != "scipy-openblas" or len(libs) != 1 or \
+            "scipy_openblas" not in str(libs[0].filepath):
         return None
     ilp64 = "USE64BITINT" in str(blas.get("openblas configuration", ""))
     suffix = "64_" if ilp64 else ""
