@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import math
 import signal
 import sys
@@ -35,6 +36,18 @@ def arithmetic() -> str:
     """What the bits of a step depend on, which a checkpoint records: the BLAS and its threads
     (notation.runtime.parallel), and the rates the roads were chosen by (notation.lowering.cost)."""
     return f"{parallel.arithmetic()}; roads chosen at {cost.rates().describe()}"
+
+
+def roads(net, batch: int) -> str:
+    """A digest of the road each product of a training step takes (every block's forward, state updates
+    and Jacobians, notation/lowering/roads.py): with arithmetic(), what a step's bits depend on.  A new
+    road for a product (a release's, or this machine's rates') changes it."""
+    digest = hashlib.sha256()
+    for stage in net.compiled(batch, "train"):
+        for block in (stage.layer, stage.activation):
+            for step in () if block is None else (*block.forward_runs, *block.update_runs, *block.backward_runs):
+                digest.update(f"{step.run.equation.source}|{'/'.join(step.run.strategies)}\n".encode())
+    return digest.hexdigest()[:16]
 
 
 def mask_generator(seed: int):
@@ -158,6 +171,9 @@ class Trainer:
         if isinstance(then, str) and then != now:
             self.warn(f"note: {path} was trained on {then}; this run computes on {now}, so its steps from here "
                       "may differ in the last bits from the run's own")
+        elif isinstance(meta.get("roads"), str) and meta["roads"] != roads(self.net, self.config.batch_size):
+            self.warn(f"note: {path} was trained with some products on other roads (this version's, see `python3 "
+                      "scripts/plan.py`), so its steps from here may differ in the last bits from the run's own")
 
     def _finite(self) -> bool:
         arrays = [v for ps in self.net.params.values() for v in ps.values()] + list(self.opt.state().values())
@@ -173,6 +189,7 @@ class Trainer:
                 "config": dataclasses.asdict(self.config), "epoch": self.epoch, "batch": self.batch,
                 "step": self.step, "rng_state": self.rng_state, "sums": self.sums, "history": self.history,
                 "dtype": str(self.net.dtype), "mask_rng_state": self.mask_state, "arithmetic": arithmetic(),
+                "roads": roads(self.net, self.config.batch_size),
                 "algorithms": dict(self.net.algorithms),  # what `auto` chose: a resume runs the same
                 "classes": [str(c) for c in self.data.classes], "data_fingerprint": self.data.fingerprint,
                 "data_name": self.data.name}
