@@ -117,3 +117,16 @@ def test_a_c_loop_gives_the_same_bits_in_any_number_of_spans(parts, share):
     fused.colsum_arguments(per, rows, n, [x, y], partial)(chunks, parts, share)
     np.testing.assert_array_equal(partial, whole)
     np.testing.assert_allclose(whole.sum(axis=0), (x * y).sum(axis=0), rtol=1e-3, atol=1e-2)
+
+
+def test_a_thin_product_cut_along_its_sum_gives_the_bits_of_numpys_two_halves():
+    """A thin result (a 3x3 kernel's gradient: 9 x 50,176 @ 50,176 x 32): the second half of the sum made
+    apart, in `part`, and added after, as the crew's two halves are."""
+    rng = np.random.default_rng(5)
+    a, b = rng.standard_normal((9, 5000)).astype(np.float32), rng.standard_normal((5000, 32)).astype(np.float32)
+    out, part = np.empty((9, 32), np.float32), np.empty((9, 32), np.float32)
+    assert not pool.products(a, b, out, None, "sum", 2)  # nowhere to make the second half
+    assert pool.products(a, b, out, None, "sum", 2, part)
+    want = np.matmul(a[:, :2500], b[:2500]) + np.matmul(a[:, 2500:], b[2500:])
+    np.testing.assert_array_equal(out + part, want)
+    np.testing.assert_array_equal(parallel.matmul(a, b), want)

@@ -5,6 +5,7 @@
  * the same bits; only the passes over memory are fewer.  -fno-math-errno lets sqrt vectorise (it
  * changes no result).
  */
+#define _GNU_SOURCE /* RUSAGE_THREAD: a thread's own context switches (flag_wait) */
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
@@ -520,6 +521,7 @@ COLSUM(colsum_float64, double)
 #endif
 
 #include <sched.h>
+#include <sys/resource.h>
 #include <time.h>
 
 static long long now_ns(void) {
@@ -528,15 +530,26 @@ static long long now_ns(void) {
     return t.tv_sec * 1000000000LL + t.tv_nsec;
 }
 
-/* A yield that took this long ran another thread on this core.  Two such yields within
- * CONTENDED_WINDOW_NS mean the machine is busy, and spinning would only take turns from it (a step at
- * batch 32 beside two busy processes: 30 ms sleeping, 96-184 ms spinning); then nobody spins for
- * BUSY_NS: waits sleep at once, as on queues alone.  One alone is a virtual machine's hiccup (seen
- * every few steps on a quiet one): latched, it kept the helpers asleep through most of each step. */
+/* A yield that took this long, and switched this thread out (its context switches counted by the
+ * kernel), ran another thread on this core.  Two such yields within CONTENDED_WINDOW_NS mean the
+ * machine is busy, and spinning would only take turns from it (a step at batch 32 beside two busy
+ * processes: 30 ms sleeping, 96-184 ms spinning); then nobody spins for BUSY_NS: waits sleep at once,
+ * as on queues alone.  A long yield that switched to nobody is the virtual machine's host taking the
+ * core (seen every few steps, on a loaded host most of them): counted, it kept the helpers asleep
+ * through most of each step, and spinning there takes nothing from this machine's threads. */
 #define CONTENDED_NS 50000LL
 #define CONTENDED_WINDOW_NS 10000000LL
 #define BUSY_NS 100000000LL
 static long long busy_until, contended_last;
+
+/* This thread's context switches so far, where the kernel counts them per thread; else -1. */
+static long thread_switches(void) {
+#ifdef RUSAGE_THREAD
+    struct rusage u;
+    if (getrusage(RUSAGE_THREAD, &u) == 0) return u.ru_nvcsw + u.ru_nivcsw;
+#endif
+    return -1;
+}
 
 /* Whether the machine was found busy lately: then no split is shared (pool_run), no helper woken. */
 int machine_busy(void) { return now_ns() < __atomic_load_n(&busy_until, __ATOMIC_RELAXED); }
@@ -558,6 +571,7 @@ int flag_wait(const int *flag, int seen, long long ns, long long after) {
     long long start = now_ns(), end = start + ns;
     if (start < __atomic_load_n(&busy_until, __ATOMIC_RELAXED))
         return __atomic_load_n(flag, __ATOMIC_SEQ_CST);
+    long switches = thread_switches();
     for (unsigned i = 1;; i++) {
         int v = __atomic_load_n(flag, __ATOMIC_SEQ_CST);
         if (pool_serve()) /* a crew helper takes the pool's spans while it watches (see pool_run) */
@@ -573,8 +587,13 @@ int flag_wait(const int *flag, int seen, long long ns, long long after) {
                 return v;
             sched_yield();  /* a thread of ours waiting for this core runs first */
             long long after_yield = now_ns();
-            if (after_yield - before > CONTENDED_NS && contended(after_yield))
-                return __atomic_load_n(flag, __ATOMIC_SEQ_CST);
+            if (after_yield - before > CONTENDED_NS) {
+                const long now_switches = thread_switches();
+                const int switched = now_switches != switches || switches < 0;
+                switches = now_switches;
+                if (switched && contended(after_yield))
+                    return __atomic_load_n(flag, __ATOMIC_SEQ_CST);
+            }
         }
         PAUSE();
     }
@@ -730,9 +749,10 @@ static __thread unsigned pool_seen;    /* the split it looked at last */
 /* Products of matrices (notation/runtime/pool.py), each a GEMM of numpy's own BLAS called as np.matmul
  * calls it (row-major, each operand transposed or not), then a broadcast addend added to its result
  * as np.add adds it: the same bits as numpy's.  a = {A, B, C, addend base addresses, the products'
- * table}; a product's row of the table: trans a, trans b, M, N, K, A's byte offset, lda, B's, ldb, C's,
- * ldc, the addend's (-1: none), its row and column strides in entries. */
-#define GEMM_ROW 14
+ * table, a second C}; a product's row of the table: trans a, trans b, M, N, K, A's byte offset, lda,
+ * B's, ldb, C's, ldc, the addend's (-1: none), its row and column strides in entries, and which C
+ * (2: the first, 5: the second, where a cut sum's later part is made apart). */
+#define GEMM_ROW 15
 #define ROW_MAJOR 101
 typedef void (*gemm32_f32)(int, int, int, int, int, int, float, const float *, int, const float *, int, float,
                            float *, int);
@@ -762,7 +782,7 @@ void pool_gemm_functions(void *f32, void *f64, int ilp64) {
 /* One product of the table's row g: numpy's GEMM, its integers 64-bit or not, then the addend. */
 #define POOL_GEMM_CALL(T, G64, G32, F)                                                                  \
     const T *a = (const T *)(base[0] + g[5]), *b = (const T *)(base[1] + g[7]);                         \
-    T *c = (T *)(base[2] + g[9]);                                                                       \
+    T *c = (T *)(base[g[14]] + g[9]);                                                                   \
     if (gemm_ilp64)                                                                                     \
         ((G64)F)(ROW_MAJOR, ta, tb, g[2], g[3], g[4], (T)1, a, g[6], b, g[8], (T)0, c, g[10]);          \
     else                                                                                                \
@@ -775,8 +795,9 @@ static int pool_raised;  /* the floating-point exceptions the products of the sp
 /* The products [r0, r1); the floating-point exceptions they raised. */
 static int pool_gemms(const pool_job *j, ptrdiff_t r0, ptrdiff_t r1) {
     feclearexcept(FE_ALL_EXCEPT);  /* the status flags only, never the mode */
-    const char *const base[4] = {(const char *)(intptr_t)j->a[0], (const char *)(intptr_t)j->a[1],
-                                 (const char *)(intptr_t)j->a[2], (const char *)(intptr_t)j->a[3]};
+    const char *const base[6] = {(const char *)(intptr_t)j->a[0], (const char *)(intptr_t)j->a[1],
+                                 (const char *)(intptr_t)j->a[2], (const char *)(intptr_t)j->a[3], NULL,
+                                 (const char *)(intptr_t)j->a[5]};
     const long long *table = (const long long *)(intptr_t)j->a[4];
     for (ptrdiff_t r = r0; r < r1; r++) {
         const long long *g = table + GEMM_ROW * r;

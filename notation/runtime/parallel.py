@@ -399,7 +399,7 @@ def _fixed(cut, a, b, out, add):
             if WORKERS < PARTS:
                 for piece in pieces:
                     _product(*piece)
-            elif cut == "sum" or not _pool() or not pool.products(a, b, out, add, cut, PARTS):
+            elif not _pool() or not pool.products(a, b, out, None if parts else add, cut, PARTS, *parts):
                 _share(_product, pieces)
     for p in parts:
         out += p

@@ -83,33 +83,37 @@ def _table(a, b, out, add, cut):
     if add is not None:
         arrays.append(np.broadcast_to(add, out.shape))
     m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
-    pieces = [((), slice(None), slice(None))]
+    whole = slice(None)
+    pieces = [((), whole, whole, whole, 2)]  # (stack index, rows, columns, sum, which C)
     if cut == "rows":
-        pieces = [((), slice(m * i // 2, m * (i + 1) // 2), slice(None)) for i in range(2)]
+        pieces = [((), slice(m * i // 2, m * (i + 1) // 2), whole, whole, 2) for i in range(2)]
     elif cut == "columns":
-        pieces = [((), slice(None), slice(n * i // 2, n * (i + 1) // 2)) for i in range(2)]
+        pieces = [((), whole, slice(n * i // 2, n * (i + 1) // 2), whole, 2) for i in range(2)]
+    elif cut == "sum":  # the second half of the sum made apart, in the caller's `part`, added after
+        pieces = [((), whole, whole, slice(k * i // 2, k * (i + 1) // 2), (2, 5)[i]) for i in range(2)]
     elif cut == "stack":
-        pieces = [(index, slice(None), slice(None)) for index in np.ndindex(*stack)]
+        pieces = [(index, whole, whole, whole, 2) for index in np.ndindex(*stack)]
     rows = []
-    for index, r, c in pieces:
-        rr, cc = range(m)[r], range(n)[c]
-        mm, nn = len(rr), len(cc)
-        if min(mm, k, nn) < 2 or max(mm, k, nn) > BLAS_MOST:
+    for index, r, c, s, which in pieces:
+        rr, cc, ss = range(m)[r], range(n)[c], range(k)[s]
+        mm, nn, kk = len(rr), len(cc), len(ss)
+        if min(mm, kk, nn) < 2 or max(mm, kk, nn) > BLAS_MOST:
             return None  # numpy's special cases (a vector, a dot) or its own loop
-        start = [sum(i * s for i, s in zip(index, x.strides)) for x in arrays]
-        ta, tb = _matrix((mm, k), a.strides[-2:], size), _matrix((k, nn), b.strides[-2:], size)
+        start = [sum(i * t for i, t in zip(index, x.strides)) for x in arrays]
+        ta, tb = _matrix((mm, kk), a.strides[-2:], size), _matrix((kk, nn), b.strides[-2:], size)
         if ta is None or tb is None or out.strides[-1] != size or not nn <= out.strides[-2] // size or \
                 out.strides[-2] % size:
             return None
-        row = [ta[0], tb[0], mm, nn, k, start[0] + rr.start * a.strides[-2], ta[1], start[1] + cc.start * b.strides[-1],
-               tb[1], start[2] + rr.start * out.strides[-2] + cc.start * size, out.strides[-2] // size]
+        row = [ta[0], tb[0], mm, nn, kk, start[0] + rr.start * a.strides[-2] + ss.start * a.strides[-1], ta[1],
+               start[1] + ss.start * b.strides[-2] + cc.start * b.strides[-1], tb[1],
+               start[2] + rr.start * out.strides[-2] + cc.start * size, out.strides[-2] // size]
         if add is not None:
             d = arrays[3]
             row += [start[3] + rr.start * d.strides[-2] + cc.start * d.strides[-1], d.strides[-2] // size,
                     d.strides[-1] // size]
         else:
             row += [-1, 0, 0]
-        rows.append(row)
+        rows.append(row + [which])
     # where a's and b's matrices may be one and the same transposed, numpy takes syrk for them (and
     # copies a triangle): such a product is numpy's alone, known by b's start less a's
     syrk = {r[5] - r[7] for r in rows if r[0] != r[1] and r[2] == r[3] and a.strides[-2:] == b.strides[-2:][::-1]}
@@ -133,11 +137,12 @@ class _Products:
         self.run, self.dtype = lib.pool_run, fused.FLOATS.index(dtype)
 
 
-def products(a, b, out, add, cut: str, spans: int) -> bool:
+def products(a, b, out, add, cut: str, spans: int, part=None) -> bool:
     """out = a @ b (+ add) in the pieces of `cut` ("rows", "columns": two of a 2-d product; "stack": each
-    matrix of a stack), in at most `spans` spans shared with the crew's helpers; False where numpy's BLAS
-    is not found, a piece is not its plain GEMM (nothing done), or a floating-point error was raised
-    that numpy's errstate may act on (out to be made again by numpy)."""
+    matrix of a stack; "sum": the two halves of the sum, the second into `part`, laid out as out, for
+    the caller to add), in at most `spans` spans shared with the crew's helpers; False where numpy's
+    BLAS is not found, a piece is not its plain GEMM (nothing done), or a floating-point error was
+    raised that numpy's errstate may act on (out to be made again by numpy)."""
     lib = _bound()
     if lib is None:
         return False
@@ -149,17 +154,19 @@ def products(a, b, out, add, cut: str, spans: int) -> bool:
             _tables.clear()
         made = _table(a, b, out, add, cut)
         p = _tables[key] = made and _Products(lib, out.dtype, *made) or False
-    if not p:
+    if not p or (cut == "sum") != (part is not None) or part is not None and (
+            part.strides != out.strides or part.dtype != out.dtype):
         return False
     at = [x.__array_interface__["data"][0] for x in (a, b, out)]
     (a0, a1), (b0, b1), (o0, o1) = [(s + lo, s + hi) for s, (lo, hi) in zip(at, p.extents)]
     if o0 < a1 and a0 < o1 or o0 < b1 and b0 < o1 or p.syrk and at[1] - at[0] in p.syrk:
         return False  # numpy would copy an operand the result overlaps, or take syrk
-    # the job's five addresses (fused.c's pool_gemms), made afresh: two threads may run one layout at once
-    job = _JOB(*at, add.__array_interface__["data"][0] if add is not None else 0, p.at)
+    # the job's six addresses (fused.c's pool_gemms), made afresh: two threads may run one layout at once
+    job = _JOB(*at, add.__array_interface__["data"][0] if add is not None else 0, p.at,
+               part.__array_interface__["data"][0] if part is not None else 0)
     raised = p.run(fused.POOL["gemm"], p.dtype, job, 0.0, p.rows, min(p.rows, spans), 1)
     # an overflow, a NaN made, ...: numpy's own products again, to warn or raise as the caller's errstate says
     return not raised or raised == UNDER and np.geterr()["under"] == "ignore"
 
 
-_JOB = ctypes.c_longlong * 5
+_JOB = ctypes.c_longlong * 6
