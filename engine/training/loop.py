@@ -104,6 +104,7 @@ class Trainer:
         self.augment = augment.parse(config.augment)
         needs_images(net, "augment", config.augment if self.augment else "none")
         needs_images(net, "test_augment", config.test_augment)
+        self._roads = None        # roads(), once asked for
         self.epoch = 0            # epochs completed
         self.batch = 0            # batches done in the current epoch
         self.step = 0             # updates in all
@@ -171,9 +172,15 @@ class Trainer:
         if isinstance(then, str) and then != now:
             self.warn(f"note: {path} was trained on {then}; this run computes on {now}, so its steps from here "
                       "may differ in the last bits from the run's own")
-        elif isinstance(meta.get("roads"), str) and meta["roads"] != roads(self.net, self.config.batch_size):
+        elif isinstance(meta.get("roads"), str) and meta["roads"] != self.roads():
             self.warn(f"note: {path} was trained with some products on other roads (this version's, see `python3 "
                       "scripts/plan.py`), so its steps from here may differ in the last bits from the run's own")
+
+    def roads(self) -> str:
+        """roads() of this run's network at its batch size, worked out once: its runs never change."""
+        if self._roads is None:
+            self._roads = roads(self.net, self.config.batch_size)
+        return self._roads
 
     def _finite(self) -> bool:
         arrays = [v for ps in self.net.params.values() for v in ps.values()] + list(self.opt.state().values())
@@ -189,7 +196,7 @@ class Trainer:
                 "config": dataclasses.asdict(self.config), "epoch": self.epoch, "batch": self.batch,
                 "step": self.step, "rng_state": self.rng_state, "sums": self.sums, "history": self.history,
                 "dtype": str(self.net.dtype), "mask_rng_state": self.mask_state, "arithmetic": arithmetic(),
-                "roads": roads(self.net, self.config.batch_size),
+                "roads": self.roads(),
                 "algorithms": dict(self.net.algorithms),  # what `auto` chose: a resume runs the same
                 "classes": [str(c) for c in self.data.classes], "data_fingerprint": self.data.fingerprint,
                 "data_name": self.data.name}

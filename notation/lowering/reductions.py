@@ -100,9 +100,7 @@ class ChunkedSum(SumGemv):
         self.shape = (rows, row)
         self.buffers = {}  # (dtype, worker) -> scratch; dtype -> (ones, partial sums)
         self.last = None  # (the arrays read, COLSUM's call for them, the dtype, the library)
-        factors = self.factors(p)
-        self.cores = [op for n, op in enumerate(p.operands) if n not in factors]
-        self.scaling = [p.operands[n] for n in factors]
+        self.cores, self.scaling = self.parts(p)
         self.reads = self._reads() if leading else None
         how = "each chunk's rows added in order (fused.c's COLSUM, in one pass), the chunks' sums in order" \
             if leading else "np.multiply into a buffer in cache, each chunk's rows times ones"
@@ -111,12 +109,14 @@ class ChunkedSum(SumGemv):
             ("written into the result" if writes else "folded")
 
     @staticmethod
-    def factors(product) -> list:
-        """The operands on the result's indices alone, in its order (`r[k]` in `dz[b,i,j,k] * xc[b,i,j,k] *
-        r[k]`): the same in every term of the sum, so they multiply the sum once, after it."""
+    def parts(product) -> tuple:
+        """(the operands summed, the factors): the factors are on the result's indices alone, in its order
+        (`r[k]` in `dz[b,i,j,k] * xc[b,i,j,k] * r[k]`), the same in every term of the sum, so they multiply
+        the sum once, after it."""
         p = product
-        return [n for n, op in enumerate(p.operands) if op.kind == "view" and op.view.identity and op.distinct
-                and op.indices == p.out_indices]
+        factor = [op.kind == "view" and op.view.identity and op.distinct and op.indices == p.out_indices
+                  for op in p.operands]
+        return [op for op, f in zip(p.operands, factor) if not f], [op for op, f in zip(p.operands, factor) if f]
 
     @staticmethod
     def fits(product) -> str | None:
@@ -126,8 +126,7 @@ class ChunkedSum(SumGemv):
         p = product
         if not p.summed or not p.out_indices or not p.operands:
             return None
-        factors = ChunkedSum.factors(p)
-        cores = [op for n, op in enumerate(p.operands) if n not in factors]
+        cores = ChunkedSum.parts(p)[0]
         if not cores:
             return None
         idx = cores[0].indices

@@ -51,7 +51,10 @@ class SummedStack(Path):
         super().__init__(product, writes, steps)
         self.block, self.values = block, values
         self.into = "summed into the result" if writes else "summed, then folded"
-        self.stacks = {}  # dtype -> the buffer of results, one per value of the summed leading indices
+        sizes = product.path_info.size_dict
+        self.shape = (values,) + tuple(sizes[i] for i in product.path_info.contraction_list[0][2].split("->")[1])
+        self.laid = tuple(sizes[i] for i in block.out)  # the buffer as the blocks' einsum indexes it
+        self.stacks = {}  # dtype -> (the buffer of results, one per value of the summed leading indices, laid)
 
     @property
     def runs(self):
@@ -73,12 +76,12 @@ class SummedStack(Path):
         values = [p.operands[k].evaluate(arrays, out.dtype, positions) for k in p.order]
         left = list(values)
         parts = [left.pop(k) for k in p.path_info.contraction_list[0][0]]
-        sizes = p.path_info.size_dict
-        shape = tuple(sizes[i] for i in p.path_info.contraction_list[0][2].split("->")[1])
-        stack = self.stacks.get(out.dtype)
-        if stack is None:
-            stack = self.stacks[out.dtype] = np.empty((self.values,) + shape, out.dtype)
-        if self.block(*parts, stack.reshape(tuple(sizes[i] for i in self.block.out))) is None:
+        kept = self.stacks.get(out.dtype)
+        if kept is None:  # made once: the same views every step, so the blocks' views are made once too
+            stack = np.empty(self.shape, out.dtype)
+            kept = self.stacks[out.dtype] = (stack, stack.reshape(self.laid))
+        stack, laid = kept
+        if self.block(*parts, laid) is None:
             super().run(arrays, out, positions)  # a layout not planned for: opt_einsum's path
             return
         if self.writes:

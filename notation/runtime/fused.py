@@ -114,13 +114,8 @@ def _bind(lib):
             f = getattr(lib, f"multiply_{dtype.name}_{other}")
             f.argtypes = [ctypes.c_void_p] * 7
             f.restype = None
-        f = getattr(lib, f"chain_{dtype.name}")
-        f.argtypes = [ctypes.c_ssize_t] * 3 + [ctypes.c_void_p, ctypes.c_int] + [ctypes.c_void_p] * 5 + \
-            [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
-        f.restype = None
-        f = getattr(lib, f"colsum_{dtype.name}")
-        f.argtypes = [ctypes.c_ssize_t] * 5 + [ctypes.c_int] + [ctypes.c_void_p] * 2
-        f.restype = None
+        for loop in ("chain", "colsum", "taps"):  # called by pool_run alone (Rows); here only looked for
+            getattr(lib, f"{loop}_{dtype.name}")
         f = getattr(lib, f"row_max_{dtype.name}")
         f.argtypes = [ctypes.c_void_p] + [ctypes.c_ssize_t] * 3 + [ctypes.c_void_p] * 2 + [ctypes.c_ssize_t]
         f.restype = None
@@ -155,29 +150,21 @@ POOL = {"chain": 0, "colsum": 1, "taps": 2, "gemm": 3}  # fused.c's POOL_CHAIN, 
 
 
 class Rows:
-    """A C loop over independent rows (chain, colsum or taps), its arguments after the rows packed once:
-    call(n, parts, share) runs rows [0, n) in `parts` spans through fused.c's pool_run, shared with the
-    crew's helpers where `share`, without the GIL (a hand-off of a microsecond or two, against some 20
-    for a part of the crew's own); else the spans one after another on the calling thread."""
+    """A C loop over independent rows (chain, colsum or taps), its arguments after the rows (ints and
+    addresses, None for NULL) packed once as the 64-bit integers pool_run reads: call(n, parts, share)
+    runs rows [0, n) in `parts` spans through fused.c's pool_run, shared with the crew's helpers where
+    `share`, without the GIL (a hand-off of a microsecond or two, against some 20 for a part of the
+    crew's own); else the spans one after another on the calling thread."""
 
-    __slots__ = ("run", "family", "dtype", "packed", "at", "scale", "keep")
+    __slots__ = ("run", "family", "dtype", "packed", "scale", "keep")
 
     def __init__(self, lib, family: str, dtype, args, scale: float = 0.0, keep=()):
         self.run, self.family, self.dtype = lib.pool_run, POOL[family], FLOATS.index(np.dtype(dtype))
-        self.packed = args if isinstance(args, np.ndarray) else np.array([_integer(a) for a in args], np.int64)
-        self.at, self.scale, self.keep = _address(self.packed), float(scale), keep  # keep: what args point into
+        self.packed = (ctypes.c_longlong * len(args))(*(0 if a is None else int(a) for a in args))
+        self.scale, self.keep = float(scale), keep  # keep: what the addresses point into
 
     def __call__(self, n: int, parts: int, share: int) -> None:
-        self.run(self.family, self.dtype, self.at, self.scale, n, parts, share)
-
-
-def _integer(a) -> int:
-    """An argument as the 64-bit integer pool_run reads: an address (a ctypes pointer, None for NULL) or an int."""
-    if a is None:
-        return 0
-    if isinstance(a, ctypes.c_void_p):
-        return a.value or 0
-    return int(a)
+        self.run(self.family, self.dtype, self.packed, self.scale, n, parts, share)
 
 
 def flags():
@@ -388,9 +375,9 @@ def library():
 
 
 def chain_arguments(n, outer, bases, strides, kinds, code, scales, mode, out, ostrides, okind) -> tuple:
-    """The arguments of fused.c's CHAIN after its rows (r0, r1), as ctypes values made once: the arrays'
-    addresses (they must stay alive while these are used), prepared by notation/lowering/chains.py."""
-    at = [ctypes.c_void_p(_address(a)) for a in (outer, bases, strides, kinds, code, scales, out, ostrides)]
+    """The arguments of fused.c's CHAIN after its rows (r0, r1), for Rows: the arrays' addresses (they must
+    stay alive while these are used), prepared by notation/lowering/chains.py."""
+    at = [_address(a) for a in (outer, bases, strides, kinds, code, scales, out, ostrides)]
     return (n, at[0], len(kinds), *at[1:6], mode, at[6], at[7], okind)
 
 
