@@ -16,7 +16,9 @@ ROADS = [  # equation, shapes, symbols, the strategy, what it says runs
      "gather copy", "np.copyto(result, view), a large one cut between the workers"),
     ("z[b, i + I*p] = x[b,i,p]", {"x": (2, 3, 4)}, {"I": 3},  # every entry once, no reshape: no zeroing
      "add of a view", "np.copyto(the result's view, view)"),
-    ("xp[b, i+1, j+1, k] = x[b,i,j,k]", {"x": (2, 3, 3, 3), "xp": (2, 5, 5, 3)}, {},  # a padding: added
+    ("xp[b, i+1, j+1, k] = x[b,i,j,k]", {"x": (2, 3, 3, 3), "xp": (2, 5, 5, 3)}, {},  # a padding: a box
+     "add of a view", "np.copyto(the result's box, view), the rest of the result zeroed"),
+    ("d[b, 2*i, j] = x[b,i,j]", {"x": (2, 3, 4), "d": (2, 6, 4)}, {},  # strided: no box, added to zeros
      "add of a view", "the view folded into the result"),
     ("dz[c,i] = da[c,i] * drelu(z[c,i])", {"da": (3, 4), "z": (3, 4)}, {},
      "elementwise ufunc", "np.multiply in one C loop (notation/runtime/fused.c) where built, out=result"),
@@ -130,6 +132,27 @@ def test_a_scatter_that_reaches_every_entry_once_overwrites_and_others_start_fro
     out = np.full((2, n, n, 4), np.nan)
     run(out=out, **arrays)
     np.testing.assert_allclose(out, evaluate_run(run, **arrays), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("source,shapes", [
+    ("xp[b, i+2, j+1, k] = x[b,i,j,k]", {"x": (2, 3, 4, 5), "xp": (2, 8, 6, 5)}),  # a padding, uneven
+    ("z[b, i, j, k+3] = x[b,i,j,k]", {"x": (2, 3, 4, 5), "z": (2, 3, 4, 9)}),  # concat's second block of channels
+    ("z[k+1, b] = x[b,k]", {"x": (3, 4), "z": (6, 3)}),  # transposed into its box
+    ("z[b, i+1] = x[b,i] + y[b,i+1]", {"x": (2, 3), "y": (2, 5), "z": (2, 5)}),  # a box, then a term added
+])
+def test_a_box_of_the_result_is_copied_and_only_the_rest_zeroed(source, shapes):
+    """Whatever the buffer held outside the box is zeroed, inside it the view is copied (a -0 stays -0)."""
+    equation = Equation(source)
+    run = equation.compile(shapes=shapes)
+    assert "the rest of the result zeroed" in run.describe()["products"][0]["strategy"]["runs"]
+    rng = np.random.default_rng(0)
+    arrays = {n: rng.standard_normal(shapes[n]) for n in equation.operands}
+    arrays["x"].flat[0] = -0.0
+    out = np.full(run.result_shape, np.nan)
+    run(out=out, **arrays)
+    np.testing.assert_array_equal(out, evaluate_run(run, **arrays))
+    alone = len(equation.operands) == 1  # -0 + y's entry is y's: only a copy alone keeps the sign
+    assert np.signbit(out[out == 0]).sum() == (1 if alone else 0)
 
 
 @pytest.mark.parametrize("dtype", [np.int64, np.float32, np.float64])

@@ -40,8 +40,34 @@ class Fold:
         # reshape of a C-ordered result, and a product can write it as one of that shape
         self.reshape = (not self.plain and not any(self.view.offsets) and tuple(strides) == c_strides(self.view.shape)
                         and math.prod(self.view.shape) == math.prod(result_shape))
+        self.box = self._box()
 
-    def _lined(self, result: np.ndarray) -> np.ndarray:
+    def _box(self):
+        """Per result axis, the [start, stop) the view reaches, where it is a box of the result (each axis
+        one index at coefficient 1: a padding's interior, a block of channels), else None."""
+        v = self.view
+        if self.plain or self.loop or self.broadcast or len(v.indices) != len(self.result_shape):
+            return None
+        box = [None] * len(self.result_shape)
+        for row, n in zip(v.coefs, v.shape):
+            axes = [a for a, c in enumerate(row) if c]
+            if len(axes) != 1 or row[axes[0]] != 1 or box[axes[0]] is not None:
+                return None
+            box[axes[0]] = (v.offsets[axes[0]], v.offsets[axes[0]] + n)
+        return tuple(box)
+
+    def zero_outside(self, out: np.ndarray) -> None:
+        """Every entry of out outside the box set to zero, each once: slabs below and above it along each
+        axis, within the box along the axes before."""
+        inside = []
+        for (lo, hi), n in zip(self.box, out.shape):
+            if lo > 0:
+                out[tuple(inside) + (slice(0, lo),)] = 0
+            if hi < n:
+                out[tuple(inside) + (slice(hi, n),)] = 0
+            inside.append(slice(lo, hi))
+
+    def lined(self, result: np.ndarray) -> np.ndarray:
         """The product's result arranged on the target view's axes (size 1 where it is broadcast)."""
         present = self.result_indices
         src = result.transpose([present.index(i) for i in self.view.indices if i in present])
@@ -51,7 +77,7 @@ class Fold:
 
     def __call__(self, out: np.ndarray, result: np.ndarray):
         target = self.view(out, writeable=True)
-        src = self._lined(result)
+        src = self.lined(result)
         if (self.loop or not self.plain) and taps.loop(src, self.view.indices, None, None, target,
                                                        self.view.indices, groups=self.loop, add=True):
             return  # one C loop: the same adds, slice after slice in the same order (the same bits)
@@ -80,7 +106,7 @@ class Fold:
     def write(self, out: np.ndarray, result: np.ndarray) -> None:
         """Overwrite out with the product's result through this fold's view (where it `covers`: every
         entry once, nothing broadcast)."""
-        np.copyto(self.view(out, writeable=True), self._lined(result))
+        np.copyto(self.view(out, writeable=True), self.lined(result))
 
     def summary(self, writes=False) -> dict:
         """How the product's result reaches the result array (`writes`: its strategy overwrites it)."""

@@ -120,6 +120,12 @@ class AddView(Strategy):
         self.writes = first and f.covers and product.scale == 1.0
         if self.writes:
             self.runs = "np.copyto(the result's view, view)"
+        # a box of the result (a padding's interior, a block of channels): copied there and the rest
+        # zeroed, not the result zeroed whole, then the box read back and added to (a -0 stays -0)
+        self.boxed = first and not self.writes and product.scale == 1.0 and f.box is not None
+        if self.boxed:
+            self.writes = True
+            self.runs = "np.copyto(the result's box, view), the rest of the result zeroed"
 
     def lined(self, arrays, out) -> np.ndarray:
         """The view, scaled, on the result's axes (size 1 where it is broadcast): what the fold adds."""
@@ -131,6 +137,8 @@ class AddView(Strategy):
     def run(self, arrays, out, positions):
         op = self.product.operands[0]
         view = op.view(arrays[op.view.name]).transpose(self.perm)
+        if self.boxed:
+            self.product.fold.zero_outside(out)
         if self.writes:
             self.product.fold.write(out, view)
         else:
