@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from notation import Equation
-from notation.lowering import cost
+from notation.lowering import chains, cost
 from notation.mathematics.reference import evaluate_run
 from notation.runtime import parallel
 
@@ -101,6 +101,32 @@ def test_the_chain_gives_the_same_bits_on_one_thread_or_two(monkeypatch):
         monkeypatch.setattr(parallel, "WORKERS", workers)
         outs.append(run(**arrays).view(np.uint32))
     assert np.array_equal(*outs)
+
+
+@pytest.mark.parametrize("shape", [(64, 16, 256), (64, 1568), (7919 * 3,), (64, 3, 3)])
+def test_one_long_row_is_cut_in_rows_the_pool_can_share_to_the_same_bits(shape, monkeypatch):
+    """An activation over a contiguous tensor is one row to the loop: it is cut in rows of about
+    chains.ROW entries (where its length has such a divisor) for the two threads to share, and each
+    entry comes out as it does from the uncut row, on one thread or two."""
+    needs_the_library()
+    n = int(np.prod(shape))
+    rows = chains.layout(list(shape), [list(np.cumprod((1,) + shape[:0:-1])[::-1])] * 2)[0]
+    assert (rows > 1) == (n >= 2 * chains.ROW)
+    run = Equation(f"dz[{_letters(shape)}] = da[{_letters(shape)}] * dgelu(z[{_letters(shape)}])").compile(
+        shapes={"da": shape, "z": shape})
+    arrays = _operands({"da": shape, "z": shape}, np.float32, 5)
+    outs = [run(**arrays).view(np.uint32)]
+    monkeypatch.setattr(parallel, "WORKERS", 1)
+    outs.append(run(**arrays).view(np.uint32))
+    monkeypatch.setattr(chains, "ROW", 1 << 40)  # never cut (compiled afresh: the loop's rows are planned once)
+    run = Equation(f"dz[{_letters(shape)}] = da[{_letters(shape)}] * dgelu(z[{_letters(shape)}])").compile(
+        shapes={"da": shape, "z": shape})
+    outs.append(run(**arrays).view(np.uint32))
+    assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2])
+
+
+def _letters(shape) -> str:
+    return ",".join("bijk"[:len(shape)])
 
 
 CHEAP_LOOP = cost.Rates(gemm=1e11, bandwidth=1e9, einsum=1e9, call=1e-9, block=1e-9)  # the chain on tiny shapes

@@ -205,6 +205,16 @@ def _layout(operands, values, out, scales):
     return plan and plan + (np.array(scales or [0], out.dtype),)
 
 
+ROW = 4096  # entries of a row, about, where one long row is cut in rows (a multiple of fused.c's CHAIN_BLOCK)
+
+
+def _cut_row(n, strides):
+    """A row of n entries (each array's stride along it) as rows of about ROW entries, where n has such
+    a divisor: each entry's operations are the same, only where a thread may take up the loop moves."""
+    r = next((r for r in range(n // ROW, 1, -1) if n % r == 0 and n // r >= ROW // 4), 1) if n >= 2 * ROW else 1
+    return [[r, [s * (n // r) for s in strides]], [n // r, strides]] if r > 1 else [[n, strides]]
+
+
 def layout(shape, table):
     """The iteration over `shape` (its axes in loop order) merged where every array's strides allow, as
     fused.c's CHAIN reads it: (rows, n, outer sizes, operands' strides, kinds, out's strides, okind);
@@ -220,6 +230,8 @@ def layout(shape, table):
             merged.append([shape[d], [t[d] for t in table]])
     if len(merged) > AXES or (merged[-1][1][0] != 1 and merged[-1][0] > 1):
         return None
+    if len(merged) == 1:  # one long row (an activation of a contiguous tensor): cut in rows the pool can share
+        merged = _cut_row(*merged[0])
     pad = AXES - len(merged)
     n = merged[-1][0]
     outer = [1] * pad + [m[0] for m in merged[:-1]]
