@@ -54,6 +54,30 @@ def test_a_product_on_the_pool_gives_numpys_bits(dtype, cut, m, k, n, stack, tra
     np.testing.assert_array_equal(out.view(np.uint8), pieces_by_numpy(a, b, add, cut).view(np.uint8))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m, k, n, stack, broadcast", [
+    (64, 16, 64, (64,), True),      # token mixing z[b,n,k] = x[b,m,k] w[m,n]: each block's result F-ordered
+    (64, 64, 16, (64,), True),
+    (16, 16, 16, (8, 4), False),
+    (33, 7, 5, (3,), False),
+])
+@pytest.mark.parametrize("transposed", [(False, False), (True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("with_addend", [False, True])
+def test_a_stack_whose_results_are_f_ordered_gives_numpys_bits(dtype, m, k, n, stack, broadcast, transposed,
+                                                             with_addend):
+    """numpy multiplies such a stack as o^T = b^T a^T, each operand read as it lies: so does the pool."""
+    rng = np.random.default_rng(2)
+    a = operand(rng, stack + (m, k), dtype, transposed[0])
+    b = operand(rng, ((k, n) if broadcast else stack + (k, n)), dtype, transposed[1])
+    add = rng.standard_normal((m, 1)).astype(dtype) if with_addend else None
+    out, numpys = (np.empty(stack + (n, m), dtype).swapaxes(-1, -2) for _ in range(2))
+    assert pool.products(a, b, out, add, "stack", 4)
+    np.matmul(a, b, out=numpys)
+    if add is not None:
+        np.add(numpys, add, out=numpys)
+    np.testing.assert_array_equal(np.ascontiguousarray(out).view(np.uint8), np.ascontiguousarray(numpys).view(np.uint8))
+
+
 def test_a_stack_against_one_matrix_is_each_matrix_of_the_stack_times_it():
     rng = np.random.default_rng(1)
     a, b = rng.standard_normal((7, 30, 40)), rng.standard_normal((40, 50))

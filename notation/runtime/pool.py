@@ -3,8 +3,8 @@ called as np.matmul calls it, shared between the calling thread and the library'
 without the GIL (a hand-off of a microsecond or two, against 20-60 for the crew's, which need it).
 
 The same bits as numpy's: a piece is taken only where np.matmul would hand it whole, uncopied, to
-cblas_?gemm (each matrix at least 2 x 2 x 2, every operand laid out for BLAS, the result C-ordered,
-not a product of a matrix and its own transpose), and numpy's BLAS is found for sure (the
+cblas_?gemm (each matrix at least 2 x 2 x 2, every operand laid out for BLAS, the result C-ordered or,
+in a stack, F-ordered as numpy then makes o^T = b^T a^T, not a product of a matrix and its own transpose), and numpy's BLAS is found for sure (the
 scipy-openblas that numpy's wheels carry, its symbols and integer width read from numpy's build
 configuration).  Anything else runs as before (notation/runtime/parallel.py).
 """
@@ -78,6 +78,10 @@ def _table(a, b, out, add, cut):
     if a.dtype != out.dtype or b.dtype != out.dtype or out.dtype not in fused.FLOATS or \
             (add is not None and add.dtype != out.dtype):
         return None
+    swapped = cut == "stack" and abs(out.strides[-2]) < abs(out.strides[-1])
+    if swapped:  # numpy's transpose equivalence for a result of F-ordered matrices: o^T = b^T a^T
+        add = None if add is None else np.broadcast_to(add, out.shape).swapaxes(-1, -2)
+        a, b, out = b.swapaxes(-1, -2), a.swapaxes(-1, -2), out.swapaxes(-1, -2)
     stack = out.shape[:-2]
     arrays = [np.broadcast_to(x, stack + x.shape[-2:]) for x in (a, b)] + [out]
     if add is not None:
@@ -117,7 +121,7 @@ def _table(a, b, out, add, cut):
     # where a's and b's matrices may be one and the same transposed, numpy takes syrk for them (and
     # copies a triangle): such a product is numpy's alone, known by b's start less a's
     syrk = {r[5] - r[7] for r in rows if r[0] != r[1] and r[2] == r[3] and a.strides[-2:] == b.strides[-2:][::-1]}
-    return np.array(rows, np.int64), [_extent(x) for x in arrays[:3]], syrk
+    return np.array(rows, np.int64), [_extent(x) for x in arrays[:3]], syrk, swapped
 
 
 def _extent(x) -> tuple:
@@ -129,10 +133,10 @@ def _extent(x) -> tuple:
 class _Products:
     """A product's table, where it lies, and how fused.c's pool_run is called for it."""
 
-    __slots__ = ("table", "extents", "syrk", "at", "rows", "run", "dtype")
+    __slots__ = ("table", "extents", "syrk", "swapped", "at", "rows", "run", "dtype")
 
-    def __init__(self, lib, dtype, table, extents, syrk):
-        self.table, self.extents, self.syrk, self.rows = table, extents, syrk, len(table)
+    def __init__(self, lib, dtype, table, extents, syrk, swapped):
+        self.table, self.extents, self.syrk, self.swapped, self.rows = table, extents, syrk, swapped, len(table)
         self.at = table.__array_interface__["data"][0]
         self.run, self.dtype = lib.pool_run, fused.FLOATS.index(dtype)
 
@@ -157,7 +161,7 @@ def products(a, b, out, add, cut: str, spans: int, part=None) -> bool:
     if not p or (cut == "sum") != (part is not None) or part is not None and (
             part.strides != out.strides or part.dtype != out.dtype):
         return False
-    at = [x.__array_interface__["data"][0] for x in (a, b, out)]
+    at = [x.__array_interface__["data"][0] for x in ((b, a, out) if p.swapped else (a, b, out))]
     (a0, a1), (b0, b1), (o0, o1) = [(s + lo, s + hi) for s, (lo, hi) in zip(at, p.extents)]
     if o0 < a1 and a0 < o1 or o0 < b1 and b0 < o1 or p.syrk and at[1] - at[0] in p.syrk:
         return False  # numpy would copy an operand the result overlaps, or take syrk
