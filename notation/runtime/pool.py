@@ -4,9 +4,10 @@ without the GIL (a hand-off of a microsecond or two, against 20-60 for the crew'
 
 The same bits as numpy's: a piece is taken only where np.matmul would hand it whole, uncopied, to
 cblas_?gemm (each matrix at least 2 x 2 x 2, every operand laid out for BLAS, the result C-ordered or,
-in a stack, F-ordered as numpy then makes o^T = b^T a^T, not a product of a matrix and its own transpose), and numpy's BLAS is found for sure (the
-scipy-openblas that numpy's wheels carry, its symbols and integer width read from numpy's build
-configuration).  Anything else runs as before (notation/runtime/parallel.py).
+in a stack, F-ordered, as numpy then makes o^T = b^T a^T; not a product of a matrix and its own
+transpose), and numpy's BLAS is found for sure (the scipy-openblas that numpy's wheels carry, its
+symbols and integer width read from numpy's build configuration).  Anything else runs as before
+(notation/runtime/parallel.py).
 """
 from __future__ import annotations
 
