@@ -77,6 +77,7 @@ class Network(LoadChecks):
         self.loss_kind = spec.losses[self.net.loss]
         self.input_shape = tuple(self.net.input)
         self._compiled, self._auto = {}, {}
+        self._targets = {}  # batch -> the one-hot labels' buffer, the same array every step (_labels)
         self.modal = any(self.spec.kinds[layer.kind].modal for layer in self.net.layers)
         self.random = any(self.spec.kinds[layer.kind].random for layer in self.net.layers)
         # {layer: the max pool after it that runs its ReLU}: same forward, quarter of the ReLU's work
@@ -304,9 +305,15 @@ class Network(LoadChecks):
             return a.copy()
 
     def _labels(self, labels, batch):
+        """The one-hot targets y[b,i] of (24), in a buffer kept per batch size: the loss's runs then see the
+        same array every step and reuse what they worked out for it (a chain's arguments, its views)."""
         labels = np.asarray(labels)
+        y = self._targets.get(batch)
+        if y is None or y.dtype != self.dtype:
+            y = self._targets[batch] = np.zeros((batch, self.classes), dtype=self.dtype)
         if labels.shape == (batch, self.classes):
-            return labels.astype(self.dtype)
+            np.copyto(y, labels, casting="unsafe")
+            return y
         if labels.shape != (batch,):
             raise InputError(f"labels must be {batch} class numbers or a ({batch}, {self.classes}) one-hot "
                              f"array, got shape {labels.shape}")
@@ -315,7 +322,7 @@ class Network(LoadChecks):
                              "convert them with labels.astype(int), or give a one-hot array")
         if labels.min() < 0 or labels.max() >= self.classes:
             raise InputError(f"labels must lie in 0..{self.classes - 1}, got {labels.min()}..{labels.max()}")
-        y = np.zeros((batch, self.classes), dtype=self.dtype)
+        y.fill(0)
         y[np.arange(batch), labels] = 1
         return y
 
