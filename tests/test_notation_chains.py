@@ -125,6 +125,21 @@ def test_one_long_row_is_cut_in_rows_the_pool_can_share_to_the_same_bits(shape, 
     assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2])
 
 
+def test_a_long_row_read_with_a_stride_is_cut_to_the_bits_of_numpys_passes(monkeypatch):
+    """An operand that is every other entry of its memory merges into the same one long row: cut, the
+    loop walks it with its stride, and each entry is numpy's."""
+    needs_the_library()
+    shape = (64, 4096)
+    run = Equation("dz[b,i] = da[b,i] * dgelu(z[b,i])").compile(shapes={"da": shape, "z": shape})
+    rng = np.random.default_rng(6)
+    da, z = rng.standard_normal(shape).astype(np.float32), rng.standard_normal(2 * 64 * 4096).astype(np.float32)
+    z = z[::2].reshape(shape)  # one stride of 2 entries over all of it
+    assert chains.layout(list(shape), [[4096, 1], [4096, 1], [8192, 2]])[0] > 1
+    loop = run(da=da, z=z).copy()
+    monkeypatch.setenv("NOTATION_FUSED", "0")
+    np.testing.assert_array_equal(loop.view(np.uint32), run(da=da, z=z).view(np.uint32))
+
+
 def _letters(shape) -> str:
     return ",".join("bijk"[:len(shape)])
 
