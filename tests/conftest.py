@@ -100,6 +100,26 @@ def train_steps(net, images, labels, steps, batch, lr):
     return losses
 
 
+_STARTED = []  # processes a test started and left to run (started()): none outlives its test
+
+
+def started(proc: subprocess.Popen) -> subprocess.Popen:
+    """proc, killed at the end of the test that started it if it still runs then (a test that failed
+    while waiting for a training of 100,000 epochs must not leave it running)."""
+    _STARTED.append(proc)
+    return proc
+
+
+@pytest.fixture(autouse=True)
+def _no_process_outlives_its_test():
+    yield
+    while _STARTED:
+        proc = _STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
 def run_script(name, *args, cwd=ROOT, ok=True, timeout=120):
     """scripts/<name> run as a user runs it, in a fresh interpreter; a zero exit asserted unless ok=False."""
     out = subprocess.run([sys.executable, str(ROOT / "scripts" / name), *map(str, args)], capture_output=True,

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, SPEC, run_script
+from conftest import ROOT, SPEC, run_script, started
 
 SCRIPT = ROOT / "scripts" / "bench.py"
 QUICK = ["--batch", "2", "--rounds", "1", "--repeats", "1", "--warmup", "0", "--no-torch"]
@@ -59,8 +59,8 @@ def test_a_batch_too_large_for_memory_is_refused_before_anything_is_timed():
 
 
 def test_output_into_a_closed_pipe_ends_quietly():
-    proc = subprocess.Popen([sys.executable, str(SCRIPT), *QUICK, "--batch", "2", "3"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = started(subprocess.Popen([sys.executable, str(SCRIPT), *QUICK, "--batch", "2", "3"], stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True))
     first = proc.stdout.readline()  # as `| head -n 1` reads, then goes away
     proc.stdout.close()
     err = proc.stderr.read()

@@ -10,7 +10,7 @@ import pytest
 
 from engine.training import checkpoint, outputs
 
-from conftest import ROOT, TINY_RUN, load_train_script, needs_mnist, refused_run
+from conftest import ROOT, TINY_RUN, load_train_script, needs_mnist, refused_run, started
 
 SCRIPT = ROOT / "scripts" / "train.py"
 TINY = TINY_RUN + ["--batch-size", "32"]
@@ -27,7 +27,7 @@ def refused(cli, capsys, args):
 
 
 def start(args, cwd, **kwargs):
-    return subprocess.Popen([sys.executable, str(SCRIPT), *map(str, args)], cwd=cwd, text=True, **kwargs)
+    return started(subprocess.Popen([sys.executable, str(SCRIPT), *map(str, args)], cwd=cwd, text=True, **kwargs))
 
 
 # -- output that cannot be written ------------------------------------------------------------

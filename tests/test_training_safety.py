@@ -21,7 +21,7 @@ from engine.data.idx import DataError, read_idx
 from engine.training import Config, Data, Trainer, checkpoint
 from engine.training.checkpoint import CheckpointError
 
-from conftest import MNIST, ROOT, SPEC, needs_mnist, rewrite_checkpoint
+from conftest import MNIST, ROOT, SPEC, needs_mnist, rewrite_checkpoint, started
 
 SCRIPT = ROOT / "scripts" / "train.py"
 TINY = ["--network", "softmax-regression", "--dataset", "mnist", "--data-dir", str(MNIST), "--holdout", "500",
@@ -50,8 +50,8 @@ def one_line_exit(cli, capsys, args, code=2):
 
 def start(args, cwd):
     """train.py as a user starts it, its stdout read line by line."""
-    return subprocess.Popen([sys.executable, str(SCRIPT), *map(str, args)], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return started(subprocess.Popen([sys.executable, str(SCRIPT), *map(str, args)], cwd=cwd, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True))
 
 
 def wait_for(proc, text, timeout=60):
@@ -168,9 +168,9 @@ def test_ctrl_c_hammered_during_the_save_still_ends_in_one_message_and_a_valid_c
 def test_ctrl_c_while_the_script_starts_is_not_a_traceback(tmp_path, module):
     # -X importtime reports each import as it completes: the signal is sent once `module` is seen,
     # so it lands in the script's own start-up, not in the interpreter's (which no script can catch)
-    proc = subprocess.Popen([sys.executable, "-X", "importtime", str(SCRIPT), *TINY, "--network", "seven-layer",
-                             "--epochs", "1", "--no-checkpoint"], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = started(subprocess.Popen([sys.executable, "-X", "importtime", str(SCRIPT), *TINY, "--network", "seven-layer",
+                                     "--epochs", "1", "--no-checkpoint"], cwd=tmp_path,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     for line in proc.stderr:
         if line.startswith("import time:") and line.rstrip().endswith(f" {module}"):
             break
