@@ -166,7 +166,7 @@ class Chain:
         if plan is None:
             return None
         rows, n, outer, strides, kinds, ostrides, okind, scales = plan
-        bases = np.array([v.__array_interface__["data"][0] for v in values], np.uintp)
+        bases = np.array([fused.address(v) for v in values], np.uintp)
         mode = int(self.zero_first) | fused.final_mode(self.final)
         args = fused.chain_arguments(n, outer, bases, strides, kinds, self.code, scales, mode, out,
                                      ostrides, okind)
@@ -178,7 +178,7 @@ def _same(a, b) -> bool:
     """Whether b is a, or an array over the very memory of a, laid out alike (a's kept alive by the call
     made for it, so its address cannot have gone to another buffer)."""
     return a is b or (a.shape == b.shape and a.strides == b.strides and a.dtype == b.dtype
-                      and a.__array_interface__["data"][0] == b.__array_interface__["data"][0])
+                      and fused.address(a) == fused.address(b))
 
 
 AXES = 7  # fused.c's CHAIN_AXES outer axes and the row

@@ -16,10 +16,6 @@ from . import fused, parallel
 SPLIT = 1 << 19  # fewer entries in all run on the calling thread (vit's 138,634: 0.08 ms, 0.12 split)
 
 
-def _address(a: np.ndarray) -> int:
-    return a.__array_interface__["data"][0]
-
-
 def _segments(sizes, parts: int) -> list:
     """(array, first entry, entries) triples cutting the arrays' entries, end to end, into `parts` nearly
     equal shares: one intp table of triples per share."""
@@ -41,7 +37,7 @@ class _Group:
     def __init__(self, dtype, members, arrays, decays):
         self.dtype, self.members = dtype, members
         self.sizes = [arrays[k][0].size for k in members]
-        self.tables = [np.array([_address(arrays[k][j]) for k in members], np.intp) for j in range(len(arrays[0]))]
+        self.tables = [np.array([fused.address(arrays[k][j]) for k in members], np.intp) for j in range(len(arrays[0]))]
         self.g = np.zeros(len(members), np.intp)  # the gradients' addresses, 0 where numpy updates
         self.seen = [None] * len(members)  # the gradient arrays those addresses are of (held: never reused)
         self.shrink = np.ones(len(members), dtype)
@@ -49,7 +45,7 @@ class _Group:
         self.factor = None  # the decay factor now in self.shrink
         self.shares = {}  # workers -> their tables of segments
         self.left = set()  # members whose gradient the loop cannot take this step
-        self.at = [_address(t) for t in (self.g, *self.tables, self.shrink)]  # the tables' own addresses
+        self.at = [fused.address(t) for t in (self.g, *self.tables, self.shrink)]  # the tables' own addresses
 
     def gradients(self, grads) -> None:
         """The gradients' addresses: a gradient of another dtype, size or layout is left to numpy."""
@@ -60,7 +56,7 @@ class _Group:
             self.seen[i] = g
             fits = isinstance(g, np.ndarray) and g.dtype == self.dtype and g.flags.c_contiguous and \
                 g.size == self.sizes[i]
-            self.g[i] = _address(g) if fits else 0
+            self.g[i] = fused.address(g) if fits else 0
             (self.left.discard if fits else self.left.add)(k)
 
     def run(self, kernel, shrink, scalars) -> None:
@@ -72,7 +68,7 @@ class _Group:
         parts = parallel.WORKERS if parallel.enabled() and sum(self.sizes) >= SPLIT else 1
         shares = self.shares.get(parts)
         if shares is None:
-            shares = self.shares[parts] = [(len(s), _address(s), s) for s in _segments(self.sizes, parts)]
+            shares = self.shares[parts] = [(len(s), fused.address(s), s) for s in _segments(self.sizes, parts)]
         tables = self.at
 
         def apply(mine):

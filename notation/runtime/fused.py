@@ -174,8 +174,16 @@ def flags():
     return _lib()
 
 
-def _address(a: np.ndarray) -> int:
+def address(a: np.ndarray) -> int:
+    """Where a's first entry lies in memory (what the C loops are handed)."""
     return a.__array_interface__["data"][0]
+
+
+def extent(x: np.ndarray) -> tuple:
+    """The bytes x spans, from its data pointer: (lowest, highest + 1); two arrays overlap where these do."""
+    lo = sum(s * (n - 1) for n, s in zip(x.shape, x.strides) if s < 0)
+    hi = sum(s * (n - 1) for n, s in zip(x.shape, x.strides) if s > 0) + x.itemsize
+    return lo, hi
 
 
 def update(rule: str, dtype):
@@ -229,7 +237,7 @@ def _multiply_call(lib, a, b, out):
         return None  # numpy buffers an overlap; this loop would not
     kernel, ints, at = plan
     step = ints.itemsize
-    return (getattr(lib, kernel), _address(a), at, _address(b), at + 6 * step, _address(out), at + 12 * step,
+    return (getattr(lib, kernel), address(a), at, address(b), at + 6 * step, address(out), at + 12 * step,
             at + 18 * step, ints)
 
 
@@ -246,7 +254,7 @@ def _multiply_plan(a, b, out):
         return False
     shape = np.array((1,) * (6 - out.ndim) + out.shape, np.intp)
     ints = np.concatenate([_strides(x, 6) for x in (a, b, out)] + [shape])
-    return f"multiply_{out.dtype.name}_{b.dtype.name}", ints, _address(ints)
+    return f"multiply_{out.dtype.name}_{b.dtype.name}", ints, address(ints)
 
 
 _layouts = {}  # a loop's layouts (shapes, strides, dtypes) -> its kernel and index array, or False
@@ -276,8 +284,8 @@ def window_max(inner, k, values, planes=None) -> bool:
         return False
     kernel, w, ints, at = plan
     step = ints.itemsize
-    getattr(lib, kernel)(_address(inner), at, at + 4 * step, w, _address(values), at + (4 + w) * step,
-                         None if planes is None else _address(planes), None if planes is None else at + (13 + w) * step,
+    getattr(lib, kernel)(address(inner), at, at + 4 * step, w, address(values), at + (4 + w) * step,
+                         None if planes is None else address(planes), None if planes is None else at + (13 + w) * step,
                          None if planes is None else at + (17 + w) * step, at + (8 + w) * step)
     return True
 
@@ -300,8 +308,8 @@ def row_max(inner, values, planes=None) -> bool:
         return False
     xs = inner.strides[live[-1]] // inner.itemsize if live else 0
     kernel = lib.row_max_float32 if values.dtype == np.float32 else lib.row_max_float64  # _C: these two alone
-    kernel(_address(inner), values.size, inner.shape[-1], xs, _address(values),
-           None if planes is None else _address(planes), values.size)
+    kernel(address(inner), values.size, inner.shape[-1], xs, address(values),
+           None if planes is None else address(planes), values.size)
     return True
 
 
@@ -327,7 +335,7 @@ def _window_plan(inner, k, values, planes):
     if planes is not None:
         ints += [*outer(planes[(0,) * k], 1), *start(planes.strides[:k], 1)]
     ints = np.array(ints, np.intp)
-    return f"window_max_{values.dtype.name}", len(offsets), ints, _address(ints)
+    return f"window_max_{values.dtype.name}", len(offsets), ints, address(ints)
 
 
 # fused.c's CHAIN_ID ...: each the same bits as numpy's; from "tanh" on, numpy's own tanh loop runs inside
@@ -365,8 +373,8 @@ def colsum_arguments(per, rows, n, blocks, partial) -> tuple | None:
     lib = _lib()
     if lib is None or partial.dtype not in _C or not 1 <= len(blocks) <= COLSUM_OPS:
         return None
-    bases = np.array([_address(b) for b in blocks], np.uintp)
-    args = (per, rows, n, len(blocks), _address(bases), _address(partial))
+    bases = np.array([address(b) for b in blocks], np.uintp)
+    args = (per, rows, n, len(blocks), address(bases), address(partial))
     return Rows(lib, "colsum", partial.dtype, args, keep=(bases, blocks, partial))
 
 
@@ -378,7 +386,7 @@ def library():
 def chain_arguments(n, outer, bases, strides, kinds, code, scales, mode, out, ostrides, okind) -> tuple:
     """The arguments of fused.c's CHAIN after its rows (r0, r1), for Rows: the arrays' addresses (they must
     stay alive while these are used), prepared by notation/lowering/chains.py."""
-    at = [_address(a) for a in (outer, bases, strides, kinds, code, scales, out, ostrides)]
+    at = [address(a) for a in (outer, bases, strides, kinds, code, scales, out, ostrides)]
     return (n, at[0], len(kinds), *at[1:6], mode, at[6], at[7], okind)
 
 

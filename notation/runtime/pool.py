@@ -122,13 +122,7 @@ def _table(a, b, out, add, cut):
     # where a's and b's matrices may be one and the same transposed, numpy takes syrk for them (and
     # copies a triangle): such a product is numpy's alone, known by b's start less a's
     syrk = {r[5] - r[7] for r in rows if r[0] != r[1] and r[2] == r[3] and a.strides[-2:] == b.strides[-2:][::-1]}
-    return np.array(rows, np.int64), [_extent(x) for x in arrays[:3]], syrk, swapped
-
-
-def _extent(x) -> tuple:
-    lo = sum(s * (n - 1) for n, s in zip(x.shape, x.strides) if s < 0)
-    hi = sum(s * (n - 1) for n, s in zip(x.shape, x.strides) if s > 0) + x.itemsize
-    return lo, hi
+    return np.array(rows, np.int64), [fused.extent(x) for x in arrays[:3]], syrk, swapped
 
 
 class _Products:
@@ -138,7 +132,7 @@ class _Products:
 
     def __init__(self, lib, dtype, table, extents, syrk, swapped):
         self.table, self.extents, self.syrk, self.swapped, self.rows = table, extents, syrk, swapped, len(table)
-        self.at = table.__array_interface__["data"][0]
+        self.at = fused.address(table)
         self.run, self.dtype = lib.pool_run, fused.FLOATS.index(dtype)
 
 
@@ -162,13 +156,12 @@ def products(a, b, out, add, cut: str, spans: int, part=None) -> bool:
     if not p or (cut == "sum") != (part is not None) or part is not None and (
             part.strides != out.strides or part.dtype != out.dtype):
         return False
-    at = [x.__array_interface__["data"][0] for x in ((b, a, out) if p.swapped else (a, b, out))]
+    at = [fused.address(x) for x in ((b, a, out) if p.swapped else (a, b, out))]
     (a0, a1), (b0, b1), (o0, o1) = [(s + lo, s + hi) for s, (lo, hi) in zip(at, p.extents)]
     if o0 < a1 and a0 < o1 or o0 < b1 and b0 < o1 or p.syrk and at[1] - at[0] in p.syrk:
         return False  # numpy would copy an operand the result overlaps, or take syrk
     # the job's six addresses (fused.c's pool_gemms), made afresh: two threads may run one layout at once
-    job = _JOB(*at, add.__array_interface__["data"][0] if add is not None else 0, p.at,
-               part.__array_interface__["data"][0] if part is not None else 0)
+    job = _JOB(*at, fused.address(add) if add is not None else 0, p.at, fused.address(part) if part is not None else 0)
     raised = p.run(fused.POOL["gemm"], p.dtype, job, 0.0, p.rows, min(p.rows, spans), 1)
     # an overflow, a NaN made, ...: numpy's own products again, to warn or raise as the caller's errstate says
     return not raised or raised == UNDER and np.geterr()["under"] == "ignore"

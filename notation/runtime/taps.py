@@ -16,7 +16,7 @@ import numpy as np
 from . import fused, parallel
 
 AXES = 6  # fused.c's TAPS: 5 outer axes and a row
-MIN_SPLIT = 1 << 20  # multiply-adds worth cutting between the workers: a hand-off costs 20-100 us on a busy machine
+MIN_SPLIT = 1 << 20  # multiply-adds worth sharing on the pool (2^17 made a zoo step no faster: 0.996-1.011)
 _plans = {}
 
 
@@ -157,10 +157,6 @@ def shape(a, la, b, lb, out, lo, groups=(), taps=()):
     return None if plan is None else (plan[5], plan[6], plan[4] >= MIN_SPLIT)
 
 
-def _address(x) -> int:
-    return x.__array_interface__["data"][0]
-
-
 def run(a, la, b, lb, out, lo, groups=(), taps=(), add=False, scale=1.0) -> None:
     """out (or out +)= scale * sum over `taps` of a * b, one group of `groups` after another: a, b and out
     labelled per axis (la, lb, lo); b may be None (the taps of a alone).  groups are labels of out,
@@ -168,13 +164,6 @@ def run(a, la, b, lb, out, lo, groups=(), taps=(), add=False, scale=1.0) -> None
     groups, taps = tuple(groups), tuple(taps)
     if not loop(a, la, b, lb, out, lo, groups, taps, add, scale):
         _numpy(a, la, b, lb, out, lo, groups, taps, add, scale)
-
-
-def _extent(x) -> tuple:
-    """The bytes x spans, from its data pointer: (lowest, highest + 1)."""
-    lo = sum(s * (n - 1) for n, s in zip(x.shape, x.strides) if s < 0)
-    hi = sum(s * (n - 1) for n, s in zip(x.shape, x.strides) if s > 0) + x.itemsize
-    return lo, hi
 
 
 def loop(a, la, b, lb, out, lo, groups=(), taps=(), add=False, scale=1.0) -> bool:
@@ -193,14 +182,15 @@ def loop(a, la, b, lb, out, lo, groups=(), taps=(), add=False, scale=1.0) -> boo
         if len(_plans) >= 512:  # a few per network; more only where shapes keep changing
             _plans.clear()
         made = _plan(a, la, b, lb, out, lo, tuple(groups), tuple(taps))
-        plan = _plans[key] = made and (made, _address(made[0]), [_extent(x) for x in (a, b, out) if x is not None])
+        plan = _plans[key] = made and (made, fused.address(made[0]),
+                                       [fused.extent(x) for x in (a, b, out) if x is not None], [None])
     if not plan:
         return False
-    (_, n_groups, n_taps, n0, split, _, _, perms, swap), at, extents = plan
-    o = _address(out)
+    (_, n_groups, n_taps, n0, split, _, _, perms, swap), at, extents, last = plan
+    o = fused.address(out)
     o0, o1 = o + extents[-1][0], o + extents[-1][1]
-    pa = _address(a)
-    pb = None if b is None else _address(b)
+    pa = fused.address(a)
+    pb = None if b is None else fused.address(b)
     for p, (lo_, hi_) in zip((pa, pb), extents):
         if p is not None and p + lo_ < o1 and o0 < p + hi_:
             return False
@@ -208,12 +198,15 @@ def loop(a, la, b, lb, out, lo, groups=(), taps=(), add=False, scale=1.0) -> boo
         a, b, la, lb, pa, pb = b, a, lb, la, pb, pa
     if perms[0]:
         a = _laid(a, la, perms[0])[0]
-        pa = _address(a)
+        pa = fused.address(a)
     if perms[1]:
         b = _laid(b, lb, perms[1])[0]
-        pb = _address(b)
+        pb = fused.address(b)
     args = (pa, pb, o, at, n_groups, n_taps, int(add), int(scale != 1.0))
-    parallel.rows(fused.Rows(lib, "taps", dtype, args, scale), n0, split, MIN_SPLIT)
+    rows = last[0]
+    if rows is None or rows[0] != args or rows[1] != scale:  # a step's buffers come back: packed once
+        rows = last[0] = (args, scale, fused.Rows(lib, "taps", dtype, args, scale))
+    parallel.rows(rows[2], n0, split, MIN_SPLIT)
     return True
 
 
