@@ -147,6 +147,11 @@ def breakdown(net, opt, x, y, repeats=5) -> list:
                 labels[b.run] = f"{where}: {b.result}"
             for r in [f.run for f in block.forward_runs] + [b.run for b in block.backward_runs]:
                 bounds[r] = 1e3 * r.bound_seconds(block.dtype.itemsize)  # the roofline (notation/lowering/cost.py)
+            for (what, _), program in block.row_programs().items():  # its time counts under its first equation
+                first = program.runs[0]
+                labels[first] = f"{where}: {', '.join(program.results)}{' (forward)' * (what == 'forward')}, " \
+                                "one row program"
+                bounds[first] = 1e3 * sum(r.bound_seconds(block.dtype.itemsize) for r in program.runs)
     # the optimizer steps the network's own weights, as training runs it: what is made from them
     # (conv2's kernel spectrum) is made again every step, as in training, not kept as in inference
     steps, whole, update = [], [], []

@@ -89,11 +89,12 @@ def check_float32(kind, hyper, in_shapes, mode, section, base, g, want, targets,
     block.forward(work)
     work[grad(kind.out_name)] = g.astype(np.float32)
     block.backward(work)
-    # a result whose terms cancel to a small sum (attention's z = o wo + bo, its dwq over two tokens)
-    # keeps float32's rounding of those terms: it is held to the size of what flows through the layer,
-    # the inputs forward and their gradients backward
+    # a result whose terms cancel to a small sum (attention's z = o wo + bo, its dwq over two tokens, a
+    # layer norm's dx over 3 features, two of whose 3 directions it removes) keeps float32's rounding of
+    # those terms: it is held to the size of what flows through the layer, the inputs forward and, backward,
+    # their gradients or the gradient it is handed
     forward = max(np.linalg.norm(base[x]) for x in kind.in_names)
-    backward = max(np.linalg.norm(want[grad(x)]) for x in kind.in_names)
+    backward = max([np.linalg.norm(want[grad(x)]) for x in kind.in_names] + [np.linalg.norm(g)])
     for name in [kind.out_name] + [grad(t) for t in targets]:
         assert work[name].dtype == np.float32, f"{section} {kind.name} ({mode}): {name} is {work[name].dtype}"
         size = max(np.linalg.norm(want[name]), forward if name == kind.out_name else backward)

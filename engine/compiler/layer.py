@@ -20,6 +20,7 @@ import copy
 import numpy as np
 
 from notation import Equation, NotationError
+from notation.lowering import rowwise
 from notation.mathematics.derive import grad
 
 from .algorithms import Algorithms
@@ -61,6 +62,7 @@ class Block(Sizes, Jacobians, Algorithms):
         self.memo = {}  # result -> (its buffer, copies of the parameters it was last computed from)
         self.kept = (None, {})  # (the runs it was worked out for, _from_params())
         self.kept_lanes = (None, (), 0.0)  # (the runs they were worked out for, lanes(), apart())
+        self.programs = {}  # id(a list of runs) -> (that list, rowwise.find() of it)
         self.uniform = {}  # the random masks' uniform draws, float64 whatever the dtype
         # the definition's runs stay, to check the algorithm against and to cost it in plans
         self.definition = (self.forward_runs, self.backward_runs)
@@ -167,6 +169,30 @@ class Block(Sizes, Jacobians, Algorithms):
             buf = self.buffers[name] = np.empty(shape, dtype=self.dtype)
         return buf
 
+    def _out(self, name, shape):
+        """The buffer of a result, made on first use."""
+        buf = self.buffers.get(name)
+        return buf if buf is not None and buf.dtype == self.dtype else self._buffer(name, shape)
+
+    def _programs(self, steps) -> dict:
+        """rowwise.find() of these forward or Jacobian steps, found once per list: consecutive equations
+        over the same rows, run row by row in one C loop (a max's, or one computed from parameters alone
+        and kept between calls, runs on its own)."""
+        found = self.programs.get(id(steps))
+        if found is None or found[0] is not steps:
+            alone = set(self._from_params()) if steps is self.forward_runs else set()
+            pairs = [(s.result, None if getattr(s, "mask", None) or s.result in alone else s.run) for s in steps]
+            found = self.programs[id(steps)] = (steps, rowwise.find(pairs))
+        return found[1]
+
+    def row_programs(self, forward=None, backward=None) -> dict:
+        """{(pass, result): the row program that computes it} in the forward and the Jacobians, in any lane
+        they run in (lanes()): what plans and a checkpoint's roads report."""
+        lanes = (self.backward_runs, *self.lanes()) if backward in (None, self.backward_runs) else (backward,)
+        lists = [("forward", self.forward_runs if forward is None else forward)] + [("backward", s) for s in lanes]
+        return {(what, r): program for what, steps in lists for program, _ in self._programs(steps).values()
+                for r in program.results}
+
     def _from_params(self) -> dict:
         """{result: the parameters it depends on} for the forward results computed from parameters and
         constants alone, directly or through such results (the kernel's spectrum and its blocks),
@@ -202,8 +228,17 @@ class Block(Sizes, Jacobians, Algorithms):
         """Run the forward equations, writing each result (and max positions) into env."""
         if self.constants:
             env.update(self.constants)
-        from_params, buffers = self._from_params(), self.buffers
-        for result, mask, run, _ in self.forward_runs:
+        from_params, buffers, runs = self._from_params(), self.buffers, self.forward_runs
+        programs = self._programs(runs)
+        k = 0
+        while k < len(runs):
+            result, mask, run, _ = runs[k]
+            k += 1
+            if k - 1 in programs:
+                program, stop = programs[k - 1]
+                if program.run(env, self._out):
+                    k = stop
+                    continue
             if run.copies and _aliased(run, env, result):
                 continue
             out = buffers.get(result)
@@ -275,8 +310,16 @@ class Block(Sizes, Jacobians, Algorithms):
         the forward tensors."""
         if self.constants:
             env.update(self.constants)
-        buffers = self.buffers
-        for _, result, run, _ in self.backward_runs if steps is None else steps:
+        buffers, steps = self.buffers, self.backward_runs if steps is None else steps
+        programs, k = self._programs(steps), 0
+        while k < len(steps):
+            _, result, run, _ = steps[k]
+            k += 1
+            if k - 1 in programs:
+                program, stop = programs[k - 1]
+                if program.run(env, self._out):
+                    k = stop
+                    continue
             if run.copies and _aliased(run, env, result):
                 continue
             out = buffers.get(result)

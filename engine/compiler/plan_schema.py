@@ -101,6 +101,8 @@ class Contraction(TypedDict):
     in_training_step: Annotated[bool, "false: compiled but not run by loss_and_grads"]
     strategies: Annotated[list[str], "each product's strategy, in order"]
     products: Annotated[list[Product], "one per term of the right side's sum"]
+    row_program: Annotated[str | None, "in a network, the consecutive equations it runs with, row by row in one "
+                                       "C loop (notation/lowering/rowwise.py): which, and over which rows"]
     modelled_s: Annotated[float, "its products' modelled seconds, summed"]
     bound_s: Annotated[float, "its products' roofline bounds, summed: no road runs faster"]
     naive_flops: int

@@ -1,10 +1,10 @@
 """Contraction plans people can read: every contraction of a compiled network, as data and as text.
 
-`collect(net, batch)` gathers each Run's `describe()` and opt_einsum's PathInfo into one plain
-document (its shape: engine/compiler/plan_schema.py, which scripts/plan.py prints); `compare` sets two
-documents side by side; `render_text` (100 columns) and `render_markdown` print them.  FLOPs, speed-ups and
-intermediate sizes are PathInfo's; a step's own cost is opt_einsum's `flop_count` with the
-arguments contract_path gives it (PathInfo keeps only the sum, which the steps must match).
+`collect(net, batch)` gathers each Run's `describe()` and opt_einsum's PathInfo into one plain document (its
+shape: engine/compiler/plan_schema.py, which scripts/plan.py prints); `compare` sets two documents side by
+side; `render_text` (100 columns) and `render_markdown` print them.  FLOPs, speed-ups and intermediate sizes
+are PathInfo's; a step's own cost is opt_einsum's `flop_count` with the arguments contract_path gives it
+(PathInfo keeps only the sum, which the steps must match).
 """
 from __future__ import annotations
 
@@ -90,7 +90,9 @@ def collect(net, batch: int = 64) -> dict:
 def _contractions(spec, block, name, forward_runs, backward_runs, in_step) -> list:
     runs = [("forward", f.result, f.run, True) for f in forward_runs]
     runs += [("backward", b.result, b.run, in_step) for b in backward_runs]
-    return [_contraction(spec, block, name, *r) for r in runs]
+    programs = block.row_programs(forward_runs, backward_runs)  # in a network, several equations in one loop
+    return [dict(_contraction(spec, block, name, *r), row_program=programs[r[:2]].describe() if r[:2] in programs
+                 else None) for r in runs]
 
 
 def _contraction(spec, block, block_name, pass_, writes, run, in_step) -> dict:
@@ -111,7 +113,7 @@ def _contraction(spec, block, block_name, pass_, writes, run, in_step) -> dict:
     return {"id": f"{block_name}/{pass_}/{writes}", "pass": pass_, "writes": writes,
             "source": info["source"], "equation": info["equation"], "cite": spec.cite(run.equation),
             "result_shape": info["result_shape"], "in_training_step": in_step,
-            "strategies": [p["strategy"]["name"] for p in products], "products": products,
+            "strategies": [p["strategy"]["name"] for p in products], "products": products, "row_program": None,
             "modelled_s": sum(p["cost"]["modelled_s"] for p in info["products"]),
             "bound_s": sum(p["cost"]["bound_s"] for p in info["products"]),
             "naive_flops": naive, "optimized_flops": opt,
@@ -138,16 +140,14 @@ def _product(p, path_info, itemsize) -> dict:
             "path": [list(c) for c in path_info.path] if path_info is not None else [],
             "scale": p["scale"], "views": p["views"], "nested": p["nested"], "fold": p["fold"], "cost": p["cost"],
             "steps": steps, "naive_flops": p["naive_flops"], "optimized_flops": p["optimized_flops"],
-            "speedup": p["speedup"],
-            "largest_intermediate": {"elements": largest, "bytes": largest * itemsize}}
+            "speedup": p["speedup"], "largest_intermediate": {"elements": largest, "bytes": largest * itemsize}}
 
 
 def _totals(blocks, batch) -> dict:
     every = [(b, c) for b in blocks for c in b["contractions"]]
     counted = [(b, c) for b, c in every if c["in_training_step"]]
     fwd = sum(c["optimized_flops"] for _, c in counted if c["pass"] in ("forward", "update"))
-    bwd = sum(c["optimized_flops"] for _, c in counted if c["pass"] == "backward")
-    step = fwd + bwd
+    step = fwd + (bwd := sum(c["optimized_flops"] for _, c in counted if c["pass"] == "backward"))
 
     def share(n):
         return n / step if step else 0.0
@@ -294,6 +294,7 @@ def _text_contraction(c, width) -> list:
         lines = [f"{eq}{cite:>{width - len(eq)}}" if cite else eq]
     else:
         lines = [eq, f"{'':13}{cite}"]
+    lines += [f"  runs    in a network as one of {c['row_program']}"] if c.get("row_program") else []
     for n, p in enumerate(c["products"]):
         if len(c["products"]) > 1:
             scale = f", scale {p['scale']:g}" if p["scale"] != 1 else ""

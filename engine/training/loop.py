@@ -47,6 +47,8 @@ def roads(net, batch: int) -> str:
         for block in (stage.layer, stage.activation):
             for step in () if block is None else (*block.forward_runs, *block.update_runs, *block.backward_runs):
                 digest.update(f"{step.run.equation.source}|{'/'.join(step.run.strategies)}\n".encode())
+            for (what, result), program in sorted(block.row_programs().items()) if block else ():
+                digest.update(f"{what} {result}|{program.name}: {', '.join(program.results)}\n".encode())
     return digest.hexdigest()[:16]
 
 

@@ -8,6 +8,7 @@
 #define _GNU_SOURCE /* RUSAGE_THREAD: a thread's own context switches (flag_wait) */
 #include <math.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 
 /* The first 16 hex digits of this file's SHA-256, given by scripts/setup.sh: fused.py runs a library
@@ -710,7 +711,153 @@ typedef double taps_f64 __attribute__((vector_size(TAPS_W * sizeof(double))));
 TAPS(taps_float32, float, taps_f32)
 TAPS(taps_float64, double, taps_f64)
 
-/* The pool: a C loop over independent rows (CHAIN, COLSUM, TAPS) or a list of matrix products (GEMM)
+/* Row programs (notation/lowering/rowwise.py): consecutive equations over the same rows of n features
+ * (a layer norm's mean, variance and normalised x; its gradient's two sums and dx), run a row at a time,
+ * every equation in turn on it, so the row stays in L1 from the first equation to the last: one pass
+ * over memory and one call where the equations one by one take a pass and a Python call each.
+ * code: the equations' count, then per equation: whether its result is a row (1) or one value a row
+ * (0), its slot, its terms' count; per term: whether it sums over the row, its scale's place in scales
+ * (-1: none), its factors' count; per factor: its slot, how it is read (ROWS_ROW: entry e of the row,
+ * ROWS_VALUE: the row's one value, ROWS_SHARED: entry e of one row for all) and its function.  A term
+ * is its factors multiplied left to right, then scaled; a sum over the row adds entry e into lane
+ * e % ROWS_LANES (the first ROWS_LANES entries its start), the lanes then added in a fixed tree, in double
+ * (a float32 layer norm's gradient subtracts two such sums: its float32 sums lost 4e-4 of it on 3 features),
+ * as the terms of a one-value result, rounded once: the same bits on any thread, for any split, and as
+ * rowwise.py's numpy passes where the library is not built. */
+#define ROWS_MAX 4096
+#define ROWS_BLOCK 1024 /* entries of the rows taken together through every equation: in L1 */
+/* Built for AVX-512, AVX2 and the baseline, the processor's own chosen when the library loads: the same
+ * operations in the same order at any width (no fused multiply-add: -ffp-contract=off), so the same bits. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define ROWS_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define ROWS_CLONES
+#endif
+#define ROWS_LANES 8
+enum { ROWS_ROW, ROWS_VALUE, ROWS_SHARED };
+enum { ROWS_ID, ROWS_SQUARE, ROWS_SQRT, ROWS_RSQRT, ROWS_RECIP, ROWS_DRECIP, ROWS_EXP };
+/* One entry's function (ROWS_EXP: numpy's own loop on it, as the chains' final exp). */
+#define ROWS_F(K, T, SQRT, f, x) rows_f_##K((f), (x))
+#define ROWS_ONE(K, T, SQRT)                                                                            \
+static inline T rows_f_##K(int f, T x) {                                                                \
+    switch (f) {                                                                                        \
+    case ROWS_SQUARE: return x * x;                                                                     \
+    case ROWS_SQRT: return SQRT(x);                                                                     \
+    case ROWS_RSQRT: return (T)1 / SQRT(x);                                                             \
+    case ROWS_RECIP: return (T)1 / x;                                                                   \
+    case ROWS_DRECIP: return -((T)1 / (x * x));                                                         \
+    case ROWS_EXP: { T y; NUMPY_LOOP(NUMPY_EXP_LOOP, K, T, &x, &y, 1); return y; }                      \
+    default: return x;                                                                                  \
+    }                                                                                                   \
+}
+ROWS_ONE(0, float, sqrtf)
+ROWS_ONE(1, double, sqrt)
+
+/* t = fn(x) (first) or t * fn(x), over a row (u: scratch for numpy's exp): a loop of its own per
+ * function, so that each vectorises. */
+#define ROWS_FACTOR(NAME, K, T, SQRT)                                                                   \
+static inline void NAME(T *restrict t, const T *restrict x, int fn, int first, ptrdiff_t n, T *restrict u) { \
+    switch (fn * 2 + first) {                                                                           \
+    case 2 * ROWS_ID + 1: for (ptrdiff_t e = 0; e < n; e++) t[e] = x[e]; break;                         \
+    case 2 * ROWS_ID: for (ptrdiff_t e = 0; e < n; e++) t[e] = t[e] * x[e]; break;                      \
+    case 2 * ROWS_SQUARE + 1: for (ptrdiff_t e = 0; e < n; e++) t[e] = x[e] * x[e]; break;              \
+    case 2 * ROWS_SQUARE: for (ptrdiff_t e = 0; e < n; e++) t[e] = t[e] * (x[e] * x[e]); break;         \
+    case 2 * ROWS_SQRT + 1: for (ptrdiff_t e = 0; e < n; e++) t[e] = SQRT(x[e]); break;                 \
+    case 2 * ROWS_SQRT: for (ptrdiff_t e = 0; e < n; e++) t[e] = t[e] * SQRT(x[e]); break;              \
+    case 2 * ROWS_RSQRT + 1: for (ptrdiff_t e = 0; e < n; e++) t[e] = (T)1 / SQRT(x[e]); break;         \
+    case 2 * ROWS_RSQRT: for (ptrdiff_t e = 0; e < n; e++) t[e] = t[e] * ((T)1 / SQRT(x[e])); break;    \
+    case 2 * ROWS_RECIP + 1: for (ptrdiff_t e = 0; e < n; e++) t[e] = (T)1 / x[e]; break;               \
+    case 2 * ROWS_RECIP: for (ptrdiff_t e = 0; e < n; e++) t[e] = t[e] * ((T)1 / x[e]); break;          \
+    case 2 * ROWS_DRECIP + 1: for (ptrdiff_t e = 0; e < n; e++) t[e] = -((T)1 / (x[e] * x[e])); break;  \
+    case 2 * ROWS_DRECIP: for (ptrdiff_t e = 0; e < n; e++) t[e] = t[e] * -((T)1 / (x[e] * x[e])); break; \
+    case 2 * ROWS_EXP + 1: NUMPY_LOOP(NUMPY_EXP_LOOP, K, T, x, t, n); break;                            \
+    default:                                                                                            \
+        NUMPY_LOOP(NUMPY_EXP_LOOP, K, T, x, u, n);                                                      \
+        for (ptrdiff_t e = 0; e < n; e++) t[e] = t[e] * u[e];                                           \
+        break;                                                                                          \
+    }                                                                                                   \
+}
+ROWS_FACTOR(rows_factor_float32, 0, float, sqrtf)
+ROWS_FACTOR(rows_factor_float64, 1, double, sqrt)
+
+#define ROWS(NAME, K, T, SQRT, FACTOR)                                                                     \
+ROWS_CLONES void NAME(ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t n, const long long *code, const T *scales,  \
+                      const long long *bases) {                                                         \
+    T t[ROWS_MAX], u[ROWS_MAX];                                                                         \
+    double total[ROWS_MAX]; /* a one-value result's terms, added in double, then rounded once */       \
+    const ptrdiff_t block = n >= ROWS_BLOCK ? 1 : ROWS_BLOCK / n;                                       \
+    for (ptrdiff_t b0 = r0; b0 < r1; b0 += block) {                                                     \
+        const ptrdiff_t rows = b0 + block <= r1 ? block : r1 - b0, m = rows * n;                        \
+        const long long *c = code;                                                                      \
+        const long long equations = *c++;                                                               \
+        for (long long q = 0; q < equations; q++) {                                                     \
+            const long long row = c[0], terms = c[2];                                                   \
+            T *const out = (T *)(intptr_t)bases[c[1]] + (row ? b0 * n : b0);                            \
+            c += 3;                                                                                     \
+            for (long long k = 0; k < terms; k++) {                                                     \
+                const long long sums = c[0], scaled = c[1], factors = c[2];                             \
+                const T scale = scaled >= 0 ? scales[scaled] : (T)1;                                    \
+                T *const into = row && k == 0 ? out : t; /* a row result's first term: in place */      \
+                c += 3;                                                                                 \
+                if (!row && !sums) { /* one value a row: the product of the rows' values */            \
+                    for (ptrdiff_t j = 0; j < rows; j++) {                                              \
+                        T v = 1;                                                                        \
+                        for (long long f = 0; f < factors; f++) {                                       \
+                            const T x = ((const T *)(intptr_t)bases[c[3 * f]])[b0 + j];                 \
+                            const T y = ROWS_F(K, T, SQRT, c[3 * f + 2], x);                            \
+                            v = f == 0 ? y : v * y;                                                     \
+                        }                                                                               \
+                        v = factors == 0 ? scale : scaled >= 0 ? v * scale : v;                         \
+                        total[j] = k == 0 ? (double)v : total[j] + (double)v;                           \
+                    }                                                                                   \
+                    c += 3 * factors;                                                                   \
+                    continue;                                                                           \
+                }                                                                                       \
+                for (long long f = 0; f < factors; f++, c += 3) {                                       \
+                    const T *x = (const T *)(intptr_t)bases[c[0]];                                      \
+                    const int fn = (int)c[2];                                                           \
+                    if (c[1] == ROWS_ROW)                                                               \
+                        FACTOR(into, x + b0 * n, fn, f == 0, m, u);                                     \
+                    else if (c[1] == ROWS_SHARED)                                                       \
+                        for (ptrdiff_t j = 0; j < rows; j++) FACTOR(into + j * n, x, fn, f == 0, n, u); \
+                    else                                                                                \
+                        for (ptrdiff_t j = 0; j < rows; j++) {                                          \
+                            const T y = ROWS_F(K, T, SQRT, fn, x[b0 + j]);                                 \
+                            T *u = into + j * n;                                                        \
+                            if (f == 0) for (ptrdiff_t e = 0; e < n; e++) u[e] = y;                     \
+                            else for (ptrdiff_t e = 0; e < n; e++) u[e] = u[e] * y;                     \
+                        }                                                                               \
+                }                                                                                       \
+                if (factors == 0) for (ptrdiff_t e = 0; e < m; e++) into[e] = 1;                        \
+                if (scaled >= 0) for (ptrdiff_t e = 0; e < m; e++) into[e] = into[e] * scale;           \
+                if (row) {                                                                              \
+                    if (k > 0) for (ptrdiff_t e = 0; e < m; e++) out[e] = out[e] + t[e];                \
+                    continue;                                                                           \
+                }                                                                                       \
+                for (ptrdiff_t j = 0; j < rows; j++) { /* each row's sum: in lanes, then a fixed tree */ \
+                    const T *u = t + j * n;                                                             \
+                    double lane[ROWS_LANES];                                                            \
+                    const int full = n >= ROWS_LANES; /* the first entries, as they are: -0 stays -0 */ \
+                    for (int l = 0; l < ROWS_LANES; l++) lane[l] = full ? (double)u[l] : 0.0;           \
+                    ptrdiff_t e = full ? ROWS_LANES : 0;                                                \
+                    for (; e + ROWS_LANES <= n; e += ROWS_LANES)                                        \
+                        for (int l = 0; l < ROWS_LANES; l++) lane[l] = lane[l] + (double)u[e + l];      \
+                    for (int l = 0; e < n; e++, l++) lane[l] = lane[l] + (double)u[e];                  \
+                    for (int w = ROWS_LANES / 2; w > 0; w /= 2)                                         \
+                        for (int l = 0; l < w; l++) lane[l] = lane[l] + lane[l + w];                    \
+                    total[j] = k == 0 ? lane[0] : total[j] + lane[0];                                   \
+                }                                                                                       \
+            }                                                                                           \
+            if (row && terms == 0) for (ptrdiff_t e = 0; e < m; e++) out[e] = 0;                        \
+            if (!row) for (ptrdiff_t j = 0; j < rows; j++) out[j] = terms ? (T)total[j] : (T)0;         \
+        }                                                                                               \
+    }                                                                                                   \
+}
+
+ROWS(rows_float32, 0, float, sqrtf, rows_factor_float32)
+ROWS(rows_float64, 1, double, sqrt, rows_factor_float64)
+
+/* The pool: a C loop over independent rows (CHAIN, COLSUM, TAPS, ROWS) or a list of matrix products (GEMM)
  * cut into `parts` spans, each claimed by whichever thread comes first: the caller, or a helper of
  * notation/runtime/crew.py watching its flags (flag_wait), none of them holding the GIL (ctypes
  * releases it).  A hand-off is a counter in shared memory, seen within a microsecond by a helper that
@@ -723,7 +870,7 @@ TAPS(taps_float64, double, taps_f64)
 #include <pthread.h>
 #include <stdint.h>
 
-enum { POOL_CHAIN, POOL_COLSUM, POOL_TAPS, POOL_GEMM };
+enum { POOL_CHAIN, POOL_COLSUM, POOL_TAPS, POOL_GEMM, POOL_ROWS };
 typedef struct { int family, dtype; const long long *a; double scale; ptrdiff_t n; int parts; } pool_job;
 
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;  /* held by the split running now */
@@ -742,6 +889,8 @@ static __thread unsigned pool_seen;    /* the split it looked at last */
 #define POOL_COLSUM_CALL(NAME, T)                                                                       \
     NAME(r0, r1, (ptrdiff_t)a[0], (ptrdiff_t)a[1], (ptrdiff_t)a[2], (int)a[3], PA(const T *const *, 4),   \
          PA(T *, 5))
+#define POOL_ROWS_CALL(NAME, T)                                                                         \
+    NAME(r0, r1, (ptrdiff_t)a[0], PA(const long long *, 1), PA(const T *, 2), PA(const long long *, 3))
 #define POOL_TAPS_CALL(NAME, T)                                                                         \
     NAME(PA(const T *, 0), PA(const T *, 1), PA(T *, 2), PA(const ptrdiff_t *, 3), (ptrdiff_t)a[4],        \
          (ptrdiff_t)a[5], r0, r1, (int)a[6], (int)a[7], (T)j->scale)
@@ -824,6 +973,8 @@ static int pool_span(const pool_job *j, int part) {
     case 4: POOL_COLSUM_CALL(colsum_float64, double); break;
     case 6: POOL_TAPS_CALL(taps_float32, float); break;
     case 7: POOL_TAPS_CALL(taps_float64, double); break;
+    case 12: POOL_ROWS_CALL(rows_float32, float); break;
+    case 13: POOL_ROWS_CALL(rows_float64, double); break;
     default: break;
     }
     return 0;

@@ -114,7 +114,7 @@ def _bind(lib):
             f = getattr(lib, f"multiply_{dtype.name}_{other}")
             f.argtypes = [ctypes.c_void_p] * 7
             f.restype = None
-        for loop in ("chain", "colsum", "taps"):  # called by pool_run alone (Rows); here only looked for
+        for loop in ("chain", "colsum", "taps", "rows"):  # called by pool_run alone (Rows); here only looked for
             getattr(lib, f"{loop}_{dtype.name}")
         f = getattr(lib, f"row_max_{dtype.name}")
         f.argtypes = [ctypes.c_void_p] + [ctypes.c_ssize_t] * 3 + [ctypes.c_void_p] * 2 + [ctypes.c_ssize_t]
@@ -146,7 +146,7 @@ def _bind(lib):
     return lib
 
 
-POOL = {"chain": 0, "colsum": 1, "taps": 2, "gemm": 3}  # fused.c's POOL_CHAIN, POOL_COLSUM, POOL_TAPS, POOL_GEMM
+POOL = {"chain": 0, "colsum": 1, "taps": 2, "gemm": 3, "rows": 4}  # fused.c's POOL_CHAIN ... POOL_ROWS
 
 
 class Rows:
