@@ -215,3 +215,22 @@ def test_a_large_operand_read_transposed_comes_first_and_the_small_result_is_cop
     rng = np.random.default_rng(2)
     dz, w = rng.standard_normal((2, 16)), rng.standard_normal((40, 16))
     np.testing.assert_allclose(run(dz=dz, w=w), evaluate_run(run, dz=dz, w=w), rtol=1e-12, atol=1e-12)
+
+
+def test_an_operand_blas_cannot_read_as_it_lies_is_copied_into_a_buffer_made_once():
+    """Patches cut from an image (a patch embedding's (15) with kernel = stride) are copied for the GEMM
+    into a buffer kept between calls: the same values, and no new buffer of their size per call."""
+    import tracemalloc
+    run = Equation("z[b, i*J + j, k] = x[b, s1*i+p, s1*j+q, r] * w[p,q,r,k]").compile(
+        shapes={"x": (16, 28, 28, 2), "w": (7, 7, 2, 8)}, symbols={"s1": 7, "J": 4})
+    rng = np.random.default_rng(0)
+    out = np.empty(run.result_shape)
+    for _ in range(2):
+        x, w = rng.standard_normal((16, 28, 28, 2)), rng.standard_normal((7, 7, 2, 8))
+        tracemalloc.start()
+        run.evaluate({"x": x, "w": w}, out)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        patches = x.reshape(16, 4, 7, 4, 7, 2).transpose(0, 1, 3, 2, 4, 5).reshape(16, 16, 98)
+        np.testing.assert_allclose(out, patches @ w.reshape(98, 8), rtol=1e-12, atol=1e-12)
+    assert peak < x.nbytes / 4  # the second call: the patches' copy (x's size) not made anew

@@ -39,6 +39,8 @@ class MatmulStep:
     # the last call's operands and the matrices BLAS read of them, where those are views (no copy): a
     # step passes the same arrays (notation/lowering/views.py keeps their views), so they are made once
     last: list = field(init=False, compare=False, repr=False, default_factory=lambda: [None])
+    # an operand BLAS cannot read as it lies (patches cut from an image) is copied into a buffer kept here
+    kept: list = field(init=False, compare=False, repr=False, default_factory=lambda: [None, None])
 
     def __post_init__(self):
         object.__setattr__(self, "matmul_shape", self.x_shape[:-2] + (self.x_shape[-2], self.y_shape[-1]))
@@ -60,8 +62,8 @@ class MatmulStep:
             a, b = last[2], last[3]
         else:
             same_x, same_y = self.same
-            a = _blasable((x if same_x else x.transpose(self.x_perm)).reshape(self.x_shape))
-            b = _blasable((y if same_y else y.transpose(self.y_perm)).reshape(self.y_shape))
+            a = self._matrix(x if same_x else x.transpose(self.x_perm), self.x_shape, 0)
+            b = self._matrix(y if same_y else y.transpose(self.y_perm), self.y_shape, 1)
             if np.may_share_memory(a, x) and np.may_share_memory(b, y):  # views, not copies: kept
                 self.last[0] = (x, y, a, b)
         if out is not None and self.direct and out.flags.c_contiguous:
@@ -74,6 +76,17 @@ class MatmulStep:
             np.copyto(out, result)
             return out
         return result
+
+    def _matrix(self, v, shape, k):
+        """v as the matrices `shape` BLAS reads: a view where its axes merge so, else a copy in the buffer
+        kept for operand k (made once: a fresh one of 200 KiB a step cost its page faults every step)."""
+        if _merges(v.shape, v.strides, shape):
+            return _blasable(v.reshape(shape))
+        buf = self.kept[k]
+        if buf is None or buf.shape != shape or buf.dtype != v.dtype:
+            buf = self.kept[k] = np.empty(shape, v.dtype)
+        np.copyto(buf.reshape(v.shape), v)
+        return buf
 
     def describe(self) -> dict:
         runs = "np.matmul" + (f", batched over ({','.join(self.batch)})" if self.batch else "")
@@ -134,6 +147,24 @@ class EinsumStep:
 
     def describe(self) -> dict:
         return {"kind": self.kind, "runs": "np.einsum"}
+
+
+def _merges(shape, strides, target) -> bool:
+    """Whether an array of this shape and strides reshapes to `target` without a copy: each axis of
+    target a run of its consecutive axes (axes of one entry aside) that lie evenly in memory."""
+    dims, k = [(n, s) for n, s in zip(shape, strides) if n != 1], 0
+    for t in target:
+        size, outer = 1, None
+        while size < t:
+            if k == len(dims):
+                return False
+            n, s = dims[k]
+            if outer is not None and outer != s * n:
+                return False
+            outer, size, k = s, size * n, k + 1
+        if size != t:
+            return False
+    return k == len(dims)
 
 
 def _blasable(a):
