@@ -164,15 +164,11 @@ class Block(Sizes, Jacobians, Algorithms):
 
     # -- run ---------------------------------------------------------------------
     def _buffer(self, name, shape):
+        """The buffer of a result, made on first use (and again for another dtype)."""
         buf = self.buffers.get(name)
         if buf is None or buf.dtype != self.dtype:
             buf = self.buffers[name] = np.empty(shape, dtype=self.dtype)
         return buf
-
-    def _out(self, name, shape):
-        """The buffer of a result, made on first use."""
-        buf = self.buffers.get(name)
-        return buf if buf is not None and buf.dtype == self.dtype else self._buffer(name, shape)
 
     def _programs(self, steps) -> dict:
         """rowwise.find() of these forward or Jacobian steps, found once per list: consecutive equations
@@ -185,10 +181,23 @@ class Block(Sizes, Jacobians, Algorithms):
             found = self.programs[id(steps)] = (steps, rowwise.find(pairs))
         return found[1]
 
+    def _singles(self, steps, env):
+        """The steps to run one by one, in order; each row program among them run in its place instead of
+        its equations (where it declines, its equations are among those yielded)."""
+        programs, k = self._programs(steps), 0
+        while k < len(steps):
+            found = programs.get(k)
+            if found is not None and found[0].run(env, self._buffer):
+                k = found[1]
+                continue
+            yield steps[k]
+            k += 1
+
     def row_programs(self, forward=None, backward=None) -> dict:
         """{(pass, result): the row program that computes it} in the forward and the Jacobians, in any lane
         they run in (lanes()): what plans and a checkpoint's roads report."""
-        lanes = (self.backward_runs, *self.lanes()) if backward in (None, self.backward_runs) else (backward,)
+        own = backward is None or backward is self.backward_runs
+        lanes = (self.backward_runs, *self.lanes()) if own else (backward,)
         lists = [("forward", self.forward_runs if forward is None else forward)] + [("backward", s) for s in lanes]
         return {(what, r): program for what, steps in lists for program, _ in self._programs(steps).values()
                 for r in program.results}
@@ -228,22 +237,11 @@ class Block(Sizes, Jacobians, Algorithms):
         """Run the forward equations, writing each result (and max positions) into env."""
         if self.constants:
             env.update(self.constants)
-        from_params, buffers, runs = self._from_params(), self.buffers, self.forward_runs
-        programs = self._programs(runs)
-        k = 0
-        while k < len(runs):
-            result, mask, run, _ = runs[k]
-            k += 1
-            if k - 1 in programs:
-                program, stop = programs[k - 1]
-                if program.run(env, self._out):
-                    k = stop
-                    continue
+        from_params = self._from_params()
+        for result, mask, run, _ in self._singles(self.forward_runs, env):
             if run.copies and _aliased(run, env, result):
                 continue
-            out = buffers.get(result)
-            if out is None or out.dtype != self.dtype:
-                out = self._buffer(result, run.result_shape)
+            out = self._buffer(result, run.result_shape)
             if result in from_params and self._unchanged(result, env):
                 env[result] = out
                 continue
@@ -310,21 +308,10 @@ class Block(Sizes, Jacobians, Algorithms):
         the forward tensors."""
         if self.constants:
             env.update(self.constants)
-        buffers, steps = self.buffers, self.backward_runs if steps is None else steps
-        programs, k = self._programs(steps), 0
-        while k < len(steps):
-            _, result, run, _ = steps[k]
-            k += 1
-            if k - 1 in programs:
-                program, stop = programs[k - 1]
-                if program.run(env, self._out):
-                    k = stop
-                    continue
+        for _, result, run, _ in self._singles(self.backward_runs if steps is None else steps, env):
             if run.copies and _aliased(run, env, result):
                 continue
-            out = buffers.get(result)
-            if out is None or out.dtype != self.dtype:
-                out = self._buffer(result, run.result_shape)
+            out = self._buffer(result, run.result_shape)
             env[result] = run.evaluate(env, out)
         return env
 
