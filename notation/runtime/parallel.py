@@ -385,22 +385,21 @@ def _pieces(cut, a, b, out, add):
 def _fixed(cut, a, b, out, add):
     """out = a @ b (+ add) in the fixed pieces of `cut`: shared by the workers, or one after another
     (on BLAS's own threads when ours are off, or for a product of BLAS_THREADS_FLOPS), to the same bits."""
+    big = 2 * a.shape[0] * a.shape[1] * b.shape[1] >= BLAS_THREADS_FLOPS
+    shared = _ENABLED and not big and WORKERS >= PARTS
+    if shared and cut != "sum":
+        with serial_blas():  # the pool first: its table is made once, and the pieces' views are not needed
+            if _pool() and pool.products(a, b, out, add, cut, PARTS):
+                return out
     pieces, parts = _pieces(cut, a, b, out, add)
-    if not enabled():
-        for piece in pieces:
-            _product(*piece)
-    elif 2 * a.shape[0] * a.shape[1] * b.shape[1] >= BLAS_THREADS_FLOPS:
-        _, blas = _setup()
-        with blas.limit(limits=WORKERS):  # one large GEMM: OpenBLAS's own threads
+    if shared:
+        with serial_blas():
+            if cut != "sum" or not _pool() or not pool.products(a, b, out, None, cut, PARTS, *parts):
+                _share(_product, pieces)
+    else:  # one after another: one large GEMM on OpenBLAS's own threads, else BLAS as the process has it
+        with _setup()[1].limit(limits=WORKERS) if _ENABLED and big else serial_blas():
             for piece in pieces:
                 _product(*piece)
-    else:
-        with serial_blas():
-            if WORKERS < PARTS:
-                for piece in pieces:
-                    _product(*piece)
-            elif not _pool() or not pool.products(a, b, out, None if parts else add, cut, PARTS, *parts):
-                _share(_product, pieces)
     for p in parts:
         out += p
     if parts and add is not None:
