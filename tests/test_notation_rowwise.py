@@ -70,14 +70,17 @@ TOKENS = {"x": (3, 5, 16), "g": (16,), "beta": (16,), "dz": (3, 5, 16), "xh": (3
     (["dg[i] = dz[b,n,i] * xh[b,n,i]", "dbeta[i] = dz[b,n,i]"], TOKENS, []),
     # elementwise alone, no sum along the row: the chains' work (chains.py), not a program
     (["a[b,n,i] = x[b,n,i] * g[i]", "c[b,n,i] = a[b,n,i] + beta[i]"], TOKENS, []),
-    # a max is no sum: softmax's max subtracted runs on its own, the sum after it with the rest
+    # a max over the row whose positions are not kept is its largest entry, in the program; over a
+    # window of two axes it runs on its own
     (["m[b,n] = max[i] x[b,n,i]", "e[b,n,i] = x[b,n,i] - m[b,n]", "s[b,n] = e[b,n,i]"], TOKENS,
-     [["e", "s"]]),
+     [["m", "e", "s"]]),
+    (["m[b] = max[n,i] x[b,n,i]", "mu[b,n] = x[b,n,i]", "xc[b,n,i] = x[b,n,i] - mu[b,n]"], TOKENS,
+     [["mu", "xc"]]),
     # a function the loop does not have (tanh) ends the program before it
     (["mu[b,n] = x[b,n,i] / 16", "xc[b,n,i] = x[b,n,i] - mu[b,n]", "e[b,n,i] = tanh(xc[b,n,i])"], TOKENS,
      [["mu", "xc"]]),
     # attention's softmax (layers.yaml), its exp of a difference made row by row first, and its gradient
-    (SOFTMAX + SOFTMAX_GRADIENT, SCORES, [["ex", "den", "r", "p", "dr", "dden", "dex", "ds"]]),
+    (SOFTMAX + SOFTMAX_GRADIENT, SCORES, [["sm", "ex", "den", "r", "p", "dr", "dden", "dex", "ds"]]),
     # a sum along rows of another length is another program's
     (["mu[b,n] = x[b,n,i] / 16", "s[b,n] = w[b,n,j]"], dict(TOKENS, w=(3, 5, 7)), []),
     # a transposed read is not a row
@@ -141,12 +144,11 @@ def test_a_softmax_program_gives_the_loop_interpreters_values(rows, n, seed):
     shapes = {"s": tuple(rows) + (n,), "dp": tuple(rows) + (n,)}
     steps = compile_all(SOFTMAX + SOFTMAX_GRADIENT, shapes)
     found = rowwise.find(steps)
-    assert [p.results for p, _ in found.values()] == [["ex", "den", "r", "p", "dr", "dden", "dex", "ds"]]
+    assert [p.results for p, _ in found.values()] == [["sm", "ex", "den", "r", "p", "dr", "dden", "dex", "ds"]]
     env = operands(shapes, np.random.default_rng(seed), np.float64)
-    env["sm"] = env["s"].max(axis=-1)
-    got = run_program(found[1][0], env, np.float64)
+    got = run_program(found[0][0], env, np.float64)
     expected = dict(env)
-    for result, run in steps[1:]:
+    for result, run in steps:
         expected[result] = evaluate_run(run, **{k: expected[k] for k in run.shapes})
         np.testing.assert_allclose(got[result], expected[result], rtol=1e-11, atol=1e-12, err_msg=result)
 
@@ -158,9 +160,9 @@ def norms(n):
 
 
 def softmax(n):
-    """Attention's softmax and its gradient over 2 x 3 x 5 rows of n (its max runs on its own)."""
+    """Attention's softmax, its max included, and its gradient over 2 x 3 x 5 rows of n."""
     shapes = {"s": (2, 3, 5, n), "dp": (2, 3, 5, n)}
-    return compile_all(SOFTMAX + SOFTMAX_GRADIENT, shapes)[1:], shapes, 30
+    return compile_all(SOFTMAX + SOFTMAX_GRADIENT, shapes), shapes, 30
 
 
 @pytest.mark.parametrize("case", [norms, softmax])
@@ -172,8 +174,11 @@ def test_the_loop_and_numpys_passes_give_the_same_bits_on_any_split(case, dtype,
     program = rowwise.find(steps)[0][0]
     env = operands(shapes, np.random.default_rng(n), dtype)
     env[next(iter(shapes))].reshape(-1)[:2] = -0.0
-    if case is softmax:  # sm as the max gives it
-        env["sm"] = env["s"].max(axis=-1)
+    if case is softmax:  # a row whose largest entries are -0 and +0, in both orders: which one is kept
+        env["s"][0, 0, 0] = -np.abs(env["s"][0, 0, 0]) - 1
+        env["s"][0, 0, 0, 0], env["s"][0, 0, 0, n // 2] = -0.0, 0.0
+        env["s"][0, 0, 1] = -np.abs(env["s"][0, 0, 1]) - 1
+        env["s"][0, 0, 1, 0], env["s"][0, 0, 1, n // 2] = 0.0, -0.0
     buffers = run_program(program, env, dtype)
     whole = {r: a.copy() for r, a in buffers.items()}
     for parts in (2, 5):

@@ -10,7 +10,8 @@ call, its rows shared between the threads.
 An equation fits where its result is a row (`[..., n]`) or one value a row (`[...]`), and each term of
 its right side is a scale times factors, each factor a tensor read as a row, as the row's one value, or
 as one row shared by all (a parameter `g[i]`), or id, square, sqrt, rsqrt, recip, drecip or exp of one
-(of a sum, exp(s - sm): made into scratch first); a term of a one-value result may sum over the row.
+(of a sum, exp(s - sm): made into scratch first); a term of a one-value result may sum over the row,
+and a max over the row whose positions are not kept (softmax's shift) is its largest entry.
 Every result is written to its buffer, as the equations one by one write it.  The bits: each row's sum is
 added in double, in fused.c's lanes, then in a fixed tree, so it may differ from a GEMV's in the last
 bits; they never depend on the number of threads, and numpy's passes (_numpy) give the same where the
@@ -28,6 +29,7 @@ FUNCTIONS = ("id", "square", "sqrt", "rsqrt", "recip", "drecip", "exp")  # fused
 ROW, VALUE, SHARED = 0, 1, 2  # how a factor is read: fused.c's ROWS_ROW, ROWS_VALUE, ROWS_SHARED
 MOST = 4096  # fused.c's ROWS_MAX: the longest row
 LANES = 8  # fused.c's ROWS_LANES: the partial sums of a row's sum
+SUM, LARGEST = 1, 2  # a term that sums over the row, or takes its largest entry (fused.c's "sums")
 name = "row program"
 
 
@@ -60,15 +62,30 @@ def describe(run, rows: tuple, n: int):
     are made in first [(name, whether a row, terms)]) of one compiled equation over rows of this shape and n
     features each, or None where it does not fit."""
     rhs = run._rhs
-    if run.has_max or run.copies or rhs.is_view or not rhs.products:
+    if run.copies or rhs.is_view or not rhs.products:
         return None
     shape = run.result_shape
     row = shape == rows + (n,)
     if not row and shape != rows:
         return None
     scratch = []
-    terms = _terms(rhs, len(shape), row, n, scratch)
+    terms = (None if row else _largest(rhs, n)) if run.has_max else _terms(rhs, len(shape), row, n, scratch)
     return None if terms is None else (row, terms, scratch)
+
+
+def _largest(rhs, n):
+    """The one term of `m[...] = max[i] x[..., i]` (a row's largest entry; no positions kept), or None."""
+    p = rhs.products[0] if len(rhs.products) == 1 else None
+    op = p.operands[0] if p is not None and len(p.operands) == 1 else None
+    if op is None or op.kind != "max" or len(op.max) != 1 or p.scale != 1.0 or p.summed or not p.fold.plain:
+        return None
+    q = op.argument.products
+    x = q[0].operands[0] if len(q) == 1 and len(q[0].operands) == 1 and q[0].scale == 1.0 else None
+    lead = p.fold.view.indices
+    if x is None or x.kind != "view" or not x.view.identity or tuple(op.indices) != lead or \
+            x.indices != lead + tuple(op.max) or q[0].extents[op.max[0]] != n:
+        return None
+    return [(LARGEST, 1.0, [(x.view.name, ROW, 0)])]
 
 
 def _terms(rhs, ndim, row, n, scratch):
@@ -78,7 +95,7 @@ def _terms(rhs, ndim, row, n, scratch):
         idx = p.fold.view.indices
         if not p.fold.plain or p.fold.loop or p.reshape is not None or len(idx) != ndim:
             return None
-        sums = bool(p.summed)
+        sums = SUM if p.summed else 0
         if (row and sums) or len(p.summed) > 1 or (sums and p.extents[p.summed[0]] != n):
             return None
         lead, feature = (idx[:-1], idx[-1]) if row else (idx, p.summed[0] if sums else None)
@@ -255,7 +272,9 @@ class RowProgram:
                     value = value * scales[place]
                 if row or sums:
                     value = np.broadcast_to(value, (rows, n))
-                if sums:
+                if sums == LARGEST:
+                    value = _largest_of(value).astype(np.float64)
+                elif sums:
                     value = _lanes(value)
                 elif not row:  # a one-value result's terms are added in double
                     value = value.astype(np.float64)
@@ -283,6 +302,30 @@ def _lanes(t):
     while w:
         lane = lane[:, :w] + lane[:, w:2 * w]
         w //= 2
+    return lane
+
+
+def _larger(x, y):
+    """fused.c's ROWS_LARGER: x where x >= y or x is NaN, else y (numpy's maximum, its -0 and +0 in order)."""
+    return np.where((x >= y) | np.isnan(x), x, y)
+
+
+def _largest_of(t):
+    """Each row's largest entry as fused.c's ROWS takes it: in LANES lanes, then a fixed tree, where the
+    row has LANES entries or more, else one after the other; (rows, 1)."""
+    rows, n = t.shape
+    if n < LANES:
+        v = t[:, :1]
+        for e in range(1, n):
+            v = _larger(v, t[:, e:e + 1])
+        return v
+    lane, e = t[:, :LANES], LANES
+    while e + LANES <= n:
+        lane, e = _larger(lane, t[:, e:e + LANES]), e + LANES
+    lane = np.concatenate([_larger(lane[:, :n - e], t[:, e:]), lane[:, n - e:]], axis=1)
+    w = LANES // 2
+    while w:
+        lane, w = _larger(lane[:, :w], lane[:, w:2 * w]), w // 2
     return lane
 
 

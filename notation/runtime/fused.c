@@ -744,10 +744,10 @@ TAPS(taps_float64, double, taps_f64)
  * every equation in turn on it, so the row stays in L1 from the first equation to the last: one pass
  * over memory and one call where the equations one by one take a pass and a Python call each.
  * code: the equations' count, then per equation: whether its result is a row (1) or one value a row
- * (0), its slot, its terms' count; per term: whether it sums over the row, its scale's place in scales
- * (-1: none), its factors' count; per factor: its slot, how it is read (ROWS_ROW: entry e of the row,
- * ROWS_VALUE: the row's one value, ROWS_SHARED: entry e of one row for all) and its function.  A term
- * is its factors multiplied left to right, then scaled; a sum over the row adds entry e into lane
+ * (0), its slot, its terms' count; per term: whether it sums over the row (1) or takes its largest entry
+ * (2, a max's only term), its scale's place in scales (-1: none), its factors' count; per factor: its
+ * slot, how it is read (ROWS_ROW: entry e of the row, ROWS_VALUE: the row's one value, ROWS_SHARED: entry
+ * e of one row for all) and its function.  A term is its factors multiplied left to right, then scaled; a sum over the row adds entry e into lane
  * e % ROWS_LANES (the first ROWS_LANES entries its start), the lanes then added in a fixed tree, in double
  * (a float32 layer norm's gradient subtracts two such sums: its float32 sums lost 4e-4 of it on 3 features),
  * as the terms of a one-value result, rounded once: the same bits on any thread, for any split, and as
@@ -763,6 +763,8 @@ TAPS(taps_float64, double, taps_f64)
 #endif
 #define ROWS_LANES 8
 enum { ROWS_ROW, ROWS_VALUE, ROWS_SHARED };
+/* The larger of two entries as numpy's maximum picks it: x where x >= y or x is NaN, else y. */
+#define ROWS_LARGER(x, y) ((x) >= (y) || (x) != (x) ? (x) : (y))
 enum { ROWS_ID, ROWS_SQUARE, ROWS_SQRT, ROWS_RSQRT, ROWS_RECIP, ROWS_DRECIP, ROWS_EXP };
 /* One entry's function (ROWS_EXP: numpy's own loop on it, as the chains' final exp). */
 #define ROWS_F(K, T, SQRT, f, x) rows_f_##K((f), (x))
@@ -860,6 +862,25 @@ ROWS_CLONES void NAME(ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t n, const long long *
                 if (scaled >= 0) for (ptrdiff_t e = 0; e < m; e++) into[e] = into[e] * scale;           \
                 if (row) {                                                                              \
                     if (k > 0) for (ptrdiff_t e = 0; e < m; e++) out[e] = out[e] + t[e];                \
+                    continue;                                                                           \
+                }                                                                                       \
+                if (sums == 2) { /* each row's largest entry, as its sum below; a NaN kept (ROWS_LARGER) */ \
+                    for (ptrdiff_t j = 0; j < rows; j++) {                                              \
+                        const T *u = t + j * n;                                                         \
+                        T v = u[0], lane[ROWS_LANES];                                                   \
+                        if (n >= ROWS_LANES) {                                                          \
+                            for (int l = 0; l < ROWS_LANES; l++) lane[l] = u[l];                        \
+                            ptrdiff_t e = ROWS_LANES;                                                   \
+                            for (; e + ROWS_LANES <= n; e += ROWS_LANES)                                \
+                                for (int l = 0; l < ROWS_LANES; l++) lane[l] = ROWS_LARGER(lane[l], u[e + l]); \
+                            for (int l = 0; e < n; e++, l++) lane[l] = ROWS_LARGER(lane[l], u[e]);      \
+                            for (int w = ROWS_LANES / 2; w > 0; w /= 2)                                 \
+                                for (int l = 0; l < w; l++) lane[l] = ROWS_LARGER(lane[l], lane[l + w]); \
+                            v = lane[0];                                                                \
+                        } else                                                                          \
+                            for (ptrdiff_t e = 1; e < n; e++) v = ROWS_LARGER(v, u[e]);                 \
+                        total[j] = k == 0 ? (double)v : total[j] + (double)v;                           \
+                    }                                                                                   \
                     continue;                                                                           \
                 }                                                                                       \
                 for (ptrdiff_t j = 0; j < rows; j++) { /* each row's sum: in lanes, then a fixed tree */ \
