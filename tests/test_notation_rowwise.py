@@ -120,6 +120,18 @@ def operands(shapes, rng, dtype):
     return {n: (rng.standard_normal(s) + (2 if n == "v" else 0)).astype(dtype) for n, s in shapes.items()}
 
 
+def agrees_with_the_interpreter(steps, shapes, seed):
+    """All the steps are one program, and each result is the loop interpreter's, in float64."""
+    found = rowwise.find(steps)
+    assert [p.results for p, _ in found.values()] == [[r for r, _ in steps]]
+    env = operands(shapes, np.random.default_rng(seed), np.float64)
+    got = run_program(found[0][0], env, np.float64)
+    expected = dict(env)
+    for result, run in steps:
+        expected[result] = evaluate_run(run, **{k: expected[k] for k in run.shapes})
+        np.testing.assert_allclose(got[result], expected[result], rtol=1e-11, atol=1e-12, err_msg=result)
+
+
 @settings(max_examples=25, deadline=None)
 @given(rows=st.lists(st.integers(1, 4), min_size=1, max_size=3), n=st.integers(1, 37), seed=st.integers(0, 99))
 def test_a_program_gives_the_loop_interpreters_values(rows, n, seed):
@@ -127,30 +139,14 @@ def test_a_program_gives_the_loop_interpreters_values(rows, n, seed):
     sources = [s.replace("[b,n", "[" + ",".join("abc"[:len(rows)])).replace("/ 16", f"/ {n}")
                for s in LAYER_NORM + GRADIENT]
     shapes = {"x": rows + (n,), "g": (n,), "beta": (n,), "dz": rows + (n,)}
-    steps = compile_all(sources, shapes)
-    found = rowwise.find(steps)
-    assert [p.results for p, _ in found.values()] == [["mu", "xc", "v", "r", "xh", "z", "dxh", "m", "p", "dx"]]
-    env = operands(shapes, np.random.default_rng(seed), np.float64)
-    got = run_program(found[0][0], env, np.float64)
-    expected = dict(env)
-    for result, run in steps:
-        expected[result] = evaluate_run(run, **{k: expected[k] for k in run.shapes})
-        np.testing.assert_allclose(got[result], expected[result], rtol=1e-11, atol=1e-12, err_msg=result)
+    agrees_with_the_interpreter(compile_all(sources, shapes), shapes, seed)
 
 
 @settings(max_examples=15, deadline=None)
 @given(rows=st.lists(st.integers(1, 3), min_size=3, max_size=3), n=st.integers(1, 19), seed=st.integers(0, 99))
 def test_a_softmax_program_gives_the_loop_interpreters_values(rows, n, seed):
     shapes = {"s": tuple(rows) + (n,), "dp": tuple(rows) + (n,)}
-    steps = compile_all(SOFTMAX + SOFTMAX_GRADIENT, shapes)
-    found = rowwise.find(steps)
-    assert [p.results for p, _ in found.values()] == [["sm", "ex", "den", "r", "p", "dr", "dden", "dex", "ds"]]
-    env = operands(shapes, np.random.default_rng(seed), np.float64)
-    got = run_program(found[0][0], env, np.float64)
-    expected = dict(env)
-    for result, run in steps:
-        expected[result] = evaluate_run(run, **{k: expected[k] for k in run.shapes})
-        np.testing.assert_allclose(got[result], expected[result], rtol=1e-11, atol=1e-12, err_msg=result)
+    agrees_with_the_interpreter(compile_all(SOFTMAX + SOFTMAX_GRADIENT, shapes), shapes, seed)
 
 
 def norms(n):
