@@ -244,7 +244,7 @@ class RowProgram:
         dtype = arrays[0].dtype
         if any(not a.flags.c_contiguous for a in arrays) or not fused.chain_runs(self.functions, dtype):
             return None  # numpy's passes: an array laid out otherwise, or numpy's exp loop not found
-        spans = [(fused.address(a) + fused.extent(a)[0], fused.address(a) + fused.extent(a)[1]) for a in arrays]
+        spans = [(fused.address(a) + lo, fused.address(a) + hi) for a in arrays for lo, hi in [fused.extent(a)]]
         for k, (t, (lo, hi)) in enumerate(zip(self.tensors, spans)):
             if t in outs and any(lo < b and a < hi for j, (a, b) in enumerate(spans) if j != k):
                 return None

@@ -78,10 +78,12 @@ class MatmulStep:
         return result
 
     def _matrix(self, v, shape, k):
-        """v as the matrices `shape` BLAS reads: a view where its axes merge so, else a copy in the buffer
-        kept for operand k (made once: a fresh one of 200 KiB a step cost its page faults every step)."""
-        if _merges(v.shape, v.strides, shape):
-            return _blasable(v.reshape(shape))
+        """v as the matrices `shape` BLAS reads: a view where its axes merge so and BLAS can read it, else a
+        copy in the buffer kept for operand k (made once: a fresh one of 200 KiB a step cost its page faults
+        every step)."""
+        strides = _merged(v.shape, v.strides, shape)
+        if strides is not None and _reads(shape, strides, v.itemsize):
+            return v.reshape(shape)
         buf = self.kept[k]
         if buf is None or buf.shape != shape or buf.dtype != v.dtype:
             buf = self.kept[k] = np.empty(shape, v.dtype)
@@ -93,14 +95,14 @@ class MatmulStep:
         return {"kind": self.kind, "runs": runs}
 
     def copies(self, x_shape, y_shape) -> bool:
-        """Whether, on C-ordered operands of these shapes, it copies an operand (what _blasable does at
-        run time) or its result (not `direct`): decided when compiling."""
+        """Whether, on C-ordered operands of these shapes, it copies an operand (what _matrix does at run
+        time) or its result (not `direct`): decided when compiling."""
         xs, ys = (y_shape, x_shape) if self.swap else (x_shape, y_shape)
         return not (self.direct and _free(xs, self.x_perm, self.x_shape) and _free(ys, self.y_perm, self.y_shape))
 
     def copied(self, x_shape, y_shape) -> int:
         """Entries copied on C-ordered operands of these shapes: an operand BLAS cannot read as it lies
-        (a transposing copy, _blasable), and a result that is not `direct`."""
+        (a transposing copy, _matrix), and a result that is not `direct`."""
         xs, ys = (y_shape, x_shape) if self.swap else (x_shape, y_shape)
         n = 0 if _free(xs, self.x_perm, self.x_shape) else math.prod(self.x_shape)
         n += 0 if _free(ys, self.y_perm, self.y_shape) else math.prod(self.y_shape)
@@ -149,36 +151,37 @@ class EinsumStep:
         return {"kind": self.kind, "runs": "np.einsum"}
 
 
-def _merges(shape, strides, target) -> bool:
-    """Whether an array of this shape and strides reshapes to `target` without a copy: each axis of
-    target a run of its consecutive axes (axes of one entry aside) that lie evenly in memory."""
-    dims, k = [(n, s) for n, s in zip(shape, strides) if n != 1], 0
+def _merged(shape, strides, target):
+    """The strides of an array of this shape and strides reshaped to `target` without a copy (each axis of
+    target a run of its consecutive axes, those of one entry aside, that lie evenly in memory), or None
+    where the reshape must copy."""
+    dims, k, found = [(n, s) for n, s in zip(shape, strides) if n != 1], 0, []
     for t in target:
         size, outer = 1, None
         while size < t:
             if k == len(dims):
-                return False
+                return None
             n, s = dims[k]
             if outer is not None and outer != s * n:
-                return False
+                return None
             outer, size, k = s, size * n, k + 1
         if size != t:
-            return False
-    return k == len(dims)
+            return None
+        found.append(0 if outer is None else outer)
+    return tuple(found) if k == len(dims) else None
 
 
-def _blasable(a):
-    """The array itself when BLAS can read its trailing matrices (one unit-stride axis), else a copy:
-    np.matmul would otherwise take its slow loop without BLAS."""
-    if a.ndim < 2 or a.size == 0:
-        return a
-    s, n, item = a.strides, a.shape, a.itemsize
-    rows, cols = s[-2], s[-1]
-    if (cols == item and (rows >= max(n[-1], 1) * item or n[-2] == 1)) or (
-            rows == item and (cols >= max(n[-2], 1) * item or n[-1] == 1)):
-        if rows % item == 0 and cols % item == 0 and min(s) >= 0:
-            return a
-    return np.ascontiguousarray(a)
+def _reads(shape, strides, item) -> bool:
+    """Whether BLAS reads the trailing matrices of an array of this shape and strides (in bytes) as they
+    lie: one unit-stride axis and a leading dimension that spans it (else np.matmul takes its own loop)."""
+    if len(shape) < 2 or 0 in shape:
+        return True
+    n, (rows, cols) = shape, strides[-2:]
+    cols = item if n[-1] == 1 else cols  # an axis of one entry: its stride is never stepped
+    rows = max(n[-1], 1) * item if n[-2] == 1 else rows
+    return ((cols == item and (rows >= max(n[-1], 1) * item or n[-2] == 1)) or (
+        rows == item and (cols >= max(n[-2], 1) * item or n[-1] == 1))) and \
+        rows % item == 0 and cols % item == 0 and min(strides) >= 0
 
 
 def c_strides(shape) -> tuple:
@@ -187,24 +190,11 @@ def c_strides(shape) -> tuple:
 
 
 def _free(shape, perm, merged) -> bool:
-    """Whether a C-ordered array of `shape`, transposed by perm and reshaped to `merged`, is a view that
-    _blasable would pass as it is (one unit stride in its trailing matrix)."""
+    """Whether a C-ordered array of `shape`, transposed by perm and reshaped to `merged`, is a view BLAS
+    reads as it is (what MatmulStep._matrix does at run time, decided when compiling)."""
     c = c_strides(shape)
-    shape, strides = [shape[p] for p in perm], [c[p] for p in perm]
-    out, k = [], 0
-    for n in merged:
-        axes, size = [], 1
-        while k < len(shape) and (size < n or (n == 1 and not axes and shape[k] == 1)):
-            axes.append(k)
-            size *= shape[k]
-            k += 1
-        if size != n:
-            return False
-        live = [a for a in axes if shape[a] != 1]
-        if any(strides[p] != strides[q] * shape[q] for p, q in zip(live, live[1:])):
-            return False
-        out.append(strides[live[-1]] if live else 0)
-    return len(out) < 2 or 1 in out[-2:] or merged[-1] == 1 or merged[-2] == 1
+    strides = _merged([shape[p] for p in perm], [c[p] for p in perm], merged)
+    return strides is not None and _reads(merged, strides, 1)
 
 
 def make_step(einsum: str, sizes: dict, prefer_out: bool):
